@@ -1,0 +1,92 @@
+"""Command line: ``sharp bench`` runs the segment benchmark and writes a report."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+
+from sharp.benchmark import segment_benchmark, summary_table
+from sharp.config import preset_names
+from sharp.data.corpus import load_corpus
+from sharp.learners import sharp_spec
+from sharp.report import markdown_table, speed_table, write_benchmark_report
+
+
+def _bench_parser(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="segment benchmark (forward/backward/current) + report",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    bench.add_argument("--corpus", default="wiki",
+                       help="wiki | books | text8 | pg19 | path to a local text file")
+    bench.add_argument("--preset", default="quick", choices=preset_names())
+    bench.add_argument("--segment", type=int, default=30_000, help="tokens per segment (S)")
+    bench.add_argument("--slice", type=int, default=3_000, help="tokens per evaluation slice (E)")
+    bench.add_argument("--learners", type=int, default=3, help="segments / learners (M)")
+    bench.add_argument("--seed", type=int, default=0, help="learner m uses seed + m")
+    bench.add_argument("--threads", type=int, default=1, help="torch threads per learner")
+    bench.add_argument("--workers", type=int, default=None,
+                       help="learner processes in parallel (default: min(learners, cores))")
+    bench.add_argument("--sleep-every", type=int, default=None,
+                       help="override the preset's wake steps between sleeps")
+    bench.add_argument("--clip", action="store_true",
+                       help="report bits clipped per token at log2(V) (the authors' rule)")
+    bench.add_argument("--out", default=None, help="output folder (default reports/<run-name>)")
+    bench.add_argument("--name", default=None, help="run name (default bench-<corpus>-<preset>)")
+    bench.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def bench(args: argparse.Namespace) -> int:
+    """Run the segment benchmark for SHARP and write the report."""
+    start = time.perf_counter()
+    corpus = load_corpus(args.corpus)
+    overrides = {"threads": args.threads, "vocab_size": corpus.vocab.size}
+    if args.sleep_every:
+        overrides["sleep_every"] = args.sleep_every
+    spec = sharp_spec(args.preset, **overrides)
+    workers = args.workers or max(1, min(args.learners, os.cpu_count() or 1))
+    clip = math.log2(corpus.vocab.size) if args.clip else None
+    corpus_label = os.path.basename(str(args.corpus)).split(".")[0]
+    name = args.name or f"bench-{corpus_label}-{args.preset}"
+    out = args.out or os.path.join("reports", name)
+    print(f"corpus {corpus.name}: {len(corpus):,} tokens; {args.learners} learners × "
+          f"{args.segment:,} tokens on {workers} worker(s), {args.threads} thread(s) each")
+    result = segment_benchmark(
+        [spec], corpus.tokens, segment=args.segment, slice_len=args.slice,
+        learners=args.learners, seed=args.seed, workers=workers, clip=clip,
+        progress=not args.quiet,
+    )
+    wall = time.perf_counter() - start
+    meta = {
+        "run": name, "command": shlex.join(["sharp", *sys.argv[1:]]), "corpus": corpus.name,
+        "corpus_tokens": len(corpus), "corpus_sha256": corpus.sha256,
+        "segment": args.segment, "slice": args.slice, "learners": args.learners,
+        "workers": workers, "clip": clip, "wall_seconds": wall,
+        "configs": {spec.name: spec.config},
+    }
+    path = write_benchmark_report(out, result, meta)
+    column = "bits_clipped" if clip else "bits"
+    print(markdown_table(summary_table(result.results, column)))
+    print(markdown_table(speed_table(result.results)))
+    print(f"wall time {wall:.1f} s; report written to {path}/")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sharp`` command."""
+    parser = argparse.ArgumentParser(prog="sharp", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _bench_parser(sub)
+    args = parser.parse_args(argv)
+    try:
+        return {"bench": bench}[args.command](args)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        print(f"sharp {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,452 @@
+"""The SHARP learner: wake (SPEC §3), sleep (SPEC §4), evaluation (SPEC §5), state.
+
+Read it next to SPEC.md: :meth:`Sharp.learn` is the wake step, numbered as there;
+:meth:`Sharp.sleep` is the sleep phase; :meth:`Sharp.evaluate` is evaluation without
+learning.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from sharp.config import SharpConfig
+from sharp.heads import make_head
+from sharp.memory import Memory
+from sharp.protocol import LN2, EvalResult, StepResult
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then CPU; anything else is a torch device."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def make_adam(
+    params: Any, lr: float, weight_decay: float, device: torch.device
+) -> torch.optim.Adam:
+    """Adam with one fused kernel per parameter group where the device supports it."""
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay,
+                            fused=device.type in ("cpu", "cuda", "mps"))
+
+
+@dataclass(frozen=True)
+class Tag:
+    """A context tag stored in wake: the layer-0 state and the context head 1 gave it."""
+
+    state: Tensor
+    context: Tensor
+
+
+@dataclass
+class SleepLayerReport:
+    """What one target layer's replay did."""
+
+    layer: int
+    windows: int
+    updates: int
+    first_loss: float
+    last_loss: float
+    seconds: float
+
+
+@dataclass
+class SleepReport:
+    """What one sleep call did; ``slept`` is False when nothing was pending."""
+
+    slept: bool
+    tags: int = 0
+    layers: list[SleepLayerReport] = field(default_factory=list)
+
+
+class Sharp:
+    r"""A SHARP learner over one token stream (batch 1), implementing the learner protocol.
+
+    ``memories`` and ``heads`` are ``nn.ModuleList``\ s; ``net`` holds both.
+    """
+
+    def __init__(self, config: SharpConfig) -> None:
+        self.config = config
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        self.device = resolve_device(config.device)
+        self.vocab_size = config.vocab_size
+        self.window = config.window
+        self.strides = config.strides
+        c = config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(c.seed)
+            self.memories = nn.ModuleList(
+                Memory(
+                    c.vocab_size if level == 0 else c.hidden[level - 1],
+                    c.hidden[level],
+                    c.embedding,
+                    c.window,
+                    tokens=level == 0,
+                    reservoir=c.init == "reservoir" and level > 0,
+                )
+                for level in range(c.layers)
+            )
+            self.heads = nn.ModuleList(
+                make_head(
+                    c.head_type,
+                    c.hidden[level],
+                    c.vocab_size if level == 0 else c.hidden[level - 1],
+                    c.head_layers,
+                    c.hidden[level] if level + 1 < c.layers else None,
+                )
+                for level in range(c.layers)
+            )
+        self.net = nn.ModuleDict({"memories": self.memories, "heads": self.heads})
+        self.net.to(self.device)
+        self.memory_opt = make_adam(self.memories[0].parameters(), c.lr, c.weight_decay,
+                                    self.device)
+        self.head_opt = make_adam(
+            [{"params": list(head.parameters()), "lr": c.head_lr(level)}
+             for level, head in enumerate(self.heads)],
+            c.lr, c.weight_decay, self.device,
+        )
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(c.seed)
+        self.tags: deque[Tag] = deque(maxlen=c.tag_buffer)
+        self.recall_ema = 0.0
+        self.sleep_pending = False
+        self.carry = self._zeros(c.hidden[0])
+        self.reset_state()
+
+    # -- state ----------------------------------------------------------------------
+    def _zeros(self, size: int, batch: int = 1) -> Tensor:
+        return torch.zeros(batch, size, device=self.device)
+
+    def reset_state(self) -> None:
+        """Forget the stream position: layer states, step counter, window carry, EMA,
+        tags and flags. Weights and optimiser moments are kept."""
+        self.states = [self._zeros(h) for h in self.config.hidden]
+        self.t = 0
+        self.carry = self._zeros(self.config.hidden[0])
+        self.recall_ema = 0.0
+        self.tags.clear()
+        self.sleep_pending = False
+        self.store_tag = False
+        self.awake = False
+
+    def _wake_up(self) -> None:
+        """SPEC §3 step 0: layer states and t reset; carry, EMA and optimisers kept."""
+        self.states = [self._zeros(h) for h in self.config.hidden]
+        self.t = 0
+        self.awake = True
+
+    def parameter_count(self) -> int:
+        """Number of parameters (memories and heads)."""
+        return sum(p.numel() for p in self.net.parameters())
+
+    # -- wake -----------------------------------------------------------------------
+    def learn(self, window: Tensor | np.ndarray, target: int) -> StepResult:
+        """One wake step on window ``x`` (W token ids) and next token ``y`` (SPEC §3)."""
+        c = self.config
+        x = self._window_tensor(window)
+        y = self._target_tensor(target)
+        # 0. Waking up resets the layer states and the step counter.
+        if not self.awake:
+            self._wake_up()
+        # 1.
+        self.t += 1
+        # 2. Encode x with memory 0 from the carried window state; recall loss r.
+        memory0 = self.memories[0]
+        recall, _, after_first = memory0.encode(x, self.carry)
+        r = memory0.recall_loss(x, recall)
+        self.carry = after_first.detach()
+        # 3. The recall-EMA gate: memory 0 learns only while its recall is poor.
+        r_value = r.item()
+        self.recall_ema = c.ema * self.recall_ema + (1.0 - c.ema) * r_value
+        learned = self.recall_ema > c.tau
+        if learned:
+            self.memory_opt.zero_grad(set_to_none=True)
+            r.backward()
+            self.memory_opt.step()
+            self.sleep_pending = True
+            self.store_tag = True
+        # 4. Bottom-up, no grad: layer l advances when t is a multiple of a**l.
+        self._advance(x[:, -1])
+        # 5. Top-down through the heads; store a tag if memory 0 just learned.
+        context = self._context()
+        if self.store_tag and context is not None:
+            self.tags.append(Tag(self.states[0], context.detach()))
+            self.store_tag = False
+        logits = self.heads[0](self.states[0], context)
+        # 6. Prediction loss, credit-assigned to the heads only (states carry no grad).
+        p = nn.functional.cross_entropy(logits, y)
+        self.head_opt.zero_grad(set_to_none=True)
+        p.backward()
+        self.head_opt.step()
+        # 7. Report.
+        return StepResult(logits.detach()[0], p.item(), int(target), r_value, learned)
+
+    @torch.no_grad()
+    def _advance(self, token: Tensor) -> None:
+        """Advance every layer whose stride divides t (strides grow with the layer)."""
+        for level, stride in enumerate(self.strides):
+            if self.t % stride:
+                break
+            source = token if level == 0 else self.states[level - 1]
+            self.states[level] = self.memories[level].step(source, self.states[level])
+
+    def _context(self) -> Tensor | None:
+        """Run heads L-1..1 top-down; the result is head 0's context (None if L == 1)."""
+        context = None
+        for level in range(self.config.layers - 1, 0, -1):
+            context = self.heads[level](self.states[level], context)
+        return context
+
+    def _window_tensor(self, window: Tensor | np.ndarray) -> Tensor:
+        x = torch.as_tensor(window, device=self.device).reshape(1, -1)
+        if x.shape[1] != self.window:
+            raise ValueError(
+                f"window has {x.shape[1]} tokens but this learner's window W is {self.window}"
+            )
+        if x.dtype != torch.long:
+            x = x.long()
+        return x
+
+    def _target_tensor(self, target: int) -> Tensor:
+        if not 0 <= int(target) < self.vocab_size:
+            raise ValueError(
+                f"target token {int(target)} is outside the vocabulary 0..{self.vocab_size - 1}"
+            )
+        return torch.tensor([int(target)], device=self.device)
+
+    # -- sleep ----------------------------------------------------------------------
+    def sleep(self, *, batched: bool = True) -> SleepReport:
+        """The sleep phase (SPEC §4): replay tag-seeded dreams into memories 1..L-1.
+
+        ``batched`` dreams all tags at once per target layer (equal in distribution to the
+        sequential form); ``batched=False`` dreams tag by tag in the sequential order.
+        Every call, also one that finds nothing pending, ends the wake period.
+        """
+        self.awake = False
+        if not self.sleep_pending:
+            return SleepReport(slept=False)
+        tags = list(self.tags)
+        report = SleepReport(slept=True, tags=len(tags))
+        if tags:
+            for target in range(1, self.config.layers):
+                report.layers.append(self._sleep_layer(target, tags, batched))
+        self.tags.clear()
+        self.sleep_pending = False
+        return report
+
+    def _sleep_layer(self, target: int, tags: list[Tag], batched: bool) -> SleepLayerReport:
+        """Train memory ``target`` on downsampled dreams of every tag (SPEC §4 steps 1–2)."""
+        c = self.config
+        start = time.perf_counter()
+        memory = self.memories[target]
+        # 1. A fresh Adam on memory k only; a window buffer of W zero vectors.
+        optimiser = make_adam(memory.parameters(), c.lr, c.weight_decay, self.device)
+        size = c.hidden[target - 1]
+        buffer: deque[Tensor] = deque(
+            (self._zeros(size) for _ in range(c.window)), maxlen=c.window
+        )
+        groups = [tags] if batched else [[tag] for tag in tags]
+        dreams = torch.cat([self._dream(group, target) for group in groups])
+        # 2. Sequential replay training, tag by tag, target carry from zero for each tag.
+        ema, losses, updates = 0.0, [], 0
+        for trajectory in dreams:
+            carry = self._zeros(c.hidden[target])
+            for vector in trajectory:
+                buffer.append(vector.unsqueeze(0))
+                window = torch.stack(tuple(buffer), dim=1)
+                recall, _, after_first = memory.encode(window, carry)
+                carry = after_first.detach()
+                loss = memory.recall_loss(window, recall)
+                value = loss.item()
+                losses.append(value)
+                ema = c.ema * ema + (1.0 - c.ema) * value
+                if ema > c.tau:
+                    optimiser.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimiser.step()
+                    updates += 1
+        return SleepLayerReport(target, len(losses), updates, losses[0], losses[-1],
+                                time.perf_counter() - start)
+
+    @torch.no_grad()
+    def _dream(self, tags: list[Tag], target: int) -> Tensor:
+        """Dream from ``tags`` (a batch) and return what layer ``target`` sees: the
+        layer-(target-1) state at every replay step s with s mod a**target == 0,
+        shape (tags, ticks, H_{target-1})."""
+        c = self.config
+        states = [torch.cat([tag.state for tag in tags])]
+        context = torch.cat([tag.context for tag in tags])
+        states += [self._zeros(c.hidden[level], len(tags)) for level in range(1, target)]
+        seen = []
+        for s in range(c.replay_steps):
+            token = self._sample(self.heads[0](states[0], context))
+            states[0] = self.memories[0].step(token, states[0])
+            for level in range(1, target):
+                if s % self.strides[level]:
+                    break
+                states[level] = self.memories[level].step(states[level - 1], states[level])
+            if s % self.strides[target] == 0:
+                seen.append(states[target - 1])
+        return torch.stack(seen, dim=1)
+
+    def _sample(self, logits: Tensor) -> Tensor:
+        """Sample one token per row (temperature, optional top-k) from the learner's RNG."""
+        logits = logits / self.config.temperature
+        if self.config.top_k is not None:
+            top, index = logits.topk(self.config.top_k, dim=-1)
+            choice = torch.multinomial(top.softmax(-1), 1, generator=self.generator)
+            return index.gather(-1, choice).squeeze(-1)
+        return torch.multinomial(logits.softmax(-1), 1, generator=self.generator).squeeze(-1)
+
+    # -- evaluation -----------------------------------------------------------------
+    @torch.inference_mode()
+    def predict_stream(self, tokens: Tensor | np.ndarray, chunk: int = 4096) -> Tensor:
+        """Logits for every token of ``tokens`` after the first W, from a reset state and
+        with the wake step's state updates (same strides), without learning.
+
+        The wake step at step t feeds layer 0 the last token of its window; layer l then
+        holds output floor(t / a**l) of its encoder. This computes every layer's
+        trajectory with one recurrent call per layer and the heads in batches.
+        """
+        c = self.config
+        ids = torch.as_tensor(np.asarray(tokens), device=self.device).long()
+        steps = ids.numel() - c.window
+        if steps < 1:
+            raise ValueError(
+                f"need more than W={c.window} tokens to predict anything, got {ids.numel()}"
+            )
+        # Layer 0 consumes tokens W-1 .. n-2 (the last token of each window).
+        inputs = self.memories[0].project(ids[c.window - 1 : -1]).unsqueeze(0)
+        trajectories = []
+        for level, memory in enumerate(self.memories):
+            if level > 0:
+                every = self.strides[level] // self.strides[level - 1]
+                below = trajectories[-1][every - 1 :: every]
+                inputs = memory.project(below).unsqueeze(0)
+            if inputs.shape[1] == 0:
+                outputs = self._zeros(c.hidden[level], 0)
+            else:
+                outputs = memory.encoder(inputs, self._zeros(c.hidden[level]).unsqueeze(0))[0][0]
+            trajectories.append(outputs)
+        t = torch.arange(1, steps + 1, device=self.device)
+        logits = []
+        for lo in range(0, steps, chunk):
+            tt = t[lo : lo + chunk]
+            states = []
+            for level, outputs in enumerate(trajectories):
+                ticks = tt // self.strides[level]
+                padded = torch.cat([self._zeros(c.hidden[level]), outputs])
+                states.append(padded[ticks])
+            context = None
+            for level in range(c.layers - 1, 0, -1):
+                context = self.heads[level](states[level], context)
+            logits.append(self.heads[0](states[0], context))
+        return torch.cat(logits)
+
+    def evaluate(self, tokens: Tensor | np.ndarray) -> EvalResult:
+        """Bits and top-1 correctness for every token after the first W of ``tokens``,
+        from a reset state, without learning (SPEC §5). The learner is left untouched."""
+        start = time.perf_counter()
+        ids = torch.as_tensor(np.asarray(tokens), device=self.device).long()
+        check_tokens(ids, self.vocab_size)
+        logits = self.predict_stream(ids)
+        targets = ids[self.window :]
+        with torch.inference_mode():
+            nats = nn.functional.cross_entropy(logits, targets, reduction="none")
+            correct = logits.argmax(-1) == targets
+        return EvalResult((nats / LN2).cpu().numpy(), correct.cpu().numpy(),
+                          time.perf_counter() - start)
+
+    # -- checkpoints ----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Weights, optimiser moments, states, carry, counters, EMA, tags, flags and RNG:
+        everything needed to resume the stream bit-exactly."""
+        runtime = {
+            "states": self.states, "t": self.t, "carry": self.carry,
+            "recall_ema": self.recall_ema, "sleep_pending": self.sleep_pending,
+            "store_tag": self.store_tag, "awake": self.awake,
+            "tags": [(tag.state, tag.context) for tag in self.tags],
+        }
+        return copy.deepcopy({
+            "kind": "sharp",
+            "config": self.config.to_dict(),
+            "weights": self.net.state_dict(),
+            "memory_opt": self.memory_opt.state_dict(),
+            "head_opt": self.head_opt.state_dict(),
+            "runtime": runtime,
+            "rng": self.generator.get_state(),
+        })
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; a checkpoint of another configuration raises
+        ValueError naming the fields that differ."""
+        check_compatible(state, "sharp", self.config)
+        state = copy.deepcopy(state)
+        self.net.load_state_dict(state["weights"])
+        self.memory_opt.load_state_dict(state["memory_opt"])
+        self.head_opt.load_state_dict(state["head_opt"])
+        runtime = state["runtime"]
+        self.states = [s.to(self.device) for s in runtime["states"]]
+        self.carry = runtime["carry"].to(self.device)
+        self.t = runtime["t"]
+        self.recall_ema = runtime["recall_ema"]
+        self.sleep_pending = runtime["sleep_pending"]
+        self.store_tag = runtime["store_tag"]
+        self.awake = runtime["awake"]
+        self.tags.clear()
+        self.tags.extend(Tag(s.to(self.device), c.to(self.device)) for s, c in runtime["tags"])
+        self.generator.set_state(state["rng"])
+
+
+#: Config fields that may differ between a checkpoint and the learner loading it.
+RUNTIME_FIELDS = ("device", "threads", "name")
+
+
+def check_compatible(state: dict[str, Any], kind: str, config: Any) -> None:
+    """Raise ValueError unless ``state`` is a checkpoint of a ``kind`` learner whose
+    config matches ``config`` (apart from :data:`RUNTIME_FIELDS`)."""
+    if not isinstance(state, dict) or state.get("kind") != kind:
+        found = state.get("kind") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"this is not a {kind} checkpoint (found {found!r})")
+    mine = config.to_dict()
+    theirs = state["config"]
+    differ = sorted(
+        key for key in set(mine) | set(theirs)
+        if key not in RUNTIME_FIELDS and mine.get(key) != theirs.get(key)
+    )
+    if differ:
+        details = ", ".join(f"{k}: checkpoint {theirs.get(k)!r} vs learner {mine.get(k)!r}"
+                            for k in differ)
+        raise ValueError(
+            f"checkpoint was saved with another configuration ({details}); build the learner "
+            "from the checkpoint's config instead"
+        )
+
+
+def check_tokens(ids: Tensor, vocab_size: int) -> None:
+    """Raise ValueError unless every id lies in 0..vocab_size-1."""
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+        bad = ids[(ids < 0) | (ids >= vocab_size)][0]
+        raise ValueError(
+            f"token id {int(bad)} is outside the vocabulary 0..{vocab_size - 1}; encode the "
+            "text with the learner's vocabulary (sharp.data.TEXT8 for text8-style corpora)"
+        )
+
+
+def bits_clip(vocab_size: int) -> float:
+    """The authors' per-token clip, log2(V) (4.755 bits for V = 27)."""
+    return math.log2(vocab_size)

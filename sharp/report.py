@@ -1,0 +1,97 @@
+"""Writing a benchmark run to ``reports/<run-name>/``: CSV tables, markdown, figures."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from sharp.benchmark import BenchmarkResult, summary_table
+from sharp.io import atomic_write_text
+from sharp.plots import figures_html, learning_curves, slice_bars
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table of ``frame`` (index included)."""
+    frame = frame.reset_index()
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    rows = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.itertuples(False)]
+    return "\n".join([header, rule, *rows])
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def machine_info() -> dict[str, Any]:
+    """Cores, torch version and thread count of this process."""
+    return {
+        "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads":
+        torch.get_num_threads(), "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def speed_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Per learner: parameters, training tokens/s and memory update rate (means)."""
+    per_run = results.drop_duplicates(["learner", "segment"])
+    return per_run.groupby("learner", sort=False).agg(
+        parameters=("parameters", "first"), train_tokens=("train_tokens", "mean"),
+        train_seconds=("train_seconds", "mean"), tokens_per_s=("tokens_per_s", "mean"),
+        memory_update_rate=("memory_update_rate", "mean"), sleeps=("sleeps", "mean"),
+    )
+
+
+def write_benchmark_report(out: str | os.PathLike, result: BenchmarkResult,
+                           meta: dict[str, Any]) -> Path:
+    """Write results.csv, curves.csv, summary.md and figures.html under ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "results.csv", result.results.to_csv(index=False))
+    atomic_write_text(out / "curves.csv", result.curves.to_csv(index=False))
+    bits_column = "bits_clipped" if meta.get("clip") else "bits"
+    rule = (f"clipped per token at log2(V) = {meta['clip']:.3f} bits (the authors' rule)"
+            if meta.get("clip") else "unclipped")
+    title = f"Segment benchmark — {meta['run']}"
+    figures = [
+        slice_bars(result.results, bits_column,
+                   title=f"Bits per token on the three slices ({rule})"),
+        learning_curves(result.curves),
+    ]
+    atomic_write_text(out / "figures.html", figures_html(figures, title))
+    config = json.dumps(meta.get("configs", {}), indent=2)
+    lines = [
+        f"# {title}", "",
+        f"- command: `{meta.get('command', '')}`",
+        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- machine: {json.dumps(machine_info())}",
+        f"- corpus: **{meta['corpus']}**, {meta['corpus_tokens']:,} tokens, "
+        f"sha256 `{meta['corpus_sha256']}`",
+        f"- protocol: {meta['learners']} learners × segments of {meta['segment']:,} tokens; "
+        f"slices of {meta['slice']:,} tokens: backward = first, current = last of each "
+        "segment, forward = the corpus's last (never trained on); prediction before learning",
+        f"- bits rule: {rule}; wall time {meta['wall_seconds']:.1f} s with "
+        f"{meta['workers']} worker process(es)", "",
+        f"## Bits per token (mean ± sample std over {meta['learners']} segments)", "",
+        markdown_table(summary_table(result.results, bits_column)), "",
+        "## Top-1 accuracy", "",
+        markdown_table(summary_table(result.results, "accuracy")), "",
+        "## Training speed", "",
+        markdown_table(speed_table(result.results)), "",
+        "## Files", "",
+        "- `results.csv`: one row per learner × segment × slice",
+        "- `curves.csv`: training records averaged over blocks of steps",
+        "- `figures.html`: slice bars and learning curves (self-contained, opens offline)", "",
+        "## Configuration", "", "```json", config, "```", "",
+    ]
+    atomic_write_text(out / "summary.md", "\n".join(lines))
+    return out

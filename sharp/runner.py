@@ -1,0 +1,121 @@
+"""Running a learner over a stream: per-step records, sleep schedule, curve mode."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from sharp.data.streams import check_stream, n_windows
+from sharp.protocol import Learner, StepResult
+
+StepCallback = Callable[[int, StepResult], None]
+
+
+def can_sleep(learner: Learner) -> bool:
+    """Whether the learner has a sleep phase (SHARP does, baselines do not)."""
+    return callable(getattr(learner, "sleep", None))
+
+
+def run_stream(
+    learner: Learner,
+    tokens: np.ndarray,
+    *,
+    sleep_every: int | None = None,
+    offset: int = 0,
+    progress: bool = True,
+    description: str = "stream",
+    on_step: StepCallback | None = None,
+) -> pd.DataFrame:
+    """Stream ``tokens`` through ``learner`` once, as stride-1 windows.
+
+    A sleep phase follows every wake step whose global number (``offset`` + position,
+    1-based) is a multiple of ``sleep_every`` (default: the learner's config, if it
+    sleeps). Returns one record per step: step, bits, correct, recall, memory_learned,
+    slept.
+    """
+    window = learner.window
+    ids = check_stream(tokens, window, learner.vocab_size)
+    if sleep_every is None and can_sleep(learner):
+        sleep_every = learner.config.sleep_every  # type: ignore[attr-defined]
+    stream = torch.from_numpy(ids.astype(np.int64))
+    targets = ids[window:].tolist()
+    n = n_windows(len(ids), window)
+    bits = np.empty(n)
+    recall = np.empty(n)
+    correct = np.zeros(n, dtype=bool)
+    learned = np.zeros(n, dtype=bool)
+    slept = np.zeros(n, dtype=bool)
+    bar = tqdm(total=n, desc=description, disable=not progress, mininterval=0.5,
+               unit="tok", smoothing=0.05)
+    for i in range(n):
+        result = learner.learn(stream[i : i + window], targets[i])
+        bits[i] = result.bits
+        recall[i] = result.recall
+        correct[i] = result.correct
+        learned[i] = result.memory_learned
+        step = offset + i + 1
+        if sleep_every and step % sleep_every == 0:
+            bar.set_postfix_str("sleeping")
+            learner.sleep()  # type: ignore[attr-defined]
+            slept[i] = True
+        if on_step is not None:
+            on_step(step, result)
+        if (i + 1) % 1024 == 0:
+            bar.update(1024)
+            bar.set_postfix(bits=f"{bits[i - 1023 : i + 1].mean():.3f}", refresh=False)
+    bar.update(n - bar.n)
+    bar.close()
+    return pd.DataFrame({
+        "step": np.arange(offset + 1, offset + n + 1), "bits": bits, "correct": correct,
+        "recall": recall, "memory_learned": learned, "slept": slept,
+    })
+
+
+def evaluate_slices(
+    learner: Learner, slices: Mapping[str, np.ndarray], clip: float | None = None
+) -> pd.DataFrame:
+    """Evaluate each named slice without learning; one row per slice."""
+    rows = []
+    for name, tokens in slices.items():
+        check_stream(tokens, learner.window, learner.vocab_size)
+        result = learner.evaluate(tokens)
+        rows.append({
+            "slice": name, "bits": result.mean_bits(), "bits_clipped": result.mean_bits(clip),
+            "accuracy": result.accuracy, "tokens": result.tokens,
+            "eval_seconds": result.seconds,
+        })
+    return pd.DataFrame(rows)
+
+
+def run_curve(
+    learner: Learner,
+    tokens: np.ndarray,
+    slices: Mapping[str, np.ndarray],
+    every: int,
+    *,
+    sleep_every: int | None = None,
+    clip: float | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Curve mode: stream ``tokens`` and evaluate every slice every ``every`` steps.
+
+    Returns (per-step records, evaluations with a ``step`` column).
+    """
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    ids = check_stream(tokens, learner.window, learner.vocab_size)
+    total = n_windows(len(ids), learner.window)
+    records, evaluations = [], []
+    for start in range(0, total, every):
+        stop = min(start + every, total)
+        chunk = ids[start : stop + learner.window]
+        records.append(run_stream(learner, chunk, sleep_every=sleep_every, offset=start,
+                                  progress=progress, description=f"steps {start}-{stop}"))
+        evaluation = evaluate_slices(learner, slices, clip)
+        evaluation.insert(0, "step", stop)
+        evaluations.append(evaluation)
+    return pd.concat(records, ignore_index=True), pd.concat(evaluations, ignore_index=True)
