@@ -219,6 +219,7 @@ class Sharp:
             )
         if x.dtype != torch.long:
             x = x.long()
+        check_tokens(x, self.vocab_size)
         return x
 
     def _target_tensor(self, target: int) -> Tensor:

@@ -24,7 +24,9 @@ _PAGE = re.compile(r"<page>(.*?)</page>", re.DOTALL)
 _TEXT = re.compile(r"<text\b[^>]*?(?:/>|>(.*?)</text>)", re.DOTALL)
 _REDIRECT = re.compile(r"\s*#redirect", re.IGNORECASE)
 _COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)
-_REF = re.compile(r"<ref\b[^>]*?/>|<ref\b[^>]*>.*?</ref\s*>", re.DOTALL | re.IGNORECASE)
+_REF_OR_GALLERY = re.compile(
+    r"<(?P<tag>ref|gallery)\b(?:[^>]*?/>|[^>]*>.*?</(?P=tag)\s*>)", re.DOTALL | re.IGNORECASE
+)
 _TAG = re.compile(r"<[^<>]*>")
 _DROPPED_LINK = re.compile(r"(?i:image|file|category|media)\s*:|[a-z]{2,3}(?:-[a-z]+)*:")
 _PIPED_LINK = re.compile(r"\[\[[^\[\]|]*\|([^\[\]]*)\]\]")
@@ -73,7 +75,7 @@ def _keep_link(inner: str) -> str:
 
 def _clean_article(wikitext: str) -> str:
     text = _COMMENT.sub(" ", wikitext)
-    text = _REF.sub(" ", text)
+    text = _REF_OR_GALLERY.sub(" ", text)
     text = _remove_nested(text, "{{", "}}", _drop)
     text = _remove_nested(text, "{|", "|}", _drop)
     text = _TAG.sub(" ", text)
@@ -91,11 +93,12 @@ def wikifil(xml_text: str) -> str:
 
     Written from the script's documented behaviour (not its code): keep only the
     ``<text>`` of each ``<page>``; drop ``#REDIRECT`` pages; remove comments,
-    ``<ref>`` references, ``{{templates}}`` (nested), ``{| tables |}``, HTML tags, and
-    image/file/category/interlanguage links; ``[[a|b]]`` becomes ``b`` and ``[[a]]``
-    becomes ``a``; ``[url text]`` becomes ``text``; entities are decoded; digits are
-    spelled out (``"1"`` -> ``" one "``); then ``normalize_text8``. Pages are joined
-    by one space, so the result uses exactly the 27 ``TEXT8`` symbols.
+    ``<ref>`` references, ``<gallery>`` blocks, ``{{templates}}`` (nested),
+    ``{| tables |}``, HTML tags, and image/file/category/interlanguage links;
+    ``[[a|b]]`` becomes ``b`` and ``[[a]]`` becomes ``a``; ``[url text]`` becomes
+    ``text``; entities are decoded; digits are spelled out (``"1"`` -> ``" one "``);
+    then ``normalize_text8``. Pages are joined by one space, so the result uses
+    exactly the 27 ``TEXT8`` symbols.
     """
     articles = []
     for page in _PAGE.finditer(xml_text):

@@ -1,0 +1,347 @@
+"""Corpora as token arrays, their on-disk cache, and the one entry point ``load_corpus``."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from sharp.data.normalize import NORMALIZATION_VERSION, normalize_text8
+from sharp.data.vocab import TEXT8, Vocabulary
+
+SPLITS = ("train", "validation", "test")
+"""Book-corpus splits, in the order their documents are concatenated."""
+
+DOCUMENT_COLUMNS = ("id", "title", "year", "split", "start", "stop", "licence", "source")
+"""Columns of ``Corpus.documents``; ``start``/``stop`` are token offsets into ``tokens``."""
+
+CORPUS_NAMES = ("wiki", "books", "text8", "pg19")
+
+_CACHE_FORMAT = 1
+
+
+def tokens_sha256(tokens: np.ndarray) -> str:
+    """Hex sha256 of the raw bytes of a token array (in its stored dtype)."""
+    return hashlib.sha256(np.ascontiguousarray(tokens).view(np.uint8)).hexdigest()
+
+
+@dataclass
+class Corpus:
+    """A token sequence over a vocabulary.
+
+    ``sha256`` is always the sha256 of the token bytes (``tokens_sha256``), so two
+    corpora with the same hash hold the same sequence. Book corpora also carry
+    ``documents`` (columns ``DOCUMENT_COLUMNS``): one row per book with its token
+    offsets ``start``/``stop``; books follow each other in split order
+    (train, validation, test), separated by one space token.
+    """
+
+    name: str
+    tokens: np.ndarray
+    vocab: Vocabulary
+    sha256: str
+    documents: pd.DataFrame | None = None
+
+    def __post_init__(self) -> None:
+        if self.tokens.ndim != 1:
+            raise ValueError(f"corpus tokens must be 1-D, got shape {self.tokens.shape}")
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    def split(self, name: str) -> Corpus:
+        """The sub-corpus of one split (train/validation/test) of a book corpus."""
+        if self.documents is None:
+            raise ValueError(
+                f"corpus {self.name!r} has no documents, so it has no splits; "
+                "only book corpora ('books', 'pg19') can be split"
+            )
+        docs = self.documents[self.documents["split"] == name]
+        if docs.empty:
+            available = sorted(set(self.documents["split"]))
+            raise ValueError(f"corpus {self.name!r} has no split {name!r}; available: {available}")
+        start, stop = int(docs["start"].min()), int(docs["stop"].max())
+        others = self.documents[self.documents["split"] != name]
+        if ((others["start"] < stop) & (others["stop"] > start)).any():
+            raise ValueError(
+                f"the documents of split {name!r} in corpus {self.name!r} are interleaved "
+                "with other splits; store each split's documents contiguously"
+            )
+        tokens = self.tokens[start:stop]
+        docs = docs.assign(start=docs["start"] - start, stop=docs["stop"] - start)
+        return Corpus(
+            name=f"{self.name}:{name}",
+            tokens=tokens,
+            vocab=self.vocab,
+            sha256=tokens_sha256(tokens),
+            documents=docs.reset_index(drop=True),
+        )
+
+
+@dataclass(frozen=True)
+class Book:
+    """One raw book before normalisation (the unit of PG-19 style corpora)."""
+
+    id: str
+    title: str
+    year: int | None
+    split: str
+    text: str
+    licence: str = "public domain"
+    source: str = ""
+
+
+def encode_books(books: Iterable[Book]) -> Iterator[tuple[np.ndarray, dict[str, Any] | None]]:
+    """Normalise and encode books one by one (``normalize_text8``, ``TEXT8``).
+
+    Yields ``(tokens, row)`` pairs whose tokens, concatenated, form the corpus: each
+    book yields its tokens with its ``documents`` row; between two books a single
+    space token is yielded with ``row=None``. Books that normalise to nothing are
+    skipped.
+    """
+    offset = 0
+    separator = TEXT8.encode(" ")
+    for book in books:
+        ids = TEXT8.encode(normalize_text8(book.text))
+        if ids.size == 0:
+            continue
+        if offset:
+            yield separator, None
+            offset += 1
+        row = {
+            "id": book.id,
+            "title": book.title,
+            "year": book.year,
+            "split": book.split,
+            "start": offset,
+            "stop": offset + int(ids.size),
+            "licence": book.licence,
+            "source": book.source,
+        }
+        offset += int(ids.size)
+        yield ids, row
+
+
+def documents_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The ``documents`` DataFrame of a book corpus from its rows."""
+    frame = pd.DataFrame(rows, columns=list(DOCUMENT_COLUMNS))
+    frame["year"] = frame["year"].astype("Int64")
+    frame["start"] = frame["start"].astype(np.int64)
+    frame["stop"] = frame["stop"].astype(np.int64)
+    return frame
+
+
+def book_corpus(name: str, books: Iterable[Book]) -> Corpus:
+    """A book corpus held in memory (for small collections such as the bundled books)."""
+    pieces: list[np.ndarray] = []
+    rows: list[dict[str, Any]] = []
+    for ids, row in encode_books(books):
+        pieces.append(ids)
+        if row is not None:
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"corpus {name!r} has no book with any text")
+    tokens = np.concatenate(pieces)
+    return Corpus(name, tokens, TEXT8, tokens_sha256(tokens), documents_frame(rows))
+
+
+# --- the on-disk cache --------------------------------------------------------------
+
+
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The cache folder: ``cache_dir``, else ``$SHARP_CACHE``, else ``~/.cache/sharp``."""
+    if cache_dir is not None:
+        root = Path(cache_dir)
+    elif os.environ.get("SHARP_CACHE"):
+        root = Path(os.environ["SHARP_CACHE"])
+    else:
+        root = Path.home() / ".cache" / "sharp"
+    return root.expanduser()
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success move it onto ``path`` atomically.
+
+    On any error the temporary file is removed, so ``path`` is never left partial.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def _entry_paths(root: Path, name: str, identity: Mapping[str, Any]) -> tuple[Path, Path]:
+    key = json.dumps(
+        {"identity": identity, "normalization": NORMALIZATION_VERSION, "format": _CACHE_FORMAT},
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    stem = root / "tokens" / f"{name}-{digest}"
+    return stem.with_suffix(".npy"), stem.with_suffix(".json")
+
+
+def open_token_cache(
+    root: Path, name: str, identity: Mapping[str, Any]
+) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """The memory-mapped tokens and metadata of a cache entry, or None if absent.
+
+    A partial or corrupt entry (unreadable metadata, missing or truncated array,
+    wrong dtype or length) is reported with a warning, deleted, and None returned
+    so that the caller rebuilds it.
+    """
+    npy, meta_path = _entry_paths(root, name, identity)
+    if not meta_path.exists() and not npy.exists():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        tokens = np.load(npy, mmap_mode="r")
+        if (
+            meta["identity"] != json.loads(json.dumps(identity))
+            or tokens.shape != (meta["length"],)
+            or tokens.dtype != np.dtype(meta["dtype"])
+            or npy.stat().st_size != meta["file_bytes"]
+        ):
+            raise ValueError("metadata does not match the array")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        warnings.warn(
+            f"cache entry {npy} is incomplete or corrupt ({err}); rebuilding it",
+            stacklevel=3,
+        )
+        npy.unlink(missing_ok=True)
+        meta_path.unlink(missing_ok=True)
+        return None
+    return tokens, meta
+
+
+def write_token_cache(
+    root: Path,
+    name: str,
+    identity: Mapping[str, Any],
+    chunks: Iterable[np.ndarray],
+    *,
+    dtype: np.dtype,
+    total: int | None = None,
+    extra: Callable[[], dict[str, Any]] | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Stream token chunks into a new cache entry and return it memory-mapped.
+
+    The array is written as ``.npy`` and its metadata (length, dtype, sha256 of the
+    token bytes, plus ``extra()`` evaluated after the last chunk) as ``.json``; both
+    atomically, metadata last, so an interrupted build leaves no valid-looking entry.
+    ``total`` (tokens expected) only sizes the progress bar.
+    """
+    npy, meta_path = _entry_paths(root, name, identity)
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    length = 0
+    with (
+        tempfile.TemporaryFile(dir=npy.parent, suffix=".raw") as raw,
+        atomic_path(npy) as tmp_npy,
+    ):
+        with tqdm(total=total, unit="tok", unit_scale=True, desc=f"encoding {name}") as bar:
+            for chunk in chunks:
+                data = np.ascontiguousarray(chunk, dtype=dtype)
+                raw.write(data.tobytes())
+                digest.update(data.view(np.uint8))
+                length += int(data.size)
+                bar.update(int(data.size))
+        raw.seek(0)
+        with tmp_npy.open("wb") as out:
+            header = {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                "fortran_order": False,
+                "shape": (length,),
+            }
+            np.lib.format.write_array_header_1_0(out, header)
+            shutil.copyfileobj(raw, out, length=1 << 24)
+        file_bytes = tmp_npy.stat().st_size
+    meta = {
+        "identity": identity,
+        "length": length,
+        "dtype": np.dtype(dtype).str,
+        "sha256": digest.hexdigest(),
+        "file_bytes": file_bytes,
+        **(extra() if extra is not None else {}),
+    }
+    atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
+    opened = open_token_cache(root, name, identity)
+    if opened is None:
+        raise RuntimeError(f"the cache entry {npy} could not be read back right after writing it")
+    return opened
+
+
+# --- one entry point ------------------------------------------------------------------
+
+
+def _load_text_file(path: Path) -> Corpus:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text ({err}); convert it to UTF-8") from err
+    tokens = TEXT8.encode(normalize_text8(text))
+    if tokens.size == 0:
+        raise ValueError(f"{path} has no letters a-z, so its normalised text is empty")
+    return Corpus(path.stem, tokens, TEXT8, tokens_sha256(tokens))
+
+
+def load_corpus(
+    name: str,
+    *,
+    split: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Corpus:
+    """Load a corpus by name, optionally one split of a book corpus.
+
+    ``name`` is ``"wiki"`` or ``"books"`` (bundled, offline), ``"text8"`` (downloaded
+    once into the cache), ``"pg19"`` (Hugging Face hub; train split unless ``split``),
+    a local PG-19 folder (``{train,validation,test}/<id>.txt`` + ``metadata.csv``), or
+    a local UTF-8 text file (normalised with ``normalize_text8``).
+    """
+    from sharp.data.bundled import load_books, load_wiki
+    from sharp.data.pg19 import load_pg19
+    from sharp.data.text8 import load_text8
+
+    path = Path(name).expanduser()
+    if name == "wiki":
+        corpus = load_wiki()
+    elif name == "books":
+        return load_books(split)
+    elif name == "text8":
+        corpus = load_text8(cache_dir)
+    elif name == "pg19":
+        return load_pg19(split=split or "train", cache_dir=cache_dir)
+    elif path.is_dir():
+        return load_pg19(str(path), split=split or "train", cache_dir=cache_dir)
+    elif path.is_file():
+        corpus = _load_text_file(path)
+    else:
+        raise ValueError(
+            f"unknown corpus {name!r}: use one of {', '.join(repr(n) for n in CORPUS_NAMES)}, "
+            "the path of a UTF-8 text file, or the path of a folder in PG-19 layout "
+            "({train,validation,test}/<id>.txt plus metadata.csv)"
+        )
+    return corpus if split is None else corpus.split(split)

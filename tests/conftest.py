@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny SHARP configurations and streams that make tests fast."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sharp.config import SharpConfig
+
+torch.set_num_threads(1)
+
+
+def tiny_config(**overrides: object) -> SharpConfig:
+    """A 3-layer SHARP small enough for hundreds of steps per second in tests."""
+    base: dict[str, object] = {
+        "vocab_size": 7, "layers": 3, "hidden": 16, "embedding": 8, "window": 3,
+        "accel": 2, "lr": 1e-2, "tag_buffer": 5, "sleep_every": 100, "sleep_steps": 17,
+        "threads": 1, "seed": 0,
+    }
+    return SharpConfig(**{**base, **overrides})
+
+
+@pytest.fixture
+def random_stream() -> np.ndarray:
+    """2,000 uniformly random tokens over a vocabulary of 7."""
+    return np.random.default_rng(1).integers(0, 7, 2_000).astype(np.int64)
+
+
+@pytest.fixture
+def periodic_stream() -> np.ndarray:
+    """A period-5 pattern over a vocabulary of 7, 3,000 tokens long."""
+    return np.tile(np.array([0, 3, 1, 4, 2]), 600).astype(np.int64)
