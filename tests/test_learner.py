@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_config
+
 from sharp.config import ConfigError, SharpConfig, preset
 from sharp.data.streams import check_stream
 from sharp.io import load_checkpoint, save_checkpoint

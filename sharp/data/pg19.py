@@ -1,0 +1,198 @@
+"""PG-19 books through Hugging Face ``datasets``, from the hub or a local folder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sharp.data.corpus import (
+    SPLITS,
+    Book,
+    Corpus,
+    cache_root,
+    documents_frame,
+    encode_books,
+    open_token_cache,
+    write_token_cache,
+)
+from sharp.data.vocab import TEXT8
+
+PG19_HUB_ID = "deepmind/pg19"
+METADATA_COLUMNS = ("id", "short_book_title", "publication_date", "url")
+"""Columns of PG-19's headerless ``metadata.csv``."""
+
+_LAYOUT = (
+    "a folder in PG-19 layout: {train,validation,test}/<book_id>.txt plus a headerless "
+    "metadata.csv with columns id, short_book_title, publication_date, url"
+)
+
+
+def _looks_like_path(source: str) -> bool:
+    """True for sources that can only be paths (hub ids are ``name`` or ``owner/name``)."""
+    return source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source
+
+
+def _book_files(folder: Path, split: str, max_books: int | None) -> list[Path]:
+    split_dir = folder / split
+    if not split_dir.is_dir():
+        raise FileNotFoundError(f"{folder} has no {split}/ subfolder; expected {_LAYOUT}")
+    files = sorted(
+        split_dir.glob("*.txt"),
+        key=lambda p: (not p.stem.isdigit(), int(p.stem) if p.stem.isdigit() else 0, p.stem),
+    )
+    if not files:
+        raise ValueError(f"{split_dir} holds no <book_id>.txt files; expected {_LAYOUT}")
+    return files[:max_books]
+
+
+def _read_metadata(folder: Path) -> dict[str, dict[str, Any]]:
+    path = folder / "metadata.csv"
+    if not path.is_file():
+        return {}
+    frame = pd.read_csv(
+        path, header=None, names=list(METADATA_COLUMNS), dtype=str, keep_default_na=False
+    )
+    return {row["id"]: row for row in frame.to_dict("records")}
+
+
+def _folder_rows(files: list[tuple[str, int, int]], folder: str) -> Iterator[dict[str, Any]]:
+    """Generator for ``datasets.Dataset.from_generator``: one PG-19 record per book file.
+
+    ``files`` holds (path, size, mtime_ns) so that the dataset fingerprint changes
+    whenever a file does.
+    """
+    metadata = _read_metadata(Path(folder))
+    for name, _size, _mtime in files:
+        path = Path(name)
+        meta = metadata.get(path.stem, {})
+        date = str(meta.get("publication_date", "")).strip()
+        yield {
+            "id": path.stem,
+            "short_book_title": meta.get("short_book_title", ""),
+            "publication_date": int(date) if date.lstrip("-").isdigit() else None,
+            "url": meta.get("url", ""),
+            "text": path.read_text(encoding="utf-8", errors="replace"),
+        }
+
+
+def _folder_dataset(folder: Path, files: list[tuple[str, int, int]], hf_cache: Path) -> Any:
+    import datasets
+
+    features = datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "short_book_title": datasets.Value("string"),
+            "publication_date": datasets.Value("int32"),
+            "url": datasets.Value("string"),
+            "text": datasets.Value("string"),
+        }
+    )
+    return datasets.Dataset.from_generator(
+        _folder_rows,
+        features=features,
+        gen_kwargs={"files": files, "folder": str(folder)},
+        cache_dir=str(hf_cache),
+    )
+
+
+def _hub_dataset(source: str, split: str, max_books: int | None) -> Any:
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(source, split=split)
+    except ConnectionError as err:
+        raise RuntimeError(
+            f"the Hugging Face hub is unreachable, so PG-19 {source!r} cannot be loaded "
+            f"({err}). Put a copy of PG-19 on disk as {_LAYOUT}, and pass its path: "
+            "load_pg19(source='/path/to/pg19', split=...)."
+        ) from err
+    if max_books is not None:
+        dataset = dataset.select(range(min(max_books, len(dataset))))
+    return dataset
+
+
+def _books(rows: Iterable[dict[str, Any]], split: str, source: str) -> Iterator[Book]:
+    for index, row in enumerate(rows):
+        url = row.get("url") or ""
+        book_id = row.get("id") or url.rstrip("/").rsplit("/", 1)[-1] or str(index)
+        yield Book(
+            id=str(book_id),
+            title=row.get("short_book_title") or "",
+            year=row.get("publication_date"),
+            split=split,
+            text=row["text"],
+            licence="public domain (Project Gutenberg)",
+            source=url or source,
+        )
+
+
+def load_pg19(
+    source: str = PG19_HUB_ID,
+    split: str = "train",
+    max_books: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Corpus:
+    """One split of PG-19 as a book corpus (normalised to ``TEXT8``, one space between books).
+
+    ``source`` is a hub id (``datasets.load_dataset(source, split=split)``) or a local
+    folder in PG-19 layout, read through ``datasets.Dataset.from_generator``; local
+    books are ordered by numeric id. ``max_books`` keeps the first books only. The
+    encoded split is cached (``cache_dir``, else ``$SHARP_CACHE``, else
+    ``~/.cache/sharp``), keyed by the source's files (or the hub dataset's
+    fingerprint), so later loads are instant. An unreachable hub raises
+    ``RuntimeError`` saying how to use a local folder instead.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if max_books is not None and max_books < 1:
+        raise ValueError(f"max_books must be a positive number or None, got {max_books}")
+    root = cache_root(cache_dir)
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        files = [
+            (str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns)
+            for p in _book_files(folder, split, max_books)
+        ]
+        meta_file = folder / "metadata.csv"
+        meta_stat = None
+        if meta_file.is_file():
+            meta_stat = (meta_file.stat().st_size, meta_file.stat().st_mtime_ns)
+        identity: dict[str, Any] = {"folder": files, "metadata": meta_stat, "split": split}
+        cached = open_token_cache(root, "pg19", identity)
+        if cached is None:
+            dataset = _folder_dataset(folder, files, root / "hf")
+            cached = _encode(root, identity, _books(dataset, split, str(folder)))
+    elif _looks_like_path(source):
+        raise FileNotFoundError(f"no folder {folder}; load_pg19 expects a hub id or {_LAYOUT}")
+    else:
+        dataset = _hub_dataset(source, split, max_books)
+        identity = {"hub": source, "split": split, "fingerprint": dataset._fingerprint}
+        cached = open_token_cache(root, "pg19", identity)
+        if cached is None:
+            cached = _encode(root, identity, _books(dataset, split, source))
+    tokens, meta = cached
+    if not meta["documents"]:
+        raise ValueError(f"no book in the {split} split of {source} has any letters a-z")
+    documents = documents_frame(meta["documents"])
+    return Corpus(f"pg19:{split}", tokens, TEXT8, meta["sha256"], documents)
+
+
+def _encode(
+    root: Path, identity: dict[str, Any], books: Iterable[Book]
+) -> tuple[np.ndarray, dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+
+    def chunks() -> Iterator[np.ndarray]:
+        for ids, row in encode_books(books):
+            if row is not None:
+                rows.append(row)
+            yield ids
+
+    return write_token_cache(
+        root, "pg19", identity, chunks(), dtype=TEXT8.dtype, extra=lambda: {"documents": rows}
+    )
