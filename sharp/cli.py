@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shlex
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from sharp.benchmark import segment_benchmark, summary_table
 from sharp.config import preset_names
 from sharp.data.corpus import load_corpus
+from sharp.io import atomic_write_text
 from sharp.learners import sharp_spec
+from sharp.reference import max_abs_difference, reference_curve
 from sharp.report import markdown_table, speed_table, write_benchmark_report
 
 
@@ -32,11 +36,29 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
                        help="learner processes in parallel (default: min(learners, cores))")
     bench.add_argument("--sleep-every", type=int, default=None,
                        help="override the preset's wake steps between sleeps")
+    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field, e.g. --set hidden=64 --set tau=0.001 "
+                       "(values are JSON; repeatable)")
     bench.add_argument("--clip", action="store_true",
                        help="report bits clipped per token at log2(V) (the authors' rule)")
     bench.add_argument("--out", default=None, help="output folder (default reports/<run-name>)")
     bench.add_argument("--name", default=None, help="run name (default bench-<corpus>-<preset>)")
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["hidden=64", "top_k=null"]`` -> ``{"hidden": 64, "top_k": None}`` (JSON values,
+    bare words kept as strings)."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
 
 
 def bench(args: argparse.Namespace) -> int:
@@ -46,6 +68,7 @@ def bench(args: argparse.Namespace) -> int:
     overrides = {"threads": args.threads, "vocab_size": corpus.vocab.size}
     if args.sleep_every:
         overrides["sleep_every"] = args.sleep_every
+    overrides.update(parse_overrides(args.set))
     spec = sharp_spec(args.preset, **overrides)
     workers = args.workers or max(1, min(args.learners, os.cpu_count() or 1))
     clip = math.log2(corpus.vocab.size) if args.clip else None
@@ -75,15 +98,35 @@ def bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reference_parser(sub: argparse._SubParsersAction) -> None:
+    ref = sub.add_parser("reference", help="trace the authors' learning curve (REFERENCE.md)",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ref.add_argument("--preset", default="text8-small", choices=["text8-small", "text8"])
+    ref.add_argument("--seed", type=int, default=0)
+    ref.add_argument("--threads", type=int, default=1)
+    ref.add_argument("--out", default=None, help="also write the table as CSV here")
+
+
+def reference(args: argparse.Namespace) -> int:
+    """Print this kit's curve next to the authors' on the licence text."""
+    frame = reference_curve(args.preset, seed=args.seed, threads=args.threads)
+    print(markdown_table(frame.set_index("tokens")))
+    print(f"largest |difference|: {max_abs_difference(frame):.3f} bits")
+    if args.out:
+        atomic_write_text(args.out, frame.to_csv(index=False))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sharp`` command."""
     parser = argparse.ArgumentParser(prog="sharp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _bench_parser(sub)
+    _reference_parser(sub)
     args = parser.parse_args(argv)
     try:
-        return {"bench": bench}[args.command](args)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        return {"bench": bench, "reference": reference}[args.command](args)
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
         print(f"sharp {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -158,4 +158,4 @@ def preset(name: str, **overrides: Any) -> SharpConfig:
     ``quick``) with ``overrides`` applied."""
     if name not in _PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {preset_names()}")
-    return SharpConfig(**{**_PRESETS[name], "name": name, **overrides})
+    return SharpConfig.from_dict({**_PRESETS[name], "name": name, **overrides})

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from sharp.config import SharpConfig
 from sharp.heads import make_head
 from sharp.memory import Memory
+from sharp.optim import FusedAdam
 from sharp.protocol import LN2, EvalResult, StepResult
 
 
@@ -33,14 +34,6 @@ def resolve_device(name: str) -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def make_adam(
-    params: Any, lr: float, weight_decay: float, device: torch.device
-) -> torch.optim.Adam:
-    """Adam with one fused kernel per parameter group where the device supports it."""
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay,
-                            fused=device.type in ("cpu", "cuda", "mps"))
 
 
 @dataclass(frozen=True)
@@ -112,13 +105,11 @@ class Sharp:
             )
         self.net = nn.ModuleDict({"memories": self.memories, "heads": self.heads})
         self.net.to(self.device)
-        self.memory_opt = make_adam(self.memories[0].parameters(), c.lr, c.weight_decay,
-                                    self.device)
-        self.head_opt = make_adam(
-            [{"params": list(head.parameters()), "lr": c.head_lr(level)}
-             for level, head in enumerate(self.heads)],
-            c.lr, c.weight_decay, self.device,
-        )
+        self.memory_opt = FusedAdam([self.memories[0].parameters()], [c.lr],
+                                    weight_decay=c.weight_decay)
+        self.head_opt = FusedAdam([head.parameters() for head in self.heads],
+                                  [c.head_lr(level) for level in range(c.layers)],
+                                  weight_decay=c.weight_decay)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(c.seed)
         self.tags: deque[Tag] = deque(maxlen=c.tag_buffer)
@@ -174,7 +165,7 @@ class Sharp:
         self.recall_ema = c.ema * self.recall_ema + (1.0 - c.ema) * r_value
         learned = self.recall_ema > c.tau
         if learned:
-            self.memory_opt.zero_grad(set_to_none=True)
+            self.memory_opt.zero_grad()
             r.backward()
             self.memory_opt.step()
             self.sleep_pending = True
@@ -189,7 +180,7 @@ class Sharp:
         logits = self.heads[0](self.states[0], context)
         # 6. Prediction loss, credit-assigned to the heads only (states carry no grad).
         p = nn.functional.cross_entropy(logits, y)
-        self.head_opt.zero_grad(set_to_none=True)
+        self.head_opt.zero_grad()
         p.backward()
         self.head_opt.step()
         # 7. Report.
@@ -255,7 +246,7 @@ class Sharp:
         start = time.perf_counter()
         memory = self.memories[target]
         # 1. A fresh Adam on memory k only; a window buffer of W zero vectors.
-        optimiser = make_adam(memory.parameters(), c.lr, c.weight_decay, self.device)
+        optimiser = FusedAdam([memory.parameters()], [c.lr], weight_decay=c.weight_decay)
         size = c.hidden[target - 1]
         buffer: deque[Tensor] = deque(
             (self._zeros(size) for _ in range(c.window)), maxlen=c.window
@@ -276,7 +267,7 @@ class Sharp:
                 losses.append(value)
                 ema = c.ema * ema + (1.0 - c.ema) * value
                 if ema > c.tau:
-                    optimiser.zero_grad(set_to_none=True)
+                    optimiser.zero_grad()
                     loss.backward()
                     optimiser.step()
                     updates += 1
@@ -330,19 +321,16 @@ class Sharp:
             raise ValueError(
                 f"need more than W={c.window} tokens to predict anything, got {ids.numel()}"
             )
-        # Layer 0 consumes tokens W-1 .. n-2 (the last token of each window).
-        inputs = self.memories[0].project(ids[c.window - 1 : -1]).unsqueeze(0)
-        trajectories = []
+        # Layer 0 consumes tokens W-1 .. n-2 (the last token of each window); layer l>0
+        # consumes every a-th state of the layer below.
+        trajectories: list[Tensor] = []
         for level, memory in enumerate(self.memories):
-            if level > 0:
-                every = self.strides[level] // self.strides[level - 1]
-                below = trajectories[-1][every - 1 :: every]
-                inputs = memory.project(below).unsqueeze(0)
-            if inputs.shape[1] == 0:
-                outputs = self._zeros(c.hidden[level], 0)
+            if level == 0:
+                inputs = ids[c.window - 1 : -1]
             else:
-                outputs = memory.encoder(inputs, self._zeros(c.hidden[level]).unsqueeze(0))[0][0]
-            trajectories.append(outputs)
+                every = self.strides[level] // self.strides[level - 1]
+                inputs = trajectories[-1][every - 1 :: every]
+            trajectories.append(memory.trajectory(inputs, self._zeros(c.hidden[level])[0]))
         t = torch.arange(1, steps + 1, device=self.device)
         logits = []
         for lo in range(0, steps, chunk):

@@ -63,10 +63,19 @@ class Memory(nn.Module):
         (B, H), and the state after the window's first element (B, H), which is the right
         start for the next stride-1 window.
         """
-        outputs, final = self.encoder(self.project(window), start.unsqueeze(0))
-        final = final.squeeze(0)
-        recall = torch.einsum("bh,tvh->btv", final, self.recall_weight) + self.recall_bias
-        return recall, final, outputs[:, 0]
+        rnn = self.encoder
+        driven = nn.functional.linear(self.project(window), rnn.weight_ih_l0, rnn.bias_ih_l0)
+        state = after_first = self._cell(driven[:, 0], start)
+        for t in range(1, driven.shape[1]):
+            state = self._cell(driven[:, t], state)
+        weight, bias = self.recall_weight, self.recall_bias
+        recall = nn.functional.linear(state, weight.flatten(0, 1), bias.flatten())
+        return recall.view(-1, *bias.shape), state, after_first
+
+    def _cell(self, driven: Tensor, state: Tensor) -> Tensor:
+        """tanh(W_ih·x + b_ih + W_hh·h + b_hh), with the input part already computed."""
+        rnn = self.encoder
+        return torch.tanh(driven + nn.functional.linear(state, rnn.weight_hh_l0, rnn.bias_hh_l0))
 
     def recall_loss(self, window: Tensor, recall: Tensor) -> Tensor:
         """Mean cross-entropy (token memory) or mean squared error (vector memory)."""
@@ -77,5 +86,15 @@ class Memory(nn.Module):
     @torch.no_grad()
     def step(self, x: Tensor, state: Tensor) -> Tensor:
         """Advance the encoder one element: ``x`` is (B,) token ids or (B, inputs)."""
-        _, nxt = self.encoder(self.project(x).unsqueeze(1), state.unsqueeze(0))
-        return nxt.squeeze(0)
+        rnn = self.encoder
+        return self._cell(
+            nn.functional.linear(self.project(x), rnn.weight_ih_l0, rnn.bias_ih_l0), state
+        )
+
+    def trajectory(self, inputs: Tensor, start: Tensor) -> Tensor:
+        """States after each element of a whole sequence ``inputs`` (T,) or (T, inputs),
+        from ``start`` (H,), in one recurrent call: (T, H)."""
+        if inputs.shape[0] == 0:
+            return start.new_zeros(0, self.hidden)
+        outputs, _ = self.encoder(self.project(inputs).unsqueeze(0), start.view(1, 1, -1))
+        return outputs[0]

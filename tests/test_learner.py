@@ -153,10 +153,7 @@ def test_evaluation_matches_the_wake_state_rule_and_learns_nothing(
     learner = Sharp(tiny_config(tau=0.0, layers=3, window=3, accel=2))
     run_stream(learner, random_stream[:300], progress=False)
     weights = [p.clone() for p in learner.net.parameters()]
-    optimisers = [
-        {k: v.clone() for k, v in s.items() if torch.is_tensor(v)}
-        for opt in (learner.memory_opt, learner.head_opt) for s in opt.state.values()
-    ]
+    optimisers = [opt.state_dict() for opt in (learner.memory_opt, learner.head_opt)]
     runtime = (learner.t, learner.recall_ema, [s.clone() for s in learner.states],
                learner.carry.clone(), len(learner.tags), learner.sleep_pending)
     slice_ = random_stream[500:700]
@@ -177,12 +174,10 @@ def test_evaluation_matches_the_wake_state_rule_and_learns_nothing(
             assert result.bits[t - 1] == pytest.approx(nats.item() / math.log(2), abs=1e-4)
     assert result.tokens == len(slice_) - 3
     assert all(torch.equal(p, q) for p, q in zip(learner.net.parameters(), weights, strict=True))
-    after = [
-        {k: v for k, v in s.items() if torch.is_tensor(v)}
-        for opt in (learner.memory_opt, learner.head_opt) for s in opt.state.values()
-    ]
+    after = [opt.state_dict() for opt in (learner.memory_opt, learner.head_opt)]
     for old, new in zip(optimisers, after, strict=True):
-        assert all(torch.equal(old[k], new[k]) for k in old)
+        for key in ("exp_avg", "exp_avg_sq", "steps"):
+            assert all(torch.equal(a, b) for a, b in zip(old[key], new[key], strict=True))
     assert learner.t == runtime[0] and learner.recall_ema == runtime[1]
     assert all(torch.equal(a, b) for a, b in zip(learner.states, runtime[2], strict=True))
     assert torch.equal(learner.carry, runtime[3])

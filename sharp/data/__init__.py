@@ -1,0 +1,28 @@
+"""Corpora, vocabularies and the community task."""
+
+from sharp.data.bundled import load_books, load_wiki, provenance, stored_text
+from sharp.data.community import CommunityTask
+from sharp.data.corpus import Book, Corpus, load_corpus, tokens_sha256
+from sharp.data.normalize import normalize_text8, wikifil
+from sharp.data.pg19 import load_pg19
+from sharp.data.text8 import load_text8
+from sharp.data.vocab import TEXT8, Vocabulary, char_vocabulary
+
+__all__ = [
+    "TEXT8",
+    "Book",
+    "CommunityTask",
+    "Corpus",
+    "Vocabulary",
+    "char_vocabulary",
+    "load_books",
+    "load_corpus",
+    "load_pg19",
+    "load_text8",
+    "load_wiki",
+    "normalize_text8",
+    "provenance",
+    "stored_text",
+    "tokens_sha256",
+    "wikifil",
+]

@@ -183,6 +183,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        tmp.chmod(0o644)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -209,6 +210,8 @@ def open_token_cache(
 ) -> tuple[np.ndarray, dict[str, Any]] | None:
     """The memory-mapped tokens and metadata of a cache entry, or None if absent.
 
+    The map is copy-on-write: writes to the array stay in memory, the file never changes.
+
     A partial or corrupt entry (unreadable metadata, missing or truncated array,
     wrong dtype or length) is reported with a warning, deleted, and None returned
     so that the caller rebuilds it.
@@ -218,7 +221,7 @@ def open_token_cache(
         return None
     try:
         meta = json.loads(meta_path.read_text())
-        tokens = np.load(npy, mmap_mode="r")
+        tokens = np.load(npy, mmap_mode="c")  # copy-on-write: writable, file untouched
         if (
             meta["identity"] != json.loads(json.dumps(identity))
             or tokens.shape != (meta["length"],)

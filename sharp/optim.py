@@ -1,0 +1,84 @@
+"""Adam for the per-token hot path: one fused kernel call per learning-rate group and
+none of ``torch.optim``'s per-step Python bookkeeping.
+
+The update is the one ``torch.optim.Adam(fused=True)`` computes (L2 weight decay added to
+the gradient, bias-corrected moments), with the same kernel, so results are identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class FusedAdam:
+    """Adam over fixed groups of parameters, each group with its own learning rate."""
+
+    def __init__(
+        self,
+        groups: Sequence[Iterable[nn.Parameter]],
+        lrs: Sequence[float],
+        *,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        self.groups = [list(group) for group in groups]
+        if len(self.groups) != len(lrs):
+            raise ValueError(f"{len(self.groups)} parameter groups but {len(lrs)} learning rates")
+        self.lrs = [float(lr) for lr in lrs]
+        self.weight_decay = weight_decay
+        self.betas = betas
+        self.eps = eps
+        self.params = [p for group in self.groups for p in group]
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
+        bounds, start = [], 0
+        for group in self.groups:
+            bounds.append((start, start + len(group)))
+            start += len(group)
+        self._bounds = bounds
+
+    def zero_grad(self) -> None:
+        """Drop the gradients (the next backward allocates fresh ones)."""
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One Adam step for every parameter that has a gradient."""
+        torch._foreach_add_(self.steps, 1.0)
+        beta1, beta2 = self.betas
+        for (lo, hi), lr in zip(self._bounds, self.lrs, strict=True):
+            params = self.params[lo:hi]
+            torch._fused_adam_(
+                params, [p.grad for p in params], self.exp_avg[lo:hi], self.exp_avg_sq[lo:hi],
+                [], self.steps[lo:hi], lr=lr, beta1=beta1, beta2=beta2,
+                weight_decay=self.weight_decay, eps=self.eps, amsgrad=False, maximize=False,
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Moments and step counts (copies)."""
+        return {
+            "lrs": list(self.lrs),
+            "exp_avg": [t.clone() for t in self.exp_avg],
+            "exp_avg_sq": [t.clone() for t in self.exp_avg_sq],
+            "steps": [t.clone() for t in self.steps],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` in place."""
+        if len(state["exp_avg"]) != len(self.params):
+            raise ValueError(
+                f"optimiser state has {len(state['exp_avg'])} tensors, expected {len(self.params)}"
+            )
+        self.lrs = list(state["lrs"])
+        with torch.no_grad():
+            for key in ("exp_avg", "exp_avg_sq", "steps"):
+                for mine, saved in zip(getattr(self, key), state[key], strict=True):
+                    mine.copy_(saved)
+
