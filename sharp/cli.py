@@ -19,6 +19,7 @@ from sharp.io import atomic_write_text
 from sharp.learners import sharp_spec
 from sharp.reference import max_abs_difference, reference_curve
 from sharp.report import markdown_table, speed_table, write_benchmark_report
+from sharp.throughput import machine_line, throughput_table
 
 
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
@@ -117,15 +118,40 @@ def reference(args: argparse.Namespace) -> int:
     return 0
 
 
+def _throughput_parser(sub: argparse._SubParsersAction) -> None:
+    tp = sub.add_parser("throughput", help="measure wake/eval tokens/s and sleep time",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    tp.add_argument("--presets", nargs="+", default=["text8-small", "text8"],
+                    choices=preset_names())
+    tp.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    tp.add_argument("--steps", type=int, default=1_000, help="timed wake steps per repeat")
+    tp.add_argument("--repeats", type=int, default=3)
+    tp.add_argument("--out", default="reports/throughput", help="folder for CSV + markdown")
+
+
+def throughput(args: argparse.Namespace) -> int:
+    """Print and write the throughput table."""
+    configs = [{"preset_name": p, "threads": t} for p in args.presets for t in args.threads]
+    table = throughput_table(configs, steps=args.steps, repeats=args.repeats)
+    text = f"Machine: {machine_line()}\n\n{markdown_table(table.set_index('learner'))}\n"
+    print(text)
+    atomic_write_text(os.path.join(args.out, "throughput.csv"), table.to_csv(index=False))
+    atomic_write_text(os.path.join(args.out, "throughput.md"),
+                      f"Command: `{shlex.join(['sharp', *sys.argv[1:]])}`\n\n{text}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sharp`` command."""
     parser = argparse.ArgumentParser(prog="sharp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _bench_parser(sub)
     _reference_parser(sub)
+    _throughput_parser(sub)
     args = parser.parse_args(argv)
+    commands = {"bench": bench, "reference": reference, "throughput": throughput}
     try:
-        return {"bench": bench, "reference": reference}[args.command](args)
+        return commands[args.command](args)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
         print(f"sharp {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -1,0 +1,28 @@
+"""Atomic writes leave either the old file or the new one, never a partial file."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sharp.io import atomic_write, atomic_write_text, load_checkpoint
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path) -> None:
+    target = atomic_write_text(tmp_path / "out.txt", "old")
+
+    def broken(handle) -> None:
+        handle.write(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(target, broken)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+def test_loading_something_else_than_a_checkpoint_is_refused(tmp_path) -> None:
+    path = tmp_path / "x.pt"
+
+    torch.save({"weights": 1}, path)
+    with pytest.raises(ValueError, match="is not a sharp learner checkpoint"):
+        load_checkpoint(path)
