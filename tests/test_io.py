@@ -20,9 +20,9 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path) -> No
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
 
+
 def test_loading_something_else_than_a_checkpoint_is_refused(tmp_path) -> None:
     path = tmp_path / "x.pt"
-
     torch.save({"weights": 1}, path)
     with pytest.raises(ValueError, match="is not a sharp learner checkpoint"):
         load_checkpoint(path)
