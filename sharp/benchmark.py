@@ -12,9 +12,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from sharp.data.streams import SegmentPlan, plan_segments
+from sharp.data.corpus import Corpus
+from sharp.data.streams import plan_segments
 from sharp.learners import LearnerSpec, build_learner
-from sharp.runner import evaluate_slices, run_stream
+from sharp.runner import Slice, evaluate_slices, run_stream
+
+#: Books (or the budget's remnant of one) shorter than this are not streamed.
+MIN_BOOK_TOKENS = 100
 
 
 @dataclass
@@ -28,10 +32,13 @@ class BenchmarkResult:
 
 @dataclass(frozen=True)
 class _Job:
+    """One learner's run: stream the documents in order (state reset between them),
+    then evaluate every slice."""
+
     spec: LearnerSpec
-    plan: SegmentPlan
-    train: np.ndarray
-    slices: dict[str, np.ndarray]
+    index: int
+    documents: list[np.ndarray]
+    slices: dict[str, Slice]
     block: int
     clip: float | None
     progress: bool
@@ -50,12 +57,21 @@ def summarise_records(records: pd.DataFrame, block: int) -> pd.DataFrame:
 def _run_job(job: _Job) -> tuple[pd.DataFrame, pd.DataFrame]:
     learner = build_learner(job.spec)
     start = time.perf_counter()
-    records = run_stream(learner, job.train, progress=job.progress,
-                         description=f"{job.spec.name} segment {job.plan.index}")
+    parts, offset = [], 0
+    for number, document in enumerate(job.documents):
+        if number:
+            learner.reset_state()
+        part = run_stream(learner, document, offset=offset, progress=job.progress,
+                          description=f"{job.spec.name} #{job.index}"
+                          + (f" doc {number + 1}/{len(job.documents)}"
+                             if len(job.documents) > 1 else ""))
+        offset += len(part)
+        parts.append(part)
+    records = pd.concat(parts, ignore_index=True)
     train_seconds = time.perf_counter() - start
     rows = evaluate_slices(learner, job.slices, job.clip)
     labels = {
-        "learner": job.spec.name, "kind": job.spec.kind, "segment": job.plan.index,
+        "learner": job.spec.name, "kind": job.spec.kind, "segment": job.index,
         "seed": job.spec.config.get("seed", 0), "parameters": learner.parameter_count(),
         "train_tokens": len(records), "train_seconds": train_seconds,
         "tokens_per_s": len(records) / train_seconds,
@@ -65,9 +81,22 @@ def _run_job(job: _Job) -> tuple[pd.DataFrame, pd.DataFrame]:
     for column, value in reversed(labels.items()):
         rows.insert(0, column, value)
     curve = summarise_records(records, job.block)
-    curve.insert(0, "segment", job.plan.index)
+    curve.insert(0, "segment", job.index)
     curve.insert(0, "learner", job.spec.name)
     return rows, curve
+
+
+def _execute(jobs: list[_Job], workers: int, progress: bool) -> BenchmarkResult:
+    if workers == 1:
+        outputs = [_run_job(job) for job in jobs]
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            outputs = list(tqdm(pool.map(_run_job, jobs), total=len(jobs), disable=not progress,
+                                desc=f"{len(jobs)} learners on {workers} workers"))
+    results = pd.concat([rows for rows, _ in outputs], ignore_index=True)
+    curves = pd.concat([curve for _, curve in outputs], ignore_index=True)
+    return BenchmarkResult(results, curves)
 
 
 def segment_benchmark(
@@ -94,21 +123,60 @@ def segment_benchmark(
     plans = plan_segments(len(tokens), segment, slice_len, learners)
     block = block or max(1, math.ceil(segment / 200))
     jobs = [
-        _Job(spec.with_seed(seed + plan.index), plan, np.asarray(plan.train.take(tokens)),
+        _Job(spec.with_seed(seed + plan.index), plan.index,
+             [np.asarray(plan.train.take(tokens))],
              {name: np.asarray(span.take(tokens)) for name, span in plan.slices().items()},
              block, clip, progress and workers == 1)
         for spec in specs for plan in plans
     ]
-    if workers == 1:
-        outputs = [_run_job(job) for job in jobs]
-    else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            outputs = list(tqdm(pool.map(_run_job, jobs), total=len(jobs), disable=not progress,
-                                desc=f"{len(jobs)} learners on {workers} workers"))
-    results = pd.concat([rows for rows, _ in outputs], ignore_index=True)
-    curves = pd.concat([curve for _, curve in outputs], ignore_index=True)
-    return BenchmarkResult(results, curves)
+    return _execute(jobs, workers, progress)
+
+
+def book_benchmark(
+    specs: list[LearnerSpec],
+    corpus: Corpus,
+    *,
+    budget: int,
+    learners: int = 1,
+    books_per_slice: int = 5,
+    max_eval_tokens: int | None = None,
+    seed: int = 0,
+    workers: int = 1,
+    clip: float | None = None,
+    block: int | None = None,
+    progress: bool = True,
+) -> BenchmarkResult:
+    """The book protocol (SPEC §6): training books in order up to ``budget`` tokens
+    (state reset at each book start); backward = the first ``books_per_slice`` training
+    books, current = the last ones, forward = held-out books (validation, else test),
+    each evaluated from a reset state (``max_eval_tokens`` caps each evaluated book).
+    Learner m uses seed ``seed + m`` on the same books."""
+    train = corpus.split("train")
+    books, used = [], 0
+    for start, stop in zip(train.documents["start"], train.documents["stop"], strict=True):
+        book = train.tokens[start : min(stop, start + budget - used)]
+        if len(book) >= MIN_BOOK_TOKENS:
+            books.append(book)
+            used += len(book)
+        if used >= budget:
+            break
+    splits = set(corpus.documents["split"])
+    held = corpus.split("validation" if "validation" in splits else "test")
+    forward = [held.tokens[a:b] for a, b in zip(held.documents["start"], held.documents["stop"],
+                                                 strict=True)][:books_per_slice]
+    cap = slice(None, max_eval_tokens)
+    slices = {
+        "forward": [np.asarray(book[cap]) for book in forward],
+        "backward": [np.asarray(book[cap]) for book in books[:books_per_slice]],
+        "current": [np.asarray(book[cap]) for book in books[-books_per_slice:]],
+    }
+    block = block or max(1, math.ceil(budget / 200))
+    jobs = [
+        _Job(spec.with_seed(seed + m), m, [np.asarray(book) for book in books], slices, block,
+             clip, progress and workers == 1)
+        for spec in specs for m in range(learners)
+    ]
+    return _execute(jobs, workers, progress)
 
 
 def summary_table(results: pd.DataFrame, column: str = "bits") -> pd.DataFrame:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sharp.benchmark import segment_benchmark, summary_table
+from sharp.benchmark import book_benchmark, segment_benchmark, summary_table
 from sharp.config import preset_names
 from sharp.data.corpus import load_corpus
 from sharp.io import atomic_write_text
@@ -28,9 +28,15 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--corpus", default="wiki",
                        help="wiki | books | text8 | pg19 | path to a local text file")
     bench.add_argument("--preset", default="quick", choices=preset_names())
-    bench.add_argument("--segment", type=int, default=30_000, help="tokens per segment (S)")
-    bench.add_argument("--slice", type=int, default=3_000, help="tokens per evaluation slice (E)")
-    bench.add_argument("--learners", type=int, default=3, help="segments / learners (M)")
+    bench.add_argument("--protocol", choices=["auto", "segment", "books"], default="auto",
+                       help="segment benchmark, or the book protocol (auto: books for book "
+                       "corpora)")
+    bench.add_argument("--segment", type=int, default=20_000,
+                       help="tokens per segment (S); the training budget in the book protocol")
+    bench.add_argument("--slice", type=int, default=2_000,
+                       help="tokens per evaluation slice (E); per evaluated book in the book "
+                       "protocol")
+    bench.add_argument("--learners", type=int, default=4, help="segments / learners (M)")
     bench.add_argument("--seed", type=int, default=0, help="learner m uses seed + m")
     bench.add_argument("--threads", type=int, default=1, help="torch threads per learner")
     bench.add_argument("--workers", type=int, default=None,
@@ -78,15 +84,24 @@ def bench(args: argparse.Namespace) -> int:
     out = args.out or os.path.join("reports", name)
     print(f"corpus {corpus.name}: {len(corpus):,} tokens; {args.learners} learners × "
           f"{args.segment:,} tokens on {workers} worker(s), {args.threads} thread(s) each")
-    result = segment_benchmark(
-        [spec], corpus.tokens, segment=args.segment, slice_len=args.slice,
-        learners=args.learners, seed=args.seed, workers=workers, clip=clip,
-        progress=not args.quiet,
-    )
+    books = args.protocol == "books" or (args.protocol == "auto" and corpus.documents is not None)
+    if books:
+        result = book_benchmark(
+            [spec], corpus, budget=args.segment, learners=args.learners,
+            max_eval_tokens=args.slice, seed=args.seed, workers=workers, clip=clip,
+            progress=not args.quiet,
+        )
+    else:
+        result = segment_benchmark(
+            [spec], corpus.tokens, segment=args.segment, slice_len=args.slice,
+            learners=args.learners, seed=args.seed, workers=workers, clip=clip,
+            progress=not args.quiet,
+        )
     wall = time.perf_counter() - start
     meta = {
         "run": name, "command": shlex.join(["sharp", *sys.argv[1:]]), "corpus": corpus.name,
         "corpus_tokens": len(corpus), "corpus_sha256": corpus.sha256,
+        "protocol": "books" if books else "segment",
         "segment": args.segment, "slice": args.slice, "learners": args.learners,
         "workers": workers, "clip": clip, "wall_seconds": wall,
         "configs": {spec.name: spec.config},

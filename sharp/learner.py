@@ -113,9 +113,7 @@ class Sharp:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(c.seed)
         self.tags: deque[Tag] = deque(maxlen=c.tag_buffer)
-        self.recall_ema = 0.0
         self.sleep_pending = False
-        self.carry = self._zeros(c.hidden[0])
         self.reset_state()
 
     # -- state ----------------------------------------------------------------------
@@ -123,14 +121,14 @@ class Sharp:
         return torch.zeros(batch, size, device=self.device)
 
     def reset_state(self) -> None:
-        """Forget the stream position: layer states, step counter, window carry, EMA,
-        tags and flags. Weights and optimiser moments are kept."""
+        """Forget the stream position: layer states, step counter, window carry, EMA and
+        tags (as at the start of a new book). Weights and optimiser moments are kept, and
+        so is a pending sleep owed for memory-0 learning already done."""
         self.states = [self._zeros(h) for h in self.config.hidden]
         self.t = 0
         self.carry = self._zeros(self.config.hidden[0])
         self.recall_ema = 0.0
         self.tags.clear()
-        self.sleep_pending = False
         self.store_tag = False
         self.awake = False
 

@@ -51,6 +51,18 @@ def speed_table(results: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def protocol_line(meta: dict[str, Any]) -> str:
+    """One sentence saying what was trained and evaluated."""
+    if meta.get("protocol") == "books":
+        return (f"book protocol, {meta['learners']} learner(s): training books in order up to "
+                f"{meta['segment']:,} tokens, state reset at each book; backward = first 5 "
+                "training books, current = last 5, forward = 5 held-out books, each evaluated "
+                f"from a reset state (at most {meta['slice']:,} tokens per book)")
+    return (f"{meta['learners']} learners × segments of {meta['segment']:,} tokens; slices of "
+            f"{meta['slice']:,} tokens: backward = first, current = last of each segment, "
+            "forward = the corpus's last (never trained on); prediction before learning")
+
+
 def write_benchmark_report(out: str | os.PathLike, result: BenchmarkResult,
                            meta: dict[str, Any]) -> Path:
     """Write results.csv, curves.csv, summary.md and figures.html under ``out``."""
@@ -76,9 +88,7 @@ def write_benchmark_report(out: str | os.PathLike, result: BenchmarkResult,
         f"- machine: {json.dumps(machine_info())}",
         f"- corpus: **{meta['corpus']}**, {meta['corpus_tokens']:,} tokens, "
         f"sha256 `{meta['corpus_sha256']}`",
-        f"- protocol: {meta['learners']} learners × segments of {meta['segment']:,} tokens; "
-        f"slices of {meta['slice']:,} tokens: backward = first, current = last of each "
-        "segment, forward = the corpus's last (never trained on); prediction before learning",
+        f"- protocol: {protocol_line(meta)}",
         f"- bits rule: {rule}; wall time {meta['wall_seconds']:.1f} s with "
         f"{meta['workers']} worker process(es)", "",
         f"## Bits per token (mean ± sample std over {meta['learners']} segments)", "",

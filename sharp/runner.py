@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sharp.data.streams import check_stream, n_windows
-from sharp.protocol import Learner, StepResult
+from sharp.protocol import EvalResult, Learner, StepResult
 
 StepCallback = Callable[[int, StepResult], None]
 
@@ -75,18 +75,29 @@ def run_stream(
     })
 
 
+Slice = np.ndarray | Sequence[np.ndarray]
+
+
 def evaluate_slices(
-    learner: Learner, slices: Mapping[str, np.ndarray], clip: float | None = None
+    learner: Learner, slices: Mapping[str, Slice], clip: float | None = None
 ) -> pd.DataFrame:
-    """Evaluate each named slice without learning; one row per slice."""
+    """Evaluate each named slice without learning; one row per slice. A slice may be a
+    list of documents (books): each is evaluated from a reset state and their per-token
+    results are pooled."""
     rows = []
-    for name, tokens in slices.items():
-        check_stream(tokens, learner.window, learner.vocab_size)
-        result = learner.evaluate(tokens)
+    for name, value in slices.items():
+        parts = [value] if isinstance(value, np.ndarray) else list(value)
+        results = []
+        for tokens in parts:
+            check_stream(tokens, learner.window, learner.vocab_size)
+            results.append(learner.evaluate(tokens))
+        pooled = EvalResult(np.concatenate([r.bits for r in results]),
+                            np.concatenate([r.correct for r in results]),
+                            sum(r.seconds for r in results))
         rows.append({
-            "slice": name, "bits": result.mean_bits(), "bits_clipped": result.mean_bits(clip),
-            "accuracy": result.accuracy, "tokens": result.tokens,
-            "eval_seconds": result.seconds,
+            "slice": name, "bits": pooled.mean_bits(), "bits_clipped": pooled.mean_bits(clip),
+            "accuracy": pooled.accuracy, "tokens": pooled.tokens,
+            "eval_seconds": pooled.seconds,
         })
     return pd.DataFrame(rows)
 
