@@ -103,7 +103,7 @@ def bench(args: argparse.Namespace) -> int:
         "corpus_tokens": len(corpus), "corpus_sha256": corpus.sha256,
         "protocol": "books" if books else "segment",
         "segment": args.segment, "slice": args.slice, "learners": args.learners,
-        "workers": workers, "clip": clip, "wall_seconds": wall,
+        "workers": workers, "threads": args.threads, "clip": clip, "wall_seconds": wall,
         "configs": {spec.name: spec.config},
     }
     path = write_benchmark_report(out, result, meta)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
 
 import torch
 
@@ -14,32 +14,47 @@ from sharp.learners import LearnerSpec, build_learner
 from sharp.protocol import Learner
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Call ``write`` on a temporary file next to ``path``, then rename it into place."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success move it onto ``path`` atomically
+    (with the umask's permissions). On any error the temporary file is removed, so
+    ``path`` is never left partial."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield tmp
+        tmp.chmod(0o666 & ~_umask())
         os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
-    return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_checkpoint(learner: Learner, path: str | os.PathLike) -> Path:
     """Save ``learner.state_dict()`` atomically; :func:`load_checkpoint` rebuilds it."""
-    state = learner.state_dict()
-    return atomic_write(path, lambda handle: torch.save(state, handle))
+    with atomic_path(path) as tmp:
+        torch.save(learner.state_dict(), tmp)
+    return Path(path)
 
 
 def load_checkpoint(path: str | os.PathLike) -> Learner:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -27,17 +28,18 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 
 def _cell(value: Any) -> str:
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        return f"{value:,}"
     if isinstance(value, float):
         return f"{value:,.3f}" if abs(value) < 1000 else f"{value:,.0f}"
     return str(value)
 
 
 def machine_info() -> dict[str, Any]:
-    """Cores, torch version and thread count of this process."""
+    """Cores, torch, Python and platform of this machine."""
     return {
-        "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads":
-        torch.get_num_threads(), "python": platform.python_version(),
-        "platform": platform.platform(),
+        "cores": os.cpu_count(), "torch": torch.__version__,
+        "python": platform.python_version(), "platform": platform.platform(),
     }
 
 
@@ -90,7 +92,7 @@ def write_benchmark_report(out: str | os.PathLike, result: BenchmarkResult,
         f"sha256 `{meta['corpus_sha256']}`",
         f"- protocol: {protocol_line(meta)}",
         f"- bits rule: {rule}; wall time {meta['wall_seconds']:.1f} s with "
-        f"{meta['workers']} worker process(es)", "",
+        f"{meta['workers']} worker process(es) of {meta.get('threads', 1)} torch thread(s)", "",
         f"## Bits per token (mean ± sample std over {meta['learners']} segments)", "",
         markdown_table(summary_table(result.results, bits_column)), "",
         "## Top-1 accuracy", "",

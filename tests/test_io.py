@@ -5,18 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sharp.io import atomic_write, atomic_write_text, load_checkpoint
+from sharp.io import atomic_path, atomic_write_text, load_checkpoint
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path) -> None:
     target = atomic_write_text(tmp_path / "out.txt", "old")
 
-    def broken(handle) -> None:
-        handle.write(b"partial")
+    with pytest.raises(RuntimeError, match="disk full"), atomic_path(target) as tmp:
+        tmp.write_bytes(b"partial")
         raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError, match="disk full"):
-        atomic_write(target, broken)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
 

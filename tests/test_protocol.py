@@ -7,9 +7,11 @@ import pandas as pd
 import pytest
 from conftest import tiny_config
 
-from sharp.benchmark import segment_benchmark, summary_table
+from sharp.benchmark import book_benchmark, segment_benchmark, summary_table
 from sharp.cli import main
+from sharp.data.corpus import Corpus
 from sharp.data.streams import plan_segments, windows
+from sharp.data.vocab import Vocabulary
 from sharp.learner import Sharp
 from sharp.learners import LearnerSpec
 from sharp.protocol import EvalResult
@@ -111,3 +113,26 @@ def test_bench_command_reports_bad_options_clearly(tmp_path, capsys) -> None:
     assert "error" in capsys.readouterr().err
     assert main(["bench", "--set", "hidden", "--quiet", "--out", str(tmp_path)]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_book_protocol_resets_state_per_book_and_evaluates_books() -> None:
+    rng = np.random.default_rng(0)
+    lengths = {"train": [400, 300, 500, 200], "validation": [300, 250]}
+    rows, parts, offset = [], [], 0
+    for split, sizes in lengths.items():
+        for i, size in enumerate(sizes):
+            parts.append(np.tile(rng.integers(0, 7, 5), size // 5 + 1)[:size])
+            rows.append({"id": f"{split}-{i}", "title": "", "year": 1900, "split": split,
+                         "start": offset, "stop": offset + size, "licence": "", "source": ""})
+            offset += size
+    tokens = np.concatenate(parts).astype(np.uint8)
+    corpus = Corpus("toy-books", tokens, Vocabulary("abcdefg"), "x", pd.DataFrame(rows))
+    spec = LearnerSpec("sharp", tiny_config(sleep_every=10_000).to_dict(), "tiny")
+    result = book_benchmark([spec], corpus, budget=1_000, books_per_slice=2, learners=2,
+                            progress=False)
+    # budget 1,000: books of 400 and 300, then 300 of the third
+    first = result.results[result.results["segment"] == 0].set_index("slice")
+    assert first.loc["backward", "tokens"] == (400 - 3) + (300 - 3)
+    assert first.loc["current", "tokens"] == (300 - 3) + (300 - 3)
+    assert first.loc["forward", "tokens"] == (300 - 3) + (250 - 3)
+    assert first.loc["forward", "train_tokens"] == 1_000 - 3 * 3

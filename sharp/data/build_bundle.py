@@ -50,8 +50,9 @@ from typing import Any
 
 import pandas as pd
 
-from sharp.data.corpus import SPLITS, atomic_write_bytes
+from sharp.data.corpus import SPLITS
 from sharp.data.normalize import wikifil
+from sharp.io import atomic_write_bytes
 
 BUNDLE_DIR = Path(__file__).resolve().parent / "bundle"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -20,6 +19,7 @@ from tqdm.auto import tqdm
 
 from sharp.data.normalize import NORMALIZATION_VERSION, normalize_text8
 from sharp.data.vocab import TEXT8, Vocabulary
+from sharp.io import atomic_path, atomic_write_bytes
 
 SPLITS = ("train", "validation", "test")
 """Book-corpus splits, in the order their documents are concatenated."""
@@ -169,30 +169,6 @@ def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     else:
         root = Path.home() / ".cache" / "sharp"
     return root.expanduser()
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success move it onto ``path`` atomically.
-
-    On any error the temporary file is removed, so ``path`` is never left partial.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        tmp.chmod(0o644)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 def _entry_paths(root: Path, name: str, identity: Mapping[str, Any]) -> tuple[Path, Path]:
