@@ -23,7 +23,8 @@ test: $(STAMP)  ## the whole default test suite (slow scale-up tests: PYTEST_ARG
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lock: $(STAMP)  ## refresh the pinned constraints from the current environment
-	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^sharp' > constraints.txt
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^sharp' \
+		| sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > constraints.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
