@@ -266,3 +266,31 @@ def test_bad_streams_give_clear_errors() -> None:
     with pytest.raises(ValueError, match="target token 7 is outside"):
         learner.learn(np.array([1, 2, 3]), 7)
     assert check_stream(np.array([1, 2, 3, 4]), 3, 7).size == 4
+
+
+def test_batched_dreams_equal_sequential_dreams_when_sampling_is_greedy(
+    random_stream: np.ndarray,
+) -> None:
+    # top_k = 1 makes sampling deterministic: batching must not mix tags or steps up
+    learner = Sharp(tiny_config(tau=0.0, top_k=1, tag_buffer=5, layers=3))
+    for i in range(30):
+        step(learner, random_stream, i)
+    tags = list(learner.tags)
+    for target in (1, 2):
+        batched = learner._dream(tags, target)
+        sequential = torch.cat([learner._dream([tag], target) for tag in tags])
+        assert batched.shape == (5, math.ceil(17 / 2**target), 16)
+        torch.testing.assert_close(batched, sequential, rtol=1e-5, atol=1e-6)
+
+
+def test_batched_dreams_match_sequential_token_statistics(random_stream: np.ndarray) -> None:
+    learner = Sharp(tiny_config(tau=0.0, tag_buffer=40, sleep_steps=200))
+    for i in range(60):
+        step(learner, random_stream, i)
+    tags = list(learner.tags)
+    batched = learner._dream(tags, 1).mean(dim=(0, 1))
+    sequential = torch.cat([learner._dream([tag], 1) for tag in tags]).mean(dim=(0, 1))
+    again = learner._dream(tags, 1).mean(dim=(0, 1))
+    # two batched draws differ only by sampling noise; sequential draws differ no more
+    noise = (batched - again).abs().mean()
+    assert (batched - sequential).abs().mean() < 3 * noise + 1e-3
