@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from sharp.config import SharpConfig, preset
 from sharp.protocol import Learner
@@ -32,10 +32,41 @@ def sharp_spec(preset_name: str = "quick", label: str = "SHARP", **overrides: An
     return LearnerSpec("sharp", preset(preset_name, **overrides).to_dict(), label)
 
 
+#: Kinds :func:`build_learner` accepts.
+LEARNER_KINDS = ("sharp", "rnn", "lstm", "gru", "clockwork", "transformer")
+
+
+def baseline_spec(
+    kind: str, preset: str = "quick", label: str | None = None, **overrides: Any
+) -> LearnerSpec:
+    """A baseline recipe (``rnn``, ``lstm``, ``gru``, ``clockwork``, ``transformer``) from a
+    named preset (``quick`` or ``paper``) with config overrides, e.g.
+    ``baseline_spec("lstm", mode="paper")``. The label defaults to the config's display
+    name, which shows any non-default streaming or evaluation mode."""
+    from sharp.baselines.config import baseline_preset
+
+    config = baseline_preset(kind, preset, **overrides)
+    return LearnerSpec(kind, config.to_dict(), config.label if label is None else label)
+
+
 def build_learner(spec: LearnerSpec) -> Learner:
     """Instantiate the learner a :class:`LearnerSpec` describes."""
     if spec.kind == "sharp":
         from sharp.learner import Sharp
 
         return Sharp(SharpConfig.from_dict(spec.config))
-    raise ValueError(f"unknown learner kind {spec.kind!r}; known kinds: ['sharp']")
+    if spec.kind in ("rnn", "lstm", "gru"):
+        from sharp.baselines import RecurrentBaseline, RecurrentConfig, baseline_config
+
+        return RecurrentBaseline(cast(RecurrentConfig, baseline_config(spec.kind, spec.config)))
+    if spec.kind == "clockwork":
+        from sharp.baselines import ClockworkConfig, ClockworkRNN, baseline_config
+
+        return ClockworkRNN(cast(ClockworkConfig, baseline_config(spec.kind, spec.config)))
+    if spec.kind == "transformer":
+        from sharp.baselines import TransformerBaseline, TransformerConfig, baseline_config
+
+        return TransformerBaseline(
+            cast(TransformerConfig, baseline_config(spec.kind, spec.config))
+        )
+    raise ValueError(f"unknown learner kind {spec.kind!r}; known kinds: {list(LEARNER_KINDS)}")

@@ -50,15 +50,28 @@ class FusedAdam:
 
     @torch.no_grad()
     def step(self) -> None:
-        """One Adam step for every parameter that has a gradient."""
-        torch._foreach_add_(self.steps, 1.0)
+        """One Adam step for every parameter that has a gradient (a parameter without one,
+        e.g. a clockwork module that did not tick, keeps its moments and step count)."""
         beta1, beta2 = self.betas
         for (lo, hi), lr in zip(self._bounds, self.lrs, strict=True):
-            params = self.params[lo:hi]
+            index = [i for i in range(lo, hi) if self.params[i].grad is not None]
+            if not index:
+                continue
+            if len(index) == hi - lo:
+                params, exp_avg, exp_avg_sq, steps = (
+                    self.params[lo:hi], self.exp_avg[lo:hi], self.exp_avg_sq[lo:hi],
+                    self.steps[lo:hi],
+                )
+            else:
+                params, exp_avg, exp_avg_sq, steps = (
+                    [items[i] for i in index]
+                    for items in (self.params, self.exp_avg, self.exp_avg_sq, self.steps)
+                )
+            torch._foreach_add_(steps, 1.0)
             torch._fused_adam_(
-                params, [p.grad for p in params], self.exp_avg[lo:hi], self.exp_avg_sq[lo:hi],
-                [], self.steps[lo:hi], lr=lr, beta1=beta1, beta2=beta2,
-                weight_decay=self.weight_decay, eps=self.eps, amsgrad=False, maximize=False,
+                params, [p.grad for p in params], exp_avg, exp_avg_sq, [], steps,
+                lr=lr, beta1=beta1, beta2=beta2, weight_decay=self.weight_decay,
+                eps=self.eps, amsgrad=False, maximize=False,
             )
 
     def state_dict(self) -> dict[str, Any]:
