@@ -14,18 +14,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from sharp.config import preset
 from sharp.learner import Sharp
+from sharp.learners import baseline_spec, build_learner
+from sharp.protocol import Learner
 
 
-def _wake_rate(learner: Sharp, tokens: torch.Tensor, steps: int) -> float:
+def _wake_rate(learner: Learner, tokens: torch.Tensor, steps: int, start: int = 0) -> float:
     targets = tokens.tolist()
     w = learner.window
-    start = time.perf_counter()
-    for i in range(steps):
+    begin = time.perf_counter()
+    for i in range(start, start + steps):
         learner.learn(tokens[i : i + w], targets[i + w])
-    return steps / (time.perf_counter() - start)
+    return steps / (time.perf_counter() - begin)
 
 
 def measure_sharp(preset_name: str, *, hidden: int | None = None, embedding: int | None = None,
@@ -44,6 +47,7 @@ def measure_sharp(preset_name: str, *, hidden: int | None = None, embedding: int
     rng = np.random.default_rng(seed)
     tokens = torch.from_numpy(rng.integers(0, config.vocab_size, steps + eval_tokens + 10))
     _wake_rate(learner, tokens, max(200, config.tag_buffer))
+    learner.reset_state()
     rates = [_wake_rate(learner, tokens, steps) for _ in range(repeats)]
     if len(learner.tags) != config.tag_buffer:
         raise RuntimeError("the tag buffer did not fill during warm-up")
@@ -63,6 +67,29 @@ def measure_sharp(preset_name: str, *, hidden: int | None = None, embedding: int
     }
 
 
+def measure_baseline(kind: str, preset_name: str = "paper", *, threads: int = 1,
+                     steps: int = 300, repeats: int = 3, warmup: int = 100,
+                     eval_tokens: int = 20_000, seed: int = 0,
+                     **overrides: Any) -> dict[str, Any]:
+    """Median streaming tokens/s of a baseline over ``repeats`` consecutive runs of
+    ``steps`` steps after ``warmup`` steps, and its evaluation tokens/s."""
+    spec = baseline_spec(kind, preset_name, threads=threads, seed=seed, **overrides)
+    learner = build_learner(spec)
+    total = warmup + repeats * steps
+    rng = np.random.default_rng(seed)
+    tokens = torch.from_numpy(rng.integers(0, learner.vocab_size, total + eval_tokens + 10))
+    _wake_rate(learner, tokens, warmup)
+    rates = [_wake_rate(learner, tokens, steps, warmup + r * steps) for r in range(repeats)]
+    result = learner.evaluate(tokens[-eval_tokens:].numpy())
+    return {
+        "learner": spec.name, "preset": preset_name, "threads": threads,
+        "parameters": learner.parameter_count(),
+        "wake_tokens_per_s": statistics.median(rates),
+        "wake_ms_per_step": 1000 / statistics.median(rates),
+        "eval_tokens_per_s": result.tokens / result.seconds,
+    }
+
+
 def machine_line() -> str:
     """Cores, torch version and date, for the table's caption."""
     return (f"{os.cpu_count()} cores, torch {torch.__version__}, "
@@ -70,5 +97,10 @@ def machine_line() -> str:
 
 
 def throughput_table(configs: list[dict[str, Any]], **kwargs: Any) -> pd.DataFrame:
-    """One row per configuration (keyword arguments of :func:`measure_sharp`)."""
-    return pd.DataFrame([measure_sharp(**{**kwargs, **config}) for config in configs])
+    """One row per configuration: keyword arguments of :func:`measure_sharp`, or of
+    :func:`measure_baseline` when the configuration names a baseline ``kind``."""
+    rows = []
+    for config in tqdm(configs, desc="throughput", leave=False):
+        measure = measure_baseline if "kind" in config else measure_sharp
+        rows.append(measure(**{**kwargs, **config}))
+    return pd.DataFrame(rows)
