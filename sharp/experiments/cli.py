@@ -1,0 +1,55 @@
+"""``sharp experiment NAME|all --preset tiny|quick|paper --out DIR [--workers N]``.
+
+The lead wires :func:`add_experiment_parser` and :func:`run_experiment_command` into
+``sharp/cli.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+
+from sharp.experiments.common import PRESET_NAMES, REGISTRY
+from sharp.experiments.report import write_experiment
+
+
+def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``experiment`` sub-command to ``subparsers``."""
+    names = sorted(REGISTRY, key=lambda n: REGISTRY[n].number)
+    parser = subparsers.add_parser(
+        "experiment", help="run a SPEC §8 experiment (2–10) and write CSV, HTML and markdown",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="experiments: " + ", ".join(f"{REGISTRY[n].number}. {n}" for n in names))
+    parser.add_argument("name", choices=[*names, "all"], help="experiment, or all of them")
+    parser.add_argument("--preset", default="quick", choices=PRESET_NAMES,
+                        help="tiny (smoke test), quick (about a minute), paper (authors' scale)")
+    parser.add_argument("--out", default="reports/experiments", help="output folder")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes in parallel (default: min(runs, cores))")
+    parser.add_argument("--seed", type=int, default=None, help="base seed (default 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def run_experiment_command(args: argparse.Namespace) -> int:
+    """Run the experiment(s) named in ``args`` and write their files; returns 0."""
+    names = (sorted(REGISTRY, key=lambda n: REGISTRY[n].number) if args.name == "all"
+             else [args.name])
+    command = "sharp " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    for name in names:
+        experiment = REGISTRY[name]
+        overrides: dict[str, object] = {"progress": not args.quiet}
+        if args.workers is not None:
+            overrides["workers"] = args.workers
+        if args.seed is not None:
+            overrides["seed"] = args.seed
+        parameters = experiment.parameters(args.preset, **overrides)
+        start = time.perf_counter()
+        frame = experiment.run(**parameters)
+        seconds = time.perf_counter() - start
+        paths = write_experiment(args.out, experiment, frame, parameters, preset=args.preset,
+                                 seconds=seconds, command=command)
+        print(f"{name}: {len(frame)} rows in {seconds:.1f} s -> {paths['md']}")
+    return 0

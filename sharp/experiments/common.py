@@ -1,0 +1,287 @@
+"""Shared machinery of the experiments (SPEC §8): seeds, parallel repetitions, online
+error on the community task, memory training, median/IQR band figures and the registry.
+
+Every experiment is a function returning a tidy DataFrame (one row per repetition ×
+checkpoint × condition, with the repetition's ``seed``) plus a figure function. Jobs are
+module-level functions run in spawned processes, so each repetition is independent and
+reproducible from its recorded seed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+from tqdm.auto import tqdm
+
+from sharp.data.community import CommunityTask
+from sharp.learners import LearnerSpec, build_learner
+from sharp.memory import Memory
+from sharp.optim import FusedAdam
+from sharp.runner import run_stream
+
+#: Preset names every experiment offers: ``tiny`` (tests), ``quick`` (≤ 60 s on 2 cores),
+#: ``paper`` (the authors' scale).
+PRESET_NAMES = ("tiny", "quick", "paper")
+
+
+# -- seeds and repetitions ------------------------------------------------------------
+def rep_seeds(seed: int, reps: int) -> list[int]:
+    """``reps`` independent seeds derived from ``seed`` (numpy SeedSequence); repetition r
+    of every condition uses seed r, so conditions are compared on the same seeds."""
+    if reps < 1:
+        raise ValueError(f"reps must be >= 1, got {reps}")
+    return [int(s) for s in np.random.SeedSequence(seed).generate_state(reps)]
+
+
+def default_workers(jobs: int) -> int:
+    """min(jobs, cores)."""
+    return max(1, min(jobs, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work: ``function(**kwargs)`` returns a DataFrame; ``labels`` are added
+    as columns to it."""
+
+    function: Callable[..., pd.DataFrame]
+    kwargs: dict[str, Any]
+    labels: dict[str, Any] = field(default_factory=dict)
+
+
+def _run_job(job: Job) -> pd.DataFrame:
+    torch.set_num_threads(1)
+    frame = job.function(**job.kwargs)
+    for key, value in reversed(list(job.labels.items())):
+        if key in frame.columns:
+            frame[key] = value
+        else:
+            frame.insert(0, key, value)
+    return frame
+
+
+def run_jobs(jobs: Sequence[Job], workers: int | None = None, *, progress: bool = True,
+             description: str = "experiment") -> pd.DataFrame:
+    """Run ``jobs`` (in spawned processes when ``workers`` > 1) and concatenate their
+    frames in job order. ``workers`` defaults to min(jobs, cores)."""
+    workers = default_workers(len(jobs)) if workers is None else max(1, workers)
+    frames: list[pd.DataFrame | None] = [None] * len(jobs)
+    bar = tqdm(total=len(jobs), desc=description, disable=not progress, unit="run")
+    if workers == 1 or len(jobs) == 1:
+        for i, job in enumerate(jobs):
+            frames[i] = _run_job(job)
+            bar.update(1)
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
+                                 mp_context=context) as pool:
+            futures = {pool.submit(_run_job, job): i for i, job in enumerate(jobs)}
+            for future in as_completed(futures):
+                frames[futures[future]] = future.result()
+                bar.update(1)
+    bar.close()
+    return pd.concat(frames, ignore_index=True)
+
+
+# -- streams on the community task ----------------------------------------------------
+def community_tokens(task: CommunityTask, samples: int, seed: int) -> np.ndarray:
+    """The first ``samples`` tokens of a task stream drawn with ``seed``."""
+    visits = -(-samples // task.tokens_per_visit)
+    return task.generate(visits, seed)[:samples]
+
+
+def online_curve(records: pd.DataFrame, every: int) -> pd.DataFrame:
+    """Block means of per-step records over blocks of ``every`` steps: ``samples`` (steps
+    seen at the block's end), ``error`` (1 − top-1 accuracy of predictions made before
+    learning), ``bits`` and ``memory_update_rate``."""
+    block = (records["step"] - 1) // every
+    curve = records.groupby(block).agg(
+        samples=("step", "max"), error=("correct", "mean"), bits=("bits", "mean"),
+        memory_update_rate=("memory_learned", "mean"),
+    ).reset_index(drop=True)
+    curve["error"] = 1.0 - curve["error"]
+    return curve
+
+
+def stream_job(spec: LearnerSpec, task: dict[str, Any], samples: int, data_seed: int,
+               every: int, sleep: bool) -> pd.DataFrame:
+    """Stream one community-task sequence through a fresh learner once (sleeping on the
+    learner's schedule when ``sleep``) and return its online-error curve."""
+    learner = build_learner(spec)
+    tokens = community_tokens(CommunityTask(**task), samples, data_seed)
+    records = run_stream(learner, tokens, sleep_every=None if sleep else 0, progress=False)
+    return online_curve(records, every)
+
+
+# -- memory training (layer-0 wake rule) ----------------------------------------------
+def train_memory(
+    memory: Memory,
+    tokens: np.ndarray,
+    window: int,
+    *,
+    lr: float,
+    tau: float = 0.0,
+    ema: float = 0.9,
+    weight_decay: float = 1e-12,
+    every: int | None = None,
+    callback: Callable[[int, int], None] | None = None,
+) -> int:
+    """Train a token memory online with the wake rule of SPEC §3 steps 2–3: stride-1
+    windows encoded from the carried state, one Adam step whenever the recall-loss EMA
+    exceeds ``tau`` (``tau = 0``: every step). ``callback(step, updates)`` runs every
+    ``every`` steps. Returns the number of updates."""
+    optimiser = FusedAdam([memory.parameters()], [lr], weight_decay=weight_decay)
+    ids = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
+    carry = torch.zeros(1, memory.hidden)
+    average, updates = 0.0, 0
+    for i in range(len(ids) - window + 1):
+        x = ids[i : i + window].unsqueeze(0)
+        recall, _, after_first = memory.encode(x, carry)
+        loss = memory.recall_loss(x, recall)
+        carry = after_first.detach()
+        average = ema * average + (1.0 - ema) * loss.item()
+        if average > tau:
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            updates += 1
+        if callback is not None and every and (i + 1) % every == 0:
+            callback(i + 1, updates)
+    return updates
+
+
+@torch.no_grad()
+def memory_states(memory: Memory, tokens: np.ndarray) -> np.ndarray:
+    """Persistent states (T, H) after each token of ``tokens``, from a zero state (what a
+    head would see)."""
+    ids = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
+    return memory.trajectory(ids, torch.zeros(memory.hidden)).numpy()
+
+
+# -- figures --------------------------------------------------------------------------
+COLOURS = qualitative.Plotly + qualitative.D3
+
+
+def alpha(colour: str, value: float = 0.2) -> str:
+    """``#rrggbb`` or ``rgb(r,g,b)`` as rgba with ``value`` opacity."""
+    if colour.startswith("#"):
+        r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    else:
+        r, g, b = (int(float(v)) for v in colour[colour.index("(") + 1 : -1].split(","))
+    return f"rgba({r},{g},{b},{value})"
+
+
+def quantiles(frame: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Median and interquartile range of ``y`` across repetitions at every ``x``."""
+    group = frame.groupby(x)[y]
+    return pd.DataFrame({
+        "median": group.median(), "q25": group.quantile(0.25), "q75": group.quantile(0.75),
+    }).reset_index()
+
+
+def add_band(fig: go.Figure, frame: pd.DataFrame, x: str, y: str, name: str, colour: str,
+             *, row: int = 1, col: int = 1, show_legend: bool = True,
+             dash: str | None = None, markers: bool = False) -> None:
+    """Median line with an interquartile band (across repetitions) of ``y`` against ``x``."""
+    stats = quantiles(frame, x, y)
+    common = {"legendgroup": name, "hoverinfo": "skip", "showlegend": False}
+    fig.add_trace(go.Scatter(x=stats[x], y=stats["q75"], line={"width": 0}, mode="lines",
+                             name=f"{name} q75", **common), row=row, col=col)
+    fig.add_trace(go.Scatter(x=stats[x], y=stats["q25"], line={"width": 0}, mode="lines",
+                             fill="tonexty", fillcolor=alpha(colour), name=f"{name} q25",
+                             **common), row=row, col=col)
+    fig.add_trace(go.Scatter(x=stats[x], y=stats["median"], name=name, legendgroup=name,
+                             showlegend=show_legend, mode="lines+markers" if markers else "lines",
+                             line={"color": colour, "width": 3, "dash": dash}),
+                  row=row, col=col)
+
+
+def band_figure(
+    frame: pd.DataFrame,
+    *,
+    x: str,
+    y: str,
+    condition: str = "condition",
+    panel: str | None = None,
+    panel_order: Sequence[Any] | None = None,
+    panel_title: Callable[[Any], str] = str,
+    optimal: float | None = None,
+    optimal_name: str = "optimal",
+    title: str = "",
+    x_title: str = "",
+    y_title: str = "",
+    log_y: bool = False,
+    markers: bool = False,
+) -> go.Figure:
+    """One panel per value of ``panel`` (or one panel), one median line + IQR band per
+    ``condition``; a dashed black line at ``optimal`` when given."""
+    panels = [None] if panel is None else list(panel_order or frame[panel].unique())
+    fig = make_subplots(rows=1, cols=len(panels), shared_yaxes=True,
+                        subplot_titles=[panel_title(p) for p in panels] if panel else None)
+    conditions = list(frame[condition].unique())
+    for j, value in enumerate(panels, start=1):
+        part = frame if panel is None else frame[frame[panel] == value]
+        for i, name in enumerate(conditions):
+            sub = part[part[condition] == name]
+            if not sub.empty:
+                add_band(fig, sub, x, y, str(name), COLOURS[i % len(COLOURS)], col=j,
+                         show_legend=j == 1, markers=markers)
+        if optimal is not None:
+            xs = part[x]
+            fig.add_trace(go.Scatter(x=[xs.min(), xs.max()], y=[optimal, optimal],
+                                     mode="lines", name=optimal_name, legendgroup="optimal",
+                                     showlegend=j == 1,
+                                     line={"color": "black", "dash": "dash", "width": 2}),
+                          row=1, col=j)
+        fig.update_xaxes(title_text=x_title or x, row=1, col=j)
+    fig.update_yaxes(title_text=y_title or y, row=1, col=1)
+    if log_y:
+        fig.update_yaxes(type="log")
+    fig.update_layout(title=title, template="plotly_white", height=420,
+                      width=max(600, 420 * len(panels)))
+    return fig
+
+
+# -- registry -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Experiment:
+    """An experiment of SPEC §8: its run and figure functions, parameter presets, the
+    paper's qualitative claim and a summary function (DataFrame -> markdown lines)."""
+
+    name: str
+    number: int
+    title: str
+    run: Callable[..., pd.DataFrame]
+    figure: Callable[[pd.DataFrame], go.Figure]
+    presets: Mapping[str, Mapping[str, Any]]
+    claim: str
+    summarise: Callable[[pd.DataFrame], list[str]] = lambda frame: []
+
+    def parameters(self, preset: str, **overrides: Any) -> dict[str, Any]:
+        """The preset's keyword arguments with ``overrides`` applied."""
+        if preset not in self.presets:
+            raise ValueError(f"unknown preset {preset!r} for {self.name}; choose one of "
+                             f"{list(self.presets)}")
+        return {**self.presets[preset], **overrides}
+
+    def __call__(self, preset: str = "quick", **overrides: Any) -> pd.DataFrame:
+        return self.run(**self.parameters(preset, **overrides))
+
+
+REGISTRY: dict[str, Experiment] = {}
+
+
+def register(experiment: Experiment) -> Experiment:
+    """Add ``experiment`` to :data:`REGISTRY`."""
+    REGISTRY[experiment.name] = experiment
+    return experiment

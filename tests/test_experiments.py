@@ -1,0 +1,147 @@
+"""The experiments of SPEC §8 (2–10) at tiny size: columns, figures, estimators, CLI."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+import torch
+
+from sharp.experiments import REGISTRY, mmd2_unbiased, probe_error, rep_seeds
+from sharp.experiments.cli import add_experiment_parser, run_experiment_command
+from sharp.experiments.common import memory_states, train_memory
+from sharp.experiments.credit_assignment import COLUMNS as CREDIT_COLUMNS
+from sharp.experiments.memory_capacity import make_sequence
+from sharp.experiments.sleep_ablation import WakeAllMemories
+from sharp.memory import Memory
+
+EXPECTED = {
+    "credit_assignment": CREDIT_COLUMNS,
+    "head_capacity": ("head_layers", "error", "optimal_error"),
+    "acceleration": ("accel", "sleep", "init", "context", "error"),
+    "memory_capacity": ("train", "eval", "window", "lag", "error"),
+    "drift": ("tau", "drift", "memory_update_rate"),
+    "replay_quality": ("mmd2", "sigma", "error"),
+    "sleep_ablation": ("slice", "bits", "accuracy"),
+    "threshold_sweep": ("tau", "slice", "bits", "memory_update_rate"),
+    "nonstationarity": ("corpus", "lag", "hellinger", "shuffled"),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_frames():
+    return {name: REGISTRY[name]("tiny", progress=False) for name in EXPECTED}
+
+
+def test_registry_has_experiments_2_to_10():
+    assert sorted(e.number for e in REGISTRY.values()) == list(range(2, 11))
+    for experiment in REGISTRY.values():
+        assert {"tiny", "quick", "paper"} <= set(experiment.presets)
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_tiny_run_columns_and_figure(tiny_frames, name):
+    frame = tiny_frames[name]
+    assert len(frame) > 0
+    for column in (*EXPECTED[name], "seed", "rep"):
+        assert column in frame.columns, column
+    assert frame["seed"].notna().all()
+    fig = REGISTRY[name].figure(frame)
+    assert len(fig.data) > 0
+    assert REGISTRY[name].summarise(frame)
+
+
+def test_conditions_share_seeds(tiny_frames):
+    frame = tiny_frames["credit_assignment"]
+    seeds = frame.groupby("condition")["seed"].apply(lambda s: tuple(sorted(set(s))))
+    assert seeds.nunique() == 1
+    assert frame["seed"].nunique() == 2  # two repetitions, two independent seeds
+    assert len(set(rep_seeds(0, 5))) == 5
+
+
+def test_acceleration_labels_both_no_sleep_conditions(tiny_frames):
+    frame = tiny_frames["acceleration"]
+    conditions = set(frame["condition"])
+    assert {"a=1", "a=4", "a=4, no sleep", "a=4, no sleep, reservoir init (authors')"} <= conditions
+    no_sleep = frame[~frame["sleep"] & (frame["accel"] == 4)]
+    assert set(no_sleep["init"]) == {"default", "reservoir"}
+
+
+def test_figures_have_optimal_line_and_panels(tiny_frames):
+    fig = REGISTRY["credit_assignment"].figure(tiny_frames["credit_assignment"])
+    optimal = [t for t in fig.data if t.name == "optimal"]
+    assert optimal and np.allclose(optimal[0].y, 5 / 24)
+    frame = tiny_frames["acceleration"].copy()
+    extra = frame.assign(context=13)
+    fig = REGISTRY["acceleration"].figure(__import__("pandas").concat([frame, extra]))
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles == ["required context 7", "required context 13"]
+    fig = REGISTRY["sleep_ablation"].figure(tiny_frames["sleep_ablation"])
+    assert [a.text for a in fig.layout.annotations] == ["forward", "current", "backward"]
+    fig = REGISTRY["threshold_sweep"].figure(tiny_frames["threshold_sweep"])
+    assert [a.text for a in fig.layout.annotations] == [
+        "memory update rate", "forward BPC", "current BPC", "backward BPC"]
+    assert fig.layout.yaxis.type == "log"
+    fig = REGISTRY["replay_quality"].figure(tiny_frames["replay_quality"])
+    assert {"replay vs wake", "wake split-half", "noise vs wake", "optimal"} <= {
+        t.name for t in fig.data}
+
+
+def test_mmd2_unbiased_estimator():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 5))
+    y = rng.normal(size=(300, 5))
+    same, _ = mmd2_unbiased(x, y)
+    assert abs(same) < 0.01
+    identical, _ = mmd2_unbiased(x, x.copy())
+    assert abs(identical) < 0.02
+    shifted, _ = mmd2_unbiased(x, y + 1.0)
+    assert shifted > 0.1
+    # unbiased: the mean over many small same-distribution pairs is ~0 (the biased one is > 0)
+    values = [mmd2_unbiased(rng.normal(size=(10, 2)), rng.normal(size=(10, 2)), sigma=1.0)[0]
+              for _ in range(300)]
+    assert abs(np.mean(values)) < 0.01
+
+
+def test_memory_capacity_probe_recalls_recent_tokens():
+    torch.manual_seed(0)
+    trained = Memory(7, 32, 16, 4, tokens=True)
+    torch.manual_seed(0)
+    untrained = Memory(7, 32, 16, 4, tokens=True)
+    train_memory(trained, make_sequence("random", 1500, 1), 4, lr=3e-3)
+    probe = make_sequence("random", 1500, 2)
+    states = memory_states(trained, probe)
+    errors = {lag: probe_error(states, probe, lag) for lag in (1, 2, 6)}
+    assert errors[1] < 0.1 and errors[2] < 0.1
+    assert errors[6] > errors[2] + 0.2
+    blank = memory_states(untrained, probe)
+    assert probe_error(blank, probe, 3) > probe_error(states, probe, 3)
+
+
+def test_wake_all_memories_trains_upper_memories_online():
+    from sharp.config import preset
+
+    learner = WakeAllMemories(preset("simulation", vocab_size=7, layers=2, hidden=8,
+                                     embedding=4, tau=0.0))
+    before = [p.clone() for p in learner.memories[1].parameters()]
+    tokens = make_sequence("community", 60, 0)
+    for i in range(50):
+        learner.learn(tokens[i : i + 4], int(tokens[i + 4]))
+    assert learner.upper_updates == 50 // 4
+    assert any(not torch.equal(a, b) for a, b in zip(before, learner.memories[1].parameters(),
+                                                      strict=True))
+
+
+def test_cli_writes_csv_html_md(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_experiment_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["experiment", "drift", "--preset", "tiny", "--out",
+                              str(tmp_path), "--quiet", "--workers", "2"])
+    assert run_experiment_command(args) == 0
+    csv = (tmp_path / "drift.csv").read_text()
+    assert csv.startswith("condition,tau,rep,seed")
+    html = (tmp_path / "drift.html").read_text()
+    assert "plotly" in html and "<script src=" not in html
+    md = (tmp_path / "drift.md").read_text()
+    assert "Seeds" in md and "rep 0:" in md and '"samples": 400' in md
