@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BENCH_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup bench test lint lock clean
+.PHONY: setup bench browser test lint lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,10 +15,14 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
-bench: $(STAMP)  ## the main job: segment benchmark on the bundled wiki corpus -> reports/
-	$(BIN)/sharp bench $(BENCH_ARGS)
+bench: $(STAMP)  ## the main job: notebooks/05_evaluation.ipynb (segment benchmark, bundled wiki) -> reports/
+	$(BIN)/sharp bench --notebook $(BENCH_ARGS)
 
-test: $(STAMP)  ## the whole default test suite (slow scale-up tests: PYTEST_ARGS='-m slow')
+browser:  ## headless Chromium for the browser test (tests/test_browser.py skips without it)
+	command -v chromium || (apt-get update && apt-get install -y chromium) \
+		|| echo "chromium could not be installed: the browser test will be skipped"
+
+test: $(STAMP) browser  ## the whole default test suite (slow scale-up tests: PYTEST_ARGS='-m slow')
 	$(BIN)/ruff check sharp tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -179,6 +179,33 @@ def book_benchmark(
     return _execute(jobs, workers, progress)
 
 
+def run_benchmark(
+    specs: list[LearnerSpec],
+    corpus: Corpus,
+    *,
+    protocol: str = "auto",
+    segment: int,
+    slice_len: int,
+    learners: int,
+    seed: int = 0,
+    workers: int = 1,
+    clip: float | None = None,
+    progress: bool = True,
+) -> tuple[BenchmarkResult, str]:
+    """The segment benchmark, or the book protocol (``protocol="books"``, or ``"auto"``
+    for a corpus with documents, with ``segment`` as the training budget and ``slice_len``
+    as the per-book evaluation cap). Returns the result and the protocol's name."""
+    if protocol not in ("auto", "segment", "books"):
+        raise ValueError(f"protocol must be auto, segment or books, got {protocol!r}")
+    if protocol == "books" or (protocol == "auto" and corpus.documents is not None):
+        return book_benchmark(specs, corpus, budget=segment, learners=learners,
+                              max_eval_tokens=slice_len, seed=seed, workers=workers, clip=clip,
+                              progress=progress), "books"
+    return segment_benchmark(specs, corpus.tokens, segment=segment, slice_len=slice_len,
+                             learners=learners, seed=seed, workers=workers, clip=clip,
+                             progress=progress), "segment"
+
+
 def summary_table(results: pd.DataFrame, column: str = "bits") -> pd.DataFrame:
     """Mean ± sample std over segments, one row per learner, one column per slice."""
     stats = results.groupby(["learner", "slice"], sort=False)[column].agg(["mean", "std", "count"])

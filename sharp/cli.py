@@ -12,11 +12,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sharp.benchmark import book_benchmark, segment_benchmark, summary_table
+import pandas as pd
+
+from sharp.benchmark import run_benchmark, summary_table
 from sharp.config import preset_names
 from sharp.data.corpus import load_corpus
+from sharp.experiments.cli import add_experiment_parser, run_experiment_command
 from sharp.io import atomic_write_text
-from sharp.learners import sharp_spec
+from sharp.learners import BASELINE_KINDS, LearnerSpec, baseline_spec, sharp_spec
 from sharp.reference import max_abs_difference, reference_curve
 from sharp.report import markdown_table, speed_table, write_benchmark_report
 from sharp.throughput import machine_line, throughput_table
@@ -28,6 +31,10 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--corpus", default="wiki",
                        help="wiki | books | text8 | pg19 | path to a local text file")
     bench.add_argument("--preset", default="quick", choices=preset_names())
+    bench.add_argument("--baselines", nargs="*", default=list(BASELINE_KINDS),
+                       choices=BASELINE_KINDS, help="baselines to run next to SHARP "
+                       "(give the option with no names for SHARP alone)")
+    bench.add_argument("--baseline-preset", default="quick", choices=["quick", "paper"])
     bench.add_argument("--protocol", choices=["auto", "segment", "books"], default="auto",
                        help="segment benchmark, or the book protocol (auto: books for book "
                        "corpora)")
@@ -51,6 +58,10 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--out", default=None, help="output folder (default reports/<run-name>)")
     bench.add_argument("--name", default=None, help="run name (default bench-<corpus>-<preset>)")
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
+    bench.add_argument("--notebook", action=argparse.BooleanOptionalAction, default=True,
+                       help="run the benchmark by executing notebooks/05_evaluation.ipynb with "
+                       "papermill and keep the executed notebook and its HTML next to the "
+                       "report; --no-notebook runs the same benchmark in plain Python")
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -68,49 +79,69 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return overrides
 
 
-def bench(args: argparse.Namespace) -> int:
-    """Run the segment benchmark for SHARP and write the report."""
-    start = time.perf_counter()
-    corpus = load_corpus(args.corpus)
-    overrides = {"threads": args.threads, "vocab_size": corpus.vocab.size}
+def bench_specs(args: argparse.Namespace, vocab_size: int) -> list[LearnerSpec]:
+    """SHARP (preset + overrides) and the requested baselines, on the corpus's vocabulary
+    and SHARP's window."""
+    overrides = {"threads": args.threads, "vocab_size": vocab_size}
     if args.sleep_every:
         overrides["sleep_every"] = args.sleep_every
     overrides.update(parse_overrides(args.set))
-    spec = sharp_spec(args.preset, **overrides)
-    workers = args.workers or max(1, min(args.learners, os.cpu_count() or 1))
+    specs = [sharp_spec(args.preset, **overrides)]
+    window = specs[0].config["window"]
+    specs += [baseline_spec(kind, args.baseline_preset, threads=args.threads, window=window,
+                            vocab_size=vocab_size) for kind in args.baselines]
+    return specs
+
+
+def bench(args: argparse.Namespace) -> int:
+    """Run the benchmark (SHARP and baselines) and write the report."""
+    start = time.perf_counter()
+    corpus = load_corpus(args.corpus)
+    specs = bench_specs(args, corpus.vocab.size)
+    jobs = args.learners * len(specs)
+    workers = args.workers or max(1, min(jobs, os.cpu_count() or 1))
     clip = math.log2(corpus.vocab.size) if args.clip else None
     corpus_label = os.path.basename(str(args.corpus)).split(".")[0]
     name = args.name or f"bench-{corpus_label}-{args.preset}"
     out = args.out or os.path.join("reports", name)
-    print(f"corpus {corpus.name}: {len(corpus):,} tokens; {args.learners} learners × "
-          f"{args.segment:,} tokens on {workers} worker(s), {args.threads} thread(s) each")
-    books = args.protocol == "books" or (args.protocol == "auto" and corpus.documents is not None)
-    if books:
-        result = book_benchmark(
-            [spec], corpus, budget=args.segment, learners=args.learners,
-            max_eval_tokens=args.slice, seed=args.seed, workers=workers, clip=clip,
-            progress=not args.quiet,
-        )
+    command = shlex.join(["sharp", *sys.argv[1:]])
+    print(f"corpus {corpus.name}: {len(corpus):,} tokens; models {[s.name for s in specs]}; "
+          f"{jobs} runs on {workers} worker(s), {args.threads} thread(s) each")
+    if args.notebook:
+        from sharp.notebooks import execute_notebook
+
+        parameters = {
+            "corpus": args.corpus, "preset_name": args.preset, "protocol": args.protocol,
+            "segment": args.segment, "slice_len": args.slice, "learners": args.learners,
+            "seed": args.seed, "threads": args.threads, "workers": workers,
+            "sleep_every": args.sleep_every or 0, "overrides": parse_overrides(args.set),
+            "baselines": list(args.baselines), "baseline_preset": args.baseline_preset,
+            "clip": args.clip, "out_dir": os.path.abspath(out), "run_name": name,
+            "command": command, "progress": False, "interactive": False,
+        }
+        execute_notebook("05_evaluation", out, parameters, progress=not args.quiet,
+                         cwd=os.getcwd())
+        results = pd.read_csv(os.path.join(out, "results.csv"))
     else:
-        result = segment_benchmark(
-            [spec], corpus.tokens, segment=args.segment, slice_len=args.slice,
+        result, protocol = run_benchmark(
+            specs, corpus, protocol=args.protocol, segment=args.segment, slice_len=args.slice,
             learners=args.learners, seed=args.seed, workers=workers, clip=clip,
             progress=not args.quiet,
         )
-    wall = time.perf_counter() - start
-    meta = {
-        "run": name, "command": shlex.join(["sharp", *sys.argv[1:]]), "corpus": corpus.name,
-        "corpus_tokens": len(corpus), "corpus_sha256": corpus.sha256,
-        "protocol": "books" if books else "segment",
-        "segment": args.segment, "slice": args.slice, "learners": args.learners,
-        "workers": workers, "threads": args.threads, "clip": clip, "wall_seconds": wall,
-        "configs": {spec.name: spec.config},
-    }
-    path = write_benchmark_report(out, result, meta)
-    column = "bits_clipped" if clip else "bits"
-    print(markdown_table(summary_table(result.results, column)))
-    print(markdown_table(speed_table(result.results)))
-    print(f"wall time {wall:.1f} s; report written to {path}/")
+        meta = {
+            "run": name, "command": command, "corpus": corpus.name,
+            "corpus_tokens": len(corpus), "corpus_sha256": corpus.sha256,
+            "protocol": protocol, "segment": args.segment, "slice": args.slice,
+            "learners": args.learners, "workers": workers, "threads": args.threads,
+            "clip": clip, "wall_seconds": time.perf_counter() - start,
+            "configs": {spec.name: spec.config for spec in specs},
+        }
+        write_benchmark_report(out, result, meta)
+        results = result.results
+    print(markdown_table(summary_table(results, "bits_clipped" if clip else "bits")))
+    print(markdown_table(speed_table(results)))
+    print(f"wall time {time.perf_counter() - start:.1f} s; report written to {out}/"
+          + (" (with the executed notebook and its HTML)" if args.notebook else ""))
     return 0
 
 
@@ -136,9 +167,13 @@ def reference(args: argparse.Namespace) -> int:
 def _throughput_parser(sub: argparse._SubParsersAction) -> None:
     tp = sub.add_parser("throughput", help="measure wake/eval tokens/s and sleep time",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    tp.add_argument("--presets", nargs="+", default=["text8-small", "text8"],
+    tp.add_argument("--presets", nargs="*", default=["text8-small", "text8"],
                     choices=preset_names())
     tp.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    tp.add_argument("--baselines", nargs="*", default=[],
+                    choices=BASELINE_KINDS,
+                    help="also measure these baselines (at --baseline-preset)")
+    tp.add_argument("--baseline-preset", default="paper", choices=["quick", "paper"])
     tp.add_argument("--steps", type=int, default=1_000, help="timed wake steps per repeat")
     tp.add_argument("--repeats", type=int, default=3)
     tp.add_argument("--out", default="reports/throughput", help="folder for CSV + markdown")
@@ -146,7 +181,11 @@ def _throughput_parser(sub: argparse._SubParsersAction) -> None:
 
 def throughput(args: argparse.Namespace) -> int:
     """Print and write the throughput table."""
-    configs = [{"preset_name": p, "threads": t} for p in args.presets for t in args.threads]
+    configs: list[dict[str, Any]] = [
+        {"preset_name": p, "threads": t} for p in args.presets for t in args.threads
+    ]
+    configs += [{"kind": k, "preset_name": args.baseline_preset, "threads": t}
+                for k in args.baselines for t in args.threads]
     table = throughput_table(configs, steps=args.steps, repeats=args.repeats)
     text = f"Machine: {machine_line()}\n\n{markdown_table(table.set_index('learner'))}\n"
     print(text)
@@ -163,8 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _bench_parser(sub)
     _reference_parser(sub)
     _throughput_parser(sub)
+    add_experiment_parser(sub)
     args = parser.parse_args(argv)
-    commands = {"bench": bench, "reference": reference, "throughput": throughput}
+    commands = {"bench": bench, "reference": reference, "throughput": throughput,
+                "experiment": run_experiment_command}
     try:
         return commands[args.command](args)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:

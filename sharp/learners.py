@@ -34,6 +34,8 @@ def sharp_spec(preset_name: str = "quick", label: str = "SHARP", **overrides: An
 
 #: Kinds :func:`build_learner` accepts.
 LEARNER_KINDS = ("sharp", "rnn", "lstm", "gru", "clockwork", "transformer")
+#: The baselines among them (SPEC §7).
+BASELINE_KINDS = LEARNER_KINDS[1:]
 
 
 def baseline_spec(

@@ -95,10 +95,11 @@ def test_bench_command_writes_the_report(tmp_path) -> None:
     code = main(["bench", "--corpus", str(text), "--segment", "1500", "--slice", "200",
                  "--learners", "2", "--workers", "1", "--quiet", "--out", str(out),
                  "--set", "hidden=16", "--set", "embedding=8", "--set", "sleep_every=500",
-                 "--set", "sleep_steps=33"])
+                 "--set", "sleep_steps=33", "--no-notebook", "--baselines", "rnn"])
     assert code == 0
     results = pd.read_csv(out / "results.csv")
-    assert len(results) == 6
+    assert len(results) == 12  # SHARP and the RNN × 2 segments × 3 slices
+    assert set(results["learner"]) == {"SHARP", "RNN (tbptt)"}
     for column in ("learner", "segment", "slice", "bits", "accuracy", "tokens", "eval_seconds",
                    "train_seconds", "tokens_per_s", "memory_update_rate"):
         assert column in results.columns
