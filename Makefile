@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 BENCH_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup bench browser test lint lock clean
+.PHONY: setup bench experiments browser test lint lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ setup: $(STAMP)
 
 bench: $(STAMP)  ## the main job: notebooks/05_evaluation.ipynb (segment benchmark, bundled wiki) -> reports/
 	$(BIN)/sharp bench --notebook $(BENCH_ARGS)
+
+experiments: $(STAMP)  ## SPEC §8 experiments 2-10 at the quick preset -> reports/experiments/ (not in make test)
+	$(BIN)/sharp experiment all --preset quick --out reports/experiments
 
 browser:  ## headless Chromium for the browser test (tests/test_browser.py skips without it)
 	command -v chromium || (apt-get update && apt-get install -y chromium) \

@@ -104,7 +104,7 @@ def bench(args: argparse.Namespace) -> int:
     corpus_label = os.path.basename(str(args.corpus)).split(".")[0]
     name = args.name or f"bench-{corpus_label}-{args.preset}"
     out = args.out or os.path.join("reports", name)
-    command = shlex.join(["sharp", *sys.argv[1:]])
+    command = args.command_line
     print(f"corpus {corpus.name}: {len(corpus):,} tokens; models {[s.name for s in specs]}; "
           f"{jobs} runs on {workers} worker(s), {args.threads} thread(s) each")
     if args.notebook:
@@ -191,7 +191,7 @@ def throughput(args: argparse.Namespace) -> int:
     print(text)
     atomic_write_text(os.path.join(args.out, "throughput.csv"), table.to_csv(index=False))
     atomic_write_text(os.path.join(args.out, "throughput.md"),
-                      f"Command: `{shlex.join(['sharp', *sys.argv[1:]])}`\n\n{text}")
+                      f"Command: `{args.command_line}`\n\n{text}")
     return 0
 
 
@@ -203,7 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _reference_parser(sub)
     _throughput_parser(sub)
     add_experiment_parser(sub)
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.command_line = shlex.join(["sharp", *argv])
     commands = {"bench": bench, "reference": reference, "throughput": throughput,
                 "experiment": run_experiment_command}
     try:

@@ -1,23 +1,19 @@
-"""The hierarchy of timescales: strides a**l, effective contexts W·a**l, layer states over
-a stream, and the acceleration ablation on the community task (SPEC §8.4)."""
+"""The hierarchy of timescales: strides a**l, effective contexts W·a**l, and the layer states
+over a stream. (The acceleration ablation of SPEC §8.4 is :mod:`sharp.experiments.acceleration`.)"""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
-from sharp.benchmark import summarise_records
 from sharp.config import SharpConfig
-from sharp.data.community import CommunityTask
 from sharp.learner import Sharp
-from sharp.runner import run_stream
 
 
 def context_table(config: SharpConfig) -> pd.DataFrame:
-    """Per layer: its stride a**l (tokens between two ticks), how many of its steps cover
-    the window, and the effective context W·a**l its memory window spans (tokens)."""
+    """Per layer: hidden size, stride a**l (tokens between two ticks), ticks per 1,000
+    tokens, and the effective context W·a**l (tokens) its memory window spans."""
     return pd.DataFrame({
         "layer": range(config.layers),
         "hidden": config.hidden,
@@ -51,53 +47,3 @@ def layer_states(learner: Sharp, tokens: np.ndarray) -> list[np.ndarray]:
         padded = torch.cat([start.unsqueeze(0), below])
         held.append(padded[t // learner.strides[level]].cpu().numpy())
     return held
-
-
-def ablation_conditions(accels: tuple[int, ...] = (1, 2, 4),
-                        no_sleep: bool = True) -> dict[str, dict[str, object]]:
-    """Config changes of each condition: ``a=<k>`` for each acceleration, and ``no sleep``
-    (the largest a, default initialisation, never sleeps — one change at a time)."""
-    conditions: dict[str, dict[str, object]] = {f"a={a}": {"accel": a} for a in accels}
-    if no_sleep:
-        conditions["no sleep"] = {"accel": max(accels), "sleep_every": 10**12}
-    return conditions
-
-
-def acceleration_ablation(
-    task: CommunityTask,
-    config: SharpConfig,
-    *,
-    visits: int,
-    conditions: dict[str, dict[str, object]] | None = None,
-    seeds: tuple[int, ...] = (0,),
-    block: int = 250,
-    progress: bool = True,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stream ``visits`` visits of the community task through one SHARP per condition and
-    seed (the same data for every condition of a seed: the stream uses the seed too).
-
-    Returns (curves, summary): ``curves`` has the online error (1 - top-1 accuracy,
-    prediction before learning) per block of ``block`` steps; ``summary`` the error over
-    the last quarter of the stream, the memory update rate and the number of sleeps per
-    condition (mean over seeds), next to the task's optimal error.
-    """
-    conditions = conditions or ablation_conditions()
-    curves, rows = [], []
-    jobs = [(name, change, seed) for seed in seeds for name, change in conditions.items()]
-    for name, change, seed in tqdm(jobs, desc="conditions", disable=not progress):
-        tokens = task.generate(visits, seed=seed)
-        learner = Sharp(config.replace(vocab_size=task.vocab_size, seed=seed, **change))
-        records = run_stream(learner, tokens, progress=False)
-        curve = summarise_records(records, block)
-        curve.insert(0, "seed", seed)
-        curve.insert(0, "condition", name)
-        curve["error"] = 1.0 - curve["accuracy"]
-        curves.append(curve)
-        tail = records.iloc[-max(1, len(records) // 4) :]
-        rows.append({"condition": name, "seed": seed, "final_error": 1.0 - tail["correct"].mean(),
-                     "memory_update_rate": records["memory_learned"].mean(),
-                     "sleeps": int(records["slept"].sum())})
-    summary = pd.DataFrame(rows).groupby("condition", sort=False).mean(numeric_only=True)
-    summary = summary.drop(columns="seed")
-    summary["optimal_error"] = task.optimal_error
-    return pd.concat(curves, ignore_index=True), summary

@@ -10,7 +10,7 @@ import torch
 from conftest import tiny_config
 
 from sharp.config import preset
-from sharp.data import CommunityTask, Vocabulary
+from sharp.data import Vocabulary
 from sharp.data.stats import (
     char_frequencies,
     corpus_summary,
@@ -20,12 +20,7 @@ from sharp.data.stats import (
     window_histograms,
 )
 from sharp.dreams import dream, replay_inputs, replay_loss, tag_table, upper_memory_weights
-from sharp.hierarchy import (
-    ablation_conditions,
-    acceleration_ablation,
-    context_table,
-    layer_states,
-)
+from sharp.hierarchy import context_table, layer_states
 from sharp.learner import Sharp
 from sharp.runner import run_stream
 
@@ -134,17 +129,3 @@ def test_layer_states_follow_the_wake_strides(random_stream: np.ndarray) -> None
         for level in range(3):
             np.testing.assert_allclose(held[level][i], learner.states[level][0].numpy(),
                                        rtol=1e-5, atol=1e-6)
-
-
-def test_acceleration_ablation_runs_every_condition() -> None:
-    task = CommunityTask(2, 3, 2)
-    conditions = ablation_conditions((1, 2))
-    assert conditions["no sleep"]["accel"] == 2
-    curves, summary = acceleration_ablation(
-        task, tiny_config(sleep_every=60), visits=50, conditions=conditions, block=50,
-        progress=False)
-    assert list(summary.index) == ["a=1", "a=2", "no sleep"]
-    assert summary.loc["no sleep", "sleeps"] == 0 and summary.loc["a=1", "sleeps"] == 3
-    assert summary["optimal_error"].eq(task.optimal_error).all()
-    assert set(curves["condition"]) == set(summary.index)
-    assert curves["error"].between(0, 1).all()

@@ -80,7 +80,8 @@ def test_bench_runs_the_evaluation_notebook_like_the_plain_path(tmp_path: Path) 
     words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran"]
     text.write_text(" ".join(np.random.default_rng(0).choice(words, 1_500)))
     common = ["bench", "--corpus", str(text), "--segment", "1200", "--slice", "200",
-              "--learners", "2", "--workers", "1", "--quiet", "--set", "hidden=16",
+              "--learners", "2", "--workers", "1", "--quiet", "--baselines",
+              "--set", "hidden=16",
               "--set", "embedding=8", "--set", "layers=3", "--set", "sleep_every=500",
               "--set", "sleep_steps=17", "--baselines", "lstm"]
     assert main([*common, "--no-notebook", "--out", str(tmp_path / "plain")]) == 0
@@ -107,6 +108,6 @@ def test_bench_reports_a_failing_notebook_cell(tmp_path: Path, capsys,
         raise NotebookError("notebook 05_evaluation.ipynb failed at In [4] (...): ValueError")
 
     monkeypatch.setattr("sharp.notebooks.execute_notebook", failing)
-    assert main(["bench", "--quiet", "--out", str(tmp_path)]) == 2
+    assert main(["bench", "--quiet", "--baselines", "--out", str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert "sharp bench: error: notebook 05_evaluation.ipynb failed at In [4]" in error

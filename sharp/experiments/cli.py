@@ -37,7 +37,7 @@ def run_experiment_command(args: argparse.Namespace) -> int:
     """Run the experiment(s) named in ``args`` and write their files; returns 0."""
     names = (sorted(REGISTRY, key=lambda n: REGISTRY[n].number) if args.name == "all"
              else [args.name])
-    command = "sharp " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = getattr(args, "command_line", "sharp " + shlex.join(sys.argv[1:]))
     for name in names:
         experiment = REGISTRY[name]
         overrides: dict[str, object] = {"progress": not args.quiet}
