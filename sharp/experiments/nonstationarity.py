@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
 from sharp.data.corpus import load_corpus
+from sharp.data.stats import default_lags, text8_on_disk
 from sharp.data.stats import nonstationarity as nonstationarity_curve
-from sharp.data.stats import text8_on_disk
 from sharp.experiments.common import COLOURS, Experiment, Job, register, run_jobs
 
 COLUMNS = ("corpus", "rep", "seed", "lag", "lag_tokens", "hellinger", "std", "pairs",
@@ -35,10 +36,6 @@ def available_corpora() -> tuple[str, ...]:
 
 def _corpus_job(corpus: str, window: int, max_tokens: int | None, lags: int,
                 seed: int) -> pd.DataFrame:
-    import numpy as np
-
-    from sharp.data.stats import default_lags
-
     loaded = load_corpus(corpus)
     tokens = loaded.tokens if max_tokens is None else loaded.tokens[:max_tokens]
     windows = len(tokens) // window
