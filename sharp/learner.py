@@ -23,17 +23,7 @@ from sharp.heads import make_head
 from sharp.memory import Memory
 from sharp.optim import FusedAdam
 from sharp.protocol import LN2, EvalResult, StepResult
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then CPU; anything else is a torch device."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+from sharp.runtime import prepare_runtime, small_kernels
 
 
 @dataclass(frozen=True)
@@ -73,9 +63,7 @@ class Sharp:
 
     def __init__(self, config: SharpConfig) -> None:
         self.config = config
-        if config.threads is not None:
-            torch.set_num_threads(config.threads)
-        self.device = resolve_device(config.device)
+        self.device = prepare_runtime(config.threads, config.device)
         self.vocab_size = config.vocab_size
         self.window = config.window
         self.strides = config.strides
@@ -143,6 +131,7 @@ class Sharp:
         return sum(p.numel() for p in self.net.parameters())
 
     # -- wake -----------------------------------------------------------------------
+    @small_kernels()
     def learn(self, window: Tensor | np.ndarray, target: int) -> StepResult:
         """One wake step on window ``x`` (W token ids) and next token ``y`` (SPEC §3)."""
         c = self.config
@@ -219,6 +208,7 @@ class Sharp:
         return torch.tensor([int(target)], device=self.device)
 
     # -- sleep ----------------------------------------------------------------------
+    @small_kernels()
     def sleep(self, *, batched: bool = True) -> SleepReport:
         """The sleep phase (SPEC §4): replay tag-seeded dreams into memories 1..L-1.
 
@@ -303,6 +293,7 @@ class Sharp:
         return torch.multinomial(logits.softmax(-1), 1, generator=self.generator).squeeze(-1)
 
     # -- evaluation -----------------------------------------------------------------
+    @small_kernels()
     @torch.inference_mode()
     def predict_stream(self, tokens: Tensor | np.ndarray, chunk: int = 4096) -> Tensor:
         """Logits for every token of ``tokens`` after the first W, from a reset state and

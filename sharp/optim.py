@@ -36,7 +36,11 @@ class FusedAdam:
         self.params = [p for group in self.groups for p in group]
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
+        # One step-count vector per group; the per-parameter counts the kernel reads are
+        # views into it, so a step of a whole group is one increment, not one per tensor.
+        device = self.params[0].device if self.params else None
+        self._counts = [torch.zeros(len(group), device=device) for group in self.groups]
+        self.steps = [step for counts in self._counts for step in counts.unbind()]
         bounds, start = [], 0
         for group in self.groups:
             bounds.append((start, start + len(group)))
@@ -53,21 +57,22 @@ class FusedAdam:
         """One Adam step for every parameter that has a gradient (a parameter without one,
         e.g. a clockwork module that did not tick, keeps its moments and step count)."""
         beta1, beta2 = self.betas
-        for (lo, hi), lr in zip(self._bounds, self.lrs, strict=True):
+        for (lo, hi), lr, counts in zip(self._bounds, self.lrs, self._counts, strict=True):
             index = [i for i in range(lo, hi) if self.params[i].grad is not None]
             if not index:
                 continue
             if len(index) == hi - lo:
+                counts.add_(1.0)
                 params, exp_avg, exp_avg_sq, steps = (
                     self.params[lo:hi], self.exp_avg[lo:hi], self.exp_avg_sq[lo:hi],
                     self.steps[lo:hi],
                 )
             else:
+                counts[[i - lo for i in index]] += 1.0
                 params, exp_avg, exp_avg_sq, steps = (
                     [items[i] for i in index]
                     for items in (self.params, self.exp_avg, self.exp_avg_sq, self.steps)
                 )
-            torch._foreach_add_(steps, 1.0)
             torch._fused_adam_(
                 params, [p.grad for p in params], exp_avg, exp_avg_sq, [], steps,
                 lr=lr, beta1=beta1, beta2=beta2, weight_decay=self.weight_decay,

@@ -34,9 +34,10 @@ import torch
 from torch import Tensor, nn
 
 from sharp.baselines.config import ClockworkConfig, RecurrentConfig
-from sharp.learner import check_compatible, check_tokens, resolve_device
+from sharp.learner import check_compatible, check_tokens
 from sharp.optim import FusedAdam
 from sharp.protocol import LN2, EvalResult, StepResult
+from sharp.runtime import prepare_runtime, small_kernels
 
 State = Tensor | tuple[Tensor, ...]
 
@@ -189,9 +190,7 @@ class StreamingRecurrent:
 
     def __init__(self, config: RecurrentConfig | ClockworkConfig) -> None:
         self.config = config
-        if config.threads is not None:
-            torch.set_num_threads(config.threads)
-        self.device = resolve_device(config.device)
+        self.device = prepare_runtime(config.threads, config.device)
         self.vocab_size = config.vocab_size
         self.window = config.window
         with torch.random.fork_rng(devices=[]):
@@ -225,6 +224,7 @@ class StreamingRecurrent:
         return self.core.parameter_count()
 
     # -- learning -------------------------------------------------------------------
+    @small_kernels()
     def learn(self, window: Tensor | np.ndarray, target: int) -> StepResult:
         """Predict ``target`` after ``window`` (consecutive stride-1 windows of one stream
         in ``tbptt`` mode), then learn from it."""

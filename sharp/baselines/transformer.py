@@ -28,9 +28,10 @@ from torch import Tensor, nn
 
 from sharp.baselines.config import TransformerConfig
 from sharp.baselines.recurrent import check_target, eval_ids, eval_result, window_ids
-from sharp.learner import check_compatible, resolve_device
+from sharp.learner import check_compatible
 from sharp.optim import FusedAdam
 from sharp.protocol import EvalResult, StepResult
+from sharp.runtime import prepare_runtime, small_kernels
 
 #: Tokens per batched forward pass in evaluation.
 EVAL_TOKENS = 8192
@@ -130,9 +131,7 @@ class TransformerBaseline:
         if not isinstance(config, TransformerConfig):
             raise TypeError(f"TransformerBaseline needs a TransformerConfig, got {type(config)}")
         self.config = config
-        if config.threads is not None:
-            torch.set_num_threads(config.threads)
-        self.device = resolve_device(config.device)
+        self.device = prepare_runtime(config.threads, config.device)
         self.vocab_size = config.vocab_size
         self.window = config.window
         with torch.random.fork_rng(devices=[]):
@@ -165,6 +164,7 @@ class TransformerBaseline:
         return self.history[start - offset : stop - offset]
 
     # -- learning -------------------------------------------------------------------
+    @small_kernels()
     def learn(self, window: Tensor | np.ndarray, target: int) -> StepResult:
         """Predict ``target`` from the context the stream gives (consecutive stride-1
         windows of one stream), then learn from it once its chunk is complete."""
