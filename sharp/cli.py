@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from sharp.anatomy import wake_anatomy
 from sharp.benchmark import run_benchmark, summary_table
 from sharp.config import preset_names
 from sharp.data.corpus import load_corpus
@@ -176,11 +177,16 @@ def _throughput_parser(sub: argparse._SubParsersAction) -> None:
     tp.add_argument("--baseline-preset", default="paper", choices=["quick", "paper"])
     tp.add_argument("--steps", type=int, default=1_000, help="timed wake steps per repeat")
     tp.add_argument("--repeats", type=int, default=3)
+    tp.add_argument("--anatomy", action="store_true",
+                    help="instead: where one wake step's and one sleep window's time goes per "
+                    "preset and thread count, with the launch and bandwidth floors")
     tp.add_argument("--out", default="reports/throughput", help="folder for CSV + markdown")
 
 
 def throughput(args: argparse.Namespace) -> int:
-    """Print and write the throughput table."""
+    """Print and write the throughput table (or, with ``--anatomy``, the breakdown)."""
+    if args.anatomy:
+        return _anatomy(args)
     configs: list[dict[str, Any]] = [
         {"preset_name": p, "threads": t} for p in args.presets for t in args.threads
     ]
@@ -191,6 +197,22 @@ def throughput(args: argparse.Namespace) -> int:
     print(text)
     atomic_write_text(os.path.join(args.out, "throughput.csv"), table.to_csv(index=False))
     atomic_write_text(os.path.join(args.out, "throughput.md"),
+                      f"Command: `{args.command_line}`\n\n{text}")
+    return 0
+
+
+def _anatomy(args: argparse.Namespace) -> int:
+    frames = [wake_anatomy(p, threads=t, steps=args.steps)
+              for p in args.presets for t in args.threads]
+    table = pd.concat(frames, ignore_index=True)
+    wide = table.pivot_table(index=["quantity", "unit"], columns=["preset", "threads"],
+                             values="value", sort=False)
+    wide.columns = [f"{p}, {t} thread{'s' * (t > 1)}" for p, t in wide.columns]
+    text = (f"Machine: {machine_line()}\n\n"
+            f"{markdown_table(wide.reset_index().set_index('quantity'))}\n")
+    print(text)
+    atomic_write_text(os.path.join(args.out, "anatomy.csv"), table.to_csv(index=False))
+    atomic_write_text(os.path.join(args.out, "anatomy.md"),
                       f"Command: `{args.command_line}`\n\n{text}")
     return 0
 
