@@ -10,7 +10,15 @@ import torch
 
 from sharp.experiments import REGISTRY, mmd2_unbiased, probe_error, rep_seeds
 from sharp.experiments.cli import add_experiment_parser, run_experiment_command
-from sharp.experiments.common import memory_states, train_memory
+from sharp.experiments.common import (
+    CommunityStream,
+    Condition,
+    community_runs,
+    late_error,
+    memory_states,
+    simulation_spec,
+    train_memory,
+)
 from sharp.experiments.credit_assignment import COLUMNS as CREDIT_COLUMNS
 from sharp.experiments.memory_capacity import make_sequence
 from sharp.experiments.sleep_ablation import WakeAllMemories
@@ -58,6 +66,37 @@ def test_conditions_share_seeds(tiny_frames):
     assert seeds.nunique() == 1
     assert frame["seed"].nunique() == 2  # two repetitions, two independent seeds
     assert len(set(rep_seeds(0, 5))) == 5
+
+
+def test_community_runs_give_every_condition_the_same_seed_and_data():
+    def conditions(task, rep_seed):
+        sizes = {"layers": 1, "hidden": 4, "embedding": 2}
+        return [Condition(simulation_spec(task, rep_seed, "a", **sizes)),
+                Condition(simulation_spec(task, rep_seed, "b", **sizes), columns={"x": 1})]
+
+    stream = CommunityStream(samples=120, every=40, seed=3)
+    frame = community_runs(conditions, stream, depths=(2, 4), reps=2, workers=1,
+                           progress=False)
+    assert list(frame.columns[:6]) == ["condition", "depth", "context", "rep", "seed",
+                                       "samples"]
+    assert set(frame["context"]) == {7, 13} and np.allclose(frame["optimal_error"], 5 / 24)
+    assert frame["x"].isna().sum() == len(frame) / 2
+    assert frame.groupby("rep")["seed"].nunique().eq(1).all() and frame["seed"].nunique() == 2
+    a, b = (frame[frame["condition"] == name] for name in "ab")
+    np.testing.assert_array_equal(a["error"].to_numpy(), b["error"].to_numpy())
+    assert CommunityStream(10, 5, seed=3, reuse_sequence=True).data_seed(99) == 3
+    assert stream.data_seed(99) == 99
+
+
+def test_late_error_averages_each_repetition_over_the_last_quarter():
+    import pandas as pd
+
+    frame = pd.DataFrame({"condition": ["a"] * 8, "rep": [0] * 4 + [1] * 4,
+                          "samples": [100, 200, 300, 400] * 2,
+                          "error": [0.9, 0.8, 0.5, 0.3, 0.9, 0.8, 0.4, 0.2]})
+    assert late_error(frame, ["condition"]).to_dict() == {("a", 0): 0.3, ("a", 1): 0.2}
+    assert late_error(frame, ["condition"], 0.5).round(6).to_dict() == {("a", 0): 0.4,
+                                                                       ("a", 1): 0.3}
 
 
 def test_acceleration_labels_both_no_sleep_conditions(tiny_frames):

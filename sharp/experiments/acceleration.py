@@ -25,18 +25,18 @@ from typing import Literal
 import pandas as pd
 import plotly.graph_objects as go
 
-from sharp.config import preset
 from sharp.data.community import CommunityTask
 from sharp.experiments.common import (
+    CommunityStream,
+    Condition,
     Experiment,
-    Job,
     band_figure,
+    community_runs,
+    late_error,
     register,
-    rep_seeds,
-    run_jobs,
-    stream_job,
+    simulation_spec,
 )
-from sharp.learners import LearnerSpec, baseline_spec
+from sharp.learners import baseline_spec
 
 COLUMNS = ("condition", "accel", "sleep", "init", "depth", "context", "rep", "seed",
            "samples", "error", "bits", "memory_update_rate", "optimal_error")
@@ -44,12 +44,6 @@ COLUMNS = ("condition", "accel", "sleep", "init", "depth", "context", "rep", "se
 NO_SLEEP = "a=4, no sleep"
 NO_SLEEP_RESERVOIR = "a=4, no sleep, reservoir init (authors')"
 RNN_LABEL = "vanilla RNN (3 layers, BPTT 4)"
-
-
-def required_context(depth: int, members: int = 3) -> int:
-    """Required context of SPEC §8 for context depth K: N·K + 1 tokens (3K + 1 = 7, 13,
-    19 for N = 3 and K = 2, 4, 6)."""
-    return members * depth + 1
 
 
 def acceleration(
@@ -77,40 +71,29 @@ def acceleration(
 ) -> pd.DataFrame:
     """Online error for every condition × context depth × repetition.
     Columns: :data:`COLUMNS`."""
-    base = {"layers": 3, "hidden": hidden, "embedding": embedding, "head_layers": head_layers,
-            "lr": lr, "tau": tau, "sleep_every": sleep_every, "sleep_steps": sleep_steps,
-            "tag_buffer": tag_buffer}
-    jobs = []
-    for rep, rep_seed in enumerate(rep_seeds(seed, reps)):
-        for depth in depths:
-            task = CommunityTask(depth=depth, rule=rule)
-            conditions: list[tuple[str, LearnerSpec, dict]] = []
-            for a in accels:
-                config = preset("simulation", vocab_size=task.vocab_size, accel=a,
-                                seed=rep_seed, **base)
-                conditions.append((f"a={a}", LearnerSpec("sharp", config.to_dict()),
-                                   {"accel": a, "sleep": True, "init": "default"}))
-            if no_sleep:
-                for label, init in ((NO_SLEEP, "default"), (NO_SLEEP_RESERVOIR, "reservoir")):
-                    config = preset("simulation", vocab_size=task.vocab_size, accel=4,
-                                    init=init, seed=rep_seed, **base)
-                    conditions.append((label, LearnerSpec("sharp", config.to_dict()),
-                                       {"accel": 4, "sleep": False, "init": init}))
-            if rnn:
-                spec = baseline_spec("rnn", "quick", vocab_size=task.vocab_size, layers=3,
-                                     hidden=hidden, embedding=embedding, window=4, lr=lr,
-                                     mode="paper", seed=rep_seed)
-                conditions.append((RNN_LABEL, spec, {"accel": 0, "sleep": False,
-                                                     "init": "default"}))
-            for label, spec, info in conditions:
-                jobs.append(Job(stream_job, {
-                    "spec": spec, "task": {"depth": depth, "rule": rule}, "samples": samples,
-                    "data_seed": seed if reuse_sequence else rep_seed, "every": every,
-                    "sleep": info["sleep"],
-                }, {"condition": label, **info, "depth": depth,
-                    "context": required_context(depth), "rep": rep, "seed": rep_seed}))
-    frame = run_jobs(jobs, workers, progress=progress, description="acceleration")
-    frame["optimal_error"] = CommunityTask().optimal_error
+    sharp = {"layers": 3, "hidden": hidden, "embedding": embedding, "head_layers": head_layers,
+             "lr": lr, "tau": tau, "sleep_every": sleep_every, "sleep_steps": sleep_steps,
+             "tag_buffer": tag_buffer}
+
+    def conditions(task: CommunityTask, rep_seed: int) -> list[Condition]:
+        runs = [Condition(simulation_spec(task, rep_seed, f"a={a}", accel=a, **sharp), True,
+                          {"accel": a, "sleep": True, "init": "default"}) for a in accels]
+        if no_sleep:
+            runs += [Condition(simulation_spec(task, rep_seed, label, accel=4, init=init,
+                                               **sharp),
+                               False, {"accel": 4, "sleep": False, "init": init})
+                     for label, init in ((NO_SLEEP, "default"), (NO_SLEEP_RESERVOIR, "reservoir"))]
+        if rnn:
+            runs.append(Condition(
+                baseline_spec("rnn", "quick", label=RNN_LABEL, vocab_size=task.vocab_size,
+                              layers=3, hidden=hidden, embedding=embedding, window=4, lr=lr,
+                              mode="paper", seed=rep_seed),
+                False, {"accel": 0, "sleep": False, "init": "default"}))
+        return runs
+
+    stream = CommunityStream(samples, every, rule, seed, reuse_sequence)
+    frame = community_runs(conditions, stream, depths=depths, reps=reps, workers=workers,
+                           progress=progress, description="acceleration")
     return frame[list(COLUMNS)]
 
 
@@ -126,8 +109,8 @@ def acceleration_figure(frame: pd.DataFrame) -> go.Figure:
 
 def summarise(frame: pd.DataFrame) -> list[str]:
     """Median error over the last quarter per condition and required context."""
-    late = frame[frame["samples"] > 0.75 * frame["samples"].max()]
-    table = late.groupby(["context", "condition"], sort=False)["error"].median()
+    table = late_error(frame, ["context", "condition"]).groupby(
+        ["context", "condition"], sort=False).median()
     return [f"- context {c}, {name}: median error (last quarter) {v:.3f}"
             for (c, name), v in table.items()]
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,7 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 from tqdm.auto import tqdm
 
+from sharp.config import preset
 from sharp.data.community import CommunityTask
 from sharp.learners import LearnerSpec, build_learner
 from sharp.memory import Memory
@@ -121,6 +122,90 @@ def stream_job(spec: LearnerSpec, task: dict[str, Any], samples: int, data_seed:
     tokens = community_tokens(CommunityTask(**task), samples, data_seed)
     records = run_stream(learner, tokens, sleep_every=None if sleep else 0, progress=False)
     return online_curve(records, every)
+
+
+# -- community-task experiments (SPEC §8, 2-4) ----------------------------------------
+@dataclass(frozen=True)
+class CommunityStream:
+    """The stream every run of a community-task experiment sees: C = 2 communities of
+    N = 3 members, the direction ``rule``, ``samples`` tokens seen once, the online error
+    in blocks of ``every`` tokens. Repetition r draws fresh data with its own seed, or
+    the base ``seed``'s sequence for every repetition when ``reuse_sequence``."""
+
+    samples: int
+    every: int
+    rule: Literal["hash", "sum"] = "hash"
+    seed: int = 0
+    reuse_sequence: bool = False
+
+    def task(self, depth: int) -> CommunityTask:
+        """The task with context depth ``depth``."""
+        return CommunityTask(depth=depth, rule=self.rule)
+
+    def data_seed(self, rep_seed: int) -> int:
+        """Seed of the sequence a repetition with seed ``rep_seed`` streams."""
+        return self.seed if self.reuse_sequence else rep_seed
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One learner of a community-task experiment: its recipe (the label names the
+    condition), whether it sleeps on its own schedule, and columns labelling its rows."""
+
+    spec: LearnerSpec
+    sleep: bool = False
+    columns: Mapping[str, Any] = field(default_factory=dict)
+
+
+def required_context(depth: int, members: int = 3) -> int:
+    """Required context of SPEC §8 for context depth K: N·K + 1 tokens (3K + 1 = 7, 13,
+    19 for N = 3 and K = 2, 4, 6)."""
+    return members * depth + 1
+
+
+def simulation_spec(task: CommunityTask, seed: int, label: str = "",
+                    **overrides: Any) -> LearnerSpec:
+    """SHARP in the ``simulation`` preset, sized for ``task``, with ``overrides``."""
+    config = preset("simulation", vocab_size=task.vocab_size, seed=seed, **overrides)
+    return LearnerSpec("sharp", config.to_dict(), label)
+
+
+def community_runs(
+    conditions: Callable[[CommunityTask, int], Iterable[Condition]],
+    stream: CommunityStream,
+    *,
+    depths: Sequence[int],
+    reps: int,
+    workers: int | None = None,
+    progress: bool = True,
+    description: str = "experiment",
+) -> pd.DataFrame:
+    """Stream each of ``conditions(task, rep_seed)`` once over the task of every context
+    depth, ``reps`` times; repetition r gives every condition and depth the same seed
+    (:func:`rep_seeds`) and so the same data. Columns: condition, the conditions' own
+    columns, depth, context, rep, seed, samples, error, bits, memory_update_rate,
+    optimal_error."""
+    jobs = []
+    for rep, rep_seed in enumerate(rep_seeds(stream.seed, reps)):
+        for depth in depths:
+            task = stream.task(depth)
+            for condition in conditions(task, rep_seed):
+                jobs.append(Job(stream_job, {
+                    "spec": condition.spec, "task": {"depth": depth, "rule": stream.rule},
+                    "samples": stream.samples, "data_seed": stream.data_seed(rep_seed),
+                    "every": stream.every, "sleep": condition.sleep,
+                }, {"condition": condition.spec.name, **condition.columns, "depth": depth,
+                    "context": required_context(depth), "rep": rep, "seed": rep_seed}))
+    frame = run_jobs(jobs, workers, progress=progress, description=description)
+    frame["optimal_error"] = CommunityTask().optimal_error
+    return frame
+
+
+def late_error(frame: pd.DataFrame, by: Sequence[str], fraction: float = 0.25) -> pd.Series:
+    """Mean online error of every repetition over the last ``fraction`` of its stream,
+    indexed by ``by`` + ``rep`` (the quantity the summaries and notebook checks compare)."""
+    late = frame[frame["samples"] > (1.0 - fraction) * frame["samples"].max()]
+    return late.groupby([*by, "rep"], sort=False)["error"].mean()
 
 
 # -- memory training (layer-0 wake rule) ----------------------------------------------

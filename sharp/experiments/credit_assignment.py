@@ -20,18 +20,17 @@ from typing import Literal
 import pandas as pd
 import plotly.graph_objects as go
 
-from sharp.config import preset
 from sharp.data.community import CommunityTask
 from sharp.experiments.common import (
+    CommunityStream,
+    Condition,
     Experiment,
-    Job,
     band_figure,
+    community_runs,
     register,
-    rep_seeds,
-    run_jobs,
-    stream_job,
+    simulation_spec,
 )
-from sharp.learners import LearnerSpec, baseline_spec
+from sharp.learners import baseline_spec
 
 SHARP_LABEL = "SHARP, memory only (no credit assignment)"
 RNN_LABEL = "RNN, BPTT 7 (credit assigned)"
@@ -60,26 +59,18 @@ def credit_assignment(
     """Online error (prediction before learning, block means of ``every`` tokens) of
     memory-only SHARP and a BPTT-``window`` RNN on the community task (C=2, N=3).
     Columns: :data:`COLUMNS`."""
-    task = CommunityTask(depth=depth, rule=rule)
-    vocab = task.vocab_size
-    seeds = rep_seeds(seed, reps)
-    jobs = []
-    for rep, rep_seed in enumerate(seeds):
-        data_seed = seed if reuse_sequence else rep_seed
-        sharp = LearnerSpec("sharp", preset(
-            "simulation", vocab_size=vocab, layers=1, hidden=hidden, embedding=embedding,
-            window=window, lr=lr, tag_buffer=10, seed=rep_seed).to_dict(), SHARP_LABEL)
-        rnn = baseline_spec("rnn", "quick", label=RNN_LABEL, vocab_size=vocab, layers=1,
-                            hidden=hidden, embedding=embedding, window=window, lr=lr,
-                            mode=rnn_mode, tbptt=window, seed=rep_seed)
-        for spec in (sharp, rnn):
-            jobs.append(Job(stream_job, {
-                "spec": spec, "task": {"depth": depth, "rule": rule}, "samples": samples,
-                "data_seed": data_seed, "every": every, "sleep": False,
-            }, {"condition": spec.name, "rep": rep, "seed": rep_seed}))
-    frame = run_jobs(jobs, workers, progress=progress, description="credit assignment")
-    frame["depth"] = depth
-    frame["optimal_error"] = task.optimal_error
+    sizes = {"layers": 1, "hidden": hidden, "embedding": embedding, "window": window, "lr": lr}
+
+    def conditions(task: CommunityTask, rep_seed: int) -> list[Condition]:
+        return [
+            Condition(simulation_spec(task, rep_seed, SHARP_LABEL, tag_buffer=10, **sizes)),
+            Condition(baseline_spec("rnn", "quick", label=RNN_LABEL, vocab_size=task.vocab_size,
+                                    mode=rnn_mode, tbptt=window, seed=rep_seed, **sizes)),
+        ]
+
+    stream = CommunityStream(samples, every, rule, seed, reuse_sequence)
+    frame = community_runs(conditions, stream, depths=(depth,), reps=reps, workers=workers,
+                           progress=progress, description="credit assignment")
     return frame[list(COLUMNS)]
 
 

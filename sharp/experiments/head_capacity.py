@@ -16,18 +16,17 @@ from typing import Literal
 import pandas as pd
 import plotly.graph_objects as go
 
-from sharp.config import preset
 from sharp.data.community import CommunityTask
 from sharp.experiments.common import (
+    CommunityStream,
+    Condition,
     Experiment,
-    Job,
     band_figure,
+    community_runs,
+    late_error,
     register,
-    rep_seeds,
-    run_jobs,
-    stream_job,
+    simulation_spec,
 )
-from sharp.learners import LearnerSpec
 
 COLUMNS = ("condition", "head_layers", "rep", "seed", "samples", "error", "bits",
            "memory_update_rate", "depth", "optimal_error")
@@ -56,24 +55,17 @@ def head_capacity(
 ) -> pd.DataFrame:
     """Online error of an ``layers``-layer SHARP for each number of head layers.
     Columns: :data:`COLUMNS`."""
-    task = CommunityTask(depth=depth, rule=rule)
-    jobs = []
-    for rep, rep_seed in enumerate(rep_seeds(seed, reps)):
-        for n in head_layers:
-            config = preset("simulation", vocab_size=task.vocab_size, layers=layers,
-                            hidden=hidden, embedding=embedding, head_layers=n, lr=lr, tau=tau,
-                            sleep_every=sleep_every, sleep_steps=sleep_steps,
-                            tag_buffer=tag_buffer, seed=rep_seed)
-            label = f"{n} head layer" + ("s" if n > 1 else "")
-            jobs.append(Job(stream_job, {
-                "spec": LearnerSpec("sharp", config.to_dict(), label),
-                "task": {"depth": depth, "rule": rule}, "samples": samples,
-                "data_seed": seed if reuse_sequence else rep_seed, "every": every,
-                "sleep": True,
-            }, {"condition": label, "head_layers": n, "rep": rep, "seed": rep_seed}))
-    frame = run_jobs(jobs, workers, progress=progress, description="head capacity")
-    frame["depth"] = depth
-    frame["optimal_error"] = task.optimal_error
+    sharp = {"layers": layers, "hidden": hidden, "embedding": embedding, "lr": lr, "tau": tau,
+             "sleep_every": sleep_every, "sleep_steps": sleep_steps, "tag_buffer": tag_buffer}
+
+    def conditions(task: CommunityTask, rep_seed: int) -> list[Condition]:
+        return [Condition(simulation_spec(task, rep_seed, f"{n} head layer" + "s" * (n > 1),
+                                          head_layers=n, **sharp),
+                          sleep=True, columns={"head_layers": n}) for n in head_layers]
+
+    stream = CommunityStream(samples, every, rule, seed, reuse_sequence)
+    frame = community_runs(conditions, stream, depths=(depth,), reps=reps, workers=workers,
+                           progress=progress, description="head capacity")
     return frame[list(COLUMNS)]
 
 
@@ -88,8 +80,7 @@ def head_capacity_figure(frame: pd.DataFrame) -> go.Figure:
 
 def summarise(frame: pd.DataFrame) -> list[str]:
     """Median error over the last quarter of the stream per head depth."""
-    late = frame[frame["samples"] > 0.75 * frame["samples"].max()]
-    table = late.groupby("head_layers")["error"].median()
+    table = late_error(frame, ["head_layers"]).groupby("head_layers").median()
     return [f"- median error, last quarter, {n} head layer(s): {v:.3f}" for n, v in table.items()]
 
 
