@@ -63,10 +63,11 @@ class Memory(nn.Module):
         (B, H), and the state after the window's first element (B, H), which is the right
         start for the next stride-1 window.
         """
-        driven = self._drive(self.project(window))
-        state = after_first = self._cell(driven[:, 0], start)
-        for t in range(1, driven.shape[1]):
-            state = self._cell(driven[:, t], state)
+        first, *rest = self._drive(self.project(window)).unbind(1)
+        recurrent = self.encoder.weight_hh_l0.t()
+        state = after_first = self._cell(first, start, recurrent)
+        for driven in rest:
+            state = self._cell(driven, state, recurrent)
         weight, bias = self.recall_weight, self.recall_bias
         recall = nn.functional.linear(state, weight.flatten(0, 1), bias.flatten())
         return recall.view(-1, *bias.shape), state, after_first
@@ -77,9 +78,11 @@ class Memory(nn.Module):
         rnn = self.encoder
         return nn.functional.linear(projected, rnn.weight_ih_l0, rnn.bias_ih_l0) + rnn.bias_hh_l0
 
-    def _cell(self, driven: Tensor, state: Tensor) -> Tensor:
-        """tanh(W_ih·x + b_ih + b_hh + W_hh·h), with the input part already computed."""
-        return torch.tanh(torch.addmm(driven, state, self.encoder.weight_hh_l0.t()))
+    @staticmethod
+    def _cell(driven: Tensor, state: Tensor, recurrent: Tensor) -> Tensor:
+        """tanh(W_ih·x + b_ih + b_hh + h·W_hhᵀ), given the input part ``driven`` and
+        ``recurrent`` = W_hhᵀ (transposed once per window)."""
+        return torch.tanh(torch.addmm(driven, state, recurrent))
 
     def recall_loss(self, window: Tensor, recall: Tensor) -> Tensor:
         """Mean cross-entropy (token memory) or mean squared error (vector memory)."""
@@ -90,7 +93,7 @@ class Memory(nn.Module):
     @torch.no_grad()
     def step(self, x: Tensor, state: Tensor) -> Tensor:
         """Advance the encoder one element: ``x`` is (B,) token ids or (B, inputs)."""
-        return self._cell(self._drive(self.project(x)), state)
+        return self._cell(self._drive(self.project(x)), state, self.encoder.weight_hh_l0.t())
 
     def trajectory(self, inputs: Tensor, start: Tensor) -> Tensor:
         """States after each element of a whole sequence ``inputs`` (T,) or (T, inputs),
