@@ -1,12 +1,8 @@
 """Experiment 8 (SPEC §8): sleep ablations on text (bundled ``wiki`` by default).
 
-One stream of ``train_tokens`` characters is learned once by a SHARP learner per
-condition; every ``every`` steps the learner is evaluated without learning (curve mode)
-on three slices, each from a reset state:
-
-* ``backward`` — the first ``eval_tokens`` tokens of the stream (retention),
-* ``current`` — the last ``eval_tokens`` tokens seen so far (adaptation),
-* ``forward`` — the corpus's last ``eval_tokens`` tokens, never trained on.
+The text-stream protocol of :mod:`sharp.experiments.text_stream`: one stream learned once
+per condition, evaluated every ``every`` steps (curve mode) on the forward, current and
+backward slices.
 
 Conditions (one change each from ``sleep``, all on the same seeds and stream):
 
@@ -27,28 +23,19 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from typing import Unpack
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
 from torch import Tensor
 
-from sharp.config import SharpConfig, preset
-from sharp.data.corpus import load_corpus
-from sharp.experiments.common import (
-    Experiment,
-    Job,
-    band_figure,
-    register,
-    rep_seeds,
-    run_jobs,
-)
+from sharp.config import SharpConfig
+from sharp.experiments.common import Experiment, band_figure, register
+from sharp.experiments.text_stream import SLICES, TextCondition, TextStream, text_curves
 from sharp.learner import Sharp
 from sharp.optim import FusedAdam
-from sharp.runner import evaluate_slices, run_stream
 
-SLICES = ("forward", "current", "backward")
 SLEEP = "sleep"
 NO_SLEEP = "no sleep"
 NO_SLEEP_RESERVOIR = "no sleep, reservoir init (authors')"
@@ -121,86 +108,23 @@ class WakeAllMemories(Sharp):
                 self.upper_updates += 1
 
 
-def text_curve_job(config: dict, corpus: str, train_tokens: int, eval_tokens: int, every: int,
-                   sleep: bool, wake_all: bool = False) -> pd.DataFrame:
-    """Stream the first ``train_tokens`` tokens of ``corpus`` through a fresh learner
-    once, evaluating the three slices every ``every`` steps. One row per checkpoint ×
-    slice; ``memory_update_rate`` is memory 0's over the interval."""
-    tokens = load_corpus(corpus).tokens.astype(np.int64)
-    if train_tokens + eval_tokens > len(tokens):
-        raise ValueError(f"corpus {corpus!r} has {len(tokens)} tokens, fewer than "
-                         f"train_tokens + eval_tokens = {train_tokens + eval_tokens}")
-    learner = (WakeAllMemories if wake_all else Sharp)(SharpConfig.from_dict(config))
-    window = learner.window
-    train = tokens[:train_tokens]
-    forward = tokens[-eval_tokens:]
-    backward = train[:eval_tokens]
-    total = len(train) - window
-    rows = []
-    for start in range(0, total, every):
-        stop = min(start + every, total)
-        records = run_stream(learner, train[start : stop + window],
-                             sleep_every=None if sleep else 0, offset=start, progress=False)
-        seen = stop + window
-        current = train[max(0, seen - eval_tokens) : seen]
-        evaluation = evaluate_slices(learner, {"forward": forward, "current": current,
-                                               "backward": backward})
-        for row in evaluation.itertuples(index=False):
-            rows.append({"samples": stop, "slice": row.slice, "bits": row.bits,
-                         "accuracy": row.accuracy,
-                         "memory_update_rate": float(records["memory_learned"].mean()),
-                         "sleeps": int(records["slept"].sum())})
-    return pd.DataFrame(rows)
-
-
-def text_config(*, layers: int, hidden: int, embedding: int, lr: float, tau: float,
-                sleep_every: int, sleep_steps: int | None, tag_buffer: int, seed: int,
-                **changes: object) -> SharpConfig:
-    """The text8-small configuration at the given scale (W = 4, FiLM heads)."""
-    return preset("text8-small", layers=layers, hidden=hidden, embedding=embedding, lr=lr,
-                  tau=tau, sleep_every=sleep_every, sleep_steps=sleep_steps,
-                  tag_buffer=tag_buffer, seed=seed, **changes)
-
-
-def sleep_ablation(
-    *,
-    conditions: Sequence[str] = CONDITIONS,
-    corpus: str = "wiki",
-    train_tokens: int = 3_000,
-    eval_tokens: int = 500,
-    every: int = 1_000,
-    reps: int = 2,
-    layers: int = 3,
-    hidden: int = 32,
-    embedding: int = 16,
-    lr: float = 3e-3,
-    tau: float = 1e-2,
-    sleep_every: int = 1_000,
-    sleep_steps: int | None = 17,
-    tag_buffer: int = 5,
-    seed: int = 0,
-    workers: int | None = None,
-    progress: bool = True,
-) -> pd.DataFrame:
-    """BPC of every slice at every checkpoint per condition and repetition (curve mode).
-    Columns: :data:`COLUMNS`."""
+def sleep_ablation(*, conditions: Sequence[str] = CONDITIONS,
+                   **stream: Unpack[TextStream]) -> pd.DataFrame:
+    """BPC of every slice at every checkpoint per condition and repetition (curve mode);
+    ``stream``: the corpus, scale, repetitions and seed (:class:`TextStream`, defaults
+    :data:`~sharp.experiments.text_stream.DEFAULTS`). Columns: :data:`COLUMNS`."""
     unknown = sorted(set(conditions) - set(CONDITIONS))
     if unknown:
         raise ValueError(f"unknown conditions {unknown}; choose from {list(CONDITIONS)}")
-    scale = {"layers": layers, "hidden": hidden, "embedding": embedding, "lr": lr, "tau": tau,
-             "sleep_every": sleep_every, "sleep_steps": sleep_steps, "tag_buffer": tag_buffer}
-    changes = {SLEEP: {}, NO_SLEEP: {}, NO_SLEEP_RESERVOIR: {"init": "reservoir"},
-               CONSTANT_LR: {"lr_slowdown": 1.0}, WAKE_ALL: {}}
-    jobs = []
-    for rep, rep_seed in enumerate(rep_seeds(seed, reps)):
-        for name in conditions:
-            config = text_config(seed=rep_seed, **scale, **changes[name])
-            jobs.append(Job(text_curve_job, {
-                "config": config.to_dict(), "corpus": corpus, "train_tokens": train_tokens,
-                "eval_tokens": eval_tokens, "every": every,
-                "sleep": name in (SLEEP, CONSTANT_LR), "wake_all": name == WAKE_ALL,
-            }, {"condition": name, "rep": rep, "seed": rep_seed}))
-    frame = run_jobs(jobs, workers, progress=progress, description="sleep ablation")
+    settings = {  # name: (config changes, sleeps, learner class)
+        SLEEP: ({}, True, Sharp),
+        NO_SLEEP: ({}, False, Sharp),
+        NO_SLEEP_RESERVOIR: ({"init": "reservoir"}, False, Sharp),
+        CONSTANT_LR: ({"lr_slowdown": 1.0}, True, Sharp),
+        WAKE_ALL: ({}, False, WakeAllMemories),
+    }
+    runs = [TextCondition({"condition": name}, *settings[name]) for name in conditions]
+    frame = text_curves(runs, description="sleep ablation", **stream)
     return frame[list(COLUMNS)]
 
 
@@ -225,7 +149,7 @@ PRESETS = {
     "tiny": {"conditions": (SLEEP, WAKE_ALL), "train_tokens": 300, "eval_tokens": 100,
              "every": 150, "reps": 1, "layers": 2, "hidden": 8, "embedding": 4,
              "sleep_every": 150, "sleep_steps": 5, "tag_buffer": 2, "workers": 1},
-    "quick": {},
+    "quick": {"train_tokens": 5_000, "hidden": 64},
     "paper": {"corpus": "text8", "train_tokens": 99_000_000, "eval_tokens": 100_000,
               "every": 1_000_000, "reps": 1, "layers": 5, "hidden": 128, "embedding": 30,
               "lr": 1e-4, "tau": 1e-2, "sleep_every": 20_000, "sleep_steps": None,

@@ -1,9 +1,9 @@
 """Experiment 9 (SPEC §8): the threshold sweep tau ∈ {0, 1e-3, 1e-2, 1e-1} on text.
 
-The same curve-mode protocol as the sleep ablation (:mod:`sharp.experiments.sleep_ablation`):
-one stream, evaluated every ``every`` steps on the forward, current and backward slices,
-plus memory 0's update rate over each interval. Only ``tau`` changes; every condition uses
-the same seeds and stream, and sleeps on the same schedule.
+The text-stream protocol of :mod:`sharp.experiments.text_stream` (shared with the sleep
+ablation): one stream, evaluated every ``every`` steps (curve mode) on the forward, current
+and backward slices, plus memory 0's update rate over each interval. Only ``tau`` changes;
+every condition uses the same seeds and stream, and sleeps on the same schedule.
 
 The paper's claim: a larger threshold cuts the memory update rate (adaptive compute: the
 memory learns early and rarely later) at little or no cost in BPC up to tau ≈ 1e-2; too
@@ -13,21 +13,14 @@ large a threshold (1e-1) hurts.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Unpack
 
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from sharp.experiments.common import (
-    COLOURS,
-    Experiment,
-    Job,
-    add_band,
-    register,
-    rep_seeds,
-    run_jobs,
-)
-from sharp.experiments.sleep_ablation import SLICES, text_config, text_curve_job
+from sharp.experiments.common import COLOURS, Experiment, add_band, register
+from sharp.experiments.text_stream import SLICES, TextCondition, TextStream, text_curves
 
 COLUMNS = ("condition", "tau", "rep", "seed", "samples", "slice", "bits", "accuracy",
            "memory_update_rate", "sleeps")
@@ -38,38 +31,15 @@ def tau_label(tau: float) -> str:
     return f"tau={tau:g}"
 
 
-def threshold_sweep(
-    *,
-    taus: Sequence[float] = (0.0, 1e-3, 1e-2, 1e-1),
-    corpus: str = "wiki",
-    train_tokens: int = 3_000,
-    eval_tokens: int = 500,
-    every: int = 1_000,
-    reps: int = 2,
-    layers: int = 3,
-    hidden: int = 32,
-    embedding: int = 16,
-    lr: float = 3e-3,
-    sleep_every: int = 1_000,
-    sleep_steps: int | None = 17,
-    tag_buffer: int = 5,
-    seed: int = 0,
-    workers: int | None = None,
-    progress: bool = True,
-) -> pd.DataFrame:
-    """BPC per slice and memory update rate per checkpoint for each tau.
-    Columns: :data:`COLUMNS`."""
-    jobs = []
-    for rep, rep_seed in enumerate(rep_seeds(seed, reps)):
-        for tau in taus:
-            config = text_config(layers=layers, hidden=hidden, embedding=embedding, lr=lr,
-                                 tau=tau, sleep_every=sleep_every, sleep_steps=sleep_steps,
-                                 tag_buffer=tag_buffer, seed=rep_seed)
-            jobs.append(Job(text_curve_job, {
-                "config": config.to_dict(), "corpus": corpus, "train_tokens": train_tokens,
-                "eval_tokens": eval_tokens, "every": every, "sleep": True,
-            }, {"condition": tau_label(tau), "tau": tau, "rep": rep, "seed": rep_seed}))
-    frame = run_jobs(jobs, workers, progress=progress, description="threshold sweep")
+def threshold_sweep(*, taus: Sequence[float] = (0.0, 1e-3, 1e-2, 1e-1),
+                    **stream: Unpack[TextStream]) -> pd.DataFrame:
+    """BPC per slice and memory update rate per checkpoint for each tau; ``stream``: the
+    corpus, scale, repetitions and seed (:class:`TextStream`, defaults
+    :data:`~sharp.experiments.text_stream.DEFAULTS`; its ``tau`` is replaced by each of
+    ``taus``). Columns: :data:`COLUMNS`."""
+    runs = [TextCondition({"condition": tau_label(tau), "tau": tau}, {"tau": tau})
+            for tau in taus]
+    frame = text_curves(runs, description="threshold sweep", **stream)
     return frame[list(COLUMNS)]
 
 
