@@ -126,7 +126,7 @@ def summarise(frame: pd.DataFrame) -> list[str]:
 PRESETS = {
     "tiny": {"samples": 400, "every": 100, "reps": 1, "hidden": 8, "embedding": 4,
              "workers": 1},
-    "quick": {"taus": (0.0, 1e-2), "lr": 3e-3},
+    "quick": {"taus": (0.0, 1e-2), "lr": 3e-3, "samples": 10_000},
     "paper": {"samples": 500_000, "every": 1000, "reps": 10, "hidden": 100, "embedding": 30},
 }
 

@@ -64,18 +64,19 @@ def make_sequence(kind: str, samples: int, seed: int) -> np.ndarray:
 def probe_error(states: np.ndarray, tokens: np.ndarray, lag: int, *, ridge: float = 1e-3,
                 vocab: int = VOCAB) -> float:
     """Held-out top-1 error of a ridge linear probe reading ``tokens[t - lag]`` from
-    ``states[t]``: fitted on the first half of the positions, scored on the second."""
-    x = states[lag:]
-    y = np.asarray(tokens)[: len(tokens) - lag]
-    x = np.hstack([x, np.ones((len(x), 1))])
+    ``states[t]``: fitted on the first half of the positions, scored on the second.
+    (Solved with torch, which the experiment's jobs keep on one thread.)"""
+    x = torch.as_tensor(np.asarray(states)[lag:], dtype=torch.float64)
+    y = torch.as_tensor(np.asarray(tokens)[: len(tokens) - lag], dtype=torch.long)
+    x = torch.cat([x, torch.ones(len(x), 1, dtype=torch.float64)], dim=1)
     half = len(x) // 2
     if half < 2:
         raise ValueError(f"need more states to fit a probe at lag {lag}, got {len(states)}")
-    onehot = np.eye(vocab)[y[:half]]
-    gram = x[:half].T @ x[:half] + ridge * np.eye(x.shape[1])
-    weights = np.linalg.solve(gram, x[:half].T @ onehot)
+    onehot = torch.nn.functional.one_hot(y[:half], vocab).double()
+    gram = x[:half].T @ x[:half] + ridge * torch.eye(x.shape[1], dtype=torch.float64)
+    weights = torch.linalg.solve(gram, x[:half].T @ onehot)
     predicted = (x[half:] @ weights).argmax(1)
-    return float((predicted != y[half:]).mean())
+    return float((predicted != y[half:]).double().mean())
 
 
 def _capacity_job(window: int, datasets: Sequence[str], lags: Sequence[int], train_samples: int,
@@ -106,7 +107,7 @@ def memory_capacity(
     windows: Sequence[int] = (2, 4, 6),
     lags: Sequence[int] = (1, 2, 3, 4, 5, 6),
     datasets: Sequence[str] = DATASETS,
-    train_samples: int = 1_500,
+    train_samples: int = 3_000,
     probe_samples: int = 2_000,
     reps: int = 3,
     hidden: int = 32,

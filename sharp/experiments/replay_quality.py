@@ -152,8 +152,8 @@ def _replay_job(samples: int, every: int, tag_every: int, dream_steps: int, max_
 
 def replay_quality(
     *,
-    samples: int = 6_000,
-    every: int = 1_000,
+    samples: int = 4_000,
+    every: int = 500,
     reps: int = 3,
     hidden: int = 32,
     embedding: int = 16,
