@@ -293,7 +293,6 @@ class Sharp:
         return torch.multinomial(logits.softmax(-1), 1, generator=self.generator).squeeze(-1)
 
     # -- evaluation -----------------------------------------------------------------
-    @small_kernels()
     @torch.inference_mode()
     def predict_stream(self, tokens: Tensor | np.ndarray, chunk: int = 4096) -> Tensor:
         """Logits for every token of ``tokens`` after the first W, from a reset state and
