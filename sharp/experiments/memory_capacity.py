@@ -167,16 +167,17 @@ def memory_capacity_figure(frame: pd.DataFrame) -> go.Figure:
 
 
 def summarise(frame: pd.DataFrame) -> list[str]:
-    """In-distribution and untrained median error per lag (largest window)."""
-    window = frame["window"].max()
-    part = frame[frame["window"] == window]
-    lines = []
-    for label, sub in (("trained, in-distribution", part[part["in_distribution"]]),
-                       ("untrained", part[part["train"] == UNTRAINED])):
-        table = sub.groupby("lag")["error"].median()
-        lines.append(f"- W={window}, {label}: median error by lag "
-                     + ", ".join(f"{lag}: {v:.2f}" for lag, v in table.items()))
-    return lines
+    """Median error by lag on random sequences (or the first kind tested): per window for
+    the memories trained on that kind, and for the untrained control."""
+    kind = "random" if "random" in set(frame["eval"]) else str(frame["eval"].iloc[0])
+    table = frame[frame["eval"] == kind].pivot_table(
+        index=["train", "window"], columns="lag", values="error", aggfunc="median")
+    windows = sorted(frame["window"].unique())
+    rows = [(kind, window, f"trained on {kind}, W={window}") for window in windows]
+    rows.append((UNTRAINED, windows[0], "untrained"))
+    return [f"- tested on {kind}, {label}: median error by lag "
+            + ", ".join(f"{lag}: {value:.2f}" for lag, value in table.loc[(train, window)].items())
+            for train, window, label in rows if (train, window) in table.index]
 
 
 PRESETS = {
