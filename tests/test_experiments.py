@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from sharp.data.community import CommunityTask
 from sharp.experiments import REGISTRY, mmd2_unbiased, probe_error, rep_seeds
 from sharp.experiments.cli import add_experiment_parser, run_experiment_command
 from sharp.experiments.common import (
@@ -18,6 +19,7 @@ from sharp.experiments.common import (
     memory_states,
     simulation_spec,
     train_memory,
+    window_error,
 )
 from sharp.experiments.credit_assignment import COLUMNS as CREDIT_COLUMNS
 from sharp.experiments.memory_capacity import make_sequence
@@ -99,6 +101,15 @@ def test_late_error_averages_each_repetition_over_the_last_quarter():
                                                                        ("a", 1): 0.3}
 
 
+def test_window_error_is_the_best_error_from_the_last_w_tokens():
+    depth2 = CommunityTask(depth=2, rule="hash")
+    assert window_error(depth2, 7) == pytest.approx(5 / 24)  # the window holds both choices
+    assert window_error(depth2, 4) == pytest.approx((5 / 6 + 1 / 4) / 4)  # likelier direction
+    assert window_error(CommunityTask(depth=4, rule="sum"), 4) == pytest.approx(1 / 3)
+    assert window_error(CommunityTask(depth=4, rule="hash"), 15) == pytest.approx(5 / 24)
+    assert window_error(CommunityTask(depth=4, rule="hash"), 14) > 0.25
+
+
 def test_acceleration_labels_both_no_sleep_conditions(tiny_frames):
     frame = tiny_frames["acceleration"]
     conditions = set(frame["condition"])
@@ -116,6 +127,8 @@ def test_figures_have_optimal_line_and_panels(tiny_frames):
     fig = REGISTRY["acceleration"].figure(__import__("pandas").concat([frame, extra]))
     titles = [a.text for a in fig.layout.annotations]
     assert titles == ["required context 7", "required context 13"]
+    levels = [t for t in fig.data if t.name == "best from the last 4 tokens"]
+    assert len(levels) == 2 and np.allclose(levels[0].y, (5 / 6 + 1 / 4) / 4)
     fig = REGISTRY["sleep_ablation"].figure(tiny_frames["sleep_ablation"])
     assert [a.text for a in fig.layout.annotations] == ["forward", "current", "backward"]
     fig = REGISTRY["threshold_sweep"].figure(tiny_frames["threshold_sweep"])

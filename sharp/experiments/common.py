@@ -9,6 +9,7 @@ reproducible from its recorded seed.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -163,6 +164,26 @@ def required_context(depth: int, members: int = 3) -> int:
     return members * depth + 1
 
 
+def window_error(task: CommunityTask, window: int) -> float:
+    """Online error of the best predictor that sees only the last ``window`` tokens: when
+    it predicts a visit's second member (the only token whose guess needs the direction)
+    the window shows the newest ⌊(W + N − 2)/(N + 1)⌋ of the K community choices deciding
+    the direction, and it bets on the likelier direction given those. Equals
+    ``task.optimal_error`` once the window holds all K (e.g. W = 7 for K = 2, N = 3);
+    0.2708 for W = 4 on the hash rule with K = 2 or 4."""
+    c, n, k = task.communities, task.members, task.depth
+    known = min(k, max(0, (window + n - 2) // (n + 1)))
+    histories = np.array(list(itertools.product(range(c), repeat=k)), dtype=np.int64)
+    odd = np.array([task.directions(np.append(h, 0))[-1] < 0 for h in histories])
+    odd = odd.reshape(c ** (k - known), c**known).mean(axis=0)  # per newest `known`
+    wrong = float(np.minimum(odd, 1.0 - odd).mean()) if n >= 3 else 0.0
+    return (1.0 - 1.0 / (c * n) + wrong) / (n + 1)
+
+
+#: W of the ``simulation`` preset: the window of SHARP in experiments 3 and 4.
+SIMULATION_WINDOW: int = preset("simulation").window
+
+
 def simulation_spec(task: CommunityTask, seed: int, label: str = "",
                     **overrides: Any) -> LearnerSpec:
     """SHARP in the ``simulation`` preset, sized for ``task``, with ``overrides``."""
@@ -302,6 +323,7 @@ def band_figure(
     panel_title: Callable[[Any], str] = str,
     optimal: float | None = None,
     optimal_name: str = "optimal",
+    levels: Mapping[str, str] | None = None,
     title: str = "",
     x_title: str = "",
     y_title: str = "",
@@ -309,7 +331,9 @@ def band_figure(
     markers: bool = False,
 ) -> go.Figure:
     """One panel per value of ``panel`` (or one panel), one median line + IQR band per
-    ``condition``; a dashed black line at ``optimal`` when given."""
+    ``condition``; a dashed black line at ``optimal`` when given; for every ``levels``
+    entry (column -> legend name) a dotted grey line at that column's value in each
+    panel."""
     panels = [None] if panel is None else list(panel_order or frame[panel].unique())
     fig = make_subplots(rows=1, cols=len(panels), shared_yaxes=True,
                         subplot_titles=[panel_title(p) for p in panels] if panel else None)
@@ -321,12 +345,18 @@ def band_figure(
             if not sub.empty:
                 add_band(fig, sub, x, y, str(name), COLOURS[i % len(COLOURS)], col=j,
                          show_legend=j == 1, markers=markers)
+        xs = part[x]
         if optimal is not None:
-            xs = part[x]
             fig.add_trace(go.Scatter(x=[xs.min(), xs.max()], y=[optimal, optimal],
                                      mode="lines", name=optimal_name, legendgroup="optimal",
                                      showlegend=j == 1,
                                      line={"color": "black", "dash": "dash", "width": 2}),
+                          row=1, col=j)
+        for column, name in (levels or {}).items():
+            level = float(part[column].iloc[0])
+            fig.add_trace(go.Scatter(x=[xs.min(), xs.max()], y=[level, level], mode="lines",
+                                     name=name, legendgroup=column, showlegend=j == 1,
+                                     line={"color": "grey", "dash": "dot", "width": 2}),
                           row=1, col=j)
         fig.update_xaxes(title_text=x_title or x, row=1, col=j)
     fig.update_yaxes(title_text=y_title or y, row=1, col=1)
