@@ -124,8 +124,11 @@ def summarise(frame: pd.DataFrame) -> list[str]:
     """Median error over the last quarter per condition and required context."""
     table = late_error(frame, ["context", "condition"]).groupby(
         ["context", "condition"], sort=False).median()
+    levels = frame.groupby("context")["window_error"].first()
     return [f"- context {c}, {name}: median error (last quarter) {v:.3f}"
-            for (c, name), v in table.items()]
+            for (c, name), v in table.items()] + [
+        f"- context {c}: best error from the last {SIMULATION_WINDOW} tokens {v:.3f}"
+        for c, v in levels.items()]
 
 
 PRESETS = {

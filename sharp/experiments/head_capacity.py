@@ -95,7 +95,10 @@ def summarise(frame: pd.DataFrame) -> list[str]:
     """Per head depth, the median across repetitions of the mean error over the last
     quarter of the stream."""
     table = late_error(frame, ["head_layers"]).groupby("head_layers").median()
-    return [f"- median error, last quarter, {n} head layer(s): {v:.3f}" for n, v in table.items()]
+    return [f"- median error, last quarter, {n} head layer(s): {v:.3f}"
+            for n, v in table.items()] + [
+        f"- best error from the last {SIMULATION_WINDOW} tokens: "
+        f"{frame['window_error'].iloc[0]:.3f}"]
 
 
 PRESETS = {
