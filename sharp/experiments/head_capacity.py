@@ -111,7 +111,8 @@ PRESETS = {
 }
 
 EXPERIMENT = register(Experiment(
-    "head_capacity", 3, "Head capacity: 1..5 head layers, 2-layer SHARP, context depth 4",
+    "head_capacity", 3,
+    "Head capacity: 1..5 head layers (paper: 2-layer SHARP, context depth 4)",
     head_capacity, head_capacity_figure, PRESETS,
     "a one-layer head stays far from the optimal error; deeper heads approach it",
     summarise))
