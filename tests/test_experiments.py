@@ -23,6 +23,7 @@ from sharp.experiments.common import (
 )
 from sharp.experiments.credit_assignment import COLUMNS as CREDIT_COLUMNS
 from sharp.experiments.memory_capacity import make_sequence
+from sharp.experiments.report import run_experiment, write_index
 from sharp.experiments.sleep_ablation import WakeAllMemories
 from sharp.memory import Memory
 
@@ -197,3 +198,16 @@ def test_cli_writes_csv_html_md(tmp_path):
     assert "plotly" in html and "<script src=" not in html
     md = (tmp_path / "drift.md").read_text()
     assert "Seeds" in md and "rep 0:" in md and '"samples": 400' in md
+
+
+def test_index_combines_runs(tmp_path):
+    runs = [run_experiment(name, "tiny", tmp_path, progress=False, workers=1)
+            for name in ("drift", "nonstationarity")]
+    paths = write_index(tmp_path, runs, preset="tiny", command="sharp experiment all")
+    md = paths["md"].read_text()
+    assert md.index("## 6. ") < md.index("## 10. ")
+    assert "[figure](drift.html)" in md and "[data](nonstationarity.csv)" in md
+    assert all(line in md for run in runs for line in run.experiment.summarise(run.frame))
+    html = paths["html"].read_text()
+    assert html.count("Plotly.newPlot") == 2
+    assert html.count("plotly.js v") == 1  # plotly.js inlined once

@@ -19,7 +19,12 @@ from sharp.experiments.memory_capacity import (
 )
 from sharp.experiments.nonstationarity import nonstationarity, nonstationarity_figure
 from sharp.experiments.replay_quality import mmd2_unbiased, replay_quality, replay_quality_figure
-from sharp.experiments.report import run_experiment, write_experiment
+from sharp.experiments.report import (
+    ExperimentRun,
+    run_experiment,
+    write_experiment,
+    write_index,
+)
 from sharp.experiments.sleep_ablation import (
     WakeAllMemories,
     sleep_ablation,
@@ -30,6 +35,7 @@ from sharp.experiments.threshold_sweep import threshold_sweep, threshold_sweep_f
 __all__ = [
     "REGISTRY",
     "Experiment",
+    "ExperimentRun",
     "WakeAllMemories",
     "acceleration",
     "acceleration_figure",
@@ -55,4 +61,5 @@ __all__ = [
     "threshold_sweep",
     "threshold_sweep_figure",
     "write_experiment",
+    "write_index",
 ]

@@ -1,18 +1,15 @@
-"""``sharp experiment NAME|all --preset tiny|quick|paper --out DIR [--workers N]``.
-
-The lead wires :func:`add_experiment_parser` and :func:`run_experiment_command` into
-``sharp/cli.py``.
-"""
+"""``sharp experiment NAME|all --preset tiny|quick|paper --out DIR [--workers N]``; ``all``
+also writes the combined ``index.md`` / ``index.html``."""
 
 from __future__ import annotations
 
 import argparse
 import shlex
 import sys
-import time
+from pathlib import Path
 
 from sharp.experiments.common import PRESET_NAMES, REGISTRY
-from sharp.experiments.report import write_experiment
+from sharp.experiments.report import run_experiment, write_index
 
 
 def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -38,18 +35,18 @@ def run_experiment_command(args: argparse.Namespace) -> int:
     names = (sorted(REGISTRY, key=lambda n: REGISTRY[n].number) if args.name == "all"
              else [args.name])
     command = getattr(args, "command_line", "sharp " + shlex.join(sys.argv[1:]))
+    overrides: dict[str, object] = {"progress": not args.quiet}
+    if args.workers is not None:
+        overrides["workers"] = args.workers
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    runs = []
     for name in names:
-        experiment = REGISTRY[name]
-        overrides: dict[str, object] = {"progress": not args.quiet}
-        if args.workers is not None:
-            overrides["workers"] = args.workers
-        if args.seed is not None:
-            overrides["seed"] = args.seed
-        parameters = experiment.parameters(args.preset, **overrides)
-        start = time.perf_counter()
-        frame = experiment.run(**parameters)
-        seconds = time.perf_counter() - start
-        paths = write_experiment(args.out, experiment, frame, parameters, preset=args.preset,
-                                 seconds=seconds, command=command)
-        print(f"{name}: {len(frame)} rows in {seconds:.1f} s -> {paths['md']}")
+        run = run_experiment(name, args.preset, args.out, command=command, **overrides)
+        runs.append(run)
+        print(f"{name}: {len(run.frame)} rows in {run.seconds:.1f} s -> "
+              f"{Path(args.out) / f'{name}.md'}")
+    if args.name == "all":
+        paths = write_index(args.out, runs, preset=args.preset, command=command)
+        print(f"all {len(runs)} experiments -> {paths['md']} and {paths['html']}")
     return 0

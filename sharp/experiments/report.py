@@ -1,10 +1,12 @@
-"""Running a registered experiment and writing its CSV, HTML figure and markdown summary."""
+"""Running a registered experiment and writing its CSV, HTML figure and markdown summary;
+the combined index of several experiments."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,16 @@ def get_experiment(name: str) -> Experiment:
     if name not in REGISTRY:
         raise ValueError(f"unknown experiment {name!r}; choose one of {sorted(REGISTRY)}")
     return REGISTRY[name]
+
+
+@dataclass(frozen=True)
+class ExperimentRun:
+    """One finished run of a registered experiment."""
+
+    experiment: Experiment
+    frame: pd.DataFrame
+    parameters: dict[str, Any]
+    seconds: float
 
 
 def write_experiment(out: str | os.PathLike, experiment: Experiment, frame: pd.DataFrame,
@@ -60,15 +72,45 @@ def write_experiment(out: str | os.PathLike, experiment: Experiment, frame: pd.D
     return paths
 
 
+def write_index(out: str | os.PathLike, runs: list[ExperimentRun], *, preset: str,
+                command: str = "") -> dict[str, Path]:
+    """The combined report of ``runs``: ``index.md`` (each experiment's claim, result, wall
+    time and files) and ``index.html`` (all their figures on one self-contained page)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out / "index.md", "html": out / "index.html"}
+    lines = [
+        f"# SHARP experiments, preset {preset}", "",
+        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- machine: {json.dumps(machine_info())}",
+        *([f"- command: `{command}`"] if command else []),
+        f"- figures: [{paths['html'].name}]({paths['html'].name})", "",
+    ]
+    for run in runs:
+        name = run.experiment.name
+        lines += [
+            f"## {run.experiment.number}. {run.experiment.title}", "",
+            f"- paper's claim: {run.experiment.claim}",
+            f"- wall time {run.seconds:.1f} s; [summary]({name}.md), [figure]({name}.html), "
+            f"[data]({name}.csv)", "",
+            *run.experiment.summarise(run.frame), "",
+        ]
+    atomic_write_text(paths["md"], "\n".join(lines))
+    figures = [run.experiment.figure(run.frame) for run in runs]
+    atomic_write_text(paths["html"], figures_html(figures, f"SHARP experiments, preset {preset}"))
+    return paths
+
+
 def run_experiment(name: str, preset: str = "quick", out: str | os.PathLike | None = None,
-                   **overrides: Any) -> pd.DataFrame:
+                   *, command: str = "", **overrides: Any) -> ExperimentRun:
     """Run experiment ``name`` with a preset (``tiny``, ``quick``, ``paper``) and
     overrides; with ``out``, also write its CSV, HTML and markdown there."""
     experiment = get_experiment(name)
     parameters = experiment.parameters(preset, **overrides)
     start = time.perf_counter()
     frame = experiment.run(**parameters)
-    seconds = time.perf_counter() - start
+    run = ExperimentRun(experiment, frame, parameters, time.perf_counter() - start)
     if out is not None:
-        write_experiment(out, experiment, frame, parameters, preset=preset, seconds=seconds)
-    return frame
+        write_experiment(out, experiment, frame, parameters, preset=preset,
+                         seconds=run.seconds, command=command)
+    return run
