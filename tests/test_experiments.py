@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 
 import numpy as np
 import pytest
@@ -49,6 +50,13 @@ def test_registry_has_experiments_2_to_10():
     assert sorted(e.number for e in REGISTRY.values()) == list(range(2, 11))
     for experiment in REGISTRY.values():
         assert {"tiny", "quick", "paper"} <= set(experiment.presets)
+
+
+@pytest.mark.parametrize("preset", ["quick", "paper"])
+def test_presets_name_real_parameters(preset):
+    # The presets that are too slow for a test still have to fit their function.
+    for experiment in REGISTRY.values():
+        inspect.signature(experiment.run).bind(**experiment.parameters(preset))
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))
