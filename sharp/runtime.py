@@ -35,8 +35,8 @@ def prepare_runtime(threads: int | None, device: str) -> torch.device:
 def small_kernels() -> Iterator[None]:
     """Run the enclosed tensor ops with oneDNN off, restoring the setting afterwards.
 
-    A streaming learner works on one vector at a time; for such tiny tensors oneDNN's
-    per-call set-up dominates (GELU forward + backward on 128 floats: ~113 µs with it,
+    A streaming learner works on one vector (or a short block) at a time; for such tiny
+    work oneDNN's per-call set-up dominates (GELU forward + backward on 128 floats: ~113 µs with it,
     ~45 µs without, measured with torch 2.13 on this project's 2-core machines), while
     the matrix products go to BLAS either way.
     """

@@ -22,11 +22,9 @@ token (``carry="first"``) is carried on.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -120,17 +118,6 @@ class RecurrentCore(nn.Module):
 ONEDNN_WEIGHTS_PER_STEP = 250_000
 
 
-@contextlib.contextmanager
-def onednn_disabled() -> Iterator[None]:
-    """Run without oneDNN (PyTorch's own kernels instead)."""
-    previous = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
-    try:
-        yield
-    finally:
-        torch.backends.mkldnn.enabled = previous
-
-
 class StackCore(RecurrentCore):
     """Embedding E -> ``layers`` x ``hidden`` RNN/LSTM/GRU (PyTorch's kernels) -> V.
 
@@ -161,7 +148,7 @@ class StackCore(RecurrentCore):
         if ids.shape[0] == 1:
             return self._step(self.embed(ids), state)
         if self.lstm and ids.shape[0] < self.onednn_min_steps:
-            with onednn_disabled():
+            with small_kernels():
                 outputs, final = self.rnn(self.embed(ids).unsqueeze(0), state)
         else:
             outputs, final = self.rnn(self.embed(ids).unsqueeze(0), state)
