@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 HeadType = Literal["film", "concat"]
 InitType = Literal["default", "reservoir"]
+EngineType = Literal["auto", "fused", "torch"]
 
 
 class ConfigError(ValueError):
@@ -21,6 +22,9 @@ class SharpConfig:
     ``hidden`` may be given as one int (the same size for every layer) or one size per
     layer; it is stored as a tuple. ``accel=None`` means ``a = window`` and
     ``sleep_steps=None`` means ``window**layers + 1`` (1025 for the defaults).
+    ``engine`` picks how wake and sleep run: ``fused`` (the C kernels of
+    :mod:`sharp.fused`), ``torch`` (eager torch ops, the readable reference) or ``auto``
+    (fused where it can be built, else torch); all compute the same thing.
     """
 
     vocab_size: int = 27
@@ -44,6 +48,7 @@ class SharpConfig:
     init: InitType = "default"
     device: str = "auto"
     threads: int | None = 1
+    engine: EngineType = "auto"
     seed: int = 0
     name: str = field(default="custom", compare=False)
 
@@ -106,6 +111,8 @@ class SharpConfig:
             (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
             (self.init in ("default", "reservoir"), f"init must be 'default' or 'reservoir', "
              f"got {self.init!r}"),
+            (self.engine in ("auto", "fused", "torch"), f"engine must be 'auto', 'fused' or "
+             f"'torch', got {self.engine!r}"),
             (self.threads is None or self.threads >= 1,
              f"threads must be None or >= 1, got {self.threads}"),
         ]

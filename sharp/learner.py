@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from sharp.config import SharpConfig
+from sharp.fused import FusedEngine, select_engine
 from sharp.heads import make_head
 from sharp.memory import Memory
 from sharp.optim import FusedAdam
@@ -102,7 +103,15 @@ class Sharp:
         self.generator.manual_seed(c.seed)
         self.tags: deque[Tag] = deque(maxlen=c.tag_buffer)
         self.sleep_pending = False
+        self.states = [self._zeros(h) for h in c.hidden]
+        self.carry = self._zeros(c.hidden[0])
         self.reset_state()
+        self.kernels: FusedEngine | None = select_engine(self)
+
+    @property
+    def engine(self) -> str:
+        """The engine that runs wake and sleep: ``fused`` or ``torch``."""
+        return "torch" if self.kernels is None else "fused"
 
     # -- state ----------------------------------------------------------------------
     def _zeros(self, size: int, batch: int = 1) -> Tensor:
@@ -112,9 +121,9 @@ class Sharp:
         """Forget the stream position: layer states, step counter, window carry, EMA and
         tags (as at the start of a new book). Weights and optimiser moments are kept, and
         so is a pending sleep owed for memory-0 learning already done."""
-        self.states = [self._zeros(h) for h in self.config.hidden]
+        self._zero_states()
         self.t = 0
-        self.carry = self._zeros(self.config.hidden[0])
+        self.carry.zero_()
         self.recall_ema = 0.0
         self.tags.clear()
         self.store_tag = False
@@ -122,9 +131,14 @@ class Sharp:
 
     def _wake_up(self) -> None:
         """SPEC §3 step 0: layer states and t reset; carry, EMA and optimisers kept."""
-        self.states = [self._zeros(h) for h in self.config.hidden]
+        self._zero_states()
         self.t = 0
         self.awake = True
+
+    def _zero_states(self) -> None:
+        """Zero the layer states in place (the fused engine works on these tensors)."""
+        for state in self.states:
+            state.zero_()
 
     def parameter_count(self) -> int:
         """Number of parameters (memories and heads)."""
@@ -134,14 +148,31 @@ class Sharp:
     @small_kernels()
     def learn(self, window: Tensor | np.ndarray, target: int) -> StepResult:
         """One wake step on window ``x`` (W token ids) and next token ``y`` (SPEC §3)."""
-        c = self.config
-        x = self._window_tensor(window)
-        y = self._target_tensor(target)
         # 0. Waking up resets the layer states and the step counter.
         if not self.awake:
             self._wake_up()
         # 1.
         self.t += 1
+        # 2.–6. in :meth:`_wake_torch` (or the fused kernel computing the same).
+        if self.kernels is None:
+            x, y = self._window_tensor(window), self._target_tensor(target)
+            p, r, learned, logits, context = self._wake_torch(x, y)
+        else:
+            p, r, learned, logits, context = self._wake_fused(window, target)
+        # Memory 0 learned (step 3): a sleep is owed, and step 5 stores a tag.
+        if learned:
+            self.sleep_pending = True
+            self.store_tag = True
+        if self.store_tag and context is not None:
+            self.tags.append(Tag(self.states[0].clone(), context))
+            self.store_tag = False
+        # 7. Report.
+        return StepResult(logits, p, int(target), r, learned)
+
+    def _wake_torch(self, x: Tensor, y: Tensor
+                    ) -> tuple[float, float, bool, Tensor, Tensor | None]:
+        """SPEC §3 steps 2–6 with torch ops: (p, r, learned, logits, head 0's context)."""
+        c = self.config
         # 2. Encode x with memory 0 from the carried window state; recall loss r.
         memory0 = self.memories[0]
         recall, _, after_first = memory0.encode(x, self.carry)
@@ -155,23 +186,38 @@ class Sharp:
             self.memory_opt.zero_grad()
             r.backward()
             self.memory_opt.step()
-            self.sleep_pending = True
-            self.store_tag = True
         # 4. Bottom-up, no grad: layer l advances when t is a multiple of a**l.
         self._advance(x[:, -1])
-        # 5. Top-down through the heads; store a tag if memory 0 just learned.
+        # 5. Top-down through the heads.
         context = self._context()
-        if self.store_tag and context is not None:
-            self.tags.append(Tag(self.states[0], context.detach()))
-            self.store_tag = False
         logits = self.heads[0](self.states[0], context)
         # 6. Prediction loss, credit-assigned to the heads only (states carry no grad).
         p = nn.functional.cross_entropy(logits, y)
         self.head_opt.zero_grad()
         p.backward()
         self.head_opt.step()
-        # 7. Report.
-        return StepResult(logits.detach()[0], p.item(), int(target), r_value, learned)
+        context = None if context is None else context.detach()
+        return p.item(), r_value, learned, logits.detach()[0], context
+
+    def _wake_fused(self, window: Tensor | np.ndarray, target: int
+                    ) -> tuple[float, float, bool, Tensor, Tensor | None]:
+        """SPEC §3 steps 2–6 in one call of the fused kernel (same result as
+        :meth:`_wake_torch`, states and carry updated in place)."""
+        assert self.kernels is not None
+        x = np.ascontiguousarray(window, dtype=np.int64).reshape(-1)
+        if x.size != self.window:
+            raise ValueError(
+                f"window has {x.size} tokens but this learner's window W is {self.window}"
+            )
+        try:
+            p, r, learned, self.recall_ema = self.kernels.wake(x, int(target), self.t,
+                                                               self.recall_ema)
+        except ValueError:
+            check_tokens(torch.from_numpy(x), self.vocab_size)
+            self._target_tensor(target)
+            raise
+        context = self.kernels.context.clone() if self.config.layers > 1 else None
+        return p, r, learned, self.kernels.logits.clone(), context
 
     @torch.no_grad()
     def _advance(self, token: Tensor) -> None:
@@ -235,13 +281,17 @@ class Sharp:
         memory = self.memories[target]
         # 1. A fresh Adam on memory k only; a window buffer of W zero vectors.
         optimiser = FusedAdam([memory.parameters()], [c.lr], weight_decay=c.weight_decay)
-        size = c.hidden[target - 1]
-        buffer: deque[Tensor] = deque(
-            (self._zeros(size) for _ in range(c.window)), maxlen=c.window
-        )
         groups = [tags] if batched else [[tag] for tag in tags]
         dreams = torch.cat([self._dream(group, target) for group in groups])
         # 2. Sequential replay training, tag by tag, target carry from zero for each tag.
+        if self.kernels is not None:
+            window = torch.zeros(c.window, c.hidden[target - 1])
+            losses, updates = self.kernels.sleep(memory, optimiser, dreams, window)
+            return SleepLayerReport(target, len(losses), updates, float(losses[0]),
+                                    float(losses[-1]), time.perf_counter() - start)
+        buffer: deque[Tensor] = deque(
+            (self._zeros(c.hidden[target - 1]) for _ in range(c.window)), maxlen=c.window
+        )
         ema, losses, updates = 0.0, [], 0
         for trajectory in dreams:
             carry = self._zeros(c.hidden[target])
@@ -377,8 +427,10 @@ class Sharp:
         self.memory_opt.load_state_dict(state["memory_opt"])
         self.head_opt.load_state_dict(state["head_opt"])
         runtime = state["runtime"]
-        self.states = [s.to(self.device) for s in runtime["states"]]
-        self.carry = runtime["carry"].to(self.device)
+        with torch.no_grad():
+            for mine, saved in zip(self.states, runtime["states"], strict=True):
+                mine.copy_(saved)
+            self.carry.copy_(runtime["carry"])
         self.t = runtime["t"]
         self.recall_ema = runtime["recall_ema"]
         self.sleep_pending = runtime["sleep_pending"]
@@ -390,7 +442,7 @@ class Sharp:
 
 
 #: Config fields that may differ between a checkpoint and the learner loading it.
-RUNTIME_FIELDS = ("device", "threads", "name")
+RUNTIME_FIELDS = ("device", "threads", "engine", "name")
 
 
 def check_compatible(state: dict[str, Any], kind: str, config: Any) -> None:

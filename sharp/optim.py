@@ -46,6 +46,17 @@ class FusedAdam:
             bounds.append((start, start + len(group)))
             start += len(group)
         self._bounds = bounds
+        self._index = {id(p): i for i, p in enumerate(self.params)}
+
+    def moments(self, param: nn.Parameter) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first and second moment tensors of ``param`` (updated in place by steps)."""
+        i = self._index[id(param)]
+        return self.exp_avg[i], self.exp_avg_sq[i]
+
+    def group_counts(self, group: int) -> torch.Tensor:
+        """The step counts of ``group``'s parameters, one float each (views of them are
+        what :meth:`state_dict` saves)."""
+        return self._counts[group]
 
     def zero_grad(self) -> None:
         """Drop the gradients (the next backward allocates fresh ones)."""
