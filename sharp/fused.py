@@ -43,7 +43,7 @@ class _Norm(Structure):
 
 
 class _Group(Structure):
-    _fields_ = [("counts", c_void_p), ("n_counts", c_int32), ("lr", c_double),
+    _fields_ = [("counts", c_void_p), ("n_counts", c_int32), ("lr", c_void_p),
                 ("beta1", c_double), ("beta2", c_double), ("eps", c_double),
                 ("weight_decay", c_double)]
 
@@ -103,8 +103,9 @@ class _Binder:
         assert self.optimiser is not None
         counts = self.optimiser.group_counts(index)
         beta1, beta2 = self.optimiser.betas
-        return _Group(_pointer(counts), counts.numel(), self.optimiser.lrs[index], beta1, beta2,
-                      self.optimiser.eps, self.optimiser.weight_decay)
+        lr = self.optimiser.lr_array
+        return _Group(_pointer(counts), counts.numel(), lr.ctypes.data + lr.itemsize * index,
+                      beta1, beta2, self.optimiser.eps, self.optimiser.weight_decay)
 
     def linear(self, linear: nn.Linear) -> _Linear:
         return _Linear(self.param(linear.weight), self.param(linear.bias),
@@ -177,17 +178,16 @@ class FusedEngine:
         self._wake_ref = ctypes.byref(self._wake)
         self._ema = c_double()
         self._result = (c_double * 3)()
-        self.ema_coef, self.tau = c.ema, c.tau
 
-    def wake(self, window: np.ndarray, target: int, t: int, ema: float
-             ) -> tuple[float, float, bool, float]:
+    def wake(self, window: np.ndarray, target: int, t: int, ema: float, ema_coef: float,
+             tau: float) -> tuple[float, float, bool, float]:
         """SPEC §3 steps 2–6 on ``window`` (int64, W ids) and ``target`` at step ``t``
-        with recall EMA ``ema``: returns (p, r, memory 0 learned, new EMA). The logits are
-        left in :attr:`logits` and head 0's context in :attr:`context`."""
+        with recall EMA ``ema`` (coefficient ``ema_coef``, gate threshold ``tau``): returns
+        (p, r, memory 0 learned, new EMA). The logits are left in :attr:`logits` and head
+        0's context in :attr:`context`."""
         self._ema.value = ema
-        status = self.lib.sharp_wake(self._wake_ref, window.ctypes.data, target, t,
-                                     self.ema_coef, self.tau, ctypes.byref(self._ema),
-                                     self._result)
+        status = self.lib.sharp_wake(self._wake_ref, window.ctypes.data, target, t, ema_coef,
+                                     tau, ctypes.byref(self._ema), self._result)
         if status == 1:
             raise ValueError("token id outside the vocabulary")
         if status:
@@ -195,11 +195,12 @@ class FusedEngine:
         p, r, learned = self._result
         return p, r, bool(learned), self._ema.value
 
-    def sleep(self, memory: Memory, optimiser: FusedAdam, dreams: Tensor, window: Tensor
-              ) -> tuple[np.ndarray, int]:
+    def sleep(self, memory: Memory, optimiser: FusedAdam, dreams: Tensor, window: Tensor,
+              ema_coef: float, tau: float) -> tuple[np.ndarray, int]:
         """SPEC §4 step 2 for one target memory: train it on ``dreams`` (tags, ticks,
-        inputs) through the sliding ``window`` buffer (W, inputs), updated in place.
-        Returns every window's recall loss and the number of updates."""
+        inputs) through the sliding ``window`` buffer (W, inputs), updated in place, with
+        the recall-EMA gate (``ema_coef``, ``tau``). Returns every window's recall loss and
+        the number of updates."""
         binder = _Binder(optimiser)
         bound, group = binder.memory(memory), binder.group(0)
         dreams = dreams.contiguous()
@@ -207,7 +208,7 @@ class FusedEngine:
         losses = np.empty(tags * ticks, dtype=np.float32)
         updates = self.lib.sharp_sleep(ctypes.byref(bound), ctypes.byref(group),
                                        _pointer(dreams), tags, ticks, _pointer(window),
-                                       self.ema_coef, self.tau, losses.ctypes.data)
+                                       ema_coef, tau, losses.ctypes.data)
         if updates < 0:
             raise MemoryError("the fused sleep could not allocate its workspace")
         return losses, int(updates)

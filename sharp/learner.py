@@ -210,8 +210,9 @@ class Sharp:
                 f"window has {x.size} tokens but this learner's window W is {self.window}"
             )
         try:
-            p, r, learned, self.recall_ema = self.kernels.wake(x, int(target), self.t,
-                                                               self.recall_ema)
+            p, r, learned, self.recall_ema = self.kernels.wake(
+                x, int(target), self.t, self.recall_ema, self.config.ema, self.config.tau
+            )
         except ValueError:
             check_tokens(torch.from_numpy(x), self.vocab_size)
             self._target_tensor(target)
@@ -286,7 +287,7 @@ class Sharp:
         # 2. Sequential replay training, tag by tag, target carry from zero for each tag.
         if self.kernels is not None:
             window = torch.zeros(c.window, c.hidden[target - 1])
-            losses, updates = self.kernels.sleep(memory, optimiser, dreams, window)
+            losses, updates = self.kernels.sleep(memory, optimiser, dreams, window, c.ema, c.tau)
             return SleepLayerReport(target, len(losses), updates, float(losses[0]),
                                     float(losses[-1]), time.perf_counter() - start)
         buffer: deque[Tensor] = deque(

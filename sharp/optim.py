@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,7 +30,9 @@ class FusedAdam:
         self.groups = [list(group) for group in groups]
         if len(self.groups) != len(lrs):
             raise ValueError(f"{len(self.groups)} parameter groups but {len(lrs)} learning rates")
-        self.lrs = [float(lr) for lr in lrs]
+        # Kept in one float64 array, written in place, so that the fused engine, which reads
+        # it by address, sees learning rates changed while a stream runs.
+        self.lr_array = np.array(lrs, dtype=np.float64)
         self.weight_decay = weight_decay
         self.betas = betas
         self.eps = eps
@@ -47,6 +50,17 @@ class FusedAdam:
             start += len(group)
         self._bounds = bounds
         self._index = {id(p): i for i, p in enumerate(self.params)}
+
+    @property
+    def lrs(self) -> list[float]:
+        """The learning rate of every group."""
+        return self.lr_array.tolist()
+
+    @lrs.setter
+    def lrs(self, lrs: Sequence[float]) -> None:
+        if len(lrs) != self.lr_array.size:
+            raise ValueError(f"{self.lr_array.size} parameter groups but {len(lrs)} learning rates")
+        self.lr_array[:] = lrs
 
     def moments(self, param: nn.Parameter) -> tuple[torch.Tensor, torch.Tensor]:
         """The first and second moment tensors of ``param`` (updated in place by steps)."""

@@ -20,7 +20,8 @@ typedef struct { Param w, b; int32_t out, in; } Linear;    /* y = W x + b, W is 
 typedef struct { Param g, b; int32_t n; } Norm;           /* LayerNorm with affine g, b */
 typedef struct {                                          /* one Adam parameter group */
     float *counts; int32_t n_counts;
-    double lr, beta1, beta2, eps, weight_decay;
+    const double *lr;   /* read at every step: the learning rate may change mid-stream */
+    double beta1, beta2, eps, weight_decay;
 } Group;
 typedef struct { float step_size, bc2_sqrt, beta1, beta2, eps, weight_decay; } Adam;
 
@@ -72,7 +73,7 @@ static Adam adam_begin(const Group *g)
     for (int i = 0; i < g->n_counts; i++) g->counts[i] += 1.0f;
     double step = g->counts[0];
     double bc1 = 1.0 - pow(g->beta1, step), bc2 = 1.0 - pow(g->beta2, step);
-    Adam a = {(float)(g->lr / bc1), (float)sqrt(bc2), (float)g->beta1, (float)g->beta2,
+    Adam a = {(float)(*g->lr / bc1), (float)sqrt(bc2), (float)g->beta1, (float)g->beta2,
               (float)g->eps, (float)g->weight_decay};
     return a;
 }
