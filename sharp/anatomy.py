@@ -1,4 +1,4 @@
-"""Where the time of a SHARP wake step and of a sleep window goes, and the floors it
+"""Where the time of the torch engine's wake step and sleep window goes, and the floors it
 implies on this machine: kernel launches × the cost of one tiny kernel, and the bytes
 Adam must move × the measured memory bandwidth.
 
@@ -80,7 +80,8 @@ def wake_anatomy(preset_name: str, *, threads: int = 1, steps: int = 300,
                  seed: int = 0) -> pd.DataFrame:
     """Parts of one wake step (memory-0 gate open, the costly case), kernel launches per
     step and per sleep window, and the floors they imply: one row per quantity."""
-    config = preset(preset_name, threads=threads, seed=seed, tau=0.0, sleep_steps=65)
+    config = preset(preset_name, threads=threads, seed=seed, tau=0.0, sleep_steps=65,
+                    engine="torch")
     learner = Sharp(config)
     rng = np.random.default_rng(seed)
     tokens = torch.from_numpy(rng.integers(0, config.vocab_size, 4 * steps + 10))

@@ -171,6 +171,8 @@ def _throughput_parser(sub: argparse._SubParsersAction) -> None:
     tp.add_argument("--presets", nargs="*", default=["text8-small", "text8"],
                     choices=preset_names())
     tp.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    tp.add_argument("--engines", nargs="+", default=["fused"], choices=["fused", "torch"],
+                    help="SHARP engines to measure (fused kernels, or the torch reference)")
     tp.add_argument("--baselines", nargs="*", default=[],
                     choices=BASELINE_KINDS,
                     help="also measure these baselines (at --baseline-preset)")
@@ -188,7 +190,8 @@ def throughput(args: argparse.Namespace) -> int:
     if args.anatomy:
         return _anatomy(args)
     configs: list[dict[str, Any]] = [
-        {"preset_name": p, "threads": t} for p in args.presets for t in args.threads
+        {"preset_name": p, "threads": t, "engine": e}
+        for p in args.presets for e in args.engines for t in args.threads
     ]
     configs += [{"kind": k, "preset_name": args.baseline_preset, "threads": t}
                 for k in args.baselines for t in args.threads]

@@ -32,12 +32,14 @@ def _wake_rate(learner: Learner, tokens: torch.Tensor, steps: int, start: int = 
 
 
 def measure_sharp(preset_name: str, *, hidden: int | None = None, embedding: int | None = None,
-                  threads: int = 1, steps: int = 1_000, repeats: int = 3,
-                  eval_tokens: int = 50_000, seed: int = 0) -> dict[str, Any]:
+                  threads: int = 1, engine: str = "fused", steps: int = 1_000,
+                  repeats: int = 3, eval_tokens: int = 50_000, seed: int = 0
+                  ) -> dict[str, Any]:
     """Median wake tokens/s over ``repeats`` runs of ``steps`` steady-state steps (after a
     warm-up that also fills the tag buffer), evaluation tokens/s, and one sleep phase's
-    wall time with a full tag buffer."""
-    overrides: dict[str, Any] = {"threads": threads, "seed": seed, "tau": 0.0}
+    wall time with a full tag buffer, for one ``engine`` (``fused`` or ``torch``)."""
+    overrides: dict[str, Any] = {"threads": threads, "seed": seed, "tau": 0.0,
+                                 "engine": engine}
     if hidden is not None:
         overrides["hidden"] = hidden
     if embedding is not None:
@@ -56,7 +58,8 @@ def measure_sharp(preset_name: str, *, hidden: int | None = None, embedding: int
     sleep_seconds = time.perf_counter() - start
     result = learner.evaluate(tokens[:eval_tokens].numpy())
     return {
-        "learner": "SHARP", "preset": preset_name, "hidden": config.hidden[0],
+        "learner": "SHARP", "engine": learner.engine, "preset": preset_name,
+        "hidden": config.hidden[0],
         "embedding": config.embedding, "layers": config.layers, "threads": threads,
         "parameters": learner.parameter_count(),
         "wake_tokens_per_s": statistics.median(rates),

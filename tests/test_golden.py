@@ -21,16 +21,17 @@ from sharp.runner import run_stream
 GOLDEN = Path(__file__).parent / "data" / "golden_text8_small.csv"
 
 
-def record_trajectory() -> pd.DataFrame:
+def record_trajectory(engine: str = "torch") -> pd.DataFrame:
     """text8-small, seed 0, 2,000 wake steps of the wiki text with a sleep after 1,000."""
-    learner = Sharp(preset("text8-small", sleep_every=1_000, seed=0, threads=1))
+    learner = Sharp(preset("text8-small", sleep_every=1_000, seed=0, threads=1, engine=engine))
     records = run_stream(learner, load_wiki().tokens[:2_004], progress=False)
     return records[["step", "bits", "recall", "memory_learned", "slept"]]
 
 
-def test_golden_trajectory_is_reproduced() -> None:
-    records = record_trajectory()
-    if os.environ.get("SHARP_REGENERATE_GOLDEN"):
+@pytest.mark.parametrize("engine", ["torch", "fused"])
+def test_golden_trajectory_is_reproduced(engine: str) -> None:
+    records = record_trajectory(engine)
+    if os.environ.get("SHARP_REGENERATE_GOLDEN") and engine == "torch":
         GOLDEN.parent.mkdir(exist_ok=True)
         records.to_csv(GOLDEN, index=False, float_format="%.9g")
         pytest.skip("golden trajectory regenerated")

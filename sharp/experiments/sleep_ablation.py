@@ -61,8 +61,9 @@ class WakeAllMemories(Sharp):
     """
 
     def __init__(self, config: SharpConfig) -> None:
-        super().__init__(config)
-        c = config
+        # The upper memories learn in _advance, a step of the torch engine only.
+        super().__init__(config.replace(engine="torch"))
+        c = self.config
         self.upper_opts = {
             level: FusedAdam([self.memories[level].parameters()], [c.lr],
                              weight_decay=c.weight_decay)
