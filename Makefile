@@ -6,26 +6,30 @@ STAMP := $(VENV)/.installed
 BENCH_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup bench experiments browser test lint lock clean
+.PHONY: setup compiler bench experiments browser test lint lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP) compiler
 
-bench: $(STAMP)  ## the main job: notebooks/05_evaluation.ipynb (segment benchmark, bundled wiki) -> reports/
+compiler:  ## a C compiler for SHARP's fused kernels (without one SHARP runs its slower torch engine)
+	command -v cc || command -v gcc || (apt-get update && apt-get install -y gcc) \
+		|| echo "no C compiler could be installed: SHARP will run its torch engine"
+
+bench: $(STAMP) compiler  ## the main job: notebooks/05_evaluation.ipynb (segment benchmark, bundled wiki) -> reports/
 	$(BIN)/sharp bench --notebook $(BENCH_ARGS)
 
-experiments: $(STAMP)  ## SPEC §8 experiments 2-10 at the quick preset -> reports/experiments/ (not in make test)
+experiments: $(STAMP) compiler  ## SPEC §8 experiments 2-10 at the quick preset -> reports/experiments/ (not in make test)
 	$(BIN)/sharp experiment all --preset quick --out reports/experiments
 
 browser:  ## headless Chromium for the browser test (tests/test_browser.py skips without it)
 	command -v chromium || (apt-get update && apt-get install -y chromium) \
 		|| echo "chromium could not be installed: the browser test will be skipped"
 
-test: $(STAMP) browser  ## the whole default test suite (slow scale-up tests: PYTEST_ARGS='-m slow')
+test: $(STAMP) compiler browser  ## the whole default test suite (slow scale-up tests: PYTEST_ARGS='-m slow')
 	$(BIN)/ruff check sharp tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

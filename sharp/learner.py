@@ -205,10 +205,7 @@ class Sharp:
         :meth:`_wake_torch`, states and carry updated in place)."""
         assert self.kernels is not None
         x = np.ascontiguousarray(window, dtype=np.int64).reshape(-1)
-        if x.size != self.window:
-            raise ValueError(
-                f"window has {x.size} tokens but this learner's window W is {self.window}"
-            )
+        self._check_window(x.size)
         try:
             p, r, learned, self.recall_ema = self.kernels.wake(
                 x, int(target), self.t, self.recall_ema, self.config.ema, self.config.tau
@@ -238,14 +235,16 @@ class Sharp:
 
     def _window_tensor(self, window: Tensor | np.ndarray) -> Tensor:
         x = torch.as_tensor(window, device=self.device).reshape(1, -1)
-        if x.shape[1] != self.window:
-            raise ValueError(
-                f"window has {x.shape[1]} tokens but this learner's window W is {self.window}"
-            )
+        self._check_window(x.shape[1])
         if x.dtype != torch.long:
             x = x.long()
         check_tokens(x, self.vocab_size)
         return x
+
+    def _check_window(self, size: int) -> None:
+        if size != self.window:
+            raise ValueError(f"window has {size} tokens but this learner's window W is "
+                             f"{self.window}")
 
     def _target_tensor(self, target: int) -> Tensor:
         if not 0 <= int(target) < self.vocab_size:

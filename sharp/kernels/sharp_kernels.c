@@ -94,18 +94,9 @@ static inline void adam_row(float *restrict p, float *restrict m, float *restric
 }
 
 /* Adam on a dense tensor with gradient g. */
-static void adam_dense(const Param *q, const float *restrict g, int n, const Adam *a)
+static void adam_dense(const Param *q, const float *g, int n, const Adam *a)
 {
-    const float b1 = 1.0f - a->beta1, b2 = a->beta2, c2 = 1.0f - a->beta2;
-    const float step = a->step_size, bc = a->bc2_sqrt, eps = a->eps, wd = a->weight_decay;
-    float *restrict p = q->p, *restrict m = q->m, *restrict v = q->v;
-#pragma omp simd
-    for (int j = 0; j < n; j++) {
-        float gj = g[j] + wd * p[j];
-        m[j] += b1 * (gj - m[j]);
-        v[j] = v[j] * b2 + c2 * gj * gj;
-        p[j] -= step * m[j] / (sqrtf(v[j]) / bc + eps);
-    }
+    adam_row(q->p, q->m, q->v, 1.0f, g, n, a);
 }
 
 /* Adam on a (rows, cols) weight whose gradient is sum_t outer(d[t], x[t]) over k terms
