@@ -281,26 +281,31 @@ class Sharp:
         memory = self.memories[target]
         # 1. A fresh Adam on memory k only; a window buffer of W zero vectors.
         optimiser = FusedAdam([memory.parameters()], [c.lr], weight_decay=c.weight_decay)
+        window = torch.zeros(c.window, c.hidden[target - 1], device=self.device)
         groups = [tags] if batched else [[tag] for tag in tags]
         dreams = torch.cat([self._dream(group, target) for group in groups])
         # 2. Sequential replay training, tag by tag, target carry from zero for each tag.
-        if self.kernels is not None:
-            window = torch.zeros(c.window, c.hidden[target - 1])
+        if self.kernels is None:
+            losses, updates = self._replay(memory, optimiser, dreams, window)
+        else:
             losses, updates = self.kernels.sleep(memory, optimiser, dreams, window, c.ema, c.tau)
-            return SleepLayerReport(target, len(losses), updates, float(losses[0]),
-                                    float(losses[-1]), time.perf_counter() - start)
-        buffer: deque[Tensor] = deque(
-            (self._zeros(c.hidden[target - 1]) for _ in range(c.window)), maxlen=c.window
-        )
+        return SleepLayerReport(target, len(losses), updates, float(losses[0]),
+                                float(losses[-1]), time.perf_counter() - start)
+
+    def _replay(self, memory: Memory, optimiser: FusedAdam, dreams: Tensor, window: Tensor
+                ) -> tuple[list[float], int]:
+        """SPEC §4 step 2 with torch ops: slide every dreamed vector into the window, encode
+        it, and learn while the recall EMA exceeds tau. Returns the losses and updates."""
+        c = self.config
         ema, losses, updates = 0.0, [], 0
         for trajectory in dreams:
-            carry = self._zeros(c.hidden[target])
+            carry = self._zeros(memory.hidden)
             for vector in trajectory:
-                buffer.append(vector.unsqueeze(0))
-                window = torch.stack(tuple(buffer), dim=1)
-                recall, _, after_first = memory.encode(window, carry)
+                window = torch.cat([window[1:], vector.unsqueeze(0)])
+                batch = window.unsqueeze(0)
+                recall, _, after_first = memory.encode(batch, carry)
                 carry = after_first.detach()
-                loss = memory.recall_loss(window, recall)
+                loss = memory.recall_loss(batch, recall)
                 value = loss.item()
                 losses.append(value)
                 ema = c.ema * ema + (1.0 - c.ema) * value
@@ -309,8 +314,7 @@ class Sharp:
                     loss.backward()
                     optimiser.step()
                     updates += 1
-        return SleepLayerReport(target, len(losses), updates, losses[0], losses[-1],
-                                time.perf_counter() - start)
+        return losses, updates
 
     @torch.no_grad()
     def _dream(self, tags: list[Tag], target: int) -> Tensor:
