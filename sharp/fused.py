@@ -152,7 +152,8 @@ class FusedEngine:
     """The fused kernels bound to one learner's parameters, moments, states and carry.
 
     Binding is by address: the learner must update those tensors in place (it does —
-    loading a checkpoint copies into them).
+    loading a checkpoint copies into them). The engine holds them, so a tensor replaced
+    from outside is never written after it is freed; :meth:`check` reports it.
     """
 
     def __init__(self, learner: Sharp) -> None:
@@ -178,6 +179,21 @@ class FusedEngine:
         self._wake_ref = ctypes.byref(self._wake)
         self._ema = c_double()
         self._result = (c_double * 3)()
+        self._bound = _bound_objects(learner)
+
+    def check(self, learner: Sharp) -> None:
+        """Raise RuntimeError if a parameter, state, carry or optimiser the engine is bound
+        to was replaced instead of updated in place."""
+        now = _bound_objects(learner)
+        if len(now) != len(self._bound) or any(
+            a is not b for a, b in zip(now, self._bound, strict=True)
+        ):
+            raise RuntimeError(
+                "a parameter, layer state, carry or optimiser of this learner was replaced "
+                "rather than updated in place, so the fused engine no longer sees it; update "
+                "tensors in place (e.g. load_state_dict without assign=True) or build the "
+                "learner with engine='torch'"
+            )
 
     def wake(self, window: np.ndarray, target: int, t: int, ema: float, ema_coef: float,
              tau: float) -> tuple[float, float, bool, float]:
@@ -212,6 +228,11 @@ class FusedEngine:
         if updates < 0:
             raise MemoryError("the fused sleep could not allocate its workspace")
         return losses, int(updates)
+
+
+def _bound_objects(learner: Sharp) -> list[object]:
+    return [*learner.net.parameters(), *learner.states, learner.carry, learner.memory_opt,
+            learner.head_opt]
 
 
 def select_engine(learner: Sharp) -> FusedEngine | None:

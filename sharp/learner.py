@@ -263,6 +263,8 @@ class Sharp:
         Every call, also one that finds nothing pending, ends the wake period.
         """
         self.awake = False
+        if self.kernels is not None:
+            self.kernels.check(self)
         if not self.sleep_pending:
             return SleepReport(slept=False)
         tags = list(self.tags)

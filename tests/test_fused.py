@@ -179,3 +179,12 @@ def test_kernels_are_built_into_the_cache_and_compiler_errors_are_reported(
     library = build()
     assert hasattr(library, "sharp_wake")
     assert len(list((tmp_path / "cache").glob("sharp_kernels-*.so"))) == 1
+
+
+def test_a_replaced_parameter_is_reported_not_silently_ignored() -> None:
+    learner = Sharp(tiny_config(engine="fused"))
+    learner.sleep()
+    weight = learner.heads[0].mlp[-1].weight
+    learner.heads[0].mlp[-1].weight = torch.nn.Parameter(weight.detach().clone())
+    with pytest.raises(RuntimeError, match="replaced rather than updated in place"):
+        learner.sleep()
