@@ -37,9 +37,20 @@ class FiLMHead(nn.Module):
 
     def forward(self, h: Tensor, context: Tensor | None = None) -> Tensor:
         """Logits (head 0) or the context for the head below, from state ``h`` (B, H)."""
+        return self.conditioned(h, self.condition(context))
+
+    def condition(self, context: Tensor | None) -> Tensor | None:
+        """The part that depends on the context alone, (γ, β) = tanh(Linear(c)); None
+        without a context. Constant while a tag is dreamed, so computed once there."""
+        if self.film is None or context is None:
+            return None
+        return torch.tanh(self.film(context))
+
+    def conditioned(self, h: Tensor, condition: Tensor | None) -> Tensor:
+        """:meth:`forward` given :meth:`condition`'s result."""
         z = self.norm(h)
-        if self.film is not None and context is not None:
-            gamma, beta = torch.tanh(self.film(context)).chunk(2, dim=-1)
+        if condition is not None:
+            gamma, beta = condition.chunk(2, dim=-1)
             z = self.film_norm((1 + gamma) * z + beta)
         return _run_mlp(self.mlp, z)
 
@@ -57,9 +68,19 @@ class ConcatHead(nn.Module):
 
     def forward(self, h: Tensor, context: Tensor | None = None) -> Tensor:
         """Logits (head 0) or the context for the head below, from state ``h`` (B, H)."""
+        return self.conditioned(h, self.condition(context))
+
+    def condition(self, context: Tensor | None) -> Tensor | None:
+        """The part that depends on the context alone, Linear(c); None without one."""
+        if self.context is None or context is None:
+            return None
+        return self.context(context)
+
+    def conditioned(self, h: Tensor, condition: Tensor | None) -> Tensor:
+        """:meth:`forward` given :meth:`condition`'s result."""
         z = self.norm(h)
-        if self.context is not None and context is not None:
-            z = self.joint_norm(torch.cat([z, self.context(context)], dim=-1))
+        if condition is not None:
+            z = self.joint_norm(torch.cat([z, condition], dim=-1))
         return _run_mlp(self.mlp, z)
 
 

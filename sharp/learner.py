@@ -325,11 +325,12 @@ class Sharp:
         shape (tags, ticks, H_{target-1})."""
         c = self.config
         states = [torch.cat([tag.state for tag in tags])]
-        context = torch.cat([tag.context for tag in tags])
+        head = self.heads[0]
+        condition = head.condition(torch.cat([tag.context for tag in tags]))
         states += [self._zeros(c.hidden[level], len(tags)) for level in range(1, target)]
         seen = []
         for s in range(c.replay_steps):
-            token = self._sample(self.heads[0](states[0], context))
+            token = self._sample(head.conditioned(states[0], condition))
             states[0] = self.memories[0].step(token, states[0])
             for level in range(1, target):
                 if s % self.strides[level]:
