@@ -61,13 +61,9 @@ def dream(learner: Sharp, tag: int | Tag = -1, steps: int = 200, seed: int = 0) 
     tag's state, head 0 reads it under the tag's context (held fixed), a token is sampled
     (the config's temperature and top-k) and fed back into memory 0."""
     chosen = _tag(learner, tag)
-    state, context = chosen.state, chosen.context
-    tokens = []
     with seeded(learner, seed):
-        for _ in range(steps):
-            token = learner._sample(learner.heads[0](state, context))
-            state = learner.memories[0].step(token, state)
-            tokens.append(int(token))
+        tokens = [int(token) for token, _ in
+                  learner.dream_steps(chosen.state, chosen.context, steps)]
     return np.array(tokens, dtype=np.int64)
 
 

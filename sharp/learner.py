@@ -11,6 +11,7 @@ import copy
 import math
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -324,14 +325,13 @@ class Sharp:
         layer-(target-1) state at every replay step s with s mod a**target == 0,
         shape (tags, ticks, H_{target-1})."""
         c = self.config
-        states = [torch.cat([tag.state for tag in tags])]
-        head = self.heads[0]
-        condition = head.condition(torch.cat([tag.context for tag in tags]))
-        states += [self._zeros(c.hidden[level], len(tags)) for level in range(1, target)]
+        start = torch.cat([tag.state for tag in tags])
+        dreaming = self.dream_steps(start, torch.cat([tag.context for tag in tags]),
+                                    c.replay_steps)
+        states = [start] + [self._zeros(c.hidden[level], len(tags)) for level in range(1, target)]
         seen = []
-        for s in range(c.replay_steps):
-            token = self._sample(head.conditioned(states[0], condition))
-            states[0] = self.memories[0].step(token, states[0])
+        for s, (_, state) in enumerate(dreaming):
+            states[0] = state
             for level in range(1, target):
                 if s % self.strides[level]:
                     break
@@ -340,14 +340,30 @@ class Sharp:
                 seen.append(states[target - 1])
         return torch.stack(seen, dim=1)
 
-    def _sample(self, logits: Tensor) -> Tensor:
-        """Sample one token per row (temperature, optional top-k) from the learner's RNG."""
+    @torch.no_grad()
+    def dream_steps(self, state: Tensor, context: Tensor | None, steps: int,
+                    generator: torch.Generator | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        """Sleep's teacher: from layer-0 states (B, H_0), head 0 under the fixed
+        ``context`` samples a token (temperature, top-k; the learner's RNG unless
+        ``generator``) and memory 0 steps on it. Yields (tokens (B,), new states) ``steps``
+        times."""
+        head = self.heads[0]
+        condition = head.condition(context)  # constant while dreaming: computed once
+        for _ in range(steps):
+            token = self._sample(head.conditioned(state, condition), generator)
+            state = self.memories[0].step(token, state)
+            yield token, state
+
+    def _sample(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Sample one token per row (temperature, optional top-k) from ``generator`` (the
+        learner's RNG by default)."""
+        generator = self.generator if generator is None else generator
         logits = logits / self.config.temperature
         if self.config.top_k is not None:
             top, index = logits.topk(self.config.top_k, dim=-1)
-            choice = torch.multinomial(top.softmax(-1), 1, generator=self.generator)
+            choice = torch.multinomial(top.softmax(-1), 1, generator=generator)
             return index.gather(-1, choice).squeeze(-1)
-        return torch.multinomial(logits.softmax(-1), 1, generator=self.generator).squeeze(-1)
+        return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
     # -- evaluation -----------------------------------------------------------------
     @torch.inference_mode()

@@ -79,22 +79,6 @@ def mmd2_unbiased(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray,
     return float(within_x + within_y - 2.0 * kxy.mean()), sigma
 
 
-@torch.no_grad()
-def dream_layer0(learner: Sharp, states: torch.Tensor, contexts: torch.Tensor, steps: int,
-                 generator: torch.Generator) -> torch.Tensor:
-    """Dream ``steps`` steps from a batch of tags as sleep does (head 0 with the tag's
-    context fixed samples a token, memory 0 steps on it); returns every dreamed layer-0
-    state, (tags * steps, H_0)."""
-    temperature = learner.config.temperature
-    seen = []
-    for _ in range(steps):
-        logits = learner.heads[0](states, contexts) / temperature
-        token = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
-        states = learner.memories[0].step(token, states)
-        seen.append(states)
-    return torch.cat(seen)
-
-
 def _subsample(x: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
     if len(x) <= size:
         return x
@@ -125,8 +109,8 @@ def _replay_job(samples: int, every: int, tag_every: int, dream_steps: int, max_
             tag_contexts.append(context.clone())
         if step % every == 0 and len(tag_states) >= 1 and len(wake) >= 4:
             awake = _subsample(torch.stack(wake), max_points, rng)
-            dreams = dream_layer0(learner, torch.cat(tag_states), torch.cat(tag_contexts),
-                                  dream_steps, generator)
+            dreams = torch.cat([state for _, state in learner.dream_steps(
+                torch.cat(tag_states), torch.cat(tag_contexts), dream_steps, generator)])
             dreams = _subsample(dreams, max_points, rng)
             order = rng.permutation(len(awake))
             half_a = awake[torch.as_tensor(order[: len(order) // 2])]
