@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from sharp.data.corpus import Corpus
 from sharp.data.streams import plan_segments
 from sharp.learners import LearnerSpec, build_learner
+from sharp.progress import tqdm
 from sharp.runner import Slice, evaluate_slices, run_stream
 
 #: Books (or the budget's remnant of one) shorter than this are not streamed.

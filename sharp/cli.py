@@ -118,7 +118,8 @@ def bench(args: argparse.Namespace) -> int:
             "sleep_every": args.sleep_every or 0, "overrides": parse_overrides(args.set),
             "baselines": list(args.baselines), "baseline_preset": args.baseline_preset,
             "clip": args.clip, "out_dir": os.path.abspath(out), "run_name": name,
-            "command": command, "progress": False, "run_sweep": False, "interactive": False,
+            "command": command, "progress": not args.quiet, "run_sweep": False,
+            "interactive": False,
         }
         execute_notebook("05_evaluation", out, parameters, progress=not args.quiet,
                          cwd=os.getcwd())

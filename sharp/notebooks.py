@@ -9,7 +9,10 @@ raises :class:`NotebookError` naming the notebook and the cell.
 from __future__ import annotations
 
 import os
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,8 +80,10 @@ def execute_notebook(
     ``out_dir/<name>.ipynb`` and, if ``html``, its rendering to ``out_dir/<name>.html``.
 
     Cells run in ``cwd`` (default: the notebook's folder); ``timeout`` bounds each cell
-    (seconds). Widget state is not stored. A failing cell raises :class:`NotebookError`;
-    the executed copy (with the traceback) and its HTML are still written.
+    (seconds). With ``progress`` the kernel draws text progress bars and its stderr is
+    relayed to this process's stderr. Widget state is not stored. A failing cell raises
+    :class:`NotebookError`; the executed copy (with the traceback) and its HTML are still
+    written.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -90,11 +95,13 @@ def execute_notebook(
     partial = out / f".{source.stem}.part.ipynb"
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(
-            str(source), str(partial), parameters=parameters or {}, kernel_name=kernel_name,
-            progress_bar=progress, cwd=str(cwd or source.parent), store_widget_state=False,
-            execution_timeout=timeout,
-        )
+        with _text_progress(progress):
+            papermill.execute_notebook(
+                str(source), str(partial), parameters=parameters or {},
+                kernel_name=kernel_name, progress_bar=False, cwd=str(cwd or source.parent),
+                store_widget_state=False, execution_timeout=timeout,
+                stderr_file=sys.stderr if progress else None,
+            )
     except PapermillExecutionError as error:
         os.replace(partial, target)
         if html:
@@ -112,6 +119,22 @@ def execute_notebook(
     os.replace(partial, target)
     page = write_html(target, target.with_suffix(".html")) if html else None
     return ExecutedNotebook(target, page, time.perf_counter() - start)
+
+
+@contextmanager
+def _text_progress(enabled: bool) -> Iterator[None]:
+    """Ask kernels started inside for text progress bars (``SHARP_PROGRESS=text``, see
+    :mod:`sharp.progress`), restoring the environment afterwards."""
+    saved = os.environ.get("SHARP_PROGRESS")
+    if enabled:
+        os.environ["SHARP_PROGRESS"] = "text"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("SHARP_PROGRESS", None)
+        else:
+            os.environ["SHARP_PROGRESS"] = saved
 
 
 def offline_plotly(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:

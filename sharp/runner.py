@@ -7,9 +7,9 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from sharp.data.streams import check_stream, n_windows
+from sharp.progress import tqdm
 from sharp.protocol import EvalResult, Learner, StepResult
 
 StepCallback = Callable[[int, StepResult], None]

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from sharp.config import preset
 from sharp.learner import Sharp
 from sharp.learners import baseline_spec, build_learner
+from sharp.progress import tqdm
 from sharp.protocol import Learner
 
 

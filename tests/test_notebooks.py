@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nbformat
@@ -42,6 +43,20 @@ def test_notebooks_are_committed_clean_and_parameterised() -> None:
         assert all(not c.outputs and c.execution_count is None for c in code), \
             f"{name} must be committed without outputs"
         assert any("assert " in c.source for c in code), f"{name} checks what it shows"
+
+
+def test_progress_bars_of_a_headless_run_reach_the_terminal(tmp_path: Path, capfd,
+                                                            monkeypatch) -> None:
+    monkeypatch.delenv("SHARP_PROGRESS", raising=False)
+    source = small_notebook(tmp_path / "bars.ipynb", (
+        "from sharp.progress import tqdm\n"
+        "for _ in tqdm(range(height), desc='relayed bar'):\n"
+        "    pass"))
+    execute_notebook(source, tmp_path / "quiet", {"height": 3}, html=False)
+    assert "relayed bar" not in capfd.readouterr().err
+    execute_notebook(source, tmp_path / "loud", {"height": 3}, progress=True, html=False)
+    assert "relayed bar: 100%" in capfd.readouterr().err
+    assert "SHARP_PROGRESS" not in os.environ
 
 
 def test_execute_injects_parameters_and_renders_offline_html(tmp_path: Path) -> None:

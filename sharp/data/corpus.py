@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from sharp.data.normalize import NORMALIZATION_VERSION, normalize_text8
 from sharp.data.vocab import TEXT8, Vocabulary
 from sharp.io import atomic_path, atomic_write_bytes
+from sharp.progress import tqdm
 
 SPLITS = ("train", "validation", "test")
 """Book-corpus splits, in the order their documents are concatenated."""

@@ -23,13 +23,13 @@ import plotly.graph_objects as go
 import torch
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
-from tqdm.auto import tqdm
 
 from sharp.config import preset
 from sharp.data.community import CommunityTask
 from sharp.learners import LearnerSpec, build_learner
 from sharp.memory import Memory
 from sharp.optim import FusedAdam
+from sharp.progress import tqdm
 from sharp.runner import run_stream
 
 #: Preset names every experiment offers: ``tiny`` (tests), ``quick`` (≤ 60 s on 2 cores),
