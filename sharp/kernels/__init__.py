@@ -35,8 +35,9 @@ def cache_dir() -> Path:
 
 def _compiler() -> str:
     for name in (os.environ.get("CC"), "cc", "gcc"):
-        if name and shutil.which(name):
-            return shutil.which(name) or name
+        path = shutil.which(name) if name else None
+        if path:
+            return path
     raise KernelUnavailable("no C compiler found (set $CC, or install gcc)")
 
 

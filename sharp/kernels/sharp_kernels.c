@@ -60,6 +60,14 @@ static inline float dot(const float *restrict a, const float *restrict b, int n)
     return s;
 }
 
+/* out = the sum of the k rows of x (k, n). */
+static void sum_rows(const float *x, int k, int n, float *out)
+{
+    memcpy(out, x, sizeof(float) * n);
+    for (int t = 1; t < k; t++)
+        for (int j = 0; j < n; j++) out[j] += x[(size_t)t * n + j];
+}
+
 static void linear_forward(const Linear *l, const float *restrict x, float *restrict y)
 {
     for (int i = 0; i < l->out; i++) y[i] = l->b.p[i] + dot(l->w.p + (size_t)i * l->in, x, l->in);
@@ -335,11 +343,7 @@ static void memory_backward(const Memory *m, const Group *group, const int64_t *
     /* Adam on the recurrence: each gradient is a sum of W outer products. */
     adam_outer(&m->w_hh, H, H, W, da, tr->h, row, &a);
     adam_outer(&m->w_ih, H, E, W, da, tr->proj, row, &a);
-    for (int i = 0; i < H; i++) {
-        float s = 0.0f;
-        for (int t = 0; t < W; t++) s += da[(size_t)t * H + i];
-        row[i] = s;
-    }
+    sum_rows(da, W, H, row);
     adam_dense(&m->b_ih, row, H, &a);
     adam_dense(&m->b_hh, row, H, &a);
     if (m->tokens) {
@@ -351,11 +355,7 @@ static void memory_backward(const Memory *m, const Group *group, const int64_t *
         adam_dense(&m->project, dtable, I * E, &a);
     } else {
         adam_outer(&m->project, E, I, W, dproj, vectors, row, &a);
-        for (int e = 0; e < E; e++) {
-            float s = 0.0f;
-            for (int t = 0; t < W; t++) s += dproj[(size_t)t * E + e];
-            row[e] = s;
-        }
+        sum_rows(dproj, W, E, row);
         adam_dense(&m->project_b, row, E, &a);
     }
 }
