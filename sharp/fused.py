@@ -118,15 +118,14 @@ class _Binder:
 
     def memory(self, memory: Memory) -> _Memory:
         rnn, project = memory.encoder, memory.project
-        window, inputs, hidden = memory.recall_bias.shape[0], memory.recall_bias.shape[1], \
-            memory.hidden
+        window, inputs = memory.recall_bias.shape
         unused = _Param(None, None, None)
         if memory.tokens:
             table, bias, embedding = self.param(project.weight), unused, project.embedding_dim
         else:
             table, bias = self.param(project.weight), self.param(project.bias)
             embedding = project.out_features
-        return _Memory(int(memory.tokens), inputs, hidden, embedding, window, table, bias,
+        return _Memory(int(memory.tokens), inputs, memory.hidden, embedding, window, table, bias,
                        self.param(rnn.weight_ih_l0), self.param(rnn.weight_hh_l0),
                        self.param(rnn.bias_ih_l0), self.param(rnn.bias_hh_l0),
                        self.param(memory.recall_weight), self.param(memory.recall_bias))

@@ -146,7 +146,6 @@ class Sharp:
         return sum(p.numel() for p in self.net.parameters())
 
     # -- wake -----------------------------------------------------------------------
-    @small_kernels()
     def learn(self, window: Tensor | np.ndarray, target: int) -> StepResult:
         """One wake step on window ``x`` (W token ids) and next token ``y`` (SPEC §3)."""
         # 0. Waking up resets the layer states and the step counter.
@@ -170,6 +169,7 @@ class Sharp:
         # 7. Report.
         return StepResult(logits, p, int(target), r, learned)
 
+    @small_kernels()
     def _wake_torch(self, x: Tensor, y: Tensor
                     ) -> tuple[float, float, bool, Tensor, Tensor | None]:
         """SPEC §3 steps 2–6 with torch ops: (p, r, learned, logits, head 0's context)."""
