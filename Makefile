@@ -30,7 +30,7 @@ browser:  ## headless Chromium for the browser test (tests/test_browser.py skips
 		|| echo "chromium could not be installed: the browser test will be skipped"
 
 test: $(STAMP) compiler browser  ## the whole default test suite (slow scale-up tests: PYTEST_ARGS='-m slow')
-	$(BIN)/ruff check sharp tests
+	$(BIN)/ruff check sharp tests tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lock: $(STAMP)  ## refresh the pinned constraints from the current environment

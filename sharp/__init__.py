@@ -1,7 +1,7 @@
 """SHARP: Sleep-based Hierarchical Accelerated Replay — a streaming sequence learner kit."""
 
 from sharp.config import ConfigError, SharpConfig, preset, preset_names
-from sharp.learner import Sharp
+from sharp.model.learner import Sharp
 from sharp.protocol import EvalResult, Learner, StepResult
 
 __all__ = [

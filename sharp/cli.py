@@ -14,16 +14,16 @@ from typing import Any
 
 import pandas as pd
 
-from sharp.anatomy import wake_anatomy
-from sharp.benchmark import run_benchmark, summary_table
 from sharp.config import preset_names
 from sharp.data.corpus import load_corpus
 from sharp.experiments.cli import add_experiment_parser, run_experiment_command
-from sharp.io import atomic_write_text
-from sharp.learners import BASELINE_KINDS, LearnerSpec, baseline_spec, sharp_spec
-from sharp.reference import max_abs_difference, reference_curve
-from sharp.report import markdown_table, speed_table, write_benchmark_report
-from sharp.throughput import machine_line, throughput_table
+from sharp.perf.anatomy import wake_anatomy
+from sharp.perf.throughput import machine_line, throughput_table
+from sharp.runs.benchmark import run_benchmark, summary_table
+from sharp.runs.checkpoints import atomic_write_text
+from sharp.runs.reference import max_abs_difference, reference_curve
+from sharp.runs.registry import BASELINE_KINDS, LearnerSpec, baseline_spec, sharp_spec
+from sharp.runs.report import markdown_table, speed_table, write_benchmark_report
 
 
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
@@ -109,7 +109,7 @@ def bench(args: argparse.Namespace) -> int:
     print(f"corpus {corpus.name}: {len(corpus):,} tokens; models {[s.name for s in specs]}; "
           f"{jobs} runs on {workers} worker(s), {args.threads} thread(s) each")
     if args.notebook:
-        from sharp.notebooks import execute_notebook
+        from sharp.explore.notebooks import execute_notebook
 
         parameters = {
             "corpus": args.corpus, "preset_name": args.preset, "protocol": args.protocol,

@@ -23,7 +23,7 @@ class SharpConfig:
     layer; it is stored as a tuple. ``accel=None`` means ``a = window`` and
     ``sleep_steps=None`` means ``window**layers + 1`` (1025 for the defaults).
     ``engine`` picks how wake and sleep run: ``fused`` (the C kernels of
-    :mod:`sharp.fused`), ``torch`` (eager torch ops, the readable reference) or ``auto``
+    :mod:`sharp.engines.fused`), ``torch`` (eager torch ops, the readable reference) or ``auto``
     (fused where it can be built, else torch); all compute the same thing.
     """
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from sharp.anatomy import _kernel_launches, _sleep_windows
 from sharp.config import preset
+from sharp.perf.anatomy import _kernel_launches, _sleep_windows
 
 
 def test_sleep_windows_match_a_real_sleep() -> None:

@@ -19,11 +19,11 @@ from sharp.baselines import (
     baseline_preset,
 )
 from sharp.baselines.clockwork import ClockworkCore, active_modules
-from sharp.benchmark import segment_benchmark
 from sharp.config import ConfigError
-from sharp.learners import LearnerSpec, baseline_spec, build_learner
 from sharp.protocol import Learner
-from sharp.runner import run_stream
+from sharp.runs.benchmark import segment_benchmark
+from sharp.runs.registry import LearnerSpec, baseline_spec, build_learner
+from sharp.runs.stream import run_stream
 
 W = 3
 TINY: dict[str, dict[str, object]] = {

@@ -26,7 +26,7 @@ from sharp.experiments.credit_assignment import COLUMNS as CREDIT_COLUMNS
 from sharp.experiments.memory_capacity import make_sequence
 from sharp.experiments.report import run_experiment, write_index
 from sharp.experiments.sleep_ablation import WakeAllMemories
-from sharp.memory import Memory
+from sharp.model.memory import Memory
 
 EXPECTED = {
     "credit_assignment": CREDIT_COLUMNS,

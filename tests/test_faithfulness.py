@@ -7,9 +7,9 @@ import pytest
 
 from sharp.config import preset
 from sharp.data.bundled import load_wiki
-from sharp.learner import Sharp
-from sharp.reference import LICENCE_DIR, max_abs_difference, reference_curve
-from sharp.runner import run_stream
+from sharp.model.learner import Sharp
+from sharp.runs.reference import LICENCE_DIR, max_abs_difference, reference_curve
+from sharp.runs.stream import run_stream
 
 
 def unigram_entropy(tokens: np.ndarray) -> float:

@@ -7,12 +7,12 @@ import pytest
 import torch
 from conftest import tiny_config
 
-import sharp.fused
-import sharp.kernels
+import sharp.engines.fused
+import sharp.engines.kernels
 from sharp.config import SharpConfig
-from sharp.kernels import KernelUnavailable
-from sharp.learner import Sharp
-from sharp.runner import run_stream
+from sharp.engines.kernels import KernelUnavailable
+from sharp.model.learner import Sharp
+from sharp.runs.stream import run_stream
 
 COLUMNS = ["bits", "recall", "memory_learned", "slept"]
 
@@ -158,7 +158,7 @@ def test_auto_falls_back_to_torch_with_a_warning_and_fused_refuses(monkeypatch) 
     def unavailable() -> None:
         raise KernelUnavailable("no C compiler found")
 
-    monkeypatch.setattr(sharp.fused, "load", unavailable)
+    monkeypatch.setattr(sharp.engines.fused, "load", unavailable)
     with pytest.warns(RuntimeWarning, match="torch engine.*no C compiler"):
         learner = Sharp(tiny_config(engine="auto"))
     assert learner.engine == "torch"
@@ -169,7 +169,7 @@ def test_auto_falls_back_to_torch_with_a_warning_and_fused_refuses(monkeypatch) 
 def test_kernels_are_built_into_the_cache_and_compiler_errors_are_reported(
     tmp_path, monkeypatch
 ) -> None:
-    build = sharp.kernels.load.__wrapped__
+    build = sharp.engines.kernels.load.__wrapped__
     monkeypatch.setenv("SHARP_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("CC", "false")
     with pytest.raises(KernelUnavailable, match=r"compiling sharp_kernels\.c failed"):

@@ -15,8 +15,8 @@ import pytest
 
 from sharp.config import preset
 from sharp.data.bundled import load_wiki
-from sharp.learner import Sharp
-from sharp.runner import run_stream
+from sharp.model.learner import Sharp
+from sharp.runs.stream import run_stream
 
 GOLDEN = Path(__file__).parent / "data" / "golden_text8_small.csv"
 

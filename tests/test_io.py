@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sharp.io import atomic_path, atomic_write_text, load_checkpoint
+from sharp.runs.checkpoints import atomic_path, atomic_write_text, load_checkpoint
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path) -> None:

@@ -11,9 +11,9 @@ from conftest import tiny_config
 
 from sharp.config import ConfigError, SharpConfig, preset
 from sharp.data.streams import check_stream
-from sharp.io import load_checkpoint, save_checkpoint
-from sharp.learner import Sharp
-from sharp.runner import run_stream
+from sharp.model.learner import Sharp
+from sharp.runs.checkpoints import load_checkpoint, save_checkpoint
+from sharp.runs.stream import run_stream
 
 
 def snapshot(module: torch.nn.Module) -> list[torch.Tensor]:

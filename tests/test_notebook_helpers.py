@@ -19,10 +19,10 @@ from sharp.data.stats import (
     nonstationarity,
     window_histograms,
 )
-from sharp.dreams import dream, replay_inputs, replay_loss, tag_table, upper_memory_weights
-from sharp.hierarchy import context_table, layer_states
-from sharp.learner import Sharp
-from sharp.runner import run_stream
+from sharp.explore.dreams import dream, replay_inputs, replay_loss, tag_table, upper_memory_weights
+from sharp.explore.hierarchy import context_table, layer_states
+from sharp.model.learner import Sharp
+from sharp.runs.stream import run_stream
 
 # -- statistics ------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from sharp.cli import main
-from sharp.notebooks import NOTEBOOKS, NotebookError, execute_notebook, notebook_path
+from sharp.explore.notebooks import NOTEBOOKS, NotebookError, execute_notebook, notebook_path
 
 NAMES = ["01_data", "02_wake", "03_sleep", "04_hierarchy", "05_evaluation"]
 
@@ -49,7 +49,7 @@ def test_progress_bars_of_a_headless_run_reach_the_terminal(tmp_path: Path, capf
                                                             monkeypatch) -> None:
     monkeypatch.delenv("SHARP_PROGRESS", raising=False)
     source = small_notebook(tmp_path / "bars.ipynb", (
-        "from sharp.progress import tqdm\n"
+        "from sharp.runs.progress import tqdm\n"
         "for _ in tqdm(range(height), desc='relayed bar'):\n"
         "    pass"))
     execute_notebook(source, tmp_path / "quiet", {"height": 3}, html=False)
@@ -122,7 +122,7 @@ def test_bench_reports_a_failing_notebook_cell(tmp_path: Path, capsys,
     def failing(*args: object, **kwargs: object) -> None:
         raise NotebookError("notebook 05_evaluation.ipynb failed at In [4] (...): ValueError")
 
-    monkeypatch.setattr("sharp.notebooks.execute_notebook", failing)
+    monkeypatch.setattr("sharp.explore.notebooks.execute_notebook", failing)
     assert main(["bench", "--quiet", "--baselines", "--out", str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert "sharp bench: error: notebook 05_evaluation.ipynb failed at In [4]" in error

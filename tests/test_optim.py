@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sharp.optim import FusedAdam
+from sharp.engines.optim import FusedAdam
 
 
 def _models() -> tuple[nn.Module, nn.Module]:

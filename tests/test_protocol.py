@@ -7,15 +7,15 @@ import pandas as pd
 import pytest
 from conftest import tiny_config
 
-from sharp.benchmark import book_benchmark, segment_benchmark, summary_table
 from sharp.cli import main
 from sharp.data.corpus import Corpus
 from sharp.data.streams import plan_segments, windows
 from sharp.data.vocab import Vocabulary
-from sharp.learner import Sharp
-from sharp.learners import LearnerSpec
+from sharp.model.learner import Sharp
 from sharp.protocol import EvalResult
-from sharp.runner import run_curve, run_stream
+from sharp.runs.benchmark import book_benchmark, segment_benchmark, summary_table
+from sharp.runs.registry import LearnerSpec
+from sharp.runs.stream import run_curve, run_stream
 
 
 def test_segment_plan_follows_spec() -> None:

@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from sharp.learner import Sharp
-from sharp.widgets import StreamExplorer, decoder_for, rolling_mean, thin
+from sharp.explore.widgets import StreamExplorer, decoder_for, rolling_mean, thin
+from sharp.model.learner import Sharp
 
 
 def make(stream: np.ndarray, **options: object) -> StreamExplorer:
@@ -134,7 +134,7 @@ def test_run_ticks_step_and_stop_at_the_end(periodic_stream: np.ndarray) -> None
 
 def test_explorer_works_on_a_learner_without_sleep(periodic_stream: np.ndarray) -> None:
     pytest.importorskip("sharp.baselines")
-    from sharp.learners import baseline_spec, build_learner
+    from sharp.runs.registry import baseline_spec, build_learner
 
     learner = build_learner(baseline_spec("gru", layers=1, hidden=16, embedding=8, window=3,
                                           vocab_size=7, tbptt=4))

@@ -32,10 +32,10 @@ import torch
 from torch import Tensor, nn
 
 from sharp.baselines.config import ClockworkConfig, RecurrentConfig
-from sharp.learner import check_compatible, check_tokens
-from sharp.optim import FusedAdam
+from sharp.engines.optim import FusedAdam
+from sharp.engines.runtime import prepare_runtime, small_kernels
+from sharp.model.learner import check_compatible, check_tokens
 from sharp.protocol import LN2, EvalResult, StepResult
-from sharp.runtime import prepare_runtime, small_kernels
 
 State = Tensor | tuple[Tensor, ...]
 

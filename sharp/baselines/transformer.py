@@ -28,10 +28,10 @@ from torch import Tensor, nn
 
 from sharp.baselines.config import TransformerConfig
 from sharp.baselines.recurrent import check_target, eval_ids, eval_result, window_ids
-from sharp.learner import check_compatible
-from sharp.optim import FusedAdam
+from sharp.engines.optim import FusedAdam
+from sharp.engines.runtime import prepare_runtime, small_kernels
+from sharp.model.learner import check_compatible
 from sharp.protocol import EvalResult, StepResult
-from sharp.runtime import prepare_runtime, small_kernels
 
 #: Tokens per batched forward pass in evaluation.
 EVAL_TOKENS = 8192

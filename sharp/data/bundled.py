@@ -1,6 +1,6 @@
 """The corpus bundled inside the package: a Wikipedia excerpt and public-domain books.
 
-Built by ``python -m sharp.data.build_bundle`` (which documents every source); the
+Built by ``python -m tools.build_bundle`` (which documents every source); the
 files live in ``sharp/data/bundle/`` and need no download.
 """
 
@@ -21,7 +21,7 @@ from sharp.data.vocab import TEXT8
 
 _REBUILD = (
     "the bundled corpus in sharp/data/bundle/ is damaged or incomplete: reinstall sharp, "
-    "or rebuild it with `python -m sharp.data.build_bundle`"
+    "or rebuild it with `python -m tools.build_bundle`"
 )
 
 

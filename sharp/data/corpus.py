@@ -18,8 +18,8 @@ import pandas as pd
 
 from sharp.data.normalize import NORMALIZATION_VERSION, normalize_text8
 from sharp.data.vocab import TEXT8, Vocabulary
-from sharp.io import atomic_path, atomic_write_bytes
-from sharp.progress import tqdm
+from sharp.runs.checkpoints import atomic_path, atomic_write_bytes
+from sharp.runs.progress import tqdm
 
 SPLITS = ("train", "validation", "test")
 """Book-corpus splits, in the order their documents are concatenated."""

@@ -14,8 +14,8 @@ import numpy as np
 
 from sharp.data.corpus import Corpus, cache_root, open_token_cache, write_token_cache
 from sharp.data.vocab import TEXT8
-from sharp.io import atomic_path
-from sharp.progress import tqdm
+from sharp.runs.checkpoints import atomic_path
+from sharp.runs.progress import tqdm
 
 TEXT8_URL = "http://mattmahoney.net/dc/text8.zip"
 TEXT8_ZIP_BYTES = 31_344_016

@@ -45,7 +45,7 @@ from sharp.experiments.common import (
     simulation_spec,
     window_error,
 )
-from sharp.learners import baseline_spec
+from sharp.runs.registry import baseline_spec
 
 COLUMNS = ("condition", "accel", "sleep", "init", "depth", "context", "rep", "seed",
            "samples", "error", "bits", "memory_update_rate", "optimal_error", "window_error")

@@ -26,11 +26,11 @@ from plotly.subplots import make_subplots
 
 from sharp.config import preset
 from sharp.data.community import CommunityTask
-from sharp.learners import LearnerSpec, build_learner
-from sharp.memory import Memory
-from sharp.optim import FusedAdam
-from sharp.progress import tqdm
-from sharp.runner import run_stream
+from sharp.engines.optim import FusedAdam
+from sharp.model.memory import Memory
+from sharp.runs.progress import tqdm
+from sharp.runs.registry import LearnerSpec, build_learner
+from sharp.runs.stream import run_stream
 
 #: Preset names every experiment offers: ``tiny`` (tests), ``quick`` (≤ 60 s on 2 cores),
 #: ``paper`` (the authors' scale).

@@ -38,7 +38,7 @@ from sharp.experiments.common import (
     register,
     simulation_spec,
 )
-from sharp.learners import baseline_spec
+from sharp.runs.registry import baseline_spec
 
 SHARP_LABEL = "SHARP, memory only (no credit assignment)"
 RNN_LABEL = "RNN, BPTT 7 (credit assigned)"

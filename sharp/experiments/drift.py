@@ -34,7 +34,7 @@ from sharp.experiments.common import (
     run_jobs,
     train_memory,
 )
-from sharp.memory import Memory
+from sharp.model.memory import Memory
 
 COLUMNS = ("condition", "tau", "rep", "seed", "samples", "drift", "memory_update_rate")
 

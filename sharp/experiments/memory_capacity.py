@@ -40,7 +40,7 @@ from sharp.experiments.common import (
     run_jobs,
     train_memory,
 )
-from sharp.memory import Memory
+from sharp.model.memory import Memory
 
 VOCAB = 7
 DATASETS = ("linear", "random", "community")

@@ -44,7 +44,7 @@ from sharp.experiments.common import (
     rep_seeds,
     run_jobs,
 )
-from sharp.learner import Sharp
+from sharp.model.learner import Sharp
 
 REPLAY, SPLIT, NOISE = "replay vs wake", "wake split-half", "noise vs wake"
 COLUMNS = ("condition", "rep", "seed", "samples", "mmd2", "sigma", "error", "optimal_error")

@@ -14,9 +14,9 @@ from typing import Any
 import pandas as pd
 
 from sharp.experiments.common import REGISTRY, Experiment
-from sharp.io import atomic_write_text
-from sharp.plots import figures_html
-from sharp.report import machine_info
+from sharp.explore.plots import figures_html
+from sharp.runs.checkpoints import atomic_write_text
+from sharp.runs.report import machine_info
 
 
 def get_experiment(name: str) -> Experiment:

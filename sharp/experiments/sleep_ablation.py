@@ -31,10 +31,10 @@ import torch
 from torch import Tensor
 
 from sharp.config import SharpConfig
+from sharp.engines.optim import FusedAdam
 from sharp.experiments.common import Experiment, band_figure, register
 from sharp.experiments.text_stream import SLICES, TextCondition, TextStream, text_curves
-from sharp.learner import Sharp
-from sharp.optim import FusedAdam
+from sharp.model.learner import Sharp
 
 SLEEP = "sleep"
 NO_SLEEP = "no sleep"

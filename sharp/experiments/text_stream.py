@@ -25,8 +25,8 @@ import pandas as pd
 from sharp.config import SharpConfig, preset
 from sharp.data.corpus import load_corpus
 from sharp.experiments.common import Job, rep_seeds, run_jobs
-from sharp.learner import Sharp
-from sharp.runner import evaluate_slices, run_stream
+from sharp.model.learner import Sharp
+from sharp.runs.stream import evaluate_slices, run_stream
 
 SLICES = ("forward", "current", "backward")
 

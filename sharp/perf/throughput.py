@@ -16,10 +16,10 @@ import pandas as pd
 import torch
 
 from sharp.config import preset
-from sharp.learner import Sharp
-from sharp.learners import baseline_spec, build_learner
-from sharp.progress import tqdm
+from sharp.model.learner import Sharp
 from sharp.protocol import Learner
+from sharp.runs.progress import tqdm
+from sharp.runs.registry import baseline_spec, build_learner
 
 
 def _wake_rate(learner: Learner, tokens: torch.Tensor, steps: int, start: int = 0) -> float:

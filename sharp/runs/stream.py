@@ -9,8 +9,8 @@ import pandas as pd
 import torch
 
 from sharp.data.streams import check_stream, n_windows
-from sharp.progress import tqdm
 from sharp.protocol import EvalResult, Learner, StepResult
+from sharp.runs.progress import tqdm
 
 StepCallback = Callable[[int, StepResult], None]
 

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from sharp.learner import Sharp, Tag
+from sharp.model.learner import Sharp, Tag
 
 
 @contextmanager

@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 
 from sharp.config import SharpConfig
-from sharp.learner import Sharp
+from sharp.model.learner import Sharp
 
 
 def context_table(config: SharpConfig) -> pd.DataFrame:

@@ -20,12 +20,12 @@ import torch
 from torch import Tensor, nn
 
 from sharp.config import SharpConfig
-from sharp.fused import FusedEngine, select_engine
-from sharp.heads import make_head
-from sharp.memory import Memory
-from sharp.optim import FusedAdam
+from sharp.engines.fused import FusedEngine, select_engine
+from sharp.engines.optim import FusedAdam
+from sharp.engines.runtime import prepare_runtime, small_kernels
+from sharp.model.heads import make_head
+from sharp.model.memory import Memory
 from sharp.protocol import LN2, EvalResult, StepResult
-from sharp.runtime import prepare_runtime, small_kernels
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The fused engine: SHARP's wake step and sleep replay training as single calls into the
-C kernels of :mod:`sharp.kernels`, working in place on the learner's own tensors.
+C kernels of :mod:`sharp.engines.kernels`, working in place on the learner's own tensors.
 
 The torch engine (``engine="torch"``) is the readable reference; this one computes the
 same steps with the same Adam update, without per-op dispatch: one call per wake step
@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sharp.heads import ConcatHead, FiLMHead
-from sharp.kernels import KernelUnavailable, load
-from sharp.memory import Memory
-from sharp.optim import FusedAdam
+from sharp.engines.kernels import KernelUnavailable, load
+from sharp.engines.optim import FusedAdam
+from sharp.model.heads import ConcatHead, FiLMHead
+from sharp.model.memory import Memory
 
 if TYPE_CHECKING:
-    from sharp.learner import Sharp
+    from sharp.model.learner import Sharp
 
 MAX_LAYERS = 8
 MAX_MLP = 8
@@ -237,7 +237,7 @@ def _bound_objects(learner: Sharp) -> list[object]:
 def select_engine(learner: Sharp) -> FusedEngine | None:
     """The fused engine for ``learner`` per ``config.engine``: None for ``torch``, or for
     ``auto`` when the kernels cannot run here (with a warning saying why); ``fused``
-    raises :class:`~sharp.kernels.KernelUnavailable` instead."""
+    raises :class:`~sharp.engines.kernels.KernelUnavailable` instead."""
     choice = learner.config.engine
     if choice == "torch":
         return None

@@ -54,7 +54,7 @@ def baseline_spec(
 def build_learner(spec: LearnerSpec) -> Learner:
     """Instantiate the learner a :class:`LearnerSpec` describes."""
     if spec.kind == "sharp":
-        from sharp.learner import Sharp
+        from sharp.model.learner import Sharp
 
         return Sharp(SharpConfig.from_dict(spec.config))
     if spec.kind in ("rnn", "lstm", "gru"):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from sharp.learners import LearnerSpec, build_learner
 from sharp.protocol import Learner
+from sharp.runs.registry import LearnerSpec, build_learner
 
 
 @contextlib.contextmanager

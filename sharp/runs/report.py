@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sharp.benchmark import BenchmarkResult, summary_table
-from sharp.io import atomic_write_text
-from sharp.plots import figures_html, learning_curves, slice_bars
+from sharp.explore.plots import figures_html, learning_curves, slice_bars
+from sharp.runs.benchmark import BenchmarkResult, summary_table
+from sharp.runs.checkpoints import atomic_write_text
 
 
 def markdown_table(frame: pd.DataFrame) -> str:

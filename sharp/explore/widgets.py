@@ -30,7 +30,7 @@ from plotly.subplots import make_subplots
 
 from sharp.data.vocab import TEXT8, Vocabulary
 from sharp.protocol import Learner, StepResult
-from sharp.runner import can_sleep, run_stream
+from sharp.runs.stream import can_sleep, run_stream
 
 Decoder = Callable[[np.ndarray], str]
 

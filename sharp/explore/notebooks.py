@@ -21,10 +21,10 @@ import nbformat
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from sharp.io import atomic_write_text
+from sharp.runs.checkpoints import atomic_write_text
 
 #: The notebooks folder of a source checkout (the notebooks are not in the wheel).
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
@@ -124,7 +124,7 @@ def execute_notebook(
 @contextmanager
 def _text_progress(enabled: bool) -> Iterator[None]:
     """Ask kernels started inside for text progress bars (``SHARP_PROGRESS=text``, see
-    :mod:`sharp.progress`), restoring the environment afterwards."""
+    :mod:`sharp.runs.progress`), restoring the environment afterwards."""
     saved = os.environ.get("SHARP_PROGRESS")
     if enabled:
         os.environ["SHARP_PROGRESS"] = "text"

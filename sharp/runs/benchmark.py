@@ -13,9 +13,9 @@ import pandas as pd
 
 from sharp.data.corpus import Corpus
 from sharp.data.streams import plan_segments
-from sharp.learners import LearnerSpec, build_learner
-from sharp.progress import tqdm
-from sharp.runner import Slice, evaluate_slices, run_stream
+from sharp.runs.progress import tqdm
+from sharp.runs.registry import LearnerSpec, build_learner
+from sharp.runs.stream import Slice, evaluate_slices, run_stream
 
 #: Books (or the budget's remnant of one) shorter than this are not streamed.
 MIN_BOOK_TOKENS = 100

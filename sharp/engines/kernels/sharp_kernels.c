@@ -1,11 +1,11 @@
 /* Fused CPU kernels for SHARP's per-token hot path: one call per wake step (SPEC §3)
  * and one call per sleep target layer's replay training (SPEC §4 step 2).
  *
- * They compute what the torch engine computes (sharp/learner.py, sharp/memory.py,
- * sharp/heads.py), in float32, with the same Adam update as torch's fused Adam. Batch 1
+ * They compute what the torch engine computes (sharp/model/learner.py, sharp/model/memory.py,
+ * sharp/model/heads.py), in float32, with the same Adam update as torch's fused Adam. Batch 1
  * makes every weight gradient a sum of a few outer products, so no gradient is ever
  * stored: each weight row is read once, used for the input gradient (old weights) and
- * updated by Adam in the same pass. The structs mirror sharp/fused.py.
+ * updated by Adam in the same pass. The structs mirror sharp/engines/fused.py.
  */
 #include <math.h>
 #include <stdint.h>

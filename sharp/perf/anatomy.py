@@ -18,8 +18,8 @@ import torch
 from torch.profiler import profile
 
 from sharp.config import preset
-from sharp.learner import Sharp
-from sharp.runtime import small_kernels
+from sharp.engines.runtime import small_kernels
+from sharp.model.learner import Sharp
 
 #: Bytes one Adam step moves per float32 parameter: read p, g, m, v; write p, m, v.
 ADAM_BYTES_PER_PARAMETER = 7 * 4

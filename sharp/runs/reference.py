@@ -11,8 +11,8 @@ import pandas as pd
 from sharp.config import preset
 from sharp.data.normalize import normalize_text8
 from sharp.data.vocab import TEXT8
-from sharp.learner import Sharp
-from sharp.runner import run_stream
+from sharp.model.learner import Sharp
+from sharp.runs.stream import run_stream
 
 LICENCES = ("GPL-3", "GFDL-1.3", "Apache-2.0", "MPL-2.0", "LGPL-2.1", "GPL-2", "Artistic",
             "CC0-1.0")

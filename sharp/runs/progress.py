@@ -1,6 +1,6 @@
 """Progress bars: tqdm's widgets in Jupyter and text bars elsewhere, and text bars in a
 notebook run headlessly with ``SHARP_PROGRESS=text`` (what
-:func:`sharp.notebooks.execute_notebook` sets when it relays the kernel's stderr to the
+:func:`sharp.explore.notebooks.execute_notebook` sets when it relays the kernel's stderr to the
 terminal, where a widget would show nothing)."""
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Looking inside: the stream explorer widget, dreams, hierarchy views, figures and notebooks."""

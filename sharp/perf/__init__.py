@@ -1,0 +1,1 @@
+"""Measuring speed: throughput tables and the anatomy of a wake step."""
