@@ -32,7 +32,7 @@ CORPUS_NAMES = ("wiki", "books", "text8", "pg19")
 
 _CACHE_FORMAT = 1
 
-TEXT_CHUNK_BYTES = 1 << 19
+TEXT_CHUNK_BYTES = 1 << 18
 """Bytes of a local text file read, normalised and encoded at a time (bounds peak memory)."""
 
 
