@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tiny_config
 
 import sharp.explore.notebooks
 import sharp.runs.benchmark as benchmark
@@ -15,7 +16,6 @@ from sharp.cli import main
 from sharp.data import TEXT8, Corpus, normalize_text8
 from sharp.runs.benchmark import MIN_BOOK_TOKENS, book_benchmark, plan_books
 from sharp.runs.registry import LearnerSpec
-from tests.conftest import tiny_config
 
 WINDOW = 4  # the quick preset's W
 
