@@ -19,7 +19,13 @@ from sharp.data.corpus import load_corpus
 from sharp.experiments.cli import add_experiment_parser, run_experiment_command
 from sharp.perf.anatomy import wake_anatomy
 from sharp.perf.throughput import machine_line, throughput_table
-from sharp.runs.benchmark import run_benchmark, summary_table
+from sharp.runs.benchmark import (
+    check_corpus_protocol,
+    learner_window,
+    plan_books,
+    run_benchmark,
+    summary_table,
+)
 from sharp.runs.checkpoints import atomic_write_text
 from sharp.runs.reference import max_abs_difference, reference_curve
 from sharp.runs.registry import BASELINE_KINDS, LearnerSpec, baseline_spec, sharp_spec
@@ -30,7 +36,8 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="segment benchmark (forward/backward/current) + report",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     bench.add_argument("--corpus", default="wiki",
-                       help="wiki | books | text8 | pg19 | path to a local text file")
+                       help="wiki | books | text8 | pg19 | path to a local text file | path to a "
+                       "folder in PG-19 layout (train/ plus validation/ or test/)")
     bench.add_argument("--preset", default="quick", choices=preset_names())
     bench.add_argument("--baselines", nargs="*", default=list(BASELINE_KINDS),
                        choices=BASELINE_KINDS, help="baselines to run next to SHARP "
@@ -97,8 +104,12 @@ def bench_specs(args: argparse.Namespace, vocab_size: int) -> list[LearnerSpec]:
 def bench(args: argparse.Namespace) -> int:
     """Run the benchmark (SHARP and baselines) and write the report."""
     start = time.perf_counter()
+    protocol = check_corpus_protocol(args.corpus, args.protocol)  # before any download
     corpus = load_corpus(args.corpus)
     specs = bench_specs(args, corpus.vocab.size)
+    if protocol == "books":  # every book check before a learner or notebook starts
+        plan_books(corpus, budget=args.segment, max_eval_tokens=args.slice,
+                   window=learner_window(specs))
     jobs = args.learners * len(specs)
     workers = args.workers or max(1, min(jobs, os.cpu_count() or 1))
     clip = math.log2(corpus.vocab.size) if args.clip else None
@@ -126,7 +137,7 @@ def bench(args: argparse.Namespace) -> int:
         results = pd.read_csv(os.path.join(out, "results.csv"))
     else:
         result, protocol = run_benchmark(
-            specs, corpus, protocol=args.protocol, segment=args.segment, slice_len=args.slice,
+            specs, corpus, protocol=protocol, segment=args.segment, slice_len=args.slice,
             learners=args.learners, seed=args.seed, workers=workers, clip=clip,
             progress=not args.quiet,
         )
