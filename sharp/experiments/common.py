@@ -28,6 +28,7 @@ from plotly.subplots import make_subplots
 from sharp.config import SharpConfig, preset
 from sharp.data.community import CommunityTask
 from sharp.engines.optim import FusedAdam
+from sharp.explore.plots import alpha
 from sharp.model.memory import Memory
 from sharp.runs.progress import tqdm
 from sharp.runs.registry import LearnerSpec, baseline_spec, build_learner
@@ -299,15 +300,6 @@ def memory_states(memory: Memory, tokens: np.ndarray) -> np.ndarray:
 
 # -- figures --------------------------------------------------------------------------
 COLOURS = qualitative.Plotly + qualitative.D3
-
-
-def alpha(colour: str, value: float = 0.2) -> str:
-    """``#rrggbb`` or ``rgb(r,g,b)`` as rgba with ``value`` opacity."""
-    if colour.startswith("#"):
-        r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
-    else:
-        r, g, b = (int(float(v)) for v in colour[colour.index("(") + 1 : -1].split(","))
-    return f"rgba({r},{g},{b},{value})"
 
 
 def quantiles(frame: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
