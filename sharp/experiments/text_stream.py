@@ -45,6 +45,8 @@ class TextStream(TypedDict, total=False):
     progress: bool  # progress bar
 
 
+#: The quick stream: 6,000 tokens of ``wiki``, slices of 500 evaluated every 1,000 steps,
+#: two repetitions.
 DEFAULTS: TextStream = {
     "corpus": "wiki", "train_tokens": 6_000, "eval_tokens": 500, "every": 1_000, "reps": 2,
     "seed": 0, "workers": None, "progress": True,
