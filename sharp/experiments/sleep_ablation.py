@@ -33,7 +33,15 @@ from torch import Tensor
 from sharp.config import SharpConfig
 from sharp.engines.optim import FusedAdam
 from sharp.experiments.common import Experiment, band_figure, register
-from sharp.experiments.text_stream import SLICES, TextCondition, TextStream, text_curves
+from sharp.experiments.text_stream import (
+    CONFIG,
+    PAPER,
+    SLICES,
+    TINY,
+    TextCondition,
+    TextStream,
+    text_curves,
+)
 from sharp.model.learner import Sharp
 
 SLEEP = "sleep"
@@ -109,11 +117,12 @@ class WakeAllMemories(Sharp):
                 self.upper_updates += 1
 
 
-def sleep_ablation(*, conditions: Sequence[str] = CONDITIONS,
+def sleep_ablation(*, conditions: Sequence[str] = CONDITIONS, config: SharpConfig = CONFIG,
                    **stream: Unpack[TextStream]) -> pd.DataFrame:
-    """BPC of every slice at every checkpoint per condition and repetition (curve mode);
-    ``stream``: the corpus, scale, repetitions and seed (:class:`TextStream`, defaults
-    :data:`~sharp.experiments.text_stream.DEFAULTS`). Columns: :data:`COLUMNS`."""
+    """BPC of every slice at every checkpoint per condition and repetition (curve mode),
+    each condition ``config`` with its one change; ``stream``: the corpus, repetitions and
+    seed (:class:`TextStream`, defaults :data:`~sharp.experiments.text_stream.DEFAULTS`).
+    Columns: :data:`COLUMNS`."""
     unknown = sorted(set(conditions) - set(CONDITIONS))
     if unknown:
         raise ValueError(f"unknown conditions {unknown}; choose from {list(CONDITIONS)}")
@@ -125,7 +134,7 @@ def sleep_ablation(*, conditions: Sequence[str] = CONDITIONS,
         WAKE_ALL: ({}, False, WakeAllMemories),
     }
     runs = [TextCondition({"condition": name}, *settings[name]) for name in conditions]
-    frame = text_curves(runs, description="sleep ablation", **stream)
+    frame = text_curves(runs, description="sleep ablation", config=config, **stream)
     return frame[list(COLUMNS)]
 
 
@@ -148,13 +157,10 @@ def summarise(frame: pd.DataFrame) -> list[str]:
 
 PRESETS = {
     "tiny": {"conditions": (SLEEP, WAKE_ALL), "train_tokens": 300, "eval_tokens": 100,
-             "every": 150, "reps": 1, "layers": 2, "hidden": 8, "embedding": 4,
-             "sleep_every": 150, "sleep_steps": 5, "tag_buffer": 2, "workers": 1},
-    "quick": {"train_tokens": 5_000, "hidden": 64},
+             "every": 150, "reps": 1, "config": TINY, "workers": 1},
+    "quick": {"train_tokens": 5_000, "config": CONFIG.replace(hidden=64)},
     "paper": {"corpus": "text8", "train_tokens": 99_000_000, "eval_tokens": 100_000,
-              "every": 1_000_000, "reps": 1, "layers": 5, "hidden": 128, "embedding": 30,
-              "lr": 1e-4, "tau": 1e-2, "sleep_every": 20_000, "sleep_steps": None,
-              "tag_buffer": 20},
+              "every": 1_000_000, "reps": 1, "config": PAPER},
 }
 
 EXPERIMENT = register(Experiment(
