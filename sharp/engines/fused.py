@@ -137,7 +137,7 @@ def check_layout(lib: ctypes.CDLL, structs: Sequence[type[Structure]] = STRUCTS)
 
 def _library() -> ctypes.CDLL:
     lib = load()
-    check_layout(lib)
+    check_layout(lib, STRUCTS)
     lib.sharp_wake_workspace.argtypes = [POINTER(_Wake)]
     lib.sharp_wake_workspace.restype = c_int64
     lib.sharp_sleep_workspace.argtypes = [POINTER(_Memory)]
