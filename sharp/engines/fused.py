@@ -43,6 +43,9 @@ class Status(IntEnum):
     BAD_TOKEN = 1
 
 
+
+# The ctypes mirrors of the structs of sharp_kernels.h, field for field and named as there
+# (``in`` included); check_layout holds them to the compiled header.
 class _Param(Structure):
     _fields_ = [("p", c_void_p), ("m", c_void_p), ("v", c_void_p)]
 
