@@ -1,13 +1,17 @@
-"""The one learner protocol every model (SHARP and each baseline) implements."""
+"""The one learner protocol every model (SHARP and each baseline) implements, and the
+sleep phase only SHARP adds to it."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from sharp.config import SharpConfig
 
 LN2 = math.log(2.0)
 
@@ -90,4 +94,18 @@ class Learner(Protocol):
 
     def parameter_count(self) -> int:
         """Number of trainable parameters."""
+        ...
+
+
+@runtime_checkable
+class Sleeper(Protocol):
+    """A learner with a sleep phase (SHARP; the baselines have none): test with
+    ``isinstance(learner, Sleeper)``. ``config.sleep_every`` is its default schedule
+    (wake steps between sleeps; None: never on its own)."""
+
+    config: SharpConfig
+
+    def sleep(self) -> Any:
+        """Run the sleep phase now and return a report of what it did (SHARP:
+        :class:`~sharp.model.learner.SleepReport`)."""
         ...

@@ -29,6 +29,7 @@ from sharp.config import SharpConfig, preset
 from sharp.data.community import CommunityTask
 from sharp.engines.optim import FusedAdam
 from sharp.explore.plots import alpha
+from sharp.model.gate import RecallGate
 from sharp.model.memory import Memory
 from sharp.runs.progress import tqdm
 from sharp.runs.registry import LearnerSpec, baseline_spec, build_learner
@@ -263,14 +264,13 @@ def train_memory(
     optimiser = FusedAdam([memory.parameters()], [lr], weight_decay=weight_decay)
     ids = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
     carry = torch.zeros(1, memory.hidden)
-    average, updates = 0.0, 0
+    gate, updates = RecallGate(ema, tau), 0
     for i in range(len(ids) - window + 1):
         x = ids[i : i + window].unsqueeze(0)
         recall, _, after_first = memory.encode(x, carry)
         loss = memory.recall_loss(x, recall)
         carry = after_first.detach()
-        average = ema * average + (1.0 - ema) * loss.item()
-        if average > tau:
+        if gate.update(loss.item()):
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

@@ -102,7 +102,7 @@ def _replay_job(samples: int, every: int, tag_every: int, dream_steps: int, max_
         step = i + 1
         if step % tag_every == 0:
             with torch.no_grad():
-                context = learner._context()
+                context = learner.context()
             tag_states.append(learner.states[0].clone())
             tag_contexts.append(context.clone())
         if step % every == 0 and len(tag_states) >= 1 and len(wake) >= 4:

@@ -42,6 +42,7 @@ from sharp.experiments.text_stream import (
     TextStream,
     text_curves,
 )
+from sharp.model.gate import RecallGate
 from sharp.model.learner import Sharp
 
 SLEEP = "sleep"
@@ -69,7 +70,7 @@ class WakeAllMemories(Sharp):
     """
 
     def __init__(self, config: SharpConfig) -> None:
-        # The upper memories learn in _advance, a step of the torch engine only.
+        # The upper memories learn in advance(), a step of the torch engine only.
         super().__init__(config.replace(engine="torch"))
         c = self.config
         self.upper_opts = {
@@ -87,7 +88,7 @@ class WakeAllMemories(Sharp):
             for level in range(1, c.layers)
         }
         self.upper_carry = {level: self._zeros(c.hidden[level]) for level in range(1, c.layers)}
-        self.upper_ema = dict.fromkeys(range(1, c.layers), 0.0)
+        self.upper_gates = {level: RecallGate(c.ema, c.tau) for level in range(1, c.layers)}
         self.upper_updates = 0
 
     def reset_state(self) -> None:
@@ -96,10 +97,11 @@ class WakeAllMemories(Sharp):
         if hasattr(self, "upper_opts"):
             self._reset_upper()
 
-    def _advance(self, token: Tensor) -> None:
-        super()._advance(token)
-        c = self.config
-        for level in range(1, c.layers):
+    def advance(self, token: Tensor) -> None:
+        """Advance the layers as :meth:`Sharp.advance`, then let every upper memory that
+        ticked learn from its window of the waking trajectory."""
+        super().advance(token)
+        for level in range(1, self.config.layers):
             if self.t % self.strides[level]:
                 break
             memory = self.memories[level]
@@ -108,8 +110,7 @@ class WakeAllMemories(Sharp):
             recall, _, after_first = memory.encode(window, self.upper_carry[level])
             self.upper_carry[level] = after_first.detach()
             loss = memory.recall_loss(window, recall)
-            self.upper_ema[level] = c.ema * self.upper_ema[level] + (1 - c.ema) * loss.item()
-            if self.upper_ema[level] > c.tau:
+            if self.upper_gates[level].update(loss.item()):
                 optimiser = self.upper_opts[level]
                 optimiser.zero_grad()
                 loss.backward()

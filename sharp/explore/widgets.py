@@ -29,8 +29,8 @@ import torch
 from plotly.subplots import make_subplots
 
 from sharp.data.vocab import TEXT8, Vocabulary
-from sharp.protocol import Learner, StepResult
-from sharp.runs.stream import can_sleep, run_stream
+from sharp.protocol import Learner, Sleeper, StepResult
+from sharp.runs.stream import run_stream
 
 Decoder = Callable[[np.ndarray], str]
 
@@ -107,7 +107,7 @@ class StreamExplorer:
         self.sleep_every = sleep_every
         self.max_points = max_points
         self.heatmap_units = heatmap_units
-        self.sleeps = can_sleep(learner)
+        self.sleeps = isinstance(learner, Sleeper)
         self.layered = isinstance(getattr(learner, "states", None), list)
         self._initial_config = getattr(learner, "config", None)
         self._initial_state = learner.state_dict()
@@ -178,9 +178,9 @@ class StreamExplorer:
 
     def sleep(self) -> Any:
         """Run the learner's sleep phase now; returns its report (SHARP: SleepReport)."""
-        if not self.sleeps:
+        if not isinstance(self.learner, Sleeper):
             raise TypeError(f"{type(self.learner).__name__} has no sleep phase")
-        report = self.learner.sleep()  # type: ignore[attr-defined]
+        report = self.learner.sleep()
         self.sleep_steps.append(self.steps)
         self.sleep_reports.append(report)
         self.redraw()

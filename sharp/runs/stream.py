@@ -9,15 +9,10 @@ import pandas as pd
 import torch
 
 from sharp.data.streams import check_stream, n_windows
-from sharp.protocol import EvalResult, Learner, StepResult
+from sharp.protocol import EvalResult, Learner, Sleeper, StepResult
 from sharp.runs.progress import tqdm
 
 StepCallback = Callable[[int, StepResult], None]
-
-
-def can_sleep(learner: Learner) -> bool:
-    """Whether the learner has a sleep phase (SHARP does, baselines do not)."""
-    return callable(getattr(learner, "sleep", None))
 
 
 def run_stream(
@@ -35,12 +30,17 @@ def run_stream(
     A sleep phase follows every wake step whose global number (``offset`` + position,
     1-based) is a multiple of ``sleep_every`` (default: the learner's config, if it
     sleeps). Returns one record per step: step, bits, correct, recall, memory_learned,
-    slept.
+    slept. Raises TypeError for a ``sleep_every`` given to a learner that is not a
+    :class:`~sharp.protocol.Sleeper`.
     """
     window = learner.window
     ids = check_stream(tokens, window, learner.vocab_size)
-    if sleep_every is None and can_sleep(learner):
-        sleep_every = learner.config.sleep_every  # type: ignore[attr-defined]
+    sleeper = learner if isinstance(learner, Sleeper) else None
+    if sleeper is None and sleep_every:
+        raise TypeError(f"{type(learner).__name__} has no sleep phase; "
+                        f"sleep_every={sleep_every} needs one")
+    if sleep_every is None and sleeper is not None:
+        sleep_every = sleeper.config.sleep_every
     stream = torch.from_numpy(ids.astype(np.int64))
     targets = ids[window:].tolist()
     n = n_windows(len(ids), window)
@@ -58,9 +58,9 @@ def run_stream(
         correct[i] = result.correct
         learned[i] = result.memory_learned
         step = offset + i + 1
-        if sleep_every and step % sleep_every == 0:
+        if sleeper is not None and sleep_every and step % sleep_every == 0:
             bar.set_postfix_str("sleeping")
-            learner.sleep()  # type: ignore[attr-defined]
+            sleeper.sleep()
             slept[i] = True
         if on_step is not None:
             on_step(step, result)
