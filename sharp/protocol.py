@@ -70,13 +70,21 @@ def eval_result(logits: Tensor, targets: Tensor, start: float) -> EvalResult:
                       time.perf_counter() - start)
 
 
+#: A loss (nats per token) above this only comes from exploding weights: the model gave
+#: the token a probability below e**-10000. Such a learner is as diverged as one with a
+#: NaN loss; which of the two a run shows depends on rounding (the torch engine's float32
+#: logits overflow to NaN where the fused kernels' stay finite), so both count.
+DIVERGED_LOSS = 1e4
+
+
 class Diverged(FloatingPointError):
-    """A learner's loss stopped being a finite number: its weights have diverged (a NaN
-    weight shows as a NaN loss on the next step), so nothing it predicts means anything.
+    """A learner's loss is NaN, infinite or above :data:`DIVERGED_LOSS`: its weights have
+    diverged (a NaN weight shows as a NaN loss on the next step), so nothing it predicts
+    means anything.
 
     ``learner`` names it (kind, engine), ``lr`` is its base learning rate, ``loss`` says
-    which loss and ``value`` what it was; ``step`` is the stream step (1-based) where the
-    runner saw it, None when the learner was driven directly."""
+    which loss and ``value`` what it was (nats); ``step`` is the stream step (1-based)
+    where the runner saw it, None when the learner was driven directly."""
 
     def __init__(self, learner: str, lr: float, loss: str, value: float,
                  step: int | None = None) -> None:
@@ -90,8 +98,8 @@ class Diverged(FloatingPointError):
     def __str__(self) -> str:
         where = "" if self.step is None else f" at stream step {self.step}"
         return (
-            f"{self.learner} diverged{where}: its {self.loss} loss is {self.value} with "
-            f"learning rate lr={self.lr:g}, so its weights are no longer finite and nothing "
+            f"{self.learner} diverged{where}: its {self.loss} loss is {self.value:.4g} nats "
+            f"with learning rate lr={self.lr:g}, so its weights have blown up and nothing "
             f"it predicts from here on means anything. Lower the learning rate (e.g. "
             f"lr={self.lr / 10:g}) and run again from the start, or from a checkpoint saved "
             "before this step"
@@ -100,10 +108,11 @@ class Diverged(FloatingPointError):
 
 def check_finite(learner: Any, **losses: float) -> None:
     """Raise :class:`Diverged` for ``learner`` (any learner with a ``config``) if one of
-    ``losses`` (name -> value, e.g. ``prediction=p``) is NaN or infinite. Costs about
-    0.2 µs when they are all finite, so every ``learn`` step calls it."""
+    ``losses`` (name -> nats, e.g. ``prediction=p``) is NaN, infinite or above
+    :data:`DIVERGED_LOSS`. Costs well under a microsecond, so every ``learn`` step calls
+    it."""
     for name, value in losses.items():
-        if not math.isfinite(value):
+        if not value <= DIVERGED_LOSS:
             raise Diverged(learner_label(learner), learner.config.lr, name, value)
 
 
