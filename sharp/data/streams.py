@@ -18,7 +18,7 @@ def token_array(tokens: ArrayLike) -> np.ndarray:
     """``tokens`` (a list, numpy array or tensor on any device) as a numpy array, without
     copying where it can."""
     if isinstance(tokens, torch.Tensor):
-        return tokens.detach().cpu().numpy()
+        return tokens.numpy(force=True)
     return np.asarray(tokens)
 
 
