@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -98,11 +97,14 @@ def load_checkpoint(path: str | os.PathLike, device: str | None = None) -> Learn
     learner runs on the CPU, with a RuntimeWarning saying so. The file is read with
     ``torch.load(weights_only=True)``: no code in it is run. Raises
     :class:`CheckpointError` for a file that is empty, truncated or not a sharp
-    checkpoint, FileNotFoundError for a missing one.
+    checkpoint (whatever the damage), FileNotFoundError / PermissionError for a file that
+    cannot be opened.
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (EOFError, RuntimeError, pickle.UnpicklingError, ValueError) as error:
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except Exception as error:  # a damaged file can fail anywhere in the unpickler
         raise CheckpointError(
             f"{path} cannot be read as a checkpoint: it is empty, truncated or not a sharp "
             f"learner checkpoint ({type(error).__name__}: {error})"
