@@ -13,6 +13,8 @@ import torch
 from conftest import tiny_config
 
 from sharp.config import preset
+from sharp.explore.hierarchy import layer_states
+from sharp.explore.widgets import StreamExplorer
 from sharp.model.learner import Sharp
 from sharp.protocol import Diverged, Learner
 from sharp.runs.registry import BASELINE_KINDS, LearnerSpec, baseline_spec, build_learner
@@ -95,6 +97,16 @@ def test_the_issue_example_is_refused_not_truncated() -> None:
     learner = Sharp(preset("quick", layers=2, hidden=16, embedding=8))
     with pytest.raises(ValueError, match="tokens must be integer ids, got dtype float64"):
         learner.evaluate(np.array([8.9, 5.9, 12.9, 12.9, 15.9]))
+
+
+def test_explorer_and_layer_states_check_tokens_as_the_stream_does() -> None:
+    floats = np.array([1.5, 2.5, 3.5, 4.5, 5.5])
+    for call in (lambda t: StreamExplorer(Sharp(tiny_config()), t),
+                 lambda t: layer_states(Sharp(tiny_config()), t)):
+        with pytest.raises(ValueError, match="tokens must be integer ids, got dtype float64"):
+            call(floats)
+        with pytest.raises(ValueError, match="needs at least 4"):
+            call(np.array([1, 2, 3]))
 
 
 # -- case 2: any slice longer than W ----------------------------------------------------------

@@ -28,6 +28,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from sharp.data.streams import check_stream
 from sharp.data.vocab import TEXT8, Vocabulary
 from sharp.protocol import Learner, StepResult
 from sharp.runs.stream import can_sleep, run_stream
@@ -76,7 +77,8 @@ class StreamExplorer:
     ``smooth`` is the width (tokens) of the rolling means; ``sleep_every`` the automatic
     sleep schedule (None: the learner's config; 0: only "Sleep now"); ``decode`` turns
     token ids into display text (see :func:`decoder_for`). ``run_interval`` is the
-    milliseconds between two chunks of the Run button.
+    milliseconds between two chunks of the Run button. ``tokens`` is checked as
+    :func:`~sharp.data.streams.check_stream` checks a stream (ValueError).
     """
 
     def __init__(
@@ -94,14 +96,9 @@ class StreamExplorer:
         title: str = "",
     ) -> None:
         self.learner = learner
-        self.tokens = np.asarray(tokens)
         self.window = learner.window
-        self.total = max(self.tokens.size - self.window, 0)
-        if self.total < 1:
-            raise ValueError(
-                f"the stream has {self.tokens.size} tokens; the explorer needs more than "
-                f"W={self.window}"
-            )
+        self.tokens = check_stream(tokens, self.window, learner.vocab_size)
+        self.total = self.tokens.size - self.window
         self.decode = decoder_for(learner.vocab_size, decode)
         self.smooth = smooth
         self.sleep_every = sleep_every
