@@ -5,10 +5,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from sharp.data.streams import ArrayLike
 
 LN2 = math.log(2.0)
 
@@ -131,13 +134,18 @@ class Learner(Protocol):
     vocab_size: int
     window: int
 
-    def learn(self, window: Tensor | np.ndarray, target: int) -> StepResult:
-        """Predict ``target`` from the stream so far, then learn from it."""
+    def learn(self, window: ArrayLike, target: int) -> StepResult:
+        """Predict ``target`` from the stream so far, then learn from it. ``window`` is
+        W ids (a list, array or tensor) checked by
+        :func:`~sharp.data.streams.check_window`, ``target`` by
+        :func:`~sharp.data.streams.check_target` (ValueError, nothing changed); raises
+        :class:`Diverged` (via :func:`check_finite`) when its loss is not finite."""
         ...
 
-    def evaluate(self, tokens: np.ndarray) -> EvalResult:
+    def evaluate(self, tokens: ArrayLike) -> EvalResult:
         """Predict every token of ``tokens`` after the first ``window`` ones, from a reset
-        state and without learning; the learner's own state is left untouched."""
+        state and without learning; the learner's own state is left untouched. ``tokens``
+        is checked by :func:`~sharp.data.streams.check_stream` (ValueError)."""
         ...
 
     def reset_state(self) -> None:
