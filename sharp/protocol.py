@@ -11,7 +11,7 @@ import numpy as np
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
-    from sharp.data.streams import ArrayLike
+    from sharp.data.streams import TokenIds
 
 LN2 = math.log(2.0)
 
@@ -134,7 +134,7 @@ class Learner(Protocol):
     vocab_size: int
     window: int
 
-    def learn(self, window: ArrayLike, target: int) -> StepResult:
+    def learn(self, window: TokenIds, target: int) -> StepResult:
         """Predict ``target`` from the stream so far, then learn from it. ``window`` is
         W ids (a list, array or tensor) checked by
         :func:`~sharp.data.streams.check_window`, ``target`` by
@@ -142,7 +142,7 @@ class Learner(Protocol):
         :class:`Diverged` (via :func:`check_finite`) when its loss is not finite."""
         ...
 
-    def evaluate(self, tokens: ArrayLike) -> EvalResult:
+    def evaluate(self, tokens: TokenIds) -> EvalResult:
         """Predict every token of ``tokens`` after the first ``window`` ones, from a reset
         state and without learning; the learner's own state is left untouched. ``tokens``
         is checked by :func:`~sharp.data.streams.check_stream` (ValueError)."""

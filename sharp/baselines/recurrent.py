@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from sharp.baselines.config import ClockworkConfig, RecurrentConfig
-from sharp.data.streams import ArrayLike, check_target, check_window, token_tensor
+from sharp.data.streams import TokenIds, check_target, check_window, token_tensor
 from sharp.engines.optim import FusedAdam
 from sharp.engines.runtime import prepare_runtime, small_kernels
 from sharp.model.learner import check_compatible
@@ -169,7 +169,7 @@ class StreamingRecurrent:
 
     # -- learning -------------------------------------------------------------------
     @small_kernels()
-    def learn(self, window: ArrayLike, target: int) -> StepResult:
+    def learn(self, window: TokenIds, target: int) -> StepResult:
         """Predict ``target`` after ``window`` (W ids: a list, array or tensor; consecutive
         stride-1 windows of one stream in ``tbptt`` mode), then learn from it. Raises
         ValueError for a malformed window or target, :class:`~sharp.protocol.Diverged`
@@ -245,7 +245,7 @@ class StreamingRecurrent:
 
     # -- evaluation -----------------------------------------------------------------
     @torch.inference_mode()
-    def predict_stream(self, tokens: ArrayLike) -> Tensor:
+    def predict_stream(self, tokens: TokenIds) -> Tensor:
         """Logits for every token of ``tokens`` after the first W, from a fresh state and
         without learning, by the learner's own streaming rule (``tbptt``: every token fed
         once, in chunks of :data:`EVAL_CHUNK`; ``paper``: window by window)."""
@@ -279,7 +279,7 @@ class StreamingRecurrent:
             logits[i] = core.readout(outputs[-1])
         return logits
 
-    def evaluate(self, tokens: ArrayLike) -> EvalResult:
+    def evaluate(self, tokens: TokenIds) -> EvalResult:
         """Bits and top-1 correctness for every token after the first W of ``tokens`` (a
         list, array or tensor of more than W ids; ValueError otherwise, as for a stream),
         from a fresh state, without learning; the learner is left untouched."""

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from sharp.baselines.config import TransformerConfig
-from sharp.data.streams import ArrayLike, check_target, check_window, token_tensor
+from sharp.data.streams import TokenIds, check_target, check_window, token_tensor
 from sharp.engines.optim import FusedAdam
 from sharp.engines.runtime import prepare_runtime, small_kernels
 from sharp.model.learner import check_compatible
@@ -164,7 +164,7 @@ class TransformerBaseline:
 
     # -- learning -------------------------------------------------------------------
     @small_kernels()
-    def learn(self, window: ArrayLike, target: int) -> StepResult:
+    def learn(self, window: TokenIds, target: int) -> StepResult:
         """Predict ``target`` from the context the stream gives (consecutive stride-1
         windows of one stream, each W ids: a list, array or tensor), then learn from it
         once its chunk is complete. Raises ValueError for a malformed window or target,
@@ -219,7 +219,7 @@ class TransformerBaseline:
 
     # -- evaluation -----------------------------------------------------------------
     @torch.inference_mode()
-    def predict_stream(self, tokens: ArrayLike) -> Tensor:
+    def predict_stream(self, tokens: TokenIds) -> Tensor:
         """Logits for every token of ``tokens`` after the first W, without learning:
         by the streaming context rule (``eval_mode="full"``) or from each token's W-token
         window (``"paper"``), batched over the slice."""
@@ -249,7 +249,7 @@ class TransformerBaseline:
         logits = torch.zeros(n, self.vocab_size, device=self.device)
         head = min(size, n - 1)
         logits[1 : head + 1] = self.model(ids[None, :head])[0]
-        # (k+1)S <= n-1 for every block after the first row (none in a short slice)
+        # ends (k+1)S <= n-1 of the blocks after the first row: none if n <= C+S
         ends = torch.arange(size + stride, max(n, size + stride), stride, device=self.device)
         if ends.numel():
             rows = ids[(ends - size)[:, None] + torch.arange(size, device=self.device)]
@@ -263,7 +263,7 @@ class TransformerBaseline:
             logits[done + 1 :] = self.model(ids[None, start : n - 1])[0, done - start :]
         return logits
 
-    def evaluate(self, tokens: ArrayLike) -> EvalResult:
+    def evaluate(self, tokens: TokenIds) -> EvalResult:
         """Bits and top-1 correctness for every token after the first W of ``tokens`` (a
         list, array or tensor of more than W ids; ValueError otherwise, as for a stream),
         without learning; the learner is left untouched."""

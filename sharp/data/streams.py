@@ -11,10 +11,10 @@ import numpy as np
 import torch
 
 #: What a learner accepts as tokens: a list of ids, a numpy array or a tensor.
-ArrayLike = Sequence[int] | np.ndarray | torch.Tensor
+TokenIds = Sequence[int] | np.ndarray | torch.Tensor
 
 
-def token_array(tokens: ArrayLike) -> np.ndarray:
+def token_array(tokens: TokenIds) -> np.ndarray:
     """``tokens`` (a list, numpy array or tensor on any device) as a numpy array, without
     copying where it can."""
     if isinstance(tokens, torch.Tensor):
@@ -22,7 +22,7 @@ def token_array(tokens: ArrayLike) -> np.ndarray:
     return np.asarray(tokens)
 
 
-def check_stream(tokens: ArrayLike, window: int, vocab_size: int) -> np.ndarray:
+def check_stream(tokens: TokenIds, window: int, vocab_size: int) -> np.ndarray:
     """Return ``tokens`` as a 1-D integer numpy array after checking it can feed a learner:
     one dimension, more than ``window`` tokens, integer ids (not floats or booleans), every
     id in 0..vocab_size-1. Raises ValueError saying what to fix.
@@ -43,7 +43,7 @@ def check_stream(tokens: ArrayLike, window: int, vocab_size: int) -> np.ndarray:
     return ids
 
 
-def check_window(window: ArrayLike, size: int, vocab_size: int) -> np.ndarray:
+def check_window(window: TokenIds, size: int, vocab_size: int) -> np.ndarray:
     """One learning step's window as a 1-D integer numpy array of ``size`` ids, checked as
     :func:`check_stream` checks a stream (cheaply: about a microsecond for W = 4)."""
     ids = token_array(window)
@@ -74,7 +74,7 @@ def check_target(target: object, vocab_size: int) -> int:
     return y
 
 
-def token_tensor(tokens: ArrayLike, window: int, vocab_size: int,
+def token_tensor(tokens: TokenIds, window: int, vocab_size: int,
                  device: torch.device | str = "cpu") -> torch.Tensor:
     """A slice to evaluate or stream, checked by :func:`check_stream`, as a 1-D int64
     tensor on ``device``."""

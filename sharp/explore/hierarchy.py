@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 
 from sharp.config import SharpConfig
-from sharp.data.streams import ArrayLike, token_tensor
+from sharp.data.streams import TokenIds, token_tensor
 from sharp.model.learner import Sharp
 
 
@@ -25,7 +25,7 @@ def context_table(config: SharpConfig) -> pd.DataFrame:
 
 
 @torch.inference_mode()
-def layer_states(learner: Sharp, tokens: ArrayLike) -> list[np.ndarray]:
+def layer_states(learner: Sharp, tokens: TokenIds) -> list[np.ndarray]:
     """The state every layer holds after each wake step over ``tokens``, from a reset
     state and without learning (the strides of wake and evaluation): one array of shape
     (steps, H_l) per layer, steps = len(tokens) - W. Layer l changes only at steps that

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from sharp.config import SharpConfig
-from sharp.data.streams import ArrayLike, check_target, check_window, token_tensor
+from sharp.data.streams import TokenIds, check_target, check_window, token_tensor
 from sharp.engines.fused import FusedEngine, select_engine
 from sharp.engines.optim import FusedAdam
 from sharp.engines.runtime import prepare_runtime, small_kernels
@@ -147,7 +147,7 @@ class Sharp:
         return sum(p.numel() for p in self.net.parameters())
 
     # -- wake -----------------------------------------------------------------------
-    def learn(self, window: ArrayLike, target: int) -> StepResult:
+    def learn(self, window: TokenIds, target: int) -> StepResult:
         """One wake step on window ``x`` (W token ids: a list, array or tensor) and next
         token ``y`` (SPEC §3). Raises ValueError for a malformed window or target (nothing
         changes then), :class:`~sharp.protocol.Diverged` when a loss is not finite."""
@@ -350,7 +350,7 @@ class Sharp:
 
     # -- evaluation -----------------------------------------------------------------
     @torch.inference_mode()
-    def predict_stream(self, tokens: ArrayLike, chunk: int = 4096) -> Tensor:
+    def predict_stream(self, tokens: TokenIds, chunk: int = 4096) -> Tensor:
         """Logits for every token of ``tokens`` after the first W, from a reset state and
         with the wake step's state updates (same strides), without learning.
 
@@ -386,7 +386,7 @@ class Sharp:
             logits.append(self.heads[0](states[0], context))
         return torch.cat(logits)
 
-    def evaluate(self, tokens: ArrayLike) -> EvalResult:
+    def evaluate(self, tokens: TokenIds) -> EvalResult:
         """Bits and top-1 correctness for every token after the first W of ``tokens`` (a
         list, array or tensor of more than W ids; ValueError otherwise, as for a stream),
         from a reset state, without learning (SPEC §5). The learner is left untouched."""
