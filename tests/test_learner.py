@@ -261,7 +261,7 @@ def test_bad_streams_give_clear_errors() -> None:
         learner.evaluate(np.array([1, 2, 3, 4, 8]))
     with pytest.raises(ValueError, match="window has 2 tokens"):
         learner.learn(np.array([1, 2]), 3)
-    with pytest.raises(ValueError, match="token id 9 is outside the vocabulary"):
+    with pytest.raises(ValueError, match="token id 9 at position 2 is outside the vocabulary"):
         learner.learn(np.array([1, 2, 9]), 3)
     with pytest.raises(ValueError, match="target token 7 is outside"):
         learner.learn(np.array([1, 2, 3]), 7)

@@ -20,13 +20,14 @@ import torch
 from torch import Tensor, nn
 
 from sharp.config import SharpConfig
+from sharp.data.streams import TokenIds, check_target, check_window, token_tensor
 from sharp.engines.fused import FusedEngine, select_engine
 from sharp.engines.optim import FusedAdam
 from sharp.engines.runtime import prepare_runtime, small_kernels
 from sharp.model.gate import RecallGate, ReplayOutcome, WakeOutcome
 from sharp.model.heads import make_head
 from sharp.model.memory import Memory
-from sharp.protocol import LN2, EvalResult, StepResult
+from sharp.protocol import EvalResult, StepResult, check_finite, eval_result
 
 
 @dataclass(frozen=True)
@@ -147,8 +148,12 @@ class Sharp:
         return sum(p.numel() for p in self.net.parameters())
 
     # -- wake -----------------------------------------------------------------------
-    def learn(self, window: Tensor | np.ndarray, target: int) -> StepResult:
-        """One wake step on window ``x`` (W token ids) and next token ``y`` (SPEC §3)."""
+    def learn(self, window: TokenIds, target: int) -> StepResult:
+        """One wake step on window ``x`` (W token ids: a list, array or tensor) and next
+        token ``y`` (SPEC §3). Raises ValueError for a malformed window or target (nothing
+        changes then), :class:`~sharp.protocol.Diverged` when a loss is not finite."""
+        x = check_window(window, self.window, self.vocab_size)
+        y = check_target(target, self.vocab_size)
         # 0. Waking up resets the layer states and the step counter.
         if not self.awake:
             self._wake_up()
@@ -158,11 +163,13 @@ class Sharp:
         # gate carries the recall EMA from step to step.
         gate = RecallGate(self.config.ema, self.config.tau, self.recall_ema)
         if self.kernels is None:
-            x, y = self._window_tensor(window), self._target_tensor(target)
-            outcome = self._wake_torch(x, y, gate)
+            outcome = self._wake_torch(
+                torch.as_tensor(x, dtype=torch.long, device=self.device).reshape(1, -1),
+                torch.tensor([y], device=self.device), gate)
         else:
-            outcome = self._wake_fused(window, target, gate)
+            outcome = self._wake_fused(x, y, gate)
         self.recall_ema = gate.value
+        check_finite(self, prediction=outcome.p, recall=outcome.r)
         # Memory 0 learned (step 3): a sleep is owed, and step 5 stores a tag.
         if outcome.learned:
             self.sleep_pending = True
@@ -171,7 +178,7 @@ class Sharp:
             self.tags.append(Tag(self.states[0].clone(), outcome.context))
             self.store_tag = False
         # 7. Report.
-        return StepResult(outcome.logits, outcome.p, int(target), outcome.r, outcome.learned)
+        return StepResult(outcome.logits, outcome.p, y, outcome.r, outcome.learned)
 
     @small_kernels()
     def _wake_torch(self, x: Tensor, y: Tensor, gate: RecallGate) -> WakeOutcome:
@@ -202,19 +209,12 @@ class Sharp:
         return WakeOutcome(p.item(), r_value, learned, logits.detach()[0],
                            None if context is None else context.detach())
 
-    def _wake_fused(self, window: Tensor | np.ndarray, target: int,
-                    gate: RecallGate) -> WakeOutcome:
-        """SPEC §3 steps 2–6 in one call of the fused kernel (same result as
-        :meth:`_wake_torch`, states, carry and ``gate`` updated in place)."""
+    def _wake_fused(self, window: np.ndarray, target: int, gate: RecallGate) -> WakeOutcome:
+        """SPEC §3 steps 2–6 in one call of the fused kernel on a checked window (same
+        result as :meth:`_wake_torch`, states, carry and ``gate`` updated in place)."""
         assert self.kernels is not None
-        x = np.ascontiguousarray(window, dtype=np.int64).reshape(-1)
-        self._check_window(x.size)
-        try:
-            return self.kernels.wake(x, int(target), self.t, gate)
-        except ValueError:
-            check_tokens(torch.from_numpy(x), self.vocab_size)
-            self._target_tensor(target)
-            raise
+        return self.kernels.wake(np.ascontiguousarray(window, dtype=np.int64), target, self.t,
+                                 gate)
 
     # -- extension points (overridden by ablations, used by explore/ and experiments) ----
     @torch.no_grad()
@@ -237,26 +237,6 @@ class Sharp:
             context = self.heads[level](self.states[level], context)
         return context
 
-    def _window_tensor(self, window: Tensor | np.ndarray) -> Tensor:
-        x = torch.as_tensor(window, device=self.device).reshape(1, -1)
-        self._check_window(x.shape[1])
-        if x.dtype != torch.long:
-            x = x.long()
-        check_tokens(x, self.vocab_size)
-        return x
-
-    def _check_window(self, size: int) -> None:
-        if size != self.window:
-            raise ValueError(f"window has {size} tokens but this learner's window W is "
-                             f"{self.window}")
-
-    def _target_tensor(self, target: int) -> Tensor:
-        if not 0 <= int(target) < self.vocab_size:
-            raise ValueError(
-                f"target token {int(target)} is outside the vocabulary 0..{self.vocab_size - 1}"
-            )
-        return torch.tensor([int(target)], device=self.device)
-
     # -- sleep ----------------------------------------------------------------------
     @small_kernels()
     def sleep(self, *, batched: bool = True) -> SleepReport:
@@ -276,6 +256,8 @@ class Sharp:
         if tags:
             for target in range(1, self.config.layers):
                 report.layers.append(self._sleep_layer(target, tags, batched))
+        check_finite(self, **{f"memory-{layer.layer} replay": layer.last_loss
+                              for layer in report.layers})
         self.tags.clear()
         self.sleep_pending = False
         return report
@@ -373,7 +355,7 @@ class Sharp:
 
     # -- evaluation -----------------------------------------------------------------
     @torch.inference_mode()
-    def predict_stream(self, tokens: Tensor | np.ndarray, chunk: int = 4096) -> Tensor:
+    def predict_stream(self, tokens: TokenIds, chunk: int = 4096) -> Tensor:
         """Logits for every token of ``tokens`` after the first W, from a reset state and
         with the wake step's state updates (same strides), without learning.
 
@@ -382,12 +364,8 @@ class Sharp:
         trajectory with one recurrent call per layer and the heads in batches.
         """
         c = self.config
-        ids = torch.as_tensor(np.asarray(tokens), device=self.device).long()
+        ids = token_tensor(tokens, c.window, self.vocab_size, self.device)
         steps = ids.numel() - c.window
-        if steps < 1:
-            raise ValueError(
-                f"need more than W={c.window} tokens to predict anything, got {ids.numel()}"
-            )
         # Layer 0 consumes tokens W-1 .. n-2 (the last token of each window); layer l>0
         # consumes every a-th state of the layer below.
         trajectories: list[Tensor] = []
@@ -413,19 +391,15 @@ class Sharp:
             logits.append(self.heads[0](states[0], context))
         return torch.cat(logits)
 
-    def evaluate(self, tokens: Tensor | np.ndarray) -> EvalResult:
-        """Bits and top-1 correctness for every token after the first W of ``tokens``,
+    def evaluate(self, tokens: TokenIds) -> EvalResult:
+        """Bits and top-1 correctness for every token after the first W of ``tokens`` (a
+        list, array or tensor of more than W ids; ValueError otherwise, as for a stream),
         from a reset state, without learning (SPEC §5). The learner is left untouched."""
         start = time.perf_counter()
-        ids = torch.as_tensor(np.asarray(tokens), device=self.device).long()
-        check_tokens(ids, self.vocab_size)
+        ids = token_tensor(tokens, self.window, self.vocab_size, self.device)
         logits = self.predict_stream(ids)
-        targets = ids[self.window :]
         with torch.inference_mode():
-            nats = nn.functional.cross_entropy(logits, targets, reduction="none")
-            correct = logits.argmax(-1) == targets
-        return EvalResult((nats / LN2).cpu().numpy(), correct.cpu().numpy(),
-                          time.perf_counter() - start)
+            return eval_result(logits, ids[self.window :], start)
 
     # -- checkpoints ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -492,16 +466,6 @@ def check_compatible(state: dict[str, Any], kind: str, config: Any) -> None:
         raise ValueError(
             f"checkpoint was saved with another configuration ({details}); build the learner "
             "from the checkpoint's config instead"
-        )
-
-
-def check_tokens(ids: Tensor, vocab_size: int) -> None:
-    """Raise ValueError unless every id lies in 0..vocab_size-1."""
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
-        bad = ids[(ids < 0) | (ids >= vocab_size)][0]
-        raise ValueError(
-            f"token id {int(bad)} is outside the vocabulary 0..{vocab_size - 1}; encode the "
-            "text with the learner's vocabulary (sharp.data.TEXT8 for text8-style corpora)"
         )
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from sharp.data.streams import check_stream, n_windows
-from sharp.protocol import EvalResult, Learner, Sleeper, StepResult
+from sharp.protocol import LN2, Diverged, EvalResult, Learner, Sleeper, StepResult, check_finite
 from sharp.runs.progress import tqdm
 
 StepCallback = Callable[[int, StepResult], None]
@@ -30,8 +30,10 @@ def run_stream(
     A sleep phase follows every wake step whose global number (``offset`` + position,
     1-based) is a multiple of ``sleep_every`` (default: the learner's config, if it
     sleeps). Returns one record per step: step, bits, correct, recall, memory_learned,
-    slept. Raises TypeError for a ``sleep_every`` given to a learner that is not a
-    :class:`~sharp.protocol.Sleeper`.
+    slept. ``tokens`` is checked as :func:`~sharp.data.streams.check_stream` checks it
+    (ValueError). Raises TypeError for a ``sleep_every`` given to a learner that is not a
+    :class:`~sharp.protocol.Sleeper`. A learner whose loss stops being finite raises
+    :class:`~sharp.protocol.Diverged` naming the global step; no records are returned then.
     """
     window = learner.window
     ids = check_stream(tokens, window, learner.vocab_size)
@@ -52,16 +54,20 @@ def run_stream(
     bar = tqdm(total=n, desc=description, disable=not progress, mininterval=0.5,
                unit="tok", smoothing=0.05)
     for i in range(n):
-        result = learner.learn(stream[i : i + window], targets[i])
+        step = offset + i + 1
+        try:
+            result = learner.learn(stream[i : i + window], targets[i])
+            if sleeper is not None and sleep_every and step % sleep_every == 0:
+                bar.set_postfix_str("sleeping")
+                sleeper.sleep()
+                slept[i] = True
+        except Diverged as error:
+            bar.close()
+            raise error.at_step(step) from None
         bits[i] = result.bits
         recall[i] = result.recall
         correct[i] = result.correct
         learned[i] = result.memory_learned
-        step = offset + i + 1
-        if sleeper is not None and sleep_every and step % sleep_every == 0:
-            bar.set_postfix_str("sleeping")
-            sleeper.sleep()
-            slept[i] = True
         if on_step is not None:
             on_step(step, result)
         if (i + 1) % 1024 == 0:
@@ -83,17 +89,16 @@ def evaluate_slices(
 ) -> pd.DataFrame:
     """Evaluate each named slice without learning; one row per slice. A slice may be a
     list of documents (books): each is evaluated from a reset state and their per-token
-    results are pooled."""
+    results are pooled. Raises :class:`~sharp.protocol.Diverged` rather than report a
+    non-finite mean (``clip`` would hide an infinite one)."""
     rows = []
     for name, value in slices.items():
         parts = [value] if isinstance(value, np.ndarray) else list(value)
-        results = []
-        for tokens in parts:
-            check_stream(tokens, learner.window, learner.vocab_size)
-            results.append(learner.evaluate(tokens))
+        results = [learner.evaluate(tokens) for tokens in parts]
         pooled = EvalResult(np.concatenate([r.bits for r in results]),
                             np.concatenate([r.correct for r in results]),
                             sum(r.seconds for r in results))
+        check_finite(learner, **{f"{name} evaluation": pooled.mean_bits() * LN2})
         rows.append({
             "slice": name, "bits": pooled.mean_bits(), "bits_clipped": pooled.mean_bits(clip),
             "accuracy": pooled.accuracy, "tokens": pooled.tokens,
