@@ -1,23 +1,110 @@
-"""The one learner protocol every model (SHARP and each baseline) implements, and the
-sleep phase only SHARP adds to it."""
+"""The one learner protocol every model (SHARP and each baseline) implements, the checks
+of its token input (one set of messages for every learner and runner), and the sleep
+phase only SHARP adds to it."""
 
 from __future__ import annotations
 
 import math
+import operator
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, runtime_checkable
 
 import numpy as np
+import torch
 from torch import Tensor, nn
-
-if TYPE_CHECKING:
-    from sharp.data.streams import TokenIds
 
 if TYPE_CHECKING:
     from sharp.config import SharpConfig
 
 LN2 = math.log(2.0)
+
+
+#: What a learner accepts as tokens: a list of ids, a numpy array or a tensor.
+TokenIds = Sequence[int] | np.ndarray | torch.Tensor
+
+
+def token_array(tokens: TokenIds) -> np.ndarray:
+    """``tokens`` (a list, numpy array or tensor on any device) as a numpy array, without
+    copying where it can."""
+    if isinstance(tokens, torch.Tensor):
+        return tokens.numpy(force=True)
+    return np.asarray(tokens)
+
+
+def check_stream(tokens: TokenIds, window: int, vocab_size: int) -> np.ndarray:
+    """Return ``tokens`` as a 1-D integer numpy array after checking it can feed a learner:
+    one dimension, more than ``window`` tokens, integer ids (not floats or booleans), every
+    id in 0..vocab_size-1. Raises ValueError saying what to fix.
+
+    Every runner and every learner's ``evaluate`` check their input with this (and every
+    ``learn`` with :func:`check_window` and :func:`check_target`): one set of messages."""
+    ids = token_array(tokens)
+    if ids.ndim != 1:
+        raise ValueError(f"a stream is a 1-D token sequence, got shape {ids.shape}")
+    if ids.size <= window:
+        raise ValueError(
+            f"the stream has {ids.size} tokens but a window of W={window} needs at least "
+            f"{window + 1} (W tokens and one target); give a longer stream"
+        )
+    _check_dtype(ids)
+    if int(ids.min()) < 0 or int(ids.max()) >= vocab_size:
+        _outside(ids, vocab_size)
+    return ids
+
+
+def check_window(window: TokenIds, size: int, vocab_size: int) -> np.ndarray:
+    """One learning step's window as a 1-D integer numpy array of ``size`` ids, checked as
+    :func:`check_stream` checks a stream (cheaply: about a microsecond for W = 4)."""
+    ids = token_array(window)
+    if ids.shape != (size,):
+        got = f"shape {ids.shape}" if ids.ndim != 1 else f"{ids.size} tokens"
+        raise ValueError(f"window has {got} but this learner's window W is {size}")
+    _check_dtype(ids)
+    values = ids.tolist()
+    if min(values) < 0 or max(values) >= vocab_size:
+        _outside(ids, vocab_size)
+    return ids
+
+
+def check_target(target: object, vocab_size: int) -> int:
+    """One learning step's target as an int: an integer id (a Python or numpy integer or a
+    one-element integer tensor) in 0..vocab_size-1, else ValueError."""
+    try:
+        y = operator.index(target)  # type: ignore[arg-type]
+    except TypeError:
+        raise ValueError(
+            f"the target must be an integer token id, got {target!r}; encode text first"
+        ) from None
+    if not 0 <= y < vocab_size:
+        raise ValueError(
+            f"target token {y} is outside the vocabulary 0..{vocab_size - 1}; encode the "
+            "text with the learner's vocabulary"
+        )
+    return y
+
+
+def token_tensor(tokens: TokenIds, window: int, vocab_size: int,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+    """A slice to evaluate or stream, checked by :func:`check_stream`, as a 1-D int64
+    tensor on ``device``."""
+    ids = check_stream(tokens, window, vocab_size)
+    return torch.tensor(ids, dtype=torch.long, device=device)
+
+
+def _check_dtype(ids: np.ndarray) -> None:
+    if ids.dtype.kind not in "iu":
+        raise ValueError(f"tokens must be integer ids, got dtype {ids.dtype}; encode text first")
+
+
+def _outside(ids: np.ndarray, vocab_size: int) -> NoReturn:
+    position = int(np.flatnonzero((ids < 0) | (ids >= vocab_size))[0])
+    bad = int(ids[position])
+    raise ValueError(
+        f"token id {bad} at position {position} is outside the vocabulary "
+        f"0..{vocab_size - 1}; encode the text with the learner's vocabulary"
+    )
 
 
 @dataclass(frozen=True)
@@ -141,15 +228,15 @@ class Learner(Protocol):
     def learn(self, window: TokenIds, target: int) -> StepResult:
         """Predict ``target`` from the stream so far, then learn from it. ``window`` is
         W ids (a list, array or tensor) checked by
-        :func:`~sharp.data.streams.check_window`, ``target`` by
-        :func:`~sharp.data.streams.check_target` (ValueError, nothing changed); raises
+        :func:`~sharp.protocol.check_window`, ``target`` by
+        :func:`~sharp.protocol.check_target` (ValueError, nothing changed); raises
         :class:`Diverged` (via :func:`check_finite`) when its loss is not finite."""
         ...
 
     def evaluate(self, tokens: TokenIds) -> EvalResult:
         """Predict every token of ``tokens`` after the first ``window`` ones, from a reset
         state and without learning; the learner's own state is left untouched. ``tokens``
-        is checked by :func:`~sharp.data.streams.check_stream` (ValueError)."""
+        is checked by :func:`~sharp.protocol.check_stream` (ValueError)."""
         ...
 
     def reset_state(self) -> None:

@@ -10,8 +10,8 @@ import torch
 from conftest import tiny_config
 
 from sharp.config import ConfigError, SharpConfig, preset
-from sharp.data.streams import check_stream
 from sharp.model.learner import Sharp
+from sharp.protocol import check_stream
 from sharp.runs.checkpoints import load_checkpoint, save_checkpoint
 from sharp.runs.stream import run_stream
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from sharp.experiments.sleep_ablation import WakeAllMemories
-from sharp.experiments.text_stream import SLICES, TextCondition, text_curves
+from sharp.experiments.text_stream import CONFIG, SLICES, TextCondition, text_curves
 
-TINY = {"train_tokens": 300, "eval_tokens": 100, "every": 150, "reps": 2, "layers": 2,
-        "hidden": 8, "embedding": 4, "sleep_every": 150, "sleep_steps": 5, "tag_buffer": 2,
-        "workers": 1, "progress": False}
+TINY = {"train_tokens": 300, "eval_tokens": 100, "every": 150, "reps": 2, "workers": 1,
+        "progress": False}
+TINY_CONFIG = CONFIG.replace(layers=2, hidden=8, embedding=4, sleep_every=150, sleep_steps=5,
+                             tag_buffer=2)
 
 
 def test_text_curves_labels_seeds_and_sleep_schedule():
@@ -18,7 +19,7 @@ def test_text_curves_labels_seeds_and_sleep_schedule():
         TextCondition({"condition": "awake", "tau": 0.5}, {"tau": 0.5}, sleep=False,
                       learner=WakeAllMemories),
     ]
-    frame = text_curves(conditions, description="test", **TINY)
+    frame = text_curves(conditions, description="test", config=TINY_CONFIG, **TINY)
     assert list(frame.columns[:4]) == ["condition", "tau", "rep", "seed"]
     assert set(frame["slice"]) == set(SLICES)
     assert sorted(frame["samples"].unique()) == [150, 296]

@@ -31,11 +31,19 @@ import torch
 from torch import Tensor, nn
 
 from sharp.baselines.config import ClockworkConfig, RecurrentConfig
-from sharp.data.streams import TokenIds, check_target, check_window, token_tensor
 from sharp.engines.optim import FusedAdam
 from sharp.engines.runtime import prepare_runtime, small_kernels
 from sharp.model.learner import check_compatible
-from sharp.protocol import EvalResult, StepResult, check_finite, eval_result
+from sharp.protocol import (
+    EvalResult,
+    StepResult,
+    TokenIds,
+    check_finite,
+    check_target,
+    check_window,
+    eval_result,
+    token_tensor,
+)
 
 State = Tensor | tuple[Tensor, ...]
 

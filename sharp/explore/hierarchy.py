@@ -8,8 +8,8 @@ import pandas as pd
 import torch
 
 from sharp.config import SharpConfig
-from sharp.data.streams import TokenIds, token_tensor
 from sharp.model.learner import Sharp
+from sharp.protocol import TokenIds, token_tensor
 
 
 def context_table(config: SharpConfig) -> pd.DataFrame:

@@ -28,9 +28,8 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from sharp.data.streams import check_stream
 from sharp.data.vocab import TEXT8, Vocabulary
-from sharp.protocol import Learner, Sleeper, StepResult
+from sharp.protocol import Learner, Sleeper, StepResult, check_stream
 from sharp.runs.stream import run_stream
 
 Decoder = Callable[[np.ndarray], str]
@@ -78,7 +77,7 @@ class StreamExplorer:
     sleep schedule (None: the learner's config; 0: only "Sleep now"); ``decode`` turns
     token ids into display text (see :func:`decoder_for`). ``run_interval`` is the
     milliseconds between two chunks of the Run button. ``tokens`` is checked as
-    :func:`~sharp.data.streams.check_stream` checks a stream (ValueError).
+    :func:`~sharp.protocol.check_stream` checks a stream (ValueError).
     """
 
     def __init__(

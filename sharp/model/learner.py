@@ -20,14 +20,22 @@ import torch
 from torch import Tensor, nn
 
 from sharp.config import SharpConfig
-from sharp.data.streams import TokenIds, check_target, check_window, token_tensor
 from sharp.engines.fused import FusedEngine, select_engine
 from sharp.engines.optim import FusedAdam
 from sharp.engines.runtime import prepare_runtime, small_kernels
 from sharp.model.gate import RecallGate, ReplayOutcome, WakeOutcome
 from sharp.model.heads import make_head
 from sharp.model.memory import Memory
-from sharp.protocol import EvalResult, StepResult, check_finite, eval_result
+from sharp.protocol import (
+    EvalResult,
+    StepResult,
+    TokenIds,
+    check_finite,
+    check_target,
+    check_window,
+    eval_result,
+    token_tensor,
+)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sharp.data.streams import check_stream, n_windows
-from sharp.protocol import LN2, Diverged, EvalResult, Learner, Sleeper, StepResult, check_finite
+from sharp.data.streams import n_windows
+from sharp.protocol import (
+    LN2,
+    Diverged,
+    EvalResult,
+    Learner,
+    Sleeper,
+    StepResult,
+    check_finite,
+    check_stream,
+)
 from sharp.runs.progress import tqdm
 
 StepCallback = Callable[[int, StepResult], None]
@@ -30,7 +39,7 @@ def run_stream(
     A sleep phase follows every wake step whose global number (``offset`` + position,
     1-based) is a multiple of ``sleep_every`` (default: the learner's config, if it
     sleeps). Returns one record per step: step, bits, correct, recall, memory_learned,
-    slept. ``tokens`` is checked as :func:`~sharp.data.streams.check_stream` checks it
+    slept. ``tokens`` is checked as :func:`~sharp.protocol.check_stream` checks it
     (ValueError). Raises TypeError for a ``sleep_every`` given to a learner that is not a
     :class:`~sharp.protocol.Sleeper`. A learner whose loss stops being finite raises
     :class:`~sharp.protocol.Diverged` naming the global step; no records are returned then.
