@@ -133,8 +133,8 @@ def test_a_report_of_another_run_is_never_replaced_silently(tmp_path: Path) -> N
     check_report_folder(tmp_path, meta)  # the same run: replacing it is fine
     other = {**meta, "corpus_sha256": "def", "configs": {"SHARP": {"hidden": [16]}}}
     with pytest.raises(FileExistsError,
-                       match=r"holds the report of another run \(its corpus_sha256, configs "
-                       r"differ\); choose another folder with --name or --out"):
+                       match=r"holds the report of another run \(different corpus_sha256, "
+                       r"configs\); choose another folder with --name or --out"):
         check_report_folder(tmp_path, other)
     check_report_folder(tmp_path, other, overwrite=True)
     (tmp_path / "run.json").unlink()

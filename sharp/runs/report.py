@@ -103,7 +103,7 @@ def check_report_folder(out: str | os.PathLike, meta: dict[str, Any],
         differ = [key for key in IDENTITY_KEYS if previous.get(key) != ours.get(key)]
         if not differ:
             return
-        what = f"the report of another run (its {', '.join(differ)} differ)"
+        what = f"the report of another run (different {', '.join(differ)})"
     raise FileExistsError(f"{out} holds {what}; choose another folder with --name or --out "
                           "(notebook: run_name / out_dir), or replace it with --overwrite")
 
