@@ -2,10 +2,10 @@
 
 from sharp.config import ConfigError, SharpConfig, preset, preset_names
 from sharp.model.learner import Sharp
-from sharp.protocol import EvalResult, Learner, StepResult
+from sharp.protocol import EvalResult, Learner, Sleeper, StepResult
 
 __all__ = [
-    "ConfigError", "EvalResult", "Learner", "Sharp", "SharpConfig", "StepResult", "preset",
-    "preset_names",
+    "ConfigError", "EvalResult", "Learner", "Sharp", "SharpConfig", "Sleeper", "StepResult",
+    "preset", "preset_names",
 ]
 __version__ = "0.1.0"

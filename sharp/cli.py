@@ -31,7 +31,8 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="segment benchmark (forward/backward/current) + report",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     bench.add_argument("--corpus", default="wiki",
-                       help="wiki | books | text8 | pg19 | path to a local text file")
+                       help="wiki | books | text8 | pg19 | path to a local text file | path to a "
+                       "folder in PG-19 layout (train/ plus validation/ or test/)")
     bench.add_argument("--preset", default="quick", choices=preset_names())
     bench.add_argument("--baselines", nargs="*", default=list(BASELINE_KINDS),
                        choices=BASELINE_KINDS, help="baselines to run next to SHARP "

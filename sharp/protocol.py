@@ -1,13 +1,21 @@
-"""The one learner protocol every model (SHARP and each baseline) implements."""
+"""The one learner protocol every model (SHARP and each baseline) implements, and the
+sleep phase only SHARP adds to it."""
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
-from torch import Tensor
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from sharp.data.streams import TokenIds
+
+if TYPE_CHECKING:
+    from sharp.config import SharpConfig
 
 LN2 = math.log(2.0)
 
@@ -60,6 +68,69 @@ class EvalResult:
         return float(bits.mean()) if self.tokens else math.nan
 
 
+def eval_result(logits: Tensor, targets: Tensor, start: float) -> EvalResult:
+    """Bits and top-1 correctness of ``logits`` (N, V) against ``targets`` (N,), timed
+    from ``start`` (a :func:`time.perf_counter` value)."""
+    nats = nn.functional.cross_entropy(logits, targets, reduction="none")
+    correct = logits.argmax(-1) == targets
+    return EvalResult((nats / LN2).cpu().numpy(), correct.cpu().numpy(),
+                      time.perf_counter() - start)
+
+
+#: A loss (nats per token) above this only comes from exploding weights: the model gave
+#: the token a probability below e**-10000. Such a learner is as diverged as one with a
+#: NaN loss; which of the two a run shows depends on rounding (the torch engine's float32
+#: logits overflow to NaN where the fused kernels' stay finite), so both count.
+DIVERGED_LOSS = 1e4
+
+
+class Diverged(FloatingPointError):
+    """A learner's loss is NaN, infinite or above :data:`DIVERGED_LOSS`: its weights have
+    diverged (a NaN weight shows as a NaN loss on the next step), so nothing it predicts
+    means anything.
+
+    ``learner`` names it (kind, engine), ``lr`` is its base learning rate, ``loss`` says
+    which loss and ``value`` what it was (nats); ``step`` is the stream step (1-based)
+    where the runner saw it, None when the learner was driven directly."""
+
+    def __init__(self, learner: str, lr: float, loss: str, value: float,
+                 step: int | None = None) -> None:
+        super().__init__(learner, lr, loss, value, step)
+        self.learner, self.lr, self.loss, self.value, self.step = learner, lr, loss, value, step
+
+    def at_step(self, step: int) -> Diverged:
+        """The same report, placed at stream step ``step``."""
+        return Diverged(self.learner, self.lr, self.loss, self.value, step)
+
+    def __str__(self) -> str:
+        where = "" if self.step is None else f" at stream step {self.step}"
+        return (
+            f"{self.learner} diverged{where}: its {self.loss} loss is {self.value:.4g} nats "
+            f"with learning rate lr={self.lr:g}, so its weights have blown up and nothing "
+            f"it predicts from here on means anything. Lower the learning rate (e.g. "
+            f"lr={self.lr / 10:g}) and run again from the start, or from a checkpoint saved "
+            "before this step"
+        )
+
+
+def check_finite(learner: Any, **losses: float) -> None:
+    """Raise :class:`Diverged` for ``learner`` (any learner with a ``config``) if one of
+    ``losses`` (name -> nats, e.g. ``prediction=p``) is NaN, infinite or above
+    :data:`DIVERGED_LOSS`. Costs well under a microsecond, so every ``learn`` step calls
+    it."""
+    for name, value in losses.items():
+        if not value <= DIVERGED_LOSS:
+            raise Diverged(learner_label(learner), learner.config.lr, name, value)
+
+
+def learner_label(learner: Any) -> str:
+    """A learner's display name: its config's ``label`` (baselines) or its class name,
+    with its engine where it has one (``Sharp (fused engine)``, ``LSTM (tbptt)``)."""
+    label = getattr(learner.config, "label", None) or type(learner).__name__
+    engine = getattr(learner, "engine", None)
+    return label if engine is None else f"{label} ({engine} engine)"
+
+
 @runtime_checkable
 class Learner(Protocol):
     """A streaming learner: each token pair is seen once, prediction before learning."""
@@ -67,13 +138,18 @@ class Learner(Protocol):
     vocab_size: int
     window: int
 
-    def learn(self, window: Tensor | np.ndarray, target: int) -> StepResult:
-        """Predict ``target`` from the stream so far, then learn from it."""
+    def learn(self, window: TokenIds, target: int) -> StepResult:
+        """Predict ``target`` from the stream so far, then learn from it. ``window`` is
+        W ids (a list, array or tensor) checked by
+        :func:`~sharp.data.streams.check_window`, ``target`` by
+        :func:`~sharp.data.streams.check_target` (ValueError, nothing changed); raises
+        :class:`Diverged` (via :func:`check_finite`) when its loss is not finite."""
         ...
 
-    def evaluate(self, tokens: np.ndarray) -> EvalResult:
+    def evaluate(self, tokens: TokenIds) -> EvalResult:
         """Predict every token of ``tokens`` after the first ``window`` ones, from a reset
-        state and without learning; the learner's own state is left untouched."""
+        state and without learning; the learner's own state is left untouched. ``tokens``
+        is checked by :func:`~sharp.data.streams.check_stream` (ValueError)."""
         ...
 
     def reset_state(self) -> None:
@@ -90,4 +166,18 @@ class Learner(Protocol):
 
     def parameter_count(self) -> int:
         """Number of trainable parameters."""
+        ...
+
+
+@runtime_checkable
+class Sleeper(Protocol):
+    """A learner with a sleep phase (SHARP; the baselines have none): test with
+    ``isinstance(learner, Sleeper)``. ``config.sleep_every`` is its default schedule
+    (wake steps between sleeps; None: never on its own)."""
+
+    config: SharpConfig
+
+    def sleep(self) -> Any:
+        """Run the sleep phase now and return a report of what it did (SHARP:
+        :class:`~sharp.model.learner.SleepReport`)."""
         ...

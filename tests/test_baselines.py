@@ -179,7 +179,7 @@ def test_checkpoint_resumes_bit_exactly(kind, overrides, random_stream) -> None:
     torch.save(copy.deepcopy(first.state_dict()), buffer)
     buffer.seek(0)
     resumed = build_learner(spec)
-    resumed.load_state_dict(torch.load(buffer, weights_only=False))
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
     tail = random_stream[n : n + 300 + W]
     straight = stream_bits(first, tail, offset=n)
     again = stream_bits(resumed, tail, offset=n)

@@ -47,7 +47,7 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
          r"slice \(8 tokens\) must be longer than the window W=8"),
         (["--segment", "1000000", "--learners", "3", "--slice", "500"],
          "need 3000500 tokens but the corpus has"),
-        (["--protocol", "books"], "the book protocol needs a corpus of books"),
+        (["--protocol", "books"], "the book protocol needs a book corpus"),
         (["--workers", "-1"], "workers must be >= 1"),
         (["--set", "window=100", "--baselines", "transformer"],
          r"context \(C\) must be >= window W=100"),

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from sharp.config import SharpConfig, preset
 from sharp.data.community import CommunityTask
 from sharp.experiments import REGISTRY, mmd2_unbiased, probe_error, rep_seeds
 from sharp.experiments.cli import add_experiment_parser, run_experiment_command
@@ -18,7 +19,7 @@ from sharp.experiments.common import (
     community_runs,
     late_error,
     memory_states,
-    simulation_spec,
+    sharp_spec,
     train_memory,
     window_error,
 )
@@ -52,11 +53,28 @@ def test_registry_has_experiments_2_to_10():
         assert {"tiny", "quick", "paper"} <= set(experiment.presets)
 
 
-@pytest.mark.parametrize("preset", ["quick", "paper"])
-def test_presets_name_real_parameters(preset):
-    # The presets that are too slow for a test still have to fit their function.
+@pytest.mark.parametrize("name", ["tiny", "quick", "paper"])
+def test_presets_name_real_parameters(name):
+    # The presets that are too slow for a test still have to fit their function, and give
+    # the learners one whole configuration, not copies of its fields.
     for experiment in REGISTRY.values():
-        inspect.signature(experiment.run).bind(**experiment.parameters(preset))
+        parameters = experiment.parameters(name)
+        inspect.signature(experiment.run).bind(**parameters)
+        assert not set(parameters) & {"hidden", "embedding", "lr", "tau", "window"}
+        assert isinstance(parameters.get("config", SharpConfig()), SharpConfig)
+
+
+def test_config_overrides_change_the_presets_configuration():
+    experiment = REGISTRY["drift"]
+    tiny = experiment.parameters("tiny")["config"]
+    changed = experiment.parameters("tiny", config={"lr": 0.5})["config"]
+    assert changed == tiny.replace(lr=0.5) and changed.hidden == (8,)
+    quick = REGISTRY["credit_assignment"].parameters("quick", config={"window": 5})["config"]
+    assert quick.window == 5 and quick.tag_buffer == 10  # the function's default, changed
+    whole = preset("simulation")
+    assert experiment.parameters("tiny", config=whole)["config"] is whole
+    with pytest.raises(TypeError, match="no SHARP configuration"):
+        REGISTRY["nonstationarity"].parameters("tiny", config={"lr": 0.5})
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))
@@ -80,10 +98,11 @@ def test_conditions_share_seeds(tiny_frames):
 
 
 def test_community_runs_give_every_condition_the_same_seed_and_data():
+    config = preset("simulation", layers=1, hidden=4, embedding=2)
+
     def conditions(task, rep_seed):
-        sizes = {"layers": 1, "hidden": 4, "embedding": 2}
-        return [Condition(simulation_spec(task, rep_seed, "a", **sizes)),
-                Condition(simulation_spec(task, rep_seed, "b", **sizes), columns={"x": 1})]
+        return [Condition(sharp_spec(config, task, rep_seed, "a")),
+                Condition(sharp_spec(config, task, rep_seed, "b"), columns={"x": 1})]
 
     stream = CommunityStream(samples=120, every=40, seed=3)
     frame = community_runs(conditions, stream, depths=(2, 4), reps=2, workers=1,
@@ -181,8 +200,6 @@ def test_memory_capacity_probe_recalls_recent_tokens():
 
 
 def test_wake_all_memories_trains_upper_memories_online():
-    from sharp.config import preset
-
     learner = WakeAllMemories(preset("simulation", vocab_size=7, layers=2, hidden=8,
                                      embedding=4, tau=0.0))
     before = [p.clone() for p in learner.memories[1].parameters()]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import pytest
 import torch
@@ -188,3 +190,33 @@ def test_a_replaced_parameter_is_reported_not_silently_ignored() -> None:
     learner.heads[0].mlp[-1].weight = torch.nn.Parameter(weight.detach().clone())
     with pytest.raises(RuntimeError, match="replaced rather than updated in place"):
         learner.sleep()
+
+
+def test_a_ctypes_struct_that_differs_from_the_c_header_is_refused(monkeypatch) -> None:
+    fused = sharp.engines.fused
+    lib = sharp.engines.kernels.load()
+    fused.check_layout(lib)  # the shipped mirror matches
+    swapped = type("_Norm", (ctypes.Structure,), {"_fields_": [
+        ("g", fused._Param), ("n", ctypes.c_int32), ("b", fused._Param)]})
+    structs = tuple(swapped if s is fused._Norm else s for s in fused.STRUCTS)
+    with pytest.raises(KernelUnavailable, match=r"do not match sharp_kernels\.h.*"
+                       r"Norm\.b offset: C 24, Python 32.*Norm\.n offset: C 48, Python 24"):
+        fused.check_layout(lib, structs)
+    narrow = type("_Gate", (ctypes.Structure,), {"_fields_": [
+        ("coefficient", ctypes.c_double), ("tau", ctypes.c_float)]})
+    with pytest.raises(KernelUnavailable, match=r"Gate\.tau size: C 8, Python 4.*"
+                       r"Gate\.value offset: C 16, Python missing"):
+        fused.check_layout(lib, (narrow,))
+    monkeypatch.setattr(fused, "STRUCTS", structs)
+    with pytest.warns(RuntimeWarning, match=r"torch engine.*Norm\.b offset"):
+        assert Sharp(tiny_config(engine="auto")).engine == "torch"
+    with pytest.raises(KernelUnavailable, match=r"Norm\.b offset.*use engine='torch'"):
+        Sharp(tiny_config(engine="fused"))
+
+
+def test_the_workspace_is_allocated_once_per_engine() -> None:
+    learner = Sharp(tiny_config(engine="fused", tau=0.0))
+    workspace = learner.kernels._workspace
+    address = workspace.data_ptr()
+    run_stream(learner, stream(learner.config, 120), progress=False)  # wakes and one sleep
+    assert learner.kernels._workspace is workspace and workspace.data_ptr() == address

@@ -190,9 +190,9 @@ def test_upper_context_modulates_head0(random_stream: np.ndarray, head_type: str
     for i in range(8):
         step(learner, random_stream, i)
     with torch.no_grad():
-        base = learner.heads[0](learner.states[0], learner._context())
+        base = learner.heads[0](learner.states[0], learner.context())
         learner.states[2] = torch.randn_like(learner.states[2])  # LayerNorm ignores shifts
-        moved = learner.heads[0](learner.states[0], learner._context())
+        moved = learner.heads[0](learner.states[0], learner.context())
     assert not torch.allclose(base, moved)
 
 
@@ -261,7 +261,7 @@ def test_bad_streams_give_clear_errors() -> None:
         learner.evaluate(np.array([1, 2, 3, 4, 8]))
     with pytest.raises(ValueError, match="window has 2 tokens"):
         learner.learn(np.array([1, 2]), 3)
-    with pytest.raises(ValueError, match="token id 9 is outside the vocabulary"):
+    with pytest.raises(ValueError, match="token id 9 at position 2 is outside the vocabulary"):
         learner.learn(np.array([1, 2, 9]), 3)
     with pytest.raises(ValueError, match="target token 7 is outside"):
         learner.learn(np.array([1, 2, 3]), 7)
@@ -277,8 +277,8 @@ def test_batched_dreams_equal_sequential_dreams_when_sampling_is_greedy(
         step(learner, random_stream, i)
     tags = list(learner.tags)
     for target in (1, 2):
-        batched = learner._dream(tags, target)
-        sequential = torch.cat([learner._dream([tag], target) for tag in tags])
+        batched = learner.dream(tags, target)
+        sequential = torch.cat([learner.dream([tag], target) for tag in tags])
         assert batched.shape == (5, math.ceil(17 / 2**target), 16)
         torch.testing.assert_close(batched, sequential, rtol=1e-5, atol=1e-6)
 
@@ -288,9 +288,9 @@ def test_batched_dreams_match_sequential_token_statistics(random_stream: np.ndar
     for i in range(60):
         step(learner, random_stream, i)
     tags = list(learner.tags)
-    batched = learner._dream(tags, 1).mean(dim=(0, 1))
-    sequential = torch.cat([learner._dream([tag], 1) for tag in tags]).mean(dim=(0, 1))
-    again = learner._dream(tags, 1).mean(dim=(0, 1))
+    batched = learner.dream(tags, 1).mean(dim=(0, 1))
+    sequential = torch.cat([learner.dream([tag], 1) for tag in tags]).mean(dim=(0, 1))
+    again = learner.dream(tags, 1).mean(dim=(0, 1))
     # two batched draws differ only by sampling noise; sequential draws differ no more
     noise = (batched - again).abs().mean()
     assert (batched - sequential).abs().mean() < 3 * noise + 1e-3

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import tracemalloc
 import urllib.error
 import zipfile
 from pathlib import Path
@@ -14,7 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sharp.data import TEXT8, load_corpus, load_pg19, load_text8, normalize_text8, tokens_sha256
+import sharp.data.corpus as corpus_module
+from sharp.data import (
+    TEXT8,
+    corpus_splits,
+    load_corpus,
+    load_pg19,
+    load_text8,
+    normalize_text8,
+    tokens_sha256,
+)
 from sharp.data.corpus import cache_root
 
 FAKE_TEXT8 = b" anarchism originated as a term of abuse first used against early" * 50
@@ -224,6 +234,27 @@ def test_pg19_local_folder(pg19_folder: Path, tmp_path: Path) -> None:
     assert TEXT8.decode(test.tokens) == "nine tested"
 
 
+def test_pg19_folder_loads_every_split_for_held_out_books(
+    pg19_folder: Path, tmp_path: Path
+) -> None:
+    assert corpus_splits(str(pg19_folder)) == ("train", "validation", "test")
+    corpus = load_corpus(str(pg19_folder), cache_dir=tmp_path / "cache")
+    assert corpus.name == "pg19"
+    assert corpus.documents["split"].tolist() == ["train", "train", "validation", "test"]
+    assert TEXT8.decode(corpus.split("validation").tokens) == "seven is held out"
+    assert TEXT8.decode(corpus.split("test").tokens) == "nine tested"
+    train = load_pg19(str(pg19_folder), split="train", cache_dir=tmp_path / "cache")
+    assert np.array_equal(corpus.split("train").tokens, train.tokens)
+    assert load_pg19(str(pg19_folder), cache_dir=tmp_path / "cache").sha256 == corpus.sha256
+    for split in ("validation", "test"):
+        for book in (pg19_folder / split).iterdir():
+            book.unlink()
+    assert corpus_splits(str(pg19_folder)) == ("train",)
+    assert corpus_splits("pg19") == ("train", "validation", "test")
+    assert corpus_splits("books") == ("train", "validation", "test")
+    assert corpus_splits("wiki") is None
+
+
 def test_pg19_rejects_bad_arguments(pg19_folder: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="split must be one of"):
         load_pg19(str(pg19_folder), split="dev", cache_dir=tmp_path)
@@ -251,7 +282,8 @@ def test_pg19_hub_offline_is_a_clear_error(tmp_path: Path) -> None:
     assert "load_pg19(source='/path/to/pg19'" in last_line
 
 
-def test_load_corpus_names(tmp_path: Path) -> None:
+def test_load_corpus_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHARP_CACHE", str(tmp_path / "cache"))
     text_file = tmp_path / "notes.txt"
     text_file.write_text("Hello, World! 42\n", encoding="utf-8")
     corpus = load_corpus(str(text_file))
@@ -264,5 +296,60 @@ def test_load_corpus_names(tmp_path: Path) -> None:
         assert name in str(info.value)
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("caf\xe9".encode("latin-1"))
-    with pytest.raises(ValueError, match="not UTF-8"):
+    with pytest.raises(ValueError, match="not UTF-8 text \\(byte 3"):
         load_corpus(str(latin1))
+
+
+def test_text_file_streams_in_chunks_into_the_token_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # NFD accents, a ligature and 2-4 byte UTF-8 characters straddle the 7-byte blocks
+    text = ("Été -- e\u0301te\u0301, ﬁn; 𝔊 ß!! " * 40) + "tail..."
+    path = tmp_path / "story.txt"
+    path.write_text(text, encoding="utf-8")
+    monkeypatch.setattr(corpus_module, "TEXT_CHUNK_BYTES", 7)
+    corpus = load_corpus(str(path), cache_dir=tmp_path / "cache")
+    assert TEXT8.decode(corpus.tokens) == normalize_text8(text)
+    assert corpus.sha256 == tokens_sha256(np.asarray(corpus.tokens))
+    assert isinstance(corpus.tokens, np.memmap)
+    (npy,) = (tmp_path / "cache" / "tokens").glob("text-*.npy")
+
+    def no_encoding(pieces: object) -> None:
+        raise AssertionError("the file was encoded again")
+
+    monkeypatch.setattr(corpus_module, "normalize_text8_stream", no_encoding)
+    copy = tmp_path / "same-text-other-name.txt"
+    copy.write_bytes(path.read_bytes())
+    again = load_corpus(str(copy), cache_dir=tmp_path / "cache")  # keyed by content
+    assert again.name == "same-text-other-name"
+    assert again.sha256 == corpus.sha256
+    assert list((tmp_path / "cache" / "tokens").glob("text-*.npy")) == [npy]
+
+
+def test_text_file_bad_utf8_names_the_byte(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.txt"
+    path.write_bytes(b"fine text " * 100_000 + b"caf\xe9")
+    with pytest.raises(ValueError, match="not UTF-8 text \\(byte 1,000,003"):
+        load_corpus(str(path), cache_dir=tmp_path / "cache")
+    assert list((tmp_path / "cache" / "tokens").glob("*.npy")) == []  # nothing half-written
+    empty = tmp_path / "digits.txt"
+    empty.write_text("1 2 3 ...")
+    with pytest.raises(ValueError, match="no letters a-z"):
+        load_corpus(str(empty), cache_dir=tmp_path / "cache")
+
+
+def test_text_file_peak_memory_is_a_small_multiple_of_the_file(tmp_path: Path) -> None:
+    words = np.array(["The", "whale,", "été", "ﬁsh", "Sea", "and", "of", "42;", "naïve\n", "a"])
+    path = tmp_path / "big.txt"
+    path.write_text(" ".join(words[np.random.default_rng(0).integers(0, 10, 1_200_000)]))
+    size = path.stat().st_size
+    assert size > 5_000_000
+    tracemalloc.start()
+    try:
+        corpus = load_corpus(str(path), cache_dir=tmp_path / "cache")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(corpus) > 4_000_000
+    # the whole-file loader peaked at ~28 bytes per character; chunks keep a few MB
+    assert peak < 2 * size, f"peak {peak:,} bytes for a file of {size:,} bytes"

@@ -125,7 +125,7 @@ def test_layer_states_follow_the_wake_strides(random_stream: np.ndarray) -> None
     learner._wake_up()
     for i in range(len(tokens) - learner.window):
         learner.t += 1
-        learner._advance(torch.tensor([int(tokens[i + learner.window - 1])]))
+        learner.advance(torch.tensor([int(tokens[i + learner.window - 1])]))
         for level in range(3):
             np.testing.assert_allclose(held[level][i], learner.states[level][0].numpy(),
                                        rtol=1e-5, atol=1e-6)

@@ -147,3 +147,15 @@ def test_book_protocol_resets_state_per_book_and_evaluates_books() -> None:
     assert first.loc["current", "tokens"] == (300 - 3) + (300 - 3)
     assert first.loc["forward", "tokens"] == (300 - 3) + (250 - 3)
     assert first.loc["forward", "train_tokens"] == 1_000 - 3 * 3
+
+
+def test_sharp_is_a_sleeper_and_a_baseline_is_not() -> None:
+    from sharp import Sleeper
+    from sharp.runs.registry import baseline_spec, build_learner
+
+    assert isinstance(Sharp(tiny_config()), Sleeper)
+    baseline = build_learner(baseline_spec("lstm", vocab_size=7, window=3, hidden=8,
+                                           threads=1, device="cpu"))
+    assert not isinstance(baseline, Sleeper)
+    with pytest.raises(TypeError, match="has no sleep phase"):
+        run_stream(baseline, np.arange(10) % 7, sleep_every=4, progress=False)

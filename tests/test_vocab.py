@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from sharp.data import TEXT8, Vocabulary, char_vocabulary, normalize_text8, wikifil
+from sharp.data import (
+    TEXT8,
+    Vocabulary,
+    char_vocabulary,
+    fold_unicode,
+    normalize_text8,
+    normalize_text8_stream,
+    wikifil,
+)
 
 LICENSES = Path("/usr/share/common-licenses")
 REFERENCE_FILES = ("GPL-3", "GFDL-1.3", "Apache-2.0", "MPL-2.0", "LGPL-2.1", "GPL-2", "Artistic",
@@ -71,8 +80,34 @@ def test_decode_rejects_out_of_range_ids() -> None:
 
 
 def test_normalize_text8_rule() -> None:
-    assert normalize_text8("  Hello, World!! 42 -- Ça va?\n") == "hello world a va"
+    assert normalize_text8("  Hello, World!! 42 -- Ça va?\n") == "hello world ca va"
     assert normalize_text8("123") == ""
+
+
+def test_unicode_forms_give_identical_tokens() -> None:
+    nfc, nfd = unicodedata.normalize("NFC", "Été été"), unicodedata.normalize("NFD", "Été été")
+    assert nfc != nfd
+    assert normalize_text8(nfc) == normalize_text8(nfd) == "ete ete"
+    assert np.array_equal(TEXT8.encode(normalize_text8(nfc)), TEXT8.encode(normalize_text8(nfd)))
+    for written, expected in [
+        ("ﬁne ﬂour, eﬀort", "fine flour effort"),  # ligatures spelled out
+        ("Straße Æsop œuvre Øre İstanbul", "strasse aesop oeuvre ore istanbul"),
+        ("ＦＵＬＬ ſtate", "full state"),  # fullwidth letters, long s
+        ("Gutenberg™ ½ № 5", "gutenberg"),  # symbols stay symbols, so they become spaces
+        ("naïve café Ελλάδα", "naive cafe"),  # other scripts become spaces
+    ]:
+        assert normalize_text8(written) == expected, written
+    assert fold_unicode("plain ASCII, unchanged.") == "plain ASCII, unchanged."
+
+
+def test_normalizing_in_pieces_equals_normalizing_the_whole() -> None:
+    rng = np.random.default_rng(0)
+    alphabet = list("ab ,.-\nÉe\u0301ﬁ™ß")
+    for _ in range(500):
+        text = "".join(rng.choice(alphabet, rng.integers(0, 40)))
+        cuts = sorted(rng.integers(0, len(text) + 1, rng.integers(0, 6)).tolist())
+        pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+        assert "".join(normalize_text8_stream(pieces)) == normalize_text8(text), pieces
 
 
 def test_normalize_reference_license_text() -> None:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
+from sharp.config import preset
 from sharp.explore.widgets import StreamExplorer, decoder_for, rolling_mean, thin
 from sharp.model.learner import Sharp
 
@@ -85,8 +86,8 @@ def test_tau_slider_opens_and_closes_the_gate(periodic_stream: np.ndarray) -> No
     explorer.set_tau(1e-4)
     assert explorer.tau_slider.value == pytest.approx(1e-4)
     assert explorer.step(40)["memory_learned"].all()
-    explorer.reset()  # the slider's value survives a reset
-    assert explorer.learner.config.tau == pytest.approx(1e-4)
+    explorer.reset()  # back to the learner as it was built, and the slider with it
+    assert explorer.learner.config.tau == 1e-2 and explorer.tau_slider.value == pytest.approx(1e-2)
 
 
 def test_lr_slider_sets_every_learning_rate(periodic_stream: np.ndarray) -> None:
@@ -97,7 +98,8 @@ def test_lr_slider_sets_every_learning_rate(periodic_stream: np.ndarray) -> None
     assert learner.memory_opt.lrs == pytest.approx([1e-3])
     assert learner.head_opt.lrs == pytest.approx([1e-3 * 0.1**level for level in range(3)])
     explorer.reset()
-    assert learner.memory_opt.lrs == pytest.approx([1e-3])
+    assert learner.config.lr == 1e-2 and learner.memory_opt.lrs == [1e-2]
+    assert explorer.lr_slider.value == pytest.approx(1e-2) and explorer.lr_value.value == "1.0e-02"
 
 
 def test_one_redraw_per_step_call_and_thinned_traces(periodic_stream: np.ndarray,
@@ -150,6 +152,26 @@ def test_explorer_works_on_a_learner_without_sleep(periodic_stream: np.ndarray) 
         explorer.sleep()
     explorer.reset()
     assert explorer.steps == 0
+
+
+def test_reset_restores_the_learner_as_built_and_sliders_show_its_values() -> None:
+    built = preset("quick", layers=2, hidden=16, embedding=8, tau=0.0, lr=1.0)
+    explorer = StreamExplorer(Sharp(built), np.arange(100) % 27)
+    learner = explorer.learner
+    assert explorer.tau_value.value == "0" and explorer.lr_value.value == "1.0e+00"
+    assert explorer.lr_slider.value == 1.0 and explorer.lr_slider.max >= 0
+    explorer.step(20)
+    explorer.reset()  # no slider touched: nothing about the learner changes
+    assert learner.config == built
+    assert learner.memory_opt.lrs == [1.0] and learner.head_opt.lrs == [1.0, 0.1]
+    explorer.set_tau(3e-3)
+    explorer.lr_slider.value = 1e-5
+    assert learner.config.tau == 3e-3 and learner.memory_opt.lrs == pytest.approx([1e-5])
+    explorer.reset_button.click()
+    assert learner.config == built and learner.memory_opt.lrs == [1.0]
+    assert explorer.tau_value.value == "0" and explorer.lr_slider.value == 1.0
+    explorer.set_tau(50.0)  # outside the initial range: the slider widens to show it
+    assert explorer.tau_slider.value == pytest.approx(50.0) and learner.config.tau == 50.0
 
 
 def test_helpers() -> None:

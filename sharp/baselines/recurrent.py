@@ -27,15 +27,15 @@ import math
 import time
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from sharp.baselines.config import ClockworkConfig, RecurrentConfig
+from sharp.data.streams import TokenIds, check_target, check_window, token_tensor
 from sharp.engines.optim import FusedAdam
 from sharp.engines.runtime import prepare_runtime, small_kernels
-from sharp.model.learner import check_compatible, check_tokens
-from sharp.protocol import LN2, EvalResult, StepResult
+from sharp.model.learner import check_compatible
+from sharp.protocol import EvalResult, StepResult, check_finite, eval_result
 
 State = Tensor | tuple[Tensor, ...]
 
@@ -48,49 +48,6 @@ def detach_state(state: State) -> State:
     if isinstance(state, tuple):
         return tuple(s.detach() for s in state)
     return state.detach()
-
-
-def window_ids(window: Tensor | np.ndarray | list[int], size: int, vocab_size: int) -> list[int]:
-    """A window as a list of ``size`` token ids, checked against the vocabulary."""
-    ids = window.tolist() if hasattr(window, "tolist") else list(window)
-    if isinstance(ids, int) or len(ids) != size:
-        got = 1 if isinstance(ids, int) else len(ids)
-        raise ValueError(f"window has {got} tokens but this learner's window W is {size}")
-    if min(ids) < 0 or max(ids) >= vocab_size:
-        bad = next(i for i in ids if not 0 <= i < vocab_size)
-        raise ValueError(
-            f"token id {bad} is outside the vocabulary 0..{vocab_size - 1}; encode the text "
-            "with the learner's vocabulary"
-        )
-    return ids
-
-
-def check_target(target: int, vocab_size: int) -> int:
-    """``target`` as an int, checked against the vocabulary."""
-    y = int(target)
-    if not 0 <= y < vocab_size:
-        raise ValueError(f"target token {y} is outside the vocabulary 0..{vocab_size - 1}")
-    return y
-
-
-def eval_ids(tokens: Tensor | np.ndarray, window: int, vocab_size: int,
-             device: torch.device) -> Tensor:
-    """A slice to evaluate as a 1-D long tensor with more than ``window`` valid ids."""
-    ids = torch.as_tensor(np.asarray(tokens), device=device).long().reshape(-1)
-    if ids.numel() <= window:
-        raise ValueError(
-            f"need more than W={window} tokens to predict anything, got {ids.numel()}"
-        )
-    check_tokens(ids, vocab_size)
-    return ids
-
-
-def eval_result(logits: Tensor, targets: Tensor, start: float) -> EvalResult:
-    """Bits and top-1 correctness of ``logits`` (N, V) against ``targets`` (N,)."""
-    nats = nn.functional.cross_entropy(logits, targets, reduction="none")
-    correct = logits.argmax(-1) == targets
-    return EvalResult((nats / LN2).cpu().numpy(), correct.cpu().numpy(),
-                      time.perf_counter() - start)
 
 
 class RecurrentCore(nn.Module):
@@ -212,14 +169,19 @@ class StreamingRecurrent:
 
     # -- learning -------------------------------------------------------------------
     @small_kernels()
-    def learn(self, window: Tensor | np.ndarray, target: int) -> StepResult:
-        """Predict ``target`` after ``window`` (consecutive stride-1 windows of one stream
-        in ``tbptt`` mode), then learn from it."""
-        ids = window_ids(window, self.window, self.vocab_size)
+    def learn(self, window: TokenIds, target: int) -> StepResult:
+        """Predict ``target`` after ``window`` (W ids: a list, array or tensor; consecutive
+        stride-1 windows of one stream in ``tbptt`` mode), then learn from it. Raises
+        ValueError for a malformed window or target, :class:`~sharp.protocol.Diverged`
+        when the loss is not finite."""
+        ids = check_window(window, self.window, self.vocab_size).tolist()
         y = check_target(target, self.vocab_size)
         if self.config.mode == "paper":
-            return self._learn_paper(ids, y)
-        return self._learn_tbptt(ids, y)
+            result = self._learn_paper(ids, y)
+        else:
+            result = self._learn_tbptt(ids, y)
+        check_finite(self, prediction=result.loss)
+        return result
 
     def _learn_tbptt(self, ids: list[int], y: int) -> StepResult:
         if self.last_window is None:
@@ -283,11 +245,11 @@ class StreamingRecurrent:
 
     # -- evaluation -----------------------------------------------------------------
     @torch.inference_mode()
-    def predict_stream(self, tokens: Tensor | np.ndarray) -> Tensor:
+    def predict_stream(self, tokens: TokenIds) -> Tensor:
         """Logits for every token of ``tokens`` after the first W, from a fresh state and
         without learning, by the learner's own streaming rule (``tbptt``: every token fed
         once, in chunks of :data:`EVAL_CHUNK`; ``paper``: window by window)."""
-        ids = eval_ids(tokens, self.window, self.vocab_size, self.device)
+        ids = token_tensor(tokens, self.window, self.vocab_size, self.device)
         if self.config.mode == "paper":
             return self._predict_paper(ids)
         core, w = self.core, self.window
@@ -317,11 +279,12 @@ class StreamingRecurrent:
             logits[i] = core.readout(outputs[-1])
         return logits
 
-    def evaluate(self, tokens: Tensor | np.ndarray) -> EvalResult:
-        """Bits and top-1 correctness for every token after the first W of ``tokens``,
+    def evaluate(self, tokens: TokenIds) -> EvalResult:
+        """Bits and top-1 correctness for every token after the first W of ``tokens`` (a
+        list, array or tensor of more than W ids; ValueError otherwise, as for a stream),
         from a fresh state, without learning; the learner is left untouched."""
         start = time.perf_counter()
-        ids = eval_ids(tokens, self.window, self.vocab_size, self.device)
+        ids = token_tensor(tokens, self.window, self.vocab_size, self.device)
         logits = self.predict_stream(ids)
         with torch.inference_mode():
             return eval_result(logits, ids[self.window :], start)

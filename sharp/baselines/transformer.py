@@ -22,16 +22,15 @@ import math
 import time
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from sharp.baselines.config import TransformerConfig
-from sharp.baselines.recurrent import check_target, eval_ids, eval_result, window_ids
+from sharp.data.streams import TokenIds, check_target, check_window, token_tensor
 from sharp.engines.optim import FusedAdam
 from sharp.engines.runtime import prepare_runtime, small_kernels
 from sharp.model.learner import check_compatible
-from sharp.protocol import EvalResult, StepResult
+from sharp.protocol import EvalResult, StepResult, check_finite, eval_result
 
 #: Tokens per batched forward pass in evaluation.
 EVAL_TOKENS = 8192
@@ -165,10 +164,12 @@ class TransformerBaseline:
 
     # -- learning -------------------------------------------------------------------
     @small_kernels()
-    def learn(self, window: Tensor | np.ndarray, target: int) -> StepResult:
+    def learn(self, window: TokenIds, target: int) -> StepResult:
         """Predict ``target`` from the context the stream gives (consecutive stride-1
-        windows of one stream), then learn from it once its chunk is complete."""
-        ids = window_ids(window, self.window, self.vocab_size)
+        windows of one stream, each W ids: a list, array or tensor), then learn from it
+        once its chunk is complete. Raises ValueError for a malformed window or target,
+        :class:`~sharp.protocol.Diverged` when the loss is not finite."""
+        ids = check_window(window, self.window, self.vocab_size).tolist()
         y = check_target(target, self.vocab_size)
         if not self.history:
             self.history, self.seen = list(ids), len(ids)
@@ -181,14 +182,15 @@ class TransformerBaseline:
         with torch.no_grad():
             logits = self._predict_next()
             loss = nn.functional.cross_entropy(logits, torch.tensor(y, device=self.device))
-        p, context = self.seen, self.config.context
+        nats, p, context = loss.item(), self.seen, self.config.context
+        check_finite(self, prediction=nats)
         self.history.append(y)
         self.seen += 1
         if p % context == 0:
             self._train_chunk()
         if len(self.history) > 2 * (context + 1):
             self.history = self.history[-(context + 1) :]
-        return StepResult(logits, loss.item(), y)
+        return StepResult(logits, nats, y)
 
     def _predict_next(self) -> Tensor:
         """Logits for stream token ``seen`` by the block/context rule, through the cache."""
@@ -217,11 +219,11 @@ class TransformerBaseline:
 
     # -- evaluation -----------------------------------------------------------------
     @torch.inference_mode()
-    def predict_stream(self, tokens: Tensor | np.ndarray) -> Tensor:
+    def predict_stream(self, tokens: TokenIds) -> Tensor:
         """Logits for every token of ``tokens`` after the first W, without learning:
         by the streaming context rule (``eval_mode="full"``) or from each token's W-token
         window (``"paper"``), batched over the slice."""
-        ids = eval_ids(tokens, self.window, self.vocab_size, self.device)
+        ids = token_tensor(tokens, self.window, self.vocab_size, self.device)
         if self.config.eval_mode == "paper":
             rows = ids.unfold(0, self.window, 1)[:-1]
             return self._batched(rows, 1)[:, 0]
@@ -247,7 +249,8 @@ class TransformerBaseline:
         logits = torch.zeros(n, self.vocab_size, device=self.device)
         head = min(size, n - 1)
         logits[1 : head + 1] = self.model(ids[None, :head])[0]
-        ends = torch.arange(size + stride, n, stride, device=self.device)  # (k+1)S <= n-1
+        # ends (k+1)S <= n-1 of the blocks after the first row: none if n <= C+S
+        ends = torch.arange(size + stride, max(n, size + stride), stride, device=self.device)
         if ends.numel():
             rows = ids[(ends - size)[:, None] + torch.arange(size, device=self.device)]
             block_logits = self._batched(rows, stride)
@@ -260,11 +263,12 @@ class TransformerBaseline:
             logits[done + 1 :] = self.model(ids[None, start : n - 1])[0, done - start :]
         return logits
 
-    def evaluate(self, tokens: Tensor | np.ndarray) -> EvalResult:
-        """Bits and top-1 correctness for every token after the first W of ``tokens``,
+    def evaluate(self, tokens: TokenIds) -> EvalResult:
+        """Bits and top-1 correctness for every token after the first W of ``tokens`` (a
+        list, array or tensor of more than W ids; ValueError otherwise, as for a stream),
         without learning; the learner is left untouched."""
         start = time.perf_counter()
-        ids = eval_ids(tokens, self.window, self.vocab_size, self.device)
+        ids = token_tensor(tokens, self.window, self.vocab_size, self.device)
         logits = self.predict_stream(ids)
         with torch.inference_mode():
             return eval_result(logits, ids[self.window :], start)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sharp.data.normalize import NORMALIZATION_VERSION, normalize_text8
+from sharp.data.normalize import NORMALIZATION_VERSION, normalize_text8, normalize_text8_stream
 from sharp.data.vocab import TEXT8, Vocabulary
 from sharp.runs.checkpoints import atomic_path, atomic_write_bytes
 from sharp.runs.progress import tqdm
@@ -31,10 +32,22 @@ CORPUS_NAMES = ("wiki", "books", "text8", "pg19")
 
 _CACHE_FORMAT = 1
 
+TEXT_CHUNK_BYTES = 1 << 18
+"""Bytes of a local text file read, normalised and encoded at a time (bounds peak memory)."""
+
 
 def tokens_sha256(tokens: np.ndarray) -> str:
     """Hex sha256 of the raw bytes of a token array (in its stored dtype)."""
     return hashlib.sha256(np.ascontiguousarray(tokens).view(np.uint8)).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in blocks of ``TEXT_CHUNK_BYTES``."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(TEXT_CHUNK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @dataclass
@@ -256,7 +269,7 @@ def write_token_cache(
                 "shape": (length,),
             }
             np.lib.format.write_array_header_1_0(out, header)
-            shutil.copyfileobj(raw, out, length=1 << 24)
+            shutil.copyfileobj(raw, out, length=TEXT_CHUNK_BYTES)
         file_bytes = tmp_npy.stat().st_size
     meta = {
         "identity": identity,
@@ -276,15 +289,45 @@ def write_token_cache(
 # --- one entry point ------------------------------------------------------------------
 
 
-def _load_text_file(path: Path) -> Corpus:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path} is not UTF-8 text ({err}); convert it to UTF-8") from err
-    tokens = TEXT8.encode(normalize_text8(text))
-    if tokens.size == 0:
+def _text_file_pieces(path: Path) -> Iterator[str]:
+    """The text of a UTF-8 file in pieces of at most ``TEXT_CHUNK_BYTES`` bytes.
+
+    Raises ValueError naming the byte offset of the first invalid UTF-8 sequence.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with path.open("rb") as handle:
+        while True:
+            block = handle.read(TEXT_CHUNK_BYTES)
+            held = len(decoder.getstate()[0])
+            try:
+                yield decoder.decode(block, final=not block)
+            except UnicodeDecodeError as err:
+                raise ValueError(
+                    f"{path} is not UTF-8 text (byte {offset - held + err.start:,}: {err.reason}); "
+                    "convert it to UTF-8"
+                ) from err
+            if not block:
+                return
+            offset += len(block)
+
+
+def _load_text_file(path: Path, cache_dir: str | os.PathLike[str] | None) -> Corpus:
+    """A local UTF-8 text file, normalised with ``normalize_text8`` and encoded with
+    ``TEXT8`` in chunks into the token cache (keyed by the file's size and sha256, so a
+    file is encoded once whatever its name; peak memory stays a few MB)."""
+    root = cache_root(cache_dir)
+    identity = {"text_file_bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    cached = open_token_cache(root, "text", identity)
+    if cached is None:
+        chunks = (TEXT8.encode(piece) for piece in normalize_text8_stream(_text_file_pieces(path)))
+        cached = write_token_cache(
+            root, "text", identity, chunks, dtype=TEXT8.dtype, total=identity["text_file_bytes"]
+        )
+    tokens, meta = cached
+    if meta["length"] == 0:
         raise ValueError(f"{path} has no letters a-z, so its normalised text is empty")
-    return Corpus(path.stem, tokens, TEXT8, tokens_sha256(tokens))
+    return Corpus(path.stem, tokens, TEXT8, meta["sha256"])
 
 
 def load_corpus(
@@ -296,9 +339,12 @@ def load_corpus(
     """Load a corpus by name, optionally one split of a book corpus.
 
     ``name`` is ``"wiki"`` or ``"books"`` (bundled, offline), ``"text8"`` (downloaded
-    once into the cache), ``"pg19"`` (Hugging Face hub; train split unless ``split``),
-    a local PG-19 folder (``{train,validation,test}/<id>.txt`` + ``metadata.csv``), or
-    a local UTF-8 text file (normalised with ``normalize_text8``).
+    once into the cache), ``"pg19"`` (Hugging Face hub), a local PG-19 folder
+    (``{train,validation,test}/<id>.txt`` + ``metadata.csv``), or a local UTF-8 text
+    file (normalised with ``normalize_text8`` in chunks and cached by content). Book
+    corpora hold every split they have unless ``split`` names one (``corpus_splits``
+    tells which without loading). Raises ValueError for an unknown name, a split the
+    corpus lacks, or a text file that is not UTF-8 or has no letters a-z.
     """
     from sharp.data.bundled import load_books, load_wiki
     from sharp.data.pg19 import load_pg19
@@ -312,15 +358,41 @@ def load_corpus(
     elif name == "text8":
         corpus = load_text8(cache_dir)
     elif name == "pg19":
-        return load_pg19(split=split or "train", cache_dir=cache_dir)
+        return load_pg19(split=split, cache_dir=cache_dir)
     elif path.is_dir():
-        return load_pg19(str(path), split=split or "train", cache_dir=cache_dir)
+        return load_pg19(str(path), split=split, cache_dir=cache_dir)
     elif path.is_file():
-        corpus = _load_text_file(path)
+        corpus = _load_text_file(path, cache_dir)
     else:
-        raise ValueError(
-            f"unknown corpus {name!r}: use one of {', '.join(repr(n) for n in CORPUS_NAMES)}, "
-            "the path of a UTF-8 text file, or the path of a folder in PG-19 layout "
-            "({train,validation,test}/<id>.txt plus metadata.csv)"
-        )
+        raise _unknown_corpus(name)
     return corpus if split is None else corpus.split(split)
+
+
+def _unknown_corpus(name: str) -> ValueError:
+    return ValueError(
+        f"unknown corpus {name!r}: use one of {', '.join(repr(n) for n in CORPUS_NAMES)}, "
+        "the path of a UTF-8 text file, or the path of a folder in PG-19 layout "
+        "({train,validation,test}/<id>.txt plus metadata.csv)"
+    )
+
+
+def corpus_splits(name: str) -> tuple[str, ...] | None:
+    """The splits (in ``SPLITS`` order) of the corpus ``load_corpus(name)`` returns, found
+    without loading, reading or downloading any text; None for corpora without documents
+    (``"wiki"``, ``"text8"``, text files). Raises ValueError for an unknown name."""
+    from sharp.data.bundled import provenance
+    from sharp.data.pg19 import pg19_splits
+
+    path = Path(name).expanduser()
+    if name == "books":
+        present = set(provenance()["split"])
+        return tuple(split for split in SPLITS if split in present)
+    if name == "pg19":
+        return pg19_splits()
+    if name in ("wiki", "text8"):
+        return None
+    if path.is_dir():
+        return pg19_splits(str(path))
+    if path.is_file():
+        return None
+    raise _unknown_corpus(name)

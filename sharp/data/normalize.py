@@ -1,23 +1,100 @@
-"""Text normalisation to the 27-symbol text8 alphabet (space, a-z)."""
+"""Text normalisation to the 27-symbol text8 alphabet (space, a-z).
+
+Every text path of the kit (bundled books, PG-19, local text files, ``wikifil``) goes
+through :func:`normalize_text8`, which first folds Unicode with :func:`fold_unicode`, so
+text that looks the same gives the same tokens whatever its Unicode form.
+"""
 
 from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
 
-NORMALIZATION_VERSION = 1
-"""Bumped whenever ``normalize_text8`` or ``wikifil`` change output (keys cached corpora)."""
+NORMALIZATION_VERSION = 2
+"""Bumped whenever ``normalize_text8`` or ``wikifil`` change output (keys cached corpora).
+Version 2 added Unicode folding (``fold_unicode``)."""
 
 _NON_LETTERS = re.compile(r"[^a-z]+")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+LETTER_FOLDS = {
+    "ß": "ss", "ẞ": "SS", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o", "Ø": "O",
+    "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "TH",
+    "ı": "i",
+}
+"""Latin letters without a Unicode decomposition, spelled with the letters a-z."""
+
+
+def _fold_char(char: str) -> str:
+    """One character folded: letters by compatibility decomposition (NFKD), other
+    characters by canonical decomposition (NFD); combining marks dropped; then
+    ``LETTER_FOLDS``."""
+    form = "NFKD" if unicodedata.category(char).startswith("L") else "NFD"
+    kept = (c for c in unicodedata.normalize(form, char) if unicodedata.category(c)[0] != "M")
+    return "".join(LETTER_FOLDS.get(c, c) for c in kept)
+
+
+class _FoldTable(dict[int, str]):
+    """``str.translate`` table of ``_fold_char``, filled on first sight of each code point."""
+
+    def __missing__(self, code: int) -> str:
+        folded = _fold_char(chr(code))
+        self[code] = folded
+        return folded
+
+
+_FOLDS = _FoldTable()
+
+
+def fold_unicode(text: str) -> str:
+    """Fold ``text`` so that visually identical spellings become the same string.
+
+    Each non-ASCII character is decomposed -- letters by compatibility decomposition
+    (NFKD: ligatures ``"ﬁ"`` -> ``"fi"``, long s ``"ſ"`` -> ``"s"``, fullwidth
+    ``"Ａ"`` -> ``"A"``), other characters canonically (NFD, so symbols such as
+    ``"™"`` or ``"½"`` stay symbols) -- and its combining marks are dropped (accents:
+    ``"é"`` in NFC and ``"e\u0301"`` in NFD both become ``"e"``); ``LETTER_FOLDS`` then
+    spells ``ß æ œ ø ł đ ð þ ı`` with a-z. ASCII text is returned unchanged. The rule is
+    per character, so folding pieces of a text and joining them equals folding the text.
+    """
+    if text.isascii():
+        return text
+    return _NON_ASCII.sub(lambda run: run.group().translate(_FOLDS), text)
 
 
 def normalize_text8(text: str) -> str:
-    """Lowercase, turn every run of characters outside a-z into one space, strip.
+    """Fold Unicode (``fold_unicode``), lowercase, turn every run of characters outside
+    a-z into one space, strip.
 
-    This is the REFERENCE rule; the result uses only the symbols of ``TEXT8``.
+    This is the REFERENCE rule (on ASCII text ``fold_unicode`` changes nothing); the
+    result uses only the symbols of ``TEXT8``. Accented letters keep their base letter
+    (``"Été"`` -> ``"ete"``), ligatures are spelled out (``"ﬁ"`` -> ``"fi"``); letters of
+    other scripts, digits and symbols become spaces.
     """
-    return _NON_LETTERS.sub(" ", text.lower()).strip()
+    return _NON_LETTERS.sub(" ", fold_unicode(text).lower()).strip()
+
+
+def normalize_text8_stream(pieces: Iterable[str]) -> Iterator[str]:
+    """``normalize_text8`` of a text given in pieces, yielded in pieces.
+
+    ``"".join(normalize_text8_stream(pieces)) == normalize_text8("".join(pieces))`` for
+    any way of cutting the text (the fold is per character; runs of non-letters that
+    straddle a cut become one space), so a file can be normalised in bounded memory.
+    """
+    started = pending_space = False
+    for piece in pieces:
+        mapped = _NON_LETTERS.sub(" ", fold_unicode(piece).lower())
+        core = mapped.strip()
+        if not core:
+            pending_space = pending_space or bool(mapped)
+            continue
+        if started and (pending_space or mapped[0] == " "):
+            yield " "
+        yield core
+        started = True
+        pending_space = mapped[-1] == " "
 
 
 _PAGE = re.compile(r"<page>(.*?)</page>", re.DOTALL)

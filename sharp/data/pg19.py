@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -131,55 +132,92 @@ def _books(rows: Iterable[dict[str, Any]], split: str, source: str) -> Iterator[
         )
 
 
+def pg19_splits(source: str = PG19_HUB_ID) -> tuple[str, ...]:
+    """The splits a PG-19 source has, in ``SPLITS`` order, found without reading or
+    downloading any book.
+
+    A local folder has the ``train/``, ``validation/`` and ``test/`` subfolders that hold
+    ``<book_id>.txt`` files; a hub id has all three (PG-19's hub dataset does). Raises
+    FileNotFoundError for a path that is not a folder.
+    """
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        return tuple(
+            split for split in SPLITS
+            if (folder / split).is_dir() and next((folder / split).glob("*.txt"), None)
+        )
+    if _looks_like_path(source):
+        raise FileNotFoundError(f"no folder {folder}; load_pg19 expects a hub id or {_LAYOUT}")
+    return SPLITS
+
+
 def load_pg19(
     source: str = PG19_HUB_ID,
-    split: str = "train",
+    split: str | None = None,
     max_books: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> Corpus:
-    """One split of PG-19 as a book corpus (normalised to ``TEXT8``, one space between books).
+    """PG-19 as a book corpus (normalised to ``TEXT8``, one space between books).
 
-    ``source`` is a hub id (``datasets.load_dataset(source, split=split)``) or a local
-    folder in PG-19 layout, read through ``datasets.Dataset.from_generator``; local
-    books are ordered by numeric id. ``max_books`` keeps the first books only. The
-    encoded split is cached (``cache_dir``, else ``$SHARP_CACHE``, else
-    ``~/.cache/sharp``), keyed by the source's files (or the hub dataset's
-    fingerprint), so later loads are instant. An unreachable hub raises
-    ``RuntimeError`` saying how to use a local folder instead.
+    ``split=None`` loads every split the source has (``pg19_splits``: train, then
+    validation, then test, as ``Corpus.split`` expects), so the book protocol finds its
+    held-out books; ``split="train"`` etc. loads one. ``source`` is a hub id
+    (``datasets.load_dataset(source, split=...)``) or a local folder in PG-19 layout,
+    read through ``datasets.Dataset.from_generator``; local books are ordered by numeric
+    id. ``max_books`` keeps the first books of each split. The encoded splits are cached
+    (``cache_dir``, else ``$SHARP_CACHE``, else ``~/.cache/sharp``) as one memory-mapped
+    array keyed by the source's files (or the hub datasets' fingerprints), so later loads
+    are instant. Raises ValueError for a bad ``split``/``max_books`` or when no book has
+    any letter, FileNotFoundError for a folder without the layout, and RuntimeError
+    (saying how to use a local folder instead) when the hub is unreachable.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
     if max_books is not None and max_books < 1:
         raise ValueError(f"max_books must be a positive number or None, got {max_books}")
+    splits = pg19_splits(source) if split is None else (split,)
     root = cache_root(cache_dir)
     folder = Path(source).expanduser()
+    if not splits:
+        raise FileNotFoundError(f"{folder} has no book in any split; expected {_LAYOUT}")
     if folder.is_dir():
-        files = [
-            (str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns)
-            for p in _book_files(folder, split, max_books)
-        ]
+        files = {
+            name: [
+                (str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns)
+                for p in _book_files(folder, name, max_books)
+            ]
+            for name in splits
+        }
         meta_file = folder / "metadata.csv"
         meta_stat = None
         if meta_file.is_file():
             meta_stat = (meta_file.stat().st_size, meta_file.stat().st_mtime_ns)
-        identity: dict[str, Any] = {"folder": files, "metadata": meta_stat, "split": split}
+        identity: dict[str, Any] = {"folder": files, "metadata": meta_stat, "splits": splits}
         cached = open_token_cache(root, "pg19", identity)
         if cached is None:
-            dataset = _folder_dataset(folder, files, root / "hf")
-            cached = _encode(root, identity, _books(dataset, split, str(folder)))
-    elif _looks_like_path(source):
-        raise FileNotFoundError(f"no folder {folder}; load_pg19 expects a hub id or {_LAYOUT}")
+            books = chain.from_iterable(
+                _books(_folder_dataset(folder, files[name], root / "hf"), name, str(folder))
+                for name in splits
+            )
+            cached = _encode(root, identity, books)
     else:
-        dataset = _hub_dataset(source, split, max_books)
-        identity = {"hub": source, "split": split, "fingerprint": dataset._fingerprint}
+        datasets = {name: _hub_dataset(source, name, max_books) for name in splits}
+        identity = {
+            "hub": source,
+            "fingerprints": {name: data._fingerprint for name, data in datasets.items()},
+        }
         cached = open_token_cache(root, "pg19", identity)
         if cached is None:
-            cached = _encode(root, identity, _books(dataset, split, source))
+            books = chain.from_iterable(
+                _books(data, name, source) for name, data in datasets.items()
+            )
+            cached = _encode(root, identity, books)
     tokens, meta = cached
     if not meta["documents"]:
-        raise ValueError(f"no book in the {split} split of {source} has any letters a-z")
+        raise ValueError(f"no book in the {'/'.join(splits)} split of {source} has letters a-z")
     documents = documents_frame(meta["documents"])
-    return Corpus(f"pg19:{split}", tokens, TEXT8, meta["sha256"], documents)
+    return Corpus("pg19" if split is None else f"pg19:{split}", tokens, TEXT8, meta["sha256"],
+                  documents)
 
 
 def _encode(

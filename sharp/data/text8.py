@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import urllib.request
@@ -12,7 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from sharp.data.corpus import Corpus, cache_root, open_token_cache, write_token_cache
+from sharp.data.corpus import (
+    TEXT_CHUNK_BYTES,
+    Corpus,
+    cache_root,
+    file_sha256,
+    open_token_cache,
+    write_token_cache,
+)
 from sharp.data.vocab import TEXT8
 from sharp.runs.checkpoints import atomic_path
 from sharp.runs.progress import tqdm
@@ -24,9 +30,6 @@ TEXT8_BYTES = 100_000_000
 Downloader = Callable[[str, Path], None]
 """Writes the resource at a URL to a local file (the loader takes care of atomicity)."""
 
-_CHUNK = 1 << 23
-
-
 def download_url(url: str, destination: Path) -> None:
     """Download ``url`` into ``destination`` with a progress bar."""
     with urllib.request.urlopen(url, timeout=30) as response, destination.open("wb") as out:
@@ -35,14 +38,6 @@ def download_url(url: str, destination: Path) -> None:
             while block := response.read(1 << 20):
                 out.write(block)
                 bar.update(len(block))
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_file(path: Path, expected_bytes: int, expected_sha256: str | None, what: str) -> str:
@@ -54,7 +49,7 @@ def _check_file(path: Path, expected_bytes: int, expected_sha256: str | None, wh
             "incomplete or not the right file. Delete it and load again to re-download it, "
             "or replace it by hand with the right file."
         )
-    sha = _file_sha256(path)
+    sha = file_sha256(path)
     if expected_sha256 is not None and sha != expected_sha256:
         raise ValueError(
             f"{path} has sha256 {sha} but {what} has {expected_sha256}: the file is "
@@ -102,7 +97,7 @@ def _raw_chunks(raw_path: Path) -> Iterator[np.ndarray]:
 
 def _encoded_chunks(read: Callable[[int], bytes], origin: str) -> Iterator[np.ndarray]:
     offset = 0
-    while block := read(_CHUNK):
+    while block := read(TEXT_CHUNK_BYTES):
         try:
             yield TEXT8.encode(block.decode("ascii"))
         except (UnicodeDecodeError, ValueError) as err:

@@ -3,14 +3,19 @@ C kernels of :mod:`sharp.engines.kernels`, working in place on the learner's own
 
 The torch engine (``engine="torch"``) is the readable reference; this one computes the
 same steps with the same Adam update, without per-op dispatch: one call per wake step
-and one per sleep target layer. The ctypes structures below mirror ``sharp_kernels.c``.
+and one per sleep target layer. The ctypes structures below mirror the declarations of
+``sharp_kernels.h``; :func:`check_layout` compares them with the compiled library's own
+table before anything is bound, and every status the kernels return becomes a Python
+exception in :func:`_raise_for`.
 """
 
 from __future__ import annotations
 
 import ctypes
 import warnings
-from ctypes import POINTER, Structure, c_double, c_int32, c_int64, c_void_p
+from collections.abc import Sequence
+from ctypes import POINTER, Structure, c_char_p, c_double, c_int32, c_int64, c_void_p
+from enum import IntEnum
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,6 +24,7 @@ from torch import Tensor, nn
 
 from sharp.engines.kernels import KernelUnavailable, load
 from sharp.engines.optim import FusedAdam
+from sharp.model.gate import RecallGate, ReplayOutcome, WakeOutcome
 from sharp.model.heads import ConcatHead, FiLMHead
 from sharp.model.memory import Memory
 
@@ -30,12 +36,22 @@ MAX_MLP = 8
 CONTEXT = {None: 0, "film": 1, "concat": 2}
 
 
+class Status(IntEnum):
+    """What the wake kernel returns (``SharpStatus`` in ``sharp_kernels.h``)."""
+
+    OK = 0
+    BAD_TOKEN = 1
+
+
+
+# The ctypes mirrors of the structs of sharp_kernels.h, field for field and named as there
+# (``in`` included); check_layout holds them to the compiled header.
 class _Param(Structure):
     _fields_ = [("p", c_void_p), ("m", c_void_p), ("v", c_void_p)]
 
 
 class _Linear(Structure):
-    _fields_ = [("w", _Param), ("b", _Param), ("out", c_int32), ("in_", c_int32)]
+    _fields_ = [("w", _Param), ("b", _Param), ("out", c_int32), ("in", c_int32)]
 
 
 class _Norm(Structure):
@@ -46,6 +62,10 @@ class _Group(Structure):
     _fields_ = [("counts", c_void_p), ("n_counts", c_int32), ("lr", c_void_p),
                 ("beta1", c_double), ("beta2", c_double), ("eps", c_double),
                 ("weight_decay", c_double)]
+
+
+class _Gate(Structure):
+    _fields_ = [("coefficient", c_double), ("tau", c_double), ("value", c_double)]
 
 
 class _Memory(Structure):
@@ -68,15 +88,79 @@ class _Wake(Structure):
                 ("context", c_void_p)]
 
 
+#: Every ctypes mirror of a C struct; :func:`check_layout` compares each with the C side.
+STRUCTS: tuple[type[Structure], ...] = (_Param, _Linear, _Norm, _Group, _Gate, _Memory, _Head,
+                                        _Wake)
+
+
+def python_layout(structs: Sequence[type[Structure]] = STRUCTS) -> dict[str, int]:
+    """The Python side of the layout table: the constants, and per struct its size and
+    each field's offset and size in bytes, named as ``sharp_layout_entry`` names them
+    (``"Param size"``, ``"Param.p offset"``, ``"Param.p size"``, ...)."""
+    table = {"MAX_LAYERS": MAX_LAYERS, "MAX_MLP": MAX_MLP,
+             "SharpStatus size": ctypes.sizeof(c_int32)}
+    table |= {f"CONTEXT_{str(kind).upper()}": value for kind, value in CONTEXT.items()}
+    table |= {f"SHARP_{status.name}": status.value for status in Status}
+    for struct in structs:
+        name = struct.__name__.lstrip("_")
+        table[f"{name} size"] = ctypes.sizeof(struct)
+        for field, _ in struct._fields_:
+            descriptor = getattr(struct, field)
+            table[f"{name}.{field} offset"] = descriptor.offset
+            table[f"{name}.{field} size"] = descriptor.size
+    return table
+
+
+def c_layout(lib: ctypes.CDLL) -> dict[str, int]:
+    """The C side of the layout table, as the compiler laid out ``sharp_kernels.h``."""
+    lib.sharp_layout_count.restype = c_int32
+    lib.sharp_layout_entry.argtypes = [c_int32, POINTER(c_int64)]
+    lib.sharp_layout_entry.restype = c_char_p
+    value = c_int64()
+    table = {}
+    for i in range(lib.sharp_layout_count()):
+        name = lib.sharp_layout_entry(i, ctypes.byref(value))
+        table[name.decode()] = value.value
+    return table
+
+
+def check_layout(lib: ctypes.CDLL, structs: Sequence[type[Structure]] = STRUCTS) -> None:
+    """Raise :class:`~sharp.engines.kernels.KernelUnavailable` naming every constant,
+    struct size or field offset/size where the ctypes mirror ``structs`` and the compiled
+    ``sharp_kernels.h`` differ (binding them anyway would corrupt memory silently)."""
+    ours, theirs = python_layout(structs), c_layout(lib)
+    differ = [f"{key}: C {theirs.get(key, 'missing')}, Python {ours.get(key, 'missing')}"
+              for key in sorted(ours.keys() | theirs.keys()) if ours.get(key) != theirs.get(key)]
+    if differ:
+        raise KernelUnavailable(
+            "the ctypes structs of sharp/engines/fused.py do not match sharp_kernels.h ("
+            + "; ".join(differ) + ")"
+        )
+
+
 def _library() -> ctypes.CDLL:
     lib = load()
-    lib.sharp_wake.argtypes = [POINTER(_Wake), c_void_p, c_int64, c_int64, c_double, c_double,
-                               POINTER(c_double), POINTER(c_double)]
+    check_layout(lib, STRUCTS)
+    lib.sharp_wake_workspace.argtypes = [POINTER(_Wake)]
+    lib.sharp_wake_workspace.restype = c_int64
+    lib.sharp_sleep_workspace.argtypes = [POINTER(_Memory)]
+    lib.sharp_sleep_workspace.restype = c_int64
+    lib.sharp_wake.argtypes = [POINTER(_Wake), c_void_p, c_int64, c_int64, POINTER(_Gate),
+                               POINTER(c_double), c_void_p]
     lib.sharp_wake.restype = c_int32
     lib.sharp_sleep.argtypes = [POINTER(_Memory), POINTER(_Group), c_void_p, c_int64, c_int64,
-                                c_void_p, c_double, c_double, c_void_p]
+                                c_void_p, POINTER(_Gate), c_void_p, c_void_p]
     lib.sharp_sleep.restype = c_int64
     return lib
+
+
+def _raise_for(status: int) -> None:
+    """Map a kernel status to its exception (the one place that does)."""
+    if status == Status.OK:
+        return
+    if status == Status.BAD_TOKEN:
+        raise ValueError("token id outside the vocabulary")
+    raise RuntimeError(f"the fused kernels returned an unknown status {status}")
 
 
 def _pointer(tensor: Tensor) -> int:
@@ -152,7 +236,9 @@ class FusedEngine:
 
     Binding is by address: the learner must update those tensors in place (it does —
     loading a checkpoint copies into them). The engine holds them, so a tensor replaced
-    from outside is never written after it is freed; :meth:`check` reports it.
+    from outside is never written after it is freed; :meth:`check` reports it. The
+    kernels' scratch memory is one workspace allocated here, wide enough for the wake step
+    and every upper memory's replay, and freed with the engine.
     """
 
     def __init__(self, learner: Sharp) -> None:
@@ -163,8 +249,8 @@ class FusedEngine:
             raise KernelUnavailable(f"the fused engine supports up to {MAX_LAYERS} layers")
         self.lib = _library()
         memories, heads = _Binder(learner.memory_opt), _Binder(learner.head_opt)
-        self.logits = torch.zeros(c.vocab_size)
-        self.context = torch.zeros(1, c.hidden[0])
+        self._logits = torch.zeros(c.vocab_size)
+        self._context = torch.zeros(1, c.hidden[0])
         self._wake = _Wake(
             c.layers, c.vocab_size, c.window, (c_int64 * MAX_LAYERS)(*c.strides),
             (_Memory * MAX_LAYERS)(*(memories.memory(m) if level == 0 else
@@ -173,10 +259,15 @@ class FusedEngine:
             memories.group(0),
             (_Head * MAX_LAYERS)(*(heads.head(h, level) for level, h in enumerate(learner.heads))),
             (c_void_p * MAX_LAYERS)(*(_pointer(s) for s in learner.states)),
-            _pointer(learner.carry), _pointer(self.logits), _pointer(self.context),
+            _pointer(learner.carry), _pointer(self._logits), _pointer(self._context),
         )
         self._wake_ref = ctypes.byref(self._wake)
-        self._ema = c_double()
+        floats = [self.lib.sharp_wake_workspace(self._wake_ref)]
+        floats += [self.lib.sharp_sleep_workspace(ctypes.byref(self._wake.memory[level]))
+                   for level in range(1, c.layers)]
+        self._workspace = torch.empty(max(floats))
+        self._gate = _Gate()
+        self._gate_ref = ctypes.byref(self._gate)
         self._result = (c_double * 3)()
         self._bound = _bound_objects(learner)
 
@@ -194,39 +285,45 @@ class FusedEngine:
                 "learner with engine='torch'"
             )
 
-    def wake(self, window: np.ndarray, target: int, t: int, ema: float, ema_coef: float,
-             tau: float) -> tuple[float, float, bool, float]:
-        """SPEC §3 steps 2–6 on ``window`` (int64, W ids) and ``target`` at step ``t``
-        with recall EMA ``ema`` (coefficient ``ema_coef``, gate threshold ``tau``): returns
-        (p, r, memory 0 learned, new EMA). The logits are left in :attr:`logits` and head
-        0's context in :attr:`context`."""
-        self._ema.value = ema
-        status = self.lib.sharp_wake(self._wake_ref, window.ctypes.data, target, t, ema_coef,
-                                     tau, ctypes.byref(self._ema), self._result)
-        if status == 1:
-            raise ValueError("token id outside the vocabulary")
-        if status:
-            raise MemoryError("the fused wake step could not allocate its workspace")
+    def _load_gate(self, gate: RecallGate) -> None:
+        self._gate.coefficient, self._gate.tau, self._gate.value = (
+            gate.coefficient, gate.tau, gate.value)
+
+    def wake(self, window: np.ndarray, target: int, t: int, gate: RecallGate) -> WakeOutcome:
+        """SPEC §3 steps 2–6 on ``window`` (int64, shape (W,)) and ``target`` at step
+        ``t``, memory 0 gated by ``gate`` (its value updated). States, carry, weights and
+        moments are updated in place. Raises ValueError for a token outside the
+        vocabulary (nothing is changed then)."""
+        self._load_gate(gate)
+        status = self.lib.sharp_wake(self._wake_ref, window.ctypes.data, target, t,
+                                     self._gate_ref, self._result, _pointer(self._workspace))
+        _raise_for(status)
+        gate.value = self._gate.value
         p, r, learned = self._result
-        return p, r, bool(learned), self._ema.value
+        context = self._context.clone() if self._wake.layers > 1 else None
+        return WakeOutcome(p, r, bool(learned), self._logits.clone(), context)
 
     def sleep(self, memory: Memory, optimiser: FusedAdam, dreams: Tensor, window: Tensor,
-              ema_coef: float, tau: float) -> tuple[np.ndarray, int]:
+              gate: RecallGate) -> ReplayOutcome:
         """SPEC §4 step 2 for one target memory: train it on ``dreams`` (tags, ticks,
-        inputs) through the sliding ``window`` buffer (W, inputs), updated in place, with
-        the recall-EMA gate (``ema_coef``, ``tau``). Returns every window's recall loss and
-        the number of updates."""
+        inputs) through the sliding ``window`` buffer (W, inputs), updated in place, gated
+        by ``gate`` (its value updated). Raises ValueError for a memory wider than the
+        learner's own (the workspace was sized for those)."""
         binder = _Binder(optimiser)
         bound, group = binder.memory(memory), binder.group(0)
         dreams = dreams.contiguous()
         tags, ticks, _ = dreams.shape
+        if self.lib.sharp_sleep_workspace(ctypes.byref(bound)) > self._workspace.numel():
+            raise ValueError("this memory is larger than the ones the fused engine was bound "
+                             "to; its workspace is too small")
         losses = np.empty(tags * ticks, dtype=np.float32)
+        self._load_gate(gate)
         updates = self.lib.sharp_sleep(ctypes.byref(bound), ctypes.byref(group),
                                        _pointer(dreams), tags, ticks, _pointer(window),
-                                       ema_coef, tau, losses.ctypes.data)
-        if updates < 0:
-            raise MemoryError("the fused sleep could not allocate its workspace")
-        return losses, int(updates)
+                                       self._gate_ref, losses.ctypes.data,
+                                       _pointer(self._workspace))
+        gate.value = self._gate.value
+        return ReplayOutcome(losses, int(updates))
 
 
 def _bound_objects(learner: Sharp) -> list[object]:

@@ -20,6 +20,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
+def device_available(name: str) -> bool:
+    """Whether this machine can put tensors on device ``name`` (``auto`` always can)."""
+    try:
+        torch.empty(0, device=resolve_device(name))
+    except (RuntimeError, AssertionError, ValueError):
+        return False
+    return True
+
+
 def prepare_runtime(threads: int | None, device: str) -> torch.device:
     """Set torch's intra-op thread count (None leaves it alone) and resolve ``device``.
 

@@ -1,9 +1,13 @@
 """The experiments of SPEC §8 (2–10), each a function returning a tidy DataFrame, a
 figure function and ``tiny`` / ``quick`` / ``paper`` presets, collected in
-:data:`REGISTRY` (name -> :class:`Experiment`).
+:data:`REGISTRY` (name -> :class:`Experiment`). A learner's configuration is one
+``config`` (:class:`~sharp.config.SharpConfig`) per experiment, which each condition
+changes in the one field it is about; a mapping given as ``config`` to a registered
+experiment changes fields of its preset's configuration.
 
 >>> from sharp.experiments import REGISTRY, credit_assignment
 >>> frame = credit_assignment(samples=2000, reps=2)          # doctest: +SKIP
+>>> frame = REGISTRY["credit_assignment"]("quick", config={"hidden": 64})  # doctest: +SKIP
 >>> REGISTRY["credit_assignment"].figure(frame).show()       # doctest: +SKIP
 """
 

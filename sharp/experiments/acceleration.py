@@ -32,6 +32,7 @@ from typing import Literal
 import pandas as pd
 import plotly.graph_objects as go
 
+from sharp.config import SharpConfig, preset
 from sharp.data.community import CommunityTask
 from sharp.experiments.common import (
     SIMULATION_WINDOW,
@@ -42,10 +43,10 @@ from sharp.experiments.common import (
     community_runs,
     late_error,
     register,
-    simulation_spec,
+    rnn_spec,
+    sharp_spec,
     window_error,
 )
-from sharp.runs.registry import baseline_spec
 
 COLUMNS = ("condition", "accel", "sleep", "init", "depth", "context", "rep", "seed",
            "samples", "error", "bits", "memory_update_rate", "optimal_error", "window_error")
@@ -53,6 +54,11 @@ COLUMNS = ("condition", "accel", "sleep", "init", "depth", "context", "rep", "se
 NO_SLEEP = "a=4, no sleep"
 NO_SLEEP_RESERVOIR = "a=4, no sleep, reservoir init (authors')"
 RNN_LABEL = "vanilla RNN (3 layers, BPTT 4)"
+
+
+#: SHARP's configuration (the ``simulation`` preset: 3 layers, W = 4, 3-layer heads) at the
+#: quick scale; the RNN takes its layers, hidden size, embedding, window and lr.
+CONFIG = preset("simulation", hidden=32, embedding=16, lr=3e-3, sleep_every=400, tag_buffer=5)
 
 
 def acceleration(
@@ -64,47 +70,33 @@ def acceleration(
     samples: int = 5_000,
     reps: int = 2,
     rule: Literal["hash", "sum"] = "hash",
-    hidden: int = 32,
-    embedding: int = 16,
-    head_layers: int = 3,
-    lr: float = 3e-3,
-    tau: float = 1e-3,
-    sleep_every: int = 400,
-    sleep_steps: int | None = None,
-    tag_buffer: int = 5,
+    config: SharpConfig = CONFIG,
     every: int = 500,
     seed: int = 0,
     reuse_sequence: bool = False,
     workers: int | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Online error for every condition × context depth × repetition; ``window_error`` is
-    the best error from the last W = 4 tokens alone (:func:`window_error`).
-    Columns: :data:`COLUMNS`."""
-    sharp = {"layers": 3, "hidden": hidden, "embedding": embedding, "head_layers": head_layers,
-             "lr": lr, "tau": tau, "sleep_every": sleep_every, "sleep_steps": sleep_steps,
-             "tag_buffer": tag_buffer}
+    """Online error for every condition × context depth × repetition, each condition
+    ``config`` with its acceleration (and initialisation); ``window_error`` is the best
+    error from the last W tokens alone (:func:`window_error`). Columns: :data:`COLUMNS`."""
 
     def conditions(task: CommunityTask, rep_seed: int) -> list[Condition]:
-        runs = [Condition(simulation_spec(task, rep_seed, f"a={a}", accel=a, **sharp), True,
+        runs = [Condition(sharp_spec(config, task, rep_seed, f"a={a}", accel=a), True,
                           {"accel": a, "sleep": True, "init": "default"}) for a in accels]
         if no_sleep:
-            runs += [Condition(simulation_spec(task, rep_seed, label, accel=4, init=init,
-                                               **sharp),
+            runs += [Condition(sharp_spec(config, task, rep_seed, label, accel=4, init=init),
                                False, {"accel": 4, "sleep": False, "init": init})
                      for label, init in ((NO_SLEEP, "default"), (NO_SLEEP_RESERVOIR, "reservoir"))]
         if rnn:
-            runs.append(Condition(
-                baseline_spec("rnn", "quick", label=RNN_LABEL, vocab_size=task.vocab_size,
-                              layers=3, hidden=hidden, embedding=embedding,
-                              window=SIMULATION_WINDOW, lr=lr, mode="paper", seed=rep_seed),
-                False, {"accel": 0, "sleep": False, "init": "default"}))
+            runs.append(Condition(rnn_spec(config, task, rep_seed, RNN_LABEL, mode="paper"),
+                                  False, {"accel": 0, "sleep": False, "init": "default"}))
         return runs
 
     stream = CommunityStream(samples, every, rule, seed, reuse_sequence)
     frame = community_runs(conditions, stream, depths=depths, reps=reps, workers=workers,
                            progress=progress, description="acceleration")
-    levels = {k: window_error(stream.task(k), SIMULATION_WINDOW) for k in depths}
+    levels = {k: window_error(stream.task(k), config.window) for k in depths}
     frame["window_error"] = frame["depth"].map(levels)
     return frame[list(COLUMNS)]
 
@@ -132,12 +124,15 @@ def summarise(frame: pd.DataFrame) -> list[str]:
 
 
 PRESETS = {
-    "tiny": {"accels": (1, 4), "depths": (2,), "samples": 200, "reps": 1, "hidden": 8,
-             "embedding": 4, "sleep_every": 100, "sleep_steps": 5, "tag_buffer": 2,
+    "tiny": {"accels": (1, 4), "depths": (2,), "samples": 200, "reps": 1,
+             "config": CONFIG.replace(hidden=8, embedding=4, sleep_every=100, sleep_steps=5,
+                                      tag_buffer=2),
              "every": 100, "workers": 1},
     "quick": {"accels": (1, 4), "depths": (2,)},
-    "paper": {"samples": 5_000_000, "reps": 10, "hidden": 100, "embedding": 30, "lr": 1e-4,
-              "sleep_every": 20_000, "tag_buffer": 100, "every": 1000},
+    "paper": {"samples": 5_000_000, "reps": 10,
+              "config": CONFIG.replace(hidden=100, embedding=30, lr=1e-4, sleep_every=20_000,
+                                       tag_buffer=100),
+              "every": 1000},
 }
 
 EXPERIMENT = register(Experiment(

@@ -9,6 +9,7 @@ reproducible from its recorded seed.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import multiprocessing
 import os
@@ -24,12 +25,14 @@ import torch
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from sharp.config import preset
+from sharp.config import SharpConfig, preset
 from sharp.data.community import CommunityTask
 from sharp.engines.optim import FusedAdam
+from sharp.explore.plots import alpha
+from sharp.model.gate import RecallGate
 from sharp.model.memory import Memory
 from sharp.runs.progress import tqdm
-from sharp.runs.registry import LearnerSpec, build_learner
+from sharp.runs.registry import LearnerSpec, baseline_spec, build_learner
 from sharp.runs.stream import run_stream
 
 #: Preset names every experiment offers: ``tiny`` (tests), ``quick`` (≤ 60 s on 2 cores),
@@ -184,11 +187,23 @@ def window_error(task: CommunityTask, window: int) -> float:
 SIMULATION_WINDOW: int = preset("simulation").window
 
 
-def simulation_spec(task: CommunityTask, seed: int, label: str = "",
-                    **overrides: Any) -> LearnerSpec:
-    """SHARP in the ``simulation`` preset, sized for ``task``, with ``overrides``."""
-    config = preset("simulation", vocab_size=task.vocab_size, seed=seed, **overrides)
+def sharp_spec(config: SharpConfig, task: CommunityTask, seed: int, label: str = "",
+               **changes: Any) -> LearnerSpec:
+    """SHARP with ``config`` and the condition's ``changes``, sized for ``task`` and
+    seeded with ``seed``."""
+    config = config.replace(vocab_size=task.vocab_size, seed=seed, **changes)
     return LearnerSpec("sharp", config.to_dict(), label)
+
+
+def rnn_spec(config: SharpConfig, task: CommunityTask, seed: int, label: str,
+             **changes: Any) -> LearnerSpec:
+    """A vanilla RNN the size of ``config`` (its layers, layer 0's hidden size, embedding,
+    window and learning rate) with ``changes`` (e.g. the streaming ``mode``), sized for
+    ``task`` and seeded with ``seed``."""
+    return baseline_spec("rnn", "quick", label=label, vocab_size=task.vocab_size,
+                         layers=config.layers, hidden=config.hidden[0],
+                         embedding=config.embedding, window=config.window, lr=config.lr,
+                         seed=seed, **changes)
 
 
 def community_runs(
@@ -249,14 +264,13 @@ def train_memory(
     optimiser = FusedAdam([memory.parameters()], [lr], weight_decay=weight_decay)
     ids = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
     carry = torch.zeros(1, memory.hidden)
-    average, updates = 0.0, 0
+    gate, updates = RecallGate(ema, tau), 0
     for i in range(len(ids) - window + 1):
         x = ids[i : i + window].unsqueeze(0)
         recall, _, after_first = memory.encode(x, carry)
         loss = memory.recall_loss(x, recall)
         carry = after_first.detach()
-        average = ema * average + (1.0 - ema) * loss.item()
-        if average > tau:
+        if gate.update(loss.item()):
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -264,6 +278,16 @@ def train_memory(
         if callback is not None and every and (i + 1) % every == 0:
             callback(i + 1, updates)
     return updates
+
+
+def token_memory(config: SharpConfig, vocab_size: int, seed: int) -> Memory:
+    """A fresh layer-0 token memory of ``config`` (its window, layer 0's hidden size and
+    the embedding) over ``vocab_size`` tokens, initialised from ``seed`` without touching
+    the global random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Memory(vocab_size, config.hidden[0], config.embedding, config.window,
+                      tokens=True)
 
 
 @torch.no_grad()
@@ -276,15 +300,6 @@ def memory_states(memory: Memory, tokens: np.ndarray) -> np.ndarray:
 
 # -- figures --------------------------------------------------------------------------
 COLOURS = qualitative.Plotly + qualitative.D3
-
-
-def alpha(colour: str, value: float = 0.2) -> str:
-    """``#rrggbb`` or ``rgb(r,g,b)`` as rgba with ``value`` opacity."""
-    if colour.startswith("#"):
-        r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
-    else:
-        r, g, b = (int(float(v)) for v in colour[colour.index("(") + 1 : -1].split(","))
-    return f"rgba({r},{g},{b},{value})"
 
 
 def quantiles(frame: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
@@ -383,11 +398,21 @@ class Experiment:
     summarise: Callable[[pd.DataFrame], list[str]] = lambda frame: []
 
     def parameters(self, preset: str, **overrides: Any) -> dict[str, Any]:
-        """The preset's keyword arguments with ``overrides`` applied."""
+        """The preset's keyword arguments with ``overrides`` applied. A ``config`` override
+        given as a mapping changes those fields of the preset's configuration (e.g.
+        ``config={"lr": 1e-3}``); a :class:`~sharp.config.SharpConfig` replaces it."""
         if preset not in self.presets:
             raise ValueError(f"unknown preset {preset!r} for {self.name}; choose one of "
                              f"{list(self.presets)}")
-        return {**self.presets[preset], **overrides}
+        parameters = {**self.presets[preset], **overrides}
+        changes = overrides.get("config")
+        if isinstance(changes, Mapping):
+            signature = inspect.signature(self.run).parameters
+            if "config" not in signature:
+                raise TypeError(f"{self.name} takes no SHARP configuration")
+            base = self.presets[preset].get("config", signature["config"].default)
+            parameters["config"] = base.replace(**changes)
+        return parameters
 
     def __call__(self, preset: str = "quick", **overrides: Any) -> pd.DataFrame:
         return self.run(**self.parameters(preset, **overrides))

@@ -27,6 +27,7 @@ from typing import Literal
 import pandas as pd
 import plotly.graph_objects as go
 
+from sharp.config import SharpConfig, preset
 from sharp.data.community import CommunityTask
 from sharp.experiments.common import (
     CommunityStream,
@@ -36,9 +37,9 @@ from sharp.experiments.common import (
     community_runs,
     late_error,
     register,
-    simulation_spec,
+    rnn_spec,
+    sharp_spec,
 )
-from sharp.runs.registry import baseline_spec
 
 SHARP_LABEL = "SHARP, memory only (no credit assignment)"
 RNN_LABEL = "RNN, BPTT 7 (credit assigned)"
@@ -47,16 +48,19 @@ COLUMNS = ("condition", "rep", "seed", "samples", "error", "bits", "memory_updat
            "depth", "optimal_error")
 
 
+#: Both learners: one layer, H = 32, E = 16, W = 7 (the required context), lr 3e-3; SHARP
+#: keeps 10 context tags (it has no layer above to sleep for).
+CONFIG = preset("simulation", layers=1, hidden=32, embedding=16, window=7, lr=3e-3,
+                tag_buffer=10)
+
+
 def credit_assignment(
     *,
     samples: int = 8_000,
     reps: int = 3,
     depth: int = 2,
     rule: Literal["hash", "sum"] = "hash",
-    window: int = 7,
-    hidden: int = 32,
-    embedding: int = 16,
-    lr: float = 3e-3,
+    config: SharpConfig = CONFIG,
     every: int = 1000,
     rnn_mode: Literal["paper", "tbptt"] = "paper",
     seed: int = 0,
@@ -65,15 +69,15 @@ def credit_assignment(
     progress: bool = True,
 ) -> pd.DataFrame:
     """Online error (prediction before learning, block means of ``every`` tokens) of
-    memory-only SHARP and a BPTT-``window`` RNN on the community task (C=2, N=3).
+    memory-only SHARP with ``config`` and an RNN of its size (layers, hidden, embedding,
+    window, lr) with BPTT over the window, on the community task (C=2, N=3).
     Columns: :data:`COLUMNS`."""
-    sizes = {"layers": 1, "hidden": hidden, "embedding": embedding, "window": window, "lr": lr}
 
     def conditions(task: CommunityTask, rep_seed: int) -> list[Condition]:
         return [
-            Condition(simulation_spec(task, rep_seed, SHARP_LABEL, tag_buffer=10, **sizes)),
-            Condition(baseline_spec("rnn", "quick", label=RNN_LABEL, vocab_size=task.vocab_size,
-                                    mode=rnn_mode, tbptt=window, seed=rep_seed, **sizes)),
+            Condition(sharp_spec(config, task, rep_seed, SHARP_LABEL)),
+            Condition(rnn_spec(config, task, rep_seed, RNN_LABEL, mode=rnn_mode,
+                               tbptt=config.window)),
         ]
 
     stream = CommunityStream(samples, every, rule, seed, reuse_sequence)
@@ -100,11 +104,11 @@ def summarise(frame: pd.DataFrame) -> list[str]:
 
 
 PRESETS = {
-    "tiny": {"samples": 600, "reps": 2, "hidden": 8, "embedding": 4, "every": 200,
-             "workers": 1},
+    "tiny": {"samples": 600, "reps": 2, "config": CONFIG.replace(hidden=8, embedding=4),
+             "every": 200, "workers": 1},
     "quick": {},
-    "paper": {"samples": 1_000_000, "reps": 10, "hidden": 100, "embedding": 30, "lr": 1e-4,
-              "every": 1000},
+    "paper": {"samples": 1_000_000, "reps": 10,
+              "config": CONFIG.replace(hidden=100, embedding=30, lr=1e-4), "every": 1000},
 }
 
 EXPERIMENT = register(Experiment(

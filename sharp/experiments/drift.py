@@ -18,9 +18,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-import torch
 from plotly.subplots import make_subplots
 
+from sharp.config import SharpConfig, preset
 from sharp.data.community import CommunityTask
 from sharp.experiments.common import (
     COLOURS,
@@ -32,9 +32,9 @@ from sharp.experiments.common import (
     register,
     rep_seeds,
     run_jobs,
+    token_memory,
     train_memory,
 )
-from sharp.model.memory import Memory
 
 COLUMNS = ("condition", "tau", "rep", "seed", "samples", "drift", "memory_update_rate")
 
@@ -44,13 +44,11 @@ def condition_label(tau: float) -> str:
     return "no threshold (tau=0)" if tau == 0 else f"loss-thresholded (tau={tau:g})"
 
 
-def _drift_job(tau: float, samples: int, every: int, window: int, hidden: int, embedding: int,
-               lr: float, probe: np.ndarray, seed: int) -> pd.DataFrame:
+def _drift_job(config: SharpConfig, samples: int, every: int, probe: np.ndarray,
+               seed: int) -> pd.DataFrame:
     task = CommunityTask(depth=2, rule="hash")
-    tokens = community_tokens(task, samples + window - 1, seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        memory = Memory(task.vocab_size, hidden, embedding, window, tokens=True)
+    tokens = community_tokens(task, samples + config.window - 1, seed)
+    memory = token_memory(config, task.vocab_size, seed)
     previous = [memory_states(memory, probe)]
     last_updates = [0]
     rows = []
@@ -62,8 +60,14 @@ def _drift_job(tau: float, samples: int, every: int, window: int, hidden: int, e
                      "memory_update_rate": (updates - last_updates[0]) / every})
         previous[0], last_updates[0] = states, updates
 
-    train_memory(memory, tokens, window, lr=lr, tau=tau, every=every, callback=checkpoint)
+    train_memory(memory, tokens, config.window, lr=config.lr, tau=config.tau, every=every,
+                 callback=checkpoint)
     return pd.DataFrame(rows)
+
+
+#: Memory 0 of a SHARP in the ``simulation`` preset (W = 4) with H = 32, E = 16, lr 1e-3;
+#: the conditions set its ``tau``.
+CONFIG = preset("simulation", layers=1, hidden=32, embedding=16, lr=1e-3)
 
 
 def drift(
@@ -72,23 +76,20 @@ def drift(
     samples: int = 6_000,
     every: int = 250,
     reps: int = 3,
-    window: int = 4,
-    hidden: int = 32,
-    embedding: int = 16,
-    lr: float = 1e-3,
+    config: SharpConfig = CONFIG,
     probe_tokens: int = 20,
     probe_seed: int = 12345,
     seed: int = 0,
     workers: int | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Drift of the layer-0 states on a fixed probe sequence between checkpoints, per
-    threshold. Columns: :data:`COLUMNS`."""
+    """Drift of the states of ``config``'s layer-0 memory on a fixed probe sequence between
+    checkpoints, per threshold (``config.tau`` replaced by each of ``taus``).
+    Columns: :data:`COLUMNS`."""
     probe = community_tokens(CommunityTask(depth=2, rule="hash"), probe_tokens, probe_seed)
     jobs = [
-        Job(_drift_job, {"tau": tau, "samples": samples, "every": every, "window": window,
-                         "hidden": hidden, "embedding": embedding, "lr": lr, "probe": probe,
-                         "seed": rep_seed},
+        Job(_drift_job, {"config": config.replace(tau=tau), "samples": samples, "every": every,
+                         "probe": probe, "seed": rep_seed},
             {"condition": condition_label(tau), "tau": tau, "rep": rep, "seed": rep_seed})
         for rep, rep_seed in enumerate(rep_seeds(seed, reps)) for tau in taus
     ]
@@ -124,10 +125,11 @@ def summarise(frame: pd.DataFrame) -> list[str]:
 
 
 PRESETS = {
-    "tiny": {"samples": 400, "every": 100, "reps": 1, "hidden": 8, "embedding": 4,
-             "workers": 1},
-    "quick": {"taus": (0.0, 1e-2), "lr": 3e-3, "samples": 10_000},
-    "paper": {"samples": 500_000, "every": 1000, "reps": 10, "hidden": 100, "embedding": 30},
+    "tiny": {"samples": 400, "every": 100, "reps": 1,
+             "config": CONFIG.replace(hidden=8, embedding=4), "workers": 1},
+    "quick": {"taus": (0.0, 1e-2), "config": CONFIG.replace(lr=3e-3), "samples": 10_000},
+    "paper": {"samples": 500_000, "every": 1000, "reps": 10,
+              "config": CONFIG.replace(hidden=100, embedding=30)},
 }
 
 EXPERIMENT = register(Experiment(

@@ -22,6 +22,7 @@ from typing import Literal
 import pandas as pd
 import plotly.graph_objects as go
 
+from sharp.config import SharpConfig, preset
 from sharp.data.community import CommunityTask
 from sharp.experiments.common import (
     SIMULATION_WINDOW,
@@ -32,12 +33,18 @@ from sharp.experiments.common import (
     community_runs,
     late_error,
     register,
-    simulation_spec,
+    sharp_spec,
     window_error,
 )
 
 COLUMNS = ("condition", "head_layers", "rep", "seed", "samples", "error", "bits",
            "memory_update_rate", "layers", "depth", "optimal_error", "window_error")
+
+
+#: SHARP's configuration: the ``simulation`` preset (W = 4) with 2 layers, at the quick
+#: scale; the conditions change ``head_layers`` only.
+CONFIG = preset("simulation", layers=2, hidden=32, embedding=16, lr=3e-3, sleep_every=1_500,
+                tag_buffer=20)
 
 
 def head_capacity(
@@ -47,36 +54,27 @@ def head_capacity(
     reps: int = 2,
     depth: int = 4,
     rule: Literal["hash", "sum"] = "hash",
-    layers: int = 2,
-    hidden: int = 32,
-    embedding: int = 16,
-    lr: float = 3e-3,
-    tau: float = 1e-3,
-    sleep_every: int = 1_500,
-    sleep_steps: int | None = None,
-    tag_buffer: int = 20,
+    config: SharpConfig = CONFIG,
     every: int = 500,
     seed: int = 0,
     reuse_sequence: bool = False,
     workers: int | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Online error of a ``layers``-layer SHARP (W = 4) for each number of head layers;
+    """Online error of SHARP with ``config`` for each number of head layers;
     ``window_error`` is the best error from the last W tokens alone (:func:`window_error`).
     Columns: :data:`COLUMNS`."""
-    sharp = {"layers": layers, "hidden": hidden, "embedding": embedding, "lr": lr, "tau": tau,
-             "sleep_every": sleep_every, "sleep_steps": sleep_steps, "tag_buffer": tag_buffer}
 
     def conditions(task: CommunityTask, rep_seed: int) -> list[Condition]:
-        return [Condition(simulation_spec(task, rep_seed, f"{n} head layer" + "s" * (n > 1),
-                                          head_layers=n, **sharp),
+        return [Condition(sharp_spec(config, task, rep_seed, f"{n} head layer" + "s" * (n > 1),
+                                     head_layers=n),
                           sleep=True, columns={"head_layers": n}) for n in head_layers]
 
     stream = CommunityStream(samples, every, rule, seed, reuse_sequence)
     frame = community_runs(conditions, stream, depths=(depth,), reps=reps, workers=workers,
                            progress=progress, description="head capacity")
-    frame["layers"] = layers
-    frame["window_error"] = window_error(stream.task(depth), SIMULATION_WINDOW)
+    frame["layers"] = config.layers
+    frame["window_error"] = window_error(stream.task(depth), config.window)
     return frame[list(COLUMNS)]
 
 
@@ -102,12 +100,15 @@ def summarise(frame: pd.DataFrame) -> list[str]:
 
 
 PRESETS = {
-    "tiny": {"head_layers": (1, 3), "samples": 300, "reps": 1, "hidden": 8, "embedding": 4,
-             "sleep_every": 150, "sleep_steps": 5, "tag_buffer": 3, "every": 100,
-             "workers": 1},
-    "quick": {"layers": 1, "depth": 2, "samples": 5_000, "every": 500},
-    "paper": {"samples": 1_000_000, "reps": 10, "hidden": 100, "embedding": 30, "lr": 1e-4,
-              "sleep_every": 20_000, "tag_buffer": 100, "every": 1000},
+    "tiny": {"head_layers": (1, 3), "samples": 300, "reps": 1,
+             "config": CONFIG.replace(hidden=8, embedding=4, sleep_every=150, sleep_steps=5,
+                                      tag_buffer=3),
+             "every": 100, "workers": 1},
+    "quick": {"config": CONFIG.replace(layers=1), "depth": 2, "samples": 5_000, "every": 500},
+    "paper": {"samples": 1_000_000, "reps": 10,
+              "config": CONFIG.replace(hidden=100, embedding=30, lr=1e-4, sleep_every=20_000,
+                                       tag_buffer=100),
+              "every": 1000},
 }
 
 EXPERIMENT = register(Experiment(

@@ -27,6 +27,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from sharp.config import SharpConfig, preset
 from sharp.data.community import CommunityTask
 from sharp.experiments.common import (
     COLOURS,
@@ -38,9 +39,9 @@ from sharp.experiments.common import (
     register,
     rep_seeds,
     run_jobs,
+    token_memory,
     train_memory,
 )
-from sharp.model.memory import Memory
 
 VOCAB = 7
 DATASETS = ("linear", "random", "community")
@@ -79,27 +80,30 @@ def probe_error(states: np.ndarray, tokens: np.ndarray, lag: int, *, ridge: floa
     return float((predicted != y[half:]).double().mean())
 
 
-def _capacity_job(window: int, datasets: Sequence[str], lags: Sequence[int], train_samples: int,
-                  probe_samples: int, hidden: int, embedding: int, lr: float, tau: float,
-                  ridge: float, seed: int) -> pd.DataFrame:
+def _capacity_job(config: SharpConfig, datasets: Sequence[str], lags: Sequence[int],
+                  train_samples: int, probe_samples: int, ridge: float,
+                  seed: int) -> pd.DataFrame:
     probes = {kind: make_sequence(kind, probe_samples, seed + 1) for kind in datasets}
     rows = []
     for train in (*datasets, UNTRAINED):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # same initialisation for every training set
-            memory = Memory(VOCAB, hidden, embedding, window, tokens=True)
+        memory = token_memory(config, VOCAB, seed)  # same initialisation for every training set
         updates = 0
         if train != UNTRAINED:
-            updates = train_memory(memory, make_sequence(train, train_samples, seed), window,
-                                   lr=lr, tau=tau)
+            updates = train_memory(memory, make_sequence(train, train_samples, seed),
+                                   config.window, lr=config.lr, tau=config.tau)
         for kind, tokens in probes.items():
             states = memory_states(memory, tokens)
             for lag in lags:
                 rows.append({"train": train, "eval": kind, "in_distribution": train == kind,
-                             "window": window, "lag": lag,
+                             "window": config.window, "lag": lag,
                              "error": probe_error(states, tokens, lag, ridge=ridge),
                              "chance_error": 1.0 - 1.0 / VOCAB, "train_updates": updates})
     return pd.DataFrame(rows)
+
+
+#: Memory 0 of a SHARP in the ``simulation`` preset with H = 32, E = 16, lr 3e-3, learning on
+#: every step (tau = 0); the conditions set its ``window``.
+CONFIG = preset("simulation", layers=1, hidden=32, embedding=16, lr=3e-3, tau=0.0)
 
 
 def memory_capacity(
@@ -110,22 +114,20 @@ def memory_capacity(
     train_samples: int = 3_000,
     probe_samples: int = 2_000,
     reps: int = 3,
-    hidden: int = 32,
-    embedding: int = 16,
-    lr: float = 3e-3,
-    tau: float = 0.0,
+    config: SharpConfig = CONFIG,
     ridge: float = 1e-3,
     seed: int = 0,
     workers: int | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Probe error per training set (plus ``untrained``) × probe set × window × lag ×
-    repetition. Columns: :data:`COLUMNS`."""
+    repetition, for ``config``'s layer-0 memory with its ``window`` replaced by each of
+    ``windows``. Columns: :data:`COLUMNS`."""
     jobs = [
         Job(_capacity_job, {
-            "window": window, "datasets": tuple(datasets), "lags": tuple(lags),
-            "train_samples": train_samples, "probe_samples": probe_samples, "hidden": hidden,
-            "embedding": embedding, "lr": lr, "tau": tau, "ridge": ridge, "seed": rep_seed,
+            "config": config.replace(window=window), "datasets": tuple(datasets),
+            "lags": tuple(lags), "train_samples": train_samples,
+            "probe_samples": probe_samples, "ridge": ridge, "seed": rep_seed,
         }, {"rep": rep, "seed": rep_seed})
         for rep, rep_seed in enumerate(rep_seeds(seed, reps)) for window in windows
     ]
@@ -182,11 +184,12 @@ def summarise(frame: pd.DataFrame) -> list[str]:
 
 PRESETS = {
     "tiny": {"windows": (2, 4), "lags": (1, 2, 5), "train_samples": 300,
-             "probe_samples": 400, "reps": 1, "hidden": 16, "embedding": 8, "workers": 1},
+             "probe_samples": 400, "reps": 1, "config": CONFIG.replace(hidden=16, embedding=8),
+             "workers": 1},
     "quick": {},
     "paper": {"windows": (2, 3, 4, 5, 6), "lags": (2, 3, 4, 5, 6), "train_samples": 10_000,
-              "probe_samples": 10_000, "reps": 10, "hidden": 100, "embedding": 30,
-              "lr": 6e-4},
+              "probe_samples": 10_000, "reps": 10,
+              "config": CONFIG.replace(hidden=100, embedding=30, lr=6e-4)},
 }
 
 EXPERIMENT = register(Experiment(

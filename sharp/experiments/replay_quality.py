@@ -32,7 +32,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from sharp.config import preset
+from sharp.config import SharpConfig, preset
 from sharp.data.community import CommunityTask
 from sharp.experiments.common import (
     COLOURS,
@@ -86,11 +86,9 @@ def _subsample(x: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Te
 
 
 def _replay_job(samples: int, every: int, tag_every: int, dream_steps: int, max_points: int,
-                config: dict, seed: int) -> pd.DataFrame:
-    from sharp.config import SharpConfig
-
+                config: SharpConfig, seed: int) -> pd.DataFrame:
     task = CommunityTask(depth=2, rule="hash")
-    learner = Sharp(SharpConfig.from_dict(config))
+    learner = Sharp(config)
     tokens = community_tokens(task, samples + learner.window, seed)
     stream = torch.from_numpy(tokens.astype(np.int64))
     generator = torch.Generator().manual_seed(seed)
@@ -104,7 +102,7 @@ def _replay_job(samples: int, every: int, tag_every: int, dream_steps: int, max_
         step = i + 1
         if step % tag_every == 0:
             with torch.no_grad():
-                context = learner._context()
+                context = learner.context()
             tag_states.append(learner.states[0].clone())
             tag_contexts.append(context.clone())
         if step % every == 0 and len(tag_states) >= 1 and len(wake) >= 4:
@@ -134,18 +132,18 @@ def _replay_job(samples: int, every: int, tag_every: int, dream_steps: int, max_
     return pd.DataFrame(rows)
 
 
+#: SHARP's configuration: the ``simulation`` preset (W = 4, 3-layer heads) with 2 layers at
+#: the quick scale, sleeping every 2,000 steps with 17 replay steps per tag.
+CONFIG = preset("simulation", layers=2, hidden=32, embedding=16, lr=3e-3, sleep_every=2_000,
+                sleep_steps=17, tag_buffer=10)
+
+
 def replay_quality(
     *,
     samples: int = 4_000,
     every: int = 500,
     reps: int = 3,
-    hidden: int = 32,
-    embedding: int = 16,
-    head_layers: int = 3,
-    lr: float = 3e-3,
-    tau: float = 1e-3,
-    sleep_every: int = 2_000,
-    sleep_steps: int | None = 17,
+    config: SharpConfig = CONFIG,
     tag_every: int = 20,
     dream_steps: int = 20,
     max_points: int = 400,
@@ -153,18 +151,16 @@ def replay_quality(
     workers: int | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """MMD² of dreamed, split-half and noise samples against waking layer-0 states at
-    every checkpoint, and the online error of that interval. Columns: :data:`COLUMNS`."""
+    """MMD² of dreamed, split-half and noise samples against waking layer-0 states of
+    SHARP with ``config`` at every checkpoint, and the online error of that interval.
+    Columns: :data:`COLUMNS`."""
     task = CommunityTask(depth=2, rule="hash")
     jobs = []
     for rep, rep_seed in enumerate(rep_seeds(seed, reps)):
-        config = preset("simulation", vocab_size=task.vocab_size, layers=2, hidden=hidden,
-                        embedding=embedding, head_layers=head_layers, lr=lr, tau=tau,
-                        sleep_every=sleep_every, sleep_steps=sleep_steps, tag_buffer=10,
-                        seed=rep_seed)
         jobs.append(Job(_replay_job, {
             "samples": samples, "every": every, "tag_every": tag_every,
-            "dream_steps": dream_steps, "max_points": max_points, "config": config.to_dict(),
+            "dream_steps": dream_steps, "max_points": max_points,
+            "config": config.replace(vocab_size=task.vocab_size, seed=rep_seed),
             "seed": rep_seed}, {"rep": rep, "seed": rep_seed}))
     frame = run_jobs(jobs, workers, progress=progress, description="replay quality")
     frame["optimal_error"] = task.optimal_error
@@ -203,12 +199,13 @@ def summarise(frame: pd.DataFrame) -> list[str]:
 
 
 PRESETS = {
-    "tiny": {"samples": 300, "every": 150, "reps": 1, "hidden": 8, "embedding": 4,
-             "sleep_every": 150, "sleep_steps": 5, "tag_every": 10, "dream_steps": 5,
-             "max_points": 100, "workers": 1},
+    "tiny": {"samples": 300, "every": 150, "reps": 1,
+             "config": CONFIG.replace(hidden=8, embedding=4, sleep_every=150, sleep_steps=5),
+             "tag_every": 10, "dream_steps": 5, "max_points": 100, "workers": 1},
     "quick": {},
-    "paper": {"samples": 1_000_000, "every": 10_000, "reps": 10, "hidden": 100,
-              "embedding": 30, "lr": 1e-4, "sleep_every": 20_000, "sleep_steps": 16,
+    "paper": {"samples": 1_000_000, "every": 10_000, "reps": 10,
+              "config": CONFIG.replace(hidden=100, embedding=30, lr=1e-4, sleep_every=20_000,
+                                       sleep_steps=16),
               "max_points": 2_000},
 }
 

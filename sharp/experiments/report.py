@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from sharp.config import SharpConfig
 from sharp.experiments.common import REGISTRY, Experiment
 from sharp.explore.plots import figures_html
 from sharp.runs.checkpoints import atomic_write_text
@@ -34,6 +35,11 @@ class ExperimentRun:
     frame: pd.DataFrame
     parameters: dict[str, Any]
     seconds: float
+
+
+def _plain(value: Any) -> Any:
+    """JSON form of a parameter value: a configuration's fields, else its text."""
+    return value.to_dict() if isinstance(value, SharpConfig) else str(value)
 
 
 def write_experiment(out: str | os.PathLike, experiment: Experiment, frame: pd.DataFrame,
@@ -58,7 +64,7 @@ def write_experiment(out: str | os.PathLike, experiment: Experiment, frame: pd.D
         *([f"- command: `{command}`"] if command else []),
         f"- paper's claim: {experiment.claim}", "",
         "## Parameters", "", "```json",
-        json.dumps(parameters, indent=2, default=str), "```", "",
+        json.dumps(parameters, indent=2, default=_plain), "```", "",
         "## Seeds (one per repetition, shared by every condition)", "",
         ", ".join(f"rep {int(r.rep)}: {int(r.seed)}" for r in seeds.itertuples()) or "-", "",
         "## Result", "", *experiment.summarise(frame), "",

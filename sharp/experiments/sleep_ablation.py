@@ -33,7 +33,16 @@ from torch import Tensor
 from sharp.config import SharpConfig
 from sharp.engines.optim import FusedAdam
 from sharp.experiments.common import Experiment, band_figure, register
-from sharp.experiments.text_stream import SLICES, TextCondition, TextStream, text_curves
+from sharp.experiments.text_stream import (
+    CONFIG,
+    PAPER,
+    SLICES,
+    TINY,
+    TextCondition,
+    TextStream,
+    text_curves,
+)
+from sharp.model.gate import RecallGate
 from sharp.model.learner import Sharp
 
 SLEEP = "sleep"
@@ -61,7 +70,7 @@ class WakeAllMemories(Sharp):
     """
 
     def __init__(self, config: SharpConfig) -> None:
-        # The upper memories learn in _advance, a step of the torch engine only.
+        # The upper memories learn in advance(), a step of the torch engine only.
         super().__init__(config.replace(engine="torch"))
         c = self.config
         self.upper_opts = {
@@ -79,7 +88,7 @@ class WakeAllMemories(Sharp):
             for level in range(1, c.layers)
         }
         self.upper_carry = {level: self._zeros(c.hidden[level]) for level in range(1, c.layers)}
-        self.upper_ema = dict.fromkeys(range(1, c.layers), 0.0)
+        self.upper_gates = {level: RecallGate(c.ema, c.tau) for level in range(1, c.layers)}
         self.upper_updates = 0
 
     def reset_state(self) -> None:
@@ -88,10 +97,11 @@ class WakeAllMemories(Sharp):
         if hasattr(self, "upper_opts"):
             self._reset_upper()
 
-    def _advance(self, token: Tensor) -> None:
-        super()._advance(token)
-        c = self.config
-        for level in range(1, c.layers):
+    def advance(self, token: Tensor) -> None:
+        """Advance the layers as :meth:`Sharp.advance`, then let every upper memory that
+        ticked learn from its window of the waking trajectory."""
+        super().advance(token)
+        for level in range(1, self.config.layers):
             if self.t % self.strides[level]:
                 break
             memory = self.memories[level]
@@ -100,8 +110,7 @@ class WakeAllMemories(Sharp):
             recall, _, after_first = memory.encode(window, self.upper_carry[level])
             self.upper_carry[level] = after_first.detach()
             loss = memory.recall_loss(window, recall)
-            self.upper_ema[level] = c.ema * self.upper_ema[level] + (1 - c.ema) * loss.item()
-            if self.upper_ema[level] > c.tau:
+            if self.upper_gates[level].update(loss.item()):
                 optimiser = self.upper_opts[level]
                 optimiser.zero_grad()
                 loss.backward()
@@ -109,11 +118,12 @@ class WakeAllMemories(Sharp):
                 self.upper_updates += 1
 
 
-def sleep_ablation(*, conditions: Sequence[str] = CONDITIONS,
+def sleep_ablation(*, conditions: Sequence[str] = CONDITIONS, config: SharpConfig = CONFIG,
                    **stream: Unpack[TextStream]) -> pd.DataFrame:
-    """BPC of every slice at every checkpoint per condition and repetition (curve mode);
-    ``stream``: the corpus, scale, repetitions and seed (:class:`TextStream`, defaults
-    :data:`~sharp.experiments.text_stream.DEFAULTS`). Columns: :data:`COLUMNS`."""
+    """BPC of every slice at every checkpoint per condition and repetition (curve mode),
+    each condition ``config`` with its one change; ``stream``: the corpus, repetitions and
+    seed (:class:`TextStream`, defaults :data:`~sharp.experiments.text_stream.DEFAULTS`).
+    Columns: :data:`COLUMNS`."""
     unknown = sorted(set(conditions) - set(CONDITIONS))
     if unknown:
         raise ValueError(f"unknown conditions {unknown}; choose from {list(CONDITIONS)}")
@@ -125,7 +135,7 @@ def sleep_ablation(*, conditions: Sequence[str] = CONDITIONS,
         WAKE_ALL: ({}, False, WakeAllMemories),
     }
     runs = [TextCondition({"condition": name}, *settings[name]) for name in conditions]
-    frame = text_curves(runs, description="sleep ablation", **stream)
+    frame = text_curves(runs, description="sleep ablation", config=config, **stream)
     return frame[list(COLUMNS)]
 
 
@@ -148,13 +158,10 @@ def summarise(frame: pd.DataFrame) -> list[str]:
 
 PRESETS = {
     "tiny": {"conditions": (SLEEP, WAKE_ALL), "train_tokens": 300, "eval_tokens": 100,
-             "every": 150, "reps": 1, "layers": 2, "hidden": 8, "embedding": 4,
-             "sleep_every": 150, "sleep_steps": 5, "tag_buffer": 2, "workers": 1},
-    "quick": {"train_tokens": 5_000, "hidden": 64},
+             "every": 150, "reps": 1, "config": TINY, "workers": 1},
+    "quick": {"train_tokens": 5_000, "config": CONFIG.replace(hidden=64)},
     "paper": {"corpus": "text8", "train_tokens": 99_000_000, "eval_tokens": 100_000,
-              "every": 1_000_000, "reps": 1, "layers": 5, "hidden": 128, "embedding": 30,
-              "lr": 1e-4, "tau": 1e-2, "sleep_every": 20_000, "sleep_steps": None,
-              "tag_buffer": 20},
+              "every": 1_000_000, "reps": 1, "config": PAPER},
 }
 
 EXPERIMENT = register(Experiment(

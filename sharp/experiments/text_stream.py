@@ -9,8 +9,8 @@ without learning (curve mode) on three slices, each from a reset state:
 * ``forward`` — the corpus's last ``eval_tokens`` tokens, never trained on.
 
 A condition is a :class:`TextCondition`: label columns, changes to the shared
-configuration, whether it sleeps, and the learner class. Every condition of a repetition
-uses the same seed and stream.
+configuration (:data:`CONFIG` unless given), whether it sleeps, and the learner class.
+Every condition of a repetition uses the same seed and stream.
 """
 
 from __future__ import annotations
@@ -32,39 +32,36 @@ SLICES = ("forward", "current", "backward")
 
 
 class TextStream(TypedDict, total=False):
-    """Keyword arguments of the text experiments (defaults: :data:`DEFAULTS`)."""
+    """Keyword arguments of the text experiments besides the configuration (defaults:
+    :data:`DEFAULTS`)."""
 
     corpus: str  # corpus name (bundled wiki / books, or text8)
     train_tokens: int  # tokens streamed once
     eval_tokens: int  # tokens per evaluation slice
     every: int  # steps between evaluations
     reps: int  # repetitions (one seed each, shared by the conditions)
-    layers: int  # L
-    hidden: int | tuple[int, ...]  # H: one size, or one per layer
-    embedding: int  # token embedding of memory 0 (input projection above)
-    lr: float  # base learning rate (memory 0, sleep; head l: lr·slowdown^l)
-    tau: float  # recall threshold of the gates
-    sleep_every: int  # wake steps between sleeps
-    sleep_steps: int | None  # replay steps per tag (None: W^L + 1)
-    tag_buffer: int  # context tags kept for sleep
     seed: int  # base seed of the repetitions
     workers: int | None  # processes (None: min(runs, cores))
     progress: bool  # progress bar
 
 
-#: The quick scale: a wide memory 0 (256 units) at lr 1e-3 learns to recall text windows
-#: within a few thousand tokens, so the recall gate has something to show; full sleeps
-#: (W^L + 1 replay steps from each of 20 tags) every 1000 steps.
+#: The quick stream: 6,000 tokens of ``wiki``, slices of 500 evaluated every 1,000 steps,
+#: two repetitions.
 DEFAULTS: TextStream = {
     "corpus": "wiki", "train_tokens": 6_000, "eval_tokens": 500, "every": 1_000, "reps": 2,
-    "layers": 3, "hidden": (256, 64, 64), "embedding": 30, "lr": 1e-3, "tau": 1e-2,
-    "sleep_every": 1_000, "sleep_steps": None, "tag_buffer": 20, "seed": 0, "workers": None,
-    "progress": True,
+    "seed": 0, "workers": None, "progress": True,
 }
 
-#: The fields of :class:`TextStream` that build the learner's configuration.
-SCALE = ("layers", "hidden", "embedding", "lr", "tau", "sleep_every", "sleep_steps",
-         "tag_buffer")
+#: The quick scale of the text8-small configuration (W = 4, FiLM heads): a wide memory 0
+#: (256 units) at lr 1e-3 learns to recall text windows within a few thousand tokens, so
+#: the recall gate has something to show; full sleeps (W^L + 1 replay steps from each of
+#: 20 tags) every 1000 steps.
+CONFIG = preset("text8-small", layers=3, hidden=(256, 64, 64), lr=1e-3, sleep_every=1_000)
+#: The tiny scale (tests): 2 layers of 8 units, short sleeps.
+TINY = CONFIG.replace(layers=2, hidden=8, embedding=4, sleep_every=150, sleep_steps=5,
+                      tag_buffer=2)
+#: The paper's text8 scale: 5 layers of 128 units, lr 1e-4, sleeping every 20,000 steps.
+PAPER = CONFIG.replace(layers=5, hidden=128, lr=1e-4, sleep_every=20_000)
 
 
 @dataclass(frozen=True)
@@ -78,8 +75,8 @@ class TextCondition:
     learner: type[Sharp] = Sharp
 
 
-def text_curve_job(config: dict, corpus: str, train_tokens: int, eval_tokens: int, every: int,
-                   sleep: bool, learner: type[Sharp] = Sharp) -> pd.DataFrame:
+def text_curve_job(config: SharpConfig, corpus: str, train_tokens: int, eval_tokens: int,
+                   every: int, sleep: bool, learner: type[Sharp] = Sharp) -> pd.DataFrame:
     """Stream the first ``train_tokens`` tokens of ``corpus`` through a fresh ``learner``
     once, evaluating the three slices every ``every`` steps. One row per checkpoint ×
     slice; ``memory_update_rate`` is memory 0's over the interval."""
@@ -87,7 +84,7 @@ def text_curve_job(config: dict, corpus: str, train_tokens: int, eval_tokens: in
     if train_tokens + eval_tokens > len(tokens):
         raise ValueError(f"corpus {corpus!r} has {len(tokens)} tokens, fewer than "
                          f"train_tokens + eval_tokens = {train_tokens + eval_tokens}")
-    model = learner(SharpConfig.from_dict(config))
+    model = learner(config)
     window = model.window
     train = tokens[:train_tokens]
     forward = tokens[-eval_tokens:]
@@ -111,22 +108,21 @@ def text_curve_job(config: dict, corpus: str, train_tokens: int, eval_tokens: in
 
 
 def text_curves(conditions: Sequence[TextCondition], *, description: str,
-                **stream: Unpack[TextStream]) -> pd.DataFrame:
-    """Run every condition × repetition of the text protocol (in parallel processes) on
-    the text8-small configuration (W = 4, FiLM heads) at the given scale, and return one
-    frame: the conditions' labels, ``rep``, ``seed``, then the columns of
-    :func:`text_curve_job`."""
+                config: SharpConfig = CONFIG, **stream: Unpack[TextStream]) -> pd.DataFrame:
+    """Run every condition × repetition of the text protocol (in parallel processes), each
+    condition ``config`` with its changes, and return one frame: the conditions' labels,
+    ``rep``, ``seed``, then the columns of :func:`text_curve_job`."""
     unknown = sorted(set(stream) - set(DEFAULTS))
     if unknown:
-        raise TypeError(f"unknown text-stream options {unknown}; known: {sorted(DEFAULTS)}")
+        raise TypeError(f"unknown text-stream options {unknown}; known: "
+                        f"{sorted([*DEFAULTS, 'config'])}")
     options: dict[str, Any] = {**DEFAULTS, **stream}
-    scale = {key: options[key] for key in SCALE}
     jobs = []
     for rep, rep_seed in enumerate(rep_seeds(options["seed"], options["reps"])):
         for condition in conditions:
-            config = preset("text8-small", **{**scale, **condition.changes, "seed": rep_seed})
+            changed = config.replace(**condition.changes, seed=rep_seed)
             jobs.append(Job(text_curve_job, {
-                "config": config.to_dict(), "corpus": options["corpus"],
+                "config": changed, "corpus": options["corpus"],
                 "train_tokens": options["train_tokens"], "eval_tokens": options["eval_tokens"],
                 "every": options["every"], "sleep": condition.sleep,
                 "learner": condition.learner,

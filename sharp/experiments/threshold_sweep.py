@@ -19,8 +19,17 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from sharp.config import SharpConfig
 from sharp.experiments.common import COLOURS, Experiment, add_band, register
-from sharp.experiments.text_stream import SLICES, TextCondition, TextStream, text_curves
+from sharp.experiments.text_stream import (
+    CONFIG,
+    PAPER,
+    SLICES,
+    TINY,
+    TextCondition,
+    TextStream,
+    text_curves,
+)
 
 COLUMNS = ("condition", "tau", "rep", "seed", "samples", "slice", "bits", "accuracy",
            "memory_update_rate", "sleeps")
@@ -32,14 +41,15 @@ def tau_label(tau: float) -> str:
 
 
 def threshold_sweep(*, taus: Sequence[float] = (0.0, 1e-3, 1e-2, 1e-1),
+                    config: SharpConfig = CONFIG,
                     **stream: Unpack[TextStream]) -> pd.DataFrame:
-    """BPC per slice and memory update rate per checkpoint for each tau; ``stream``: the
-    corpus, scale, repetitions and seed (:class:`TextStream`, defaults
-    :data:`~sharp.experiments.text_stream.DEFAULTS`; its ``tau`` is replaced by each of
-    ``taus``). Columns: :data:`COLUMNS`."""
+    """BPC per slice and memory update rate per checkpoint for each tau, with ``config``'s
+    ``tau`` replaced by each of ``taus``; ``stream``: the corpus, repetitions and seed
+    (:class:`TextStream`, defaults :data:`~sharp.experiments.text_stream.DEFAULTS`).
+    Columns: :data:`COLUMNS`."""
     runs = [TextCondition({"condition": tau_label(tau), "tau": tau}, {"tau": tau})
             for tau in taus]
-    frame = text_curves(runs, description="threshold sweep", **stream)
+    frame = text_curves(runs, description="threshold sweep", config=config, **stream)
     return frame[list(COLUMNS)]
 
 
@@ -81,12 +91,10 @@ def summarise(frame: pd.DataFrame) -> list[str]:
 
 PRESETS = {
     "tiny": {"taus": (0.0, 1e-1), "train_tokens": 300, "eval_tokens": 100, "every": 150,
-             "reps": 1, "layers": 2, "hidden": 8, "embedding": 4, "sleep_every": 150,
-             "sleep_steps": 5, "tag_buffer": 2, "workers": 1},
+             "reps": 1, "config": TINY, "workers": 1},
     "quick": {},
     "paper": {"corpus": "text8", "train_tokens": 99_000_000, "eval_tokens": 100_000,
-              "every": 1_000_000, "reps": 1, "layers": 5, "hidden": 128, "embedding": 30,
-              "lr": 1e-4, "sleep_every": 20_000, "sleep_steps": None, "tag_buffer": 20},
+              "every": 1_000_000, "reps": 1, "config": PAPER},
 }
 
 EXPERIMENT = register(Experiment(

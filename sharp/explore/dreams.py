@@ -2,7 +2,7 @@
 sees, and the upper memories' recall loss on it.
 
 Every function here leaves the learner as it found it: sampling uses the learner's own
-generator (through ``Sharp._sample`` and ``Sharp._dream``), seeded for the call and
+generator (through ``Sharp._sample`` and :meth:`Sharp.dream`), seeded for the call and
 restored afterwards, so looking at dreams never changes what the next sleep does.
 """
 
@@ -79,7 +79,7 @@ def replay_inputs(learner: Sharp, target: int, seed: int = 0) -> Tensor:
     if not tags:
         raise ValueError("the learner holds no tags to replay")
     with seeded(learner, seed):
-        return learner._dream(tags, target)
+        return learner.dream(tags, target)
 
 
 @torch.no_grad()

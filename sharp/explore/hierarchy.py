@@ -8,6 +8,7 @@ import pandas as pd
 import torch
 
 from sharp.config import SharpConfig
+from sharp.data.streams import TokenIds, token_tensor
 from sharp.model.learner import Sharp
 
 
@@ -24,16 +25,14 @@ def context_table(config: SharpConfig) -> pd.DataFrame:
 
 
 @torch.inference_mode()
-def layer_states(learner: Sharp, tokens: np.ndarray) -> list[np.ndarray]:
+def layer_states(learner: Sharp, tokens: TokenIds) -> list[np.ndarray]:
     """The state every layer holds after each wake step over ``tokens``, from a reset
     state and without learning (the strides of wake and evaluation): one array of shape
     (steps, H_l) per layer, steps = len(tokens) - W. Layer l changes only at steps that
-    are multiples of a**l."""
+    are multiples of a**l. ``tokens`` is checked as a stream is (ValueError)."""
     c = learner.config
-    ids = torch.as_tensor(np.asarray(tokens), device=learner.device).long()
+    ids = token_tensor(tokens, c.window, learner.vocab_size, learner.device)
     steps = ids.numel() - c.window
-    if steps < 1:
-        raise ValueError(f"need more than W={c.window} tokens, got {ids.numel()}")
     t = torch.arange(1, steps + 1, device=learner.device)
     held, below = [], None
     for level, memory in enumerate(learner.memories):

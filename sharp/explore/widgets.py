@@ -28,9 +28,10 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from sharp.data.streams import check_stream
 from sharp.data.vocab import TEXT8, Vocabulary
-from sharp.protocol import Learner, StepResult
-from sharp.runs.stream import can_sleep, run_stream
+from sharp.protocol import Learner, Sleeper, StepResult
+from sharp.runs.stream import run_stream
 
 Decoder = Callable[[np.ndarray], str]
 
@@ -76,7 +77,8 @@ class StreamExplorer:
     ``smooth`` is the width (tokens) of the rolling means; ``sleep_every`` the automatic
     sleep schedule (None: the learner's config; 0: only "Sleep now"); ``decode`` turns
     token ids into display text (see :func:`decoder_for`). ``run_interval`` is the
-    milliseconds between two chunks of the Run button.
+    milliseconds between two chunks of the Run button. ``tokens`` is checked as
+    :func:`~sharp.data.streams.check_stream` checks a stream (ValueError).
     """
 
     def __init__(
@@ -94,20 +96,15 @@ class StreamExplorer:
         title: str = "",
     ) -> None:
         self.learner = learner
-        self.tokens = np.asarray(tokens)
         self.window = learner.window
-        self.total = max(self.tokens.size - self.window, 0)
-        if self.total < 1:
-            raise ValueError(
-                f"the stream has {self.tokens.size} tokens; the explorer needs more than "
-                f"W={self.window}"
-            )
+        self.tokens = check_stream(tokens, self.window, learner.vocab_size)
+        self.total = self.tokens.size - self.window
         self.decode = decoder_for(learner.vocab_size, decode)
         self.smooth = smooth
         self.sleep_every = sleep_every
         self.max_points = max_points
         self.heatmap_units = heatmap_units
-        self.sleeps = can_sleep(learner)
+        self.sleeps = isinstance(learner, Sleeper)
         self.layered = isinstance(getattr(learner, "states", None), list)
         self._initial_config = getattr(learner, "config", None)
         self._initial_state = learner.state_dict()
@@ -178,26 +175,33 @@ class StreamExplorer:
 
     def sleep(self) -> Any:
         """Run the learner's sleep phase now; returns its report (SHARP: SleepReport)."""
-        if not self.sleeps:
+        if not isinstance(self.learner, Sleeper):
             raise TypeError(f"{type(self.learner).__name__} has no sleep phase")
-        report = self.learner.sleep()  # type: ignore[attr-defined]
+        report = self.learner.sleep()
         self.sleep_steps.append(self.steps)
         self.sleep_reports.append(report)
         self.redraw()
         return report
 
     def reset(self) -> None:
-        """Rewind the stream and restore the learner as it was when the explorer was made
-        (weights, optimisers, states); the tau and lr sliders keep their values."""
+        """Rewind the stream and restore the learner exactly as it was when the explorer
+        was made (config, weights, optimisers and their learning rates, states); the tau
+        and lr sliders move back to its values."""
         self.play.playing = False
         if self._initial_config is not None:
             self.learner.config = self._initial_config  # type: ignore[attr-defined]
         self.learner.load_state_dict(self._initial_state)
         self._clear()
-        if self.has_tau:
-            self.set_tau(self.tau_slider.value)
-        self.set_lr(self.lr_slider.value)
+        tau, lr = self._settings()
+        self._sync(self.tau_slider, self.tau_value, tau)
+        self._sync(self.lr_slider, self.lr_value, lr)
         self.redraw()
+
+    def _settings(self) -> tuple[float, float]:
+        """The learner's own tau (NaN without one) and base learning rate (NaN without a
+        config saying it)."""
+        config: Any = getattr(self.learner, "config", None)
+        return float(getattr(config, "tau", math.nan)), float(getattr(config, "lr", math.nan))
 
     @property
     def has_tau(self) -> bool:
@@ -211,7 +215,7 @@ class StreamExplorer:
         tau = float(tau)
         learner: Any = self.learner
         learner.config = learner.config.replace(tau=tau)
-        self._sync(self.tau_slider, tau)
+        self._sync(self.tau_slider, self.tau_value, tau)
         self.redraw(figure=False)
 
     def set_lr(self, lr: float) -> None:
@@ -230,17 +234,26 @@ class StreamExplorer:
             learner.optimiser.lrs = [lr] * len(learner.optimiser.lrs)
         else:
             raise TypeError(f"{type(learner).__name__} exposes no optimiser learning rates")
-        self._sync(self.lr_slider, lr)
+        self._sync(self.lr_slider, self.lr_value, lr)
         self.redraw(figure=False)
 
-    def _sync(self, slider: widgets.FloatLogSlider, value: float) -> None:
-        """Move ``slider`` to ``value`` without calling its observer again."""
-        if not math.isclose(slider.value, value, rel_tol=1e-9):
-            self._syncing = True
-            try:
+    def _sync(self, slider: widgets.FloatLogSlider, label: widgets.Label, value: float) -> None:
+        """Show ``value`` on ``label`` and move ``slider`` to it (widening its range to
+        include it) without calling its observer again. A log slider cannot show 0 (tau=0:
+        the gate always open): it then rests at its lowest stop, and the label says 0."""
+        if not math.isfinite(value):
+            label.value = "–"
+            return
+        label.value = f"{value:.1e}" if value else "0"
+        self._syncing = True
+        try:
+            if value > 0:
+                slider.min = min(slider.min, math.floor(math.log10(value)))
+                slider.max = max(slider.max, math.ceil(math.log10(value)))
+            if not math.isclose(slider.value, value, rel_tol=1e-9):
                 slider.value = value
-            finally:
-                self._syncing = False
+        finally:
+            self._syncing = False
 
     # -- the panel ----------------------------------------------------------------------
     def _build(self, step_n: int, run_interval: int, title: str) -> None:
@@ -257,15 +270,16 @@ class StreamExplorer:
                                            button_style="warning", layout=button)
         self.reset_button = widgets.Button(description="Reset", button_style="danger",
                                            layout=button)
-        config: Any = getattr(self.learner, "config", None)
-        tau = getattr(config, "tau", 1e-2) or 1e-4
-        lr = getattr(config, "lr", 1e-3)
         self.tau_slider = widgets.FloatLogSlider(
-            value=tau, base=10, min=-4, max=1, step=0.1, description="tau",
-            disabled=not self.has_tau, continuous_update=False, readout_format=".1e")
+            value=1e-2, base=10, min=-4, max=1, step=0.1, description="tau",
+            disabled=not self.has_tau, continuous_update=False, readout=False)
         self.lr_slider = widgets.FloatLogSlider(
-            value=lr, base=10, min=-6, max=-1, step=0.1, description="lr",
-            continuous_update=False, readout_format=".1e")
+            value=1e-3, base=10, min=-6, max=-1, step=0.1, description="lr",
+            continuous_update=False, readout=False)
+        self.tau_value, self.lr_value = widgets.Label(), widgets.Label()
+        tau, lr = self._settings()
+        self._sync(self.tau_slider, self.tau_value, tau)
+        self._sync(self.lr_slider, self.lr_value, lr)
         self.step_button.on_click(lambda _: self.step(1))
         self.step_n_button.on_click(lambda _: self.step())
         self.sleep_button.on_click(lambda _: self.sleep())
@@ -280,7 +294,7 @@ class StreamExplorer:
             widgets.HBox([self.step_button, self.step_n_button, self.n_slider,
                           widgets.Label("Run"), self.play, self.sleep_button,
                           self.reset_button]),
-            widgets.HBox([self.tau_slider, self.lr_slider]),
+            widgets.HBox([self.tau_slider, self.tau_value, self.lr_slider, self.lr_value]),
             self.readout, self.figure, self.stream_view,
         ])
 

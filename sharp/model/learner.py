@@ -20,12 +20,14 @@ import torch
 from torch import Tensor, nn
 
 from sharp.config import SharpConfig
+from sharp.data.streams import TokenIds, check_target, check_window, token_tensor
 from sharp.engines.fused import FusedEngine, select_engine
 from sharp.engines.optim import FusedAdam
 from sharp.engines.runtime import prepare_runtime, small_kernels
+from sharp.model.gate import RecallGate, ReplayOutcome, WakeOutcome
 from sharp.model.heads import make_head
 from sharp.model.memory import Memory
-from sharp.protocol import LN2, EvalResult, StepResult
+from sharp.protocol import EvalResult, StepResult, check_finite, eval_result
 
 
 @dataclass(frozen=True)
@@ -146,34 +148,42 @@ class Sharp:
         return sum(p.numel() for p in self.net.parameters())
 
     # -- wake -----------------------------------------------------------------------
-    def learn(self, window: Tensor | np.ndarray, target: int) -> StepResult:
-        """One wake step on window ``x`` (W token ids) and next token ``y`` (SPEC §3)."""
+    def learn(self, window: TokenIds, target: int) -> StepResult:
+        """One wake step on window ``x`` (W token ids: a list, array or tensor) and next
+        token ``y`` (SPEC §3). Raises ValueError for a malformed window or target (nothing
+        changes then), :class:`~sharp.protocol.Diverged` when a loss is not finite."""
+        x = check_window(window, self.window, self.vocab_size)
+        y = check_target(target, self.vocab_size)
         # 0. Waking up resets the layer states and the step counter.
         if not self.awake:
             self._wake_up()
         # 1.
         self.t += 1
-        # 2.–6. in :meth:`_wake_torch` (or the fused kernel computing the same).
+        # 2.–6. in :meth:`_wake_torch` (or the fused kernel computing the same); step 3's
+        # gate carries the recall EMA from step to step.
+        gate = RecallGate(self.config.ema, self.config.tau, self.recall_ema)
         if self.kernels is None:
-            x, y = self._window_tensor(window), self._target_tensor(target)
-            p, r, learned, logits, context = self._wake_torch(x, y)
+            outcome = self._wake_torch(
+                torch.as_tensor(x, dtype=torch.long, device=self.device).reshape(1, -1),
+                torch.tensor([y], device=self.device), gate)
         else:
-            p, r, learned, logits, context = self._wake_fused(window, target)
+            outcome = self._wake_fused(x, y, gate)
+        self.recall_ema = gate.value
+        check_finite(self, prediction=outcome.p, recall=outcome.r)
         # Memory 0 learned (step 3): a sleep is owed, and step 5 stores a tag.
-        if learned:
+        if outcome.learned:
             self.sleep_pending = True
             self.store_tag = True
-        if self.store_tag and context is not None:
-            self.tags.append(Tag(self.states[0].clone(), context))
+        if self.store_tag and outcome.context is not None:
+            self.tags.append(Tag(self.states[0].clone(), outcome.context))
             self.store_tag = False
         # 7. Report.
-        return StepResult(logits, p, int(target), r, learned)
+        return StepResult(outcome.logits, outcome.p, y, outcome.r, outcome.learned)
 
     @small_kernels()
-    def _wake_torch(self, x: Tensor, y: Tensor
-                    ) -> tuple[float, float, bool, Tensor, Tensor | None]:
-        """SPEC §3 steps 2–6 with torch ops: (p, r, learned, logits, head 0's context)."""
-        c = self.config
+    def _wake_torch(self, x: Tensor, y: Tensor, gate: RecallGate) -> WakeOutcome:
+        """SPEC §3 steps 2–6 with torch ops on window ``x`` (1, W) and target ``y`` (1,);
+        ``gate`` holds memory 0's recall EMA and is updated."""
         # 2. Encode x with memory 0 from the carried window state; recall loss r.
         memory0 = self.memories[0]
         recall, _, after_first = memory0.encode(x, self.carry)
@@ -181,78 +191,51 @@ class Sharp:
         self.carry = after_first.detach()
         # 3. The recall-EMA gate: memory 0 learns only while its recall is poor.
         r_value = r.item()
-        self.recall_ema = c.ema * self.recall_ema + (1.0 - c.ema) * r_value
-        learned = self.recall_ema > c.tau
+        learned = gate.update(r_value)
         if learned:
             self.memory_opt.zero_grad()
             r.backward()
             self.memory_opt.step()
         # 4. Bottom-up, no grad: layer l advances when t is a multiple of a**l.
-        self._advance(x[:, -1])
+        self.advance(x[:, -1])
         # 5. Top-down through the heads.
-        context = self._context()
+        context = self.context()
         logits = self.heads[0](self.states[0], context)
         # 6. Prediction loss, credit-assigned to the heads only (states carry no grad).
         p = nn.functional.cross_entropy(logits, y)
         self.head_opt.zero_grad()
         p.backward()
         self.head_opt.step()
-        context = None if context is None else context.detach()
-        return p.item(), r_value, learned, logits.detach()[0], context
+        return WakeOutcome(p.item(), r_value, learned, logits.detach()[0],
+                           None if context is None else context.detach())
 
-    def _wake_fused(self, window: Tensor | np.ndarray, target: int
-                    ) -> tuple[float, float, bool, Tensor, Tensor | None]:
-        """SPEC §3 steps 2–6 in one call of the fused kernel (same result as
-        :meth:`_wake_torch`, states and carry updated in place)."""
+    def _wake_fused(self, window: np.ndarray, target: int, gate: RecallGate) -> WakeOutcome:
+        """SPEC §3 steps 2–6 in one call of the fused kernel on a checked window (same
+        result as :meth:`_wake_torch`, states, carry and ``gate`` updated in place)."""
         assert self.kernels is not None
-        x = np.ascontiguousarray(window, dtype=np.int64).reshape(-1)
-        self._check_window(x.size)
-        try:
-            p, r, learned, self.recall_ema = self.kernels.wake(
-                x, int(target), self.t, self.recall_ema, self.config.ema, self.config.tau
-            )
-        except ValueError:
-            check_tokens(torch.from_numpy(x), self.vocab_size)
-            self._target_tensor(target)
-            raise
-        context = self.kernels.context.clone() if self.config.layers > 1 else None
-        return p, r, learned, self.kernels.logits.clone(), context
+        return self.kernels.wake(np.ascontiguousarray(window, dtype=np.int64), target, self.t,
+                                 gate)
 
+    # -- extension points (overridden by ablations, used by explore/ and experiments) ----
     @torch.no_grad()
-    def _advance(self, token: Tensor) -> None:
-        """Advance every layer whose stride divides t (strides grow with the layer)."""
+    def advance(self, token: Tensor) -> None:
+        """SPEC §3 step 4: advance every layer whose stride divides the step ``t``, bottom
+        up and without gradient; layer 0 steps on ``token`` (1,) (the window's last id),
+        layer l > 0 on layer l-1's new state (1, H_{l-1}). :attr:`states` are replaced."""
         for level, stride in enumerate(self.strides):
             if self.t % stride:
                 break
             source = token if level == 0 else self.states[level - 1]
             self.states[level] = self.memories[level].step(source, self.states[level])
 
-    def _context(self) -> Tensor | None:
-        """Run heads L-1..1 top-down; the result is head 0's context (None if L == 1)."""
+    def context(self) -> Tensor | None:
+        """SPEC §3 step 5 above head 0: run heads L-1..1 top-down on the current states;
+        returns head 0's context, shape (1, H_0) (None for a single layer). Keeps the graph
+        to the heads' parameters."""
         context = None
         for level in range(self.config.layers - 1, 0, -1):
             context = self.heads[level](self.states[level], context)
         return context
-
-    def _window_tensor(self, window: Tensor | np.ndarray) -> Tensor:
-        x = torch.as_tensor(window, device=self.device).reshape(1, -1)
-        self._check_window(x.shape[1])
-        if x.dtype != torch.long:
-            x = x.long()
-        check_tokens(x, self.vocab_size)
-        return x
-
-    def _check_window(self, size: int) -> None:
-        if size != self.window:
-            raise ValueError(f"window has {size} tokens but this learner's window W is "
-                             f"{self.window}")
-
-    def _target_tensor(self, target: int) -> Tensor:
-        if not 0 <= int(target) < self.vocab_size:
-            raise ValueError(
-                f"target token {int(target)} is outside the vocabulary 0..{self.vocab_size - 1}"
-            )
-        return torch.tensor([int(target)], device=self.device)
 
     # -- sleep ----------------------------------------------------------------------
     @small_kernels()
@@ -273,6 +256,8 @@ class Sharp:
         if tags:
             for target in range(1, self.config.layers):
                 report.layers.append(self._sleep_layer(target, tags, batched))
+        check_finite(self, **{f"memory-{layer.layer} replay": layer.last_loss
+                              for layer in report.layers})
         self.tags.clear()
         self.sleep_pending = False
         return report
@@ -286,21 +271,24 @@ class Sharp:
         optimiser = FusedAdam([memory.parameters()], [c.lr], weight_decay=c.weight_decay)
         window = torch.zeros(c.window, c.hidden[target - 1], device=self.device)
         groups = [tags] if batched else [[tag] for tag in tags]
-        dreams = torch.cat([self._dream(group, target) for group in groups])
-        # 2. Sequential replay training, tag by tag, target carry from zero for each tag.
+        dreams = torch.cat([self.dream(group, target) for group in groups])
+        # 2. Sequential replay training, tag by tag, target carry from zero for each tag,
+        # gated by a recall EMA of its own that starts at zero.
+        gate = RecallGate(c.ema, c.tau)
         if self.kernels is None:
-            losses, updates = self._replay(memory, optimiser, dreams, window)
+            replay = self._replay(memory, optimiser, dreams, window, gate)
         else:
-            losses, updates = self.kernels.sleep(memory, optimiser, dreams, window, c.ema, c.tau)
-        return SleepLayerReport(target, len(losses), updates, float(losses[0]),
-                                float(losses[-1]), time.perf_counter() - start)
+            replay = self.kernels.sleep(memory, optimiser, dreams, window, gate)
+        return SleepLayerReport(target, len(replay.losses), replay.updates,
+                                float(replay.losses[0]), float(replay.losses[-1]),
+                                time.perf_counter() - start)
 
-    def _replay(self, memory: Memory, optimiser: FusedAdam, dreams: Tensor, window: Tensor
-                ) -> tuple[list[float], int]:
-        """SPEC §4 step 2 with torch ops: slide every dreamed vector into the window, encode
-        it, and learn while the recall EMA exceeds tau. Returns the losses and updates."""
-        c = self.config
-        ema, losses, updates = 0.0, [], 0
+    def _replay(self, memory: Memory, optimiser: FusedAdam, dreams: Tensor, window: Tensor,
+                gate: RecallGate) -> ReplayOutcome:
+        """SPEC §4 step 2 with torch ops: slide every dreamed vector of ``dreams`` (tags,
+        ticks, inputs) into the ``window`` buffer (W, inputs), encode it, and learn while
+        ``gate`` (updated) is open."""
+        losses, updates = [], 0
         for trajectory in dreams:
             carry = self._zeros(memory.hidden)
             for vector in trajectory:
@@ -311,19 +299,19 @@ class Sharp:
                 loss = memory.recall_loss(batch, recall)
                 value = loss.item()
                 losses.append(value)
-                ema = c.ema * ema + (1.0 - c.ema) * value
-                if ema > c.tau:
+                if gate.update(value):
                     optimiser.zero_grad()
                     loss.backward()
                     optimiser.step()
                     updates += 1
-        return losses, updates
+        return ReplayOutcome(np.asarray(losses), updates)
 
     @torch.no_grad()
-    def _dream(self, tags: list[Tag], target: int) -> Tensor:
-        """Dream from ``tags`` (a batch) and return what layer ``target`` sees: the
-        layer-(target-1) state at every replay step s with s mod a**target == 0,
-        shape (tags, ticks, H_{target-1})."""
+    def dream(self, tags: list[Tag], target: int) -> Tensor:
+        """SPEC §4 step 1's dreams for memory ``target`` (1..L-1): dream from ``tags`` (a
+        batch, with the learner's RNG) and return what layer ``target`` sees, the
+        layer-(target-1) state at every replay step s with s mod a**target == 0; shape
+        (len(tags), ticks, H_{target-1})."""
         c = self.config
         start = torch.cat([tag.state for tag in tags])
         dreaming = self.dream_steps(start, torch.cat([tag.context for tag in tags]),
@@ -367,7 +355,7 @@ class Sharp:
 
     # -- evaluation -----------------------------------------------------------------
     @torch.inference_mode()
-    def predict_stream(self, tokens: Tensor | np.ndarray, chunk: int = 4096) -> Tensor:
+    def predict_stream(self, tokens: TokenIds, chunk: int = 4096) -> Tensor:
         """Logits for every token of ``tokens`` after the first W, from a reset state and
         with the wake step's state updates (same strides), without learning.
 
@@ -376,12 +364,8 @@ class Sharp:
         trajectory with one recurrent call per layer and the heads in batches.
         """
         c = self.config
-        ids = torch.as_tensor(np.asarray(tokens), device=self.device).long()
+        ids = token_tensor(tokens, c.window, self.vocab_size, self.device)
         steps = ids.numel() - c.window
-        if steps < 1:
-            raise ValueError(
-                f"need more than W={c.window} tokens to predict anything, got {ids.numel()}"
-            )
         # Layer 0 consumes tokens W-1 .. n-2 (the last token of each window); layer l>0
         # consumes every a-th state of the layer below.
         trajectories: list[Tensor] = []
@@ -407,19 +391,15 @@ class Sharp:
             logits.append(self.heads[0](states[0], context))
         return torch.cat(logits)
 
-    def evaluate(self, tokens: Tensor | np.ndarray) -> EvalResult:
-        """Bits and top-1 correctness for every token after the first W of ``tokens``,
+    def evaluate(self, tokens: TokenIds) -> EvalResult:
+        """Bits and top-1 correctness for every token after the first W of ``tokens`` (a
+        list, array or tensor of more than W ids; ValueError otherwise, as for a stream),
         from a reset state, without learning (SPEC §5). The learner is left untouched."""
         start = time.perf_counter()
-        ids = torch.as_tensor(np.asarray(tokens), device=self.device).long()
-        check_tokens(ids, self.vocab_size)
+        ids = token_tensor(tokens, self.window, self.vocab_size, self.device)
         logits = self.predict_stream(ids)
-        targets = ids[self.window :]
         with torch.inference_mode():
-            nats = nn.functional.cross_entropy(logits, targets, reduction="none")
-            correct = logits.argmax(-1) == targets
-        return EvalResult((nats / LN2).cpu().numpy(), correct.cpu().numpy(),
-                          time.perf_counter() - start)
+            return eval_result(logits, ids[self.window :], start)
 
     # -- checkpoints ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -486,16 +466,6 @@ def check_compatible(state: dict[str, Any], kind: str, config: Any) -> None:
         raise ValueError(
             f"checkpoint was saved with another configuration ({details}); build the learner "
             "from the checkpoint's config instead"
-        )
-
-
-def check_tokens(ids: Tensor, vocab_size: int) -> None:
-    """Raise ValueError unless every id lies in 0..vocab_size-1."""
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
-        bad = ids[(ids < 0) | (ids >= vocab_size)][0]
-        raise ValueError(
-            f"token id {int(bad)} is outside the vocabulary 0..{vocab_size - 1}; encode the "
-            "text with the learner's vocabulary (sharp.data.TEXT8 for text8-style corpora)"
         )
 
 

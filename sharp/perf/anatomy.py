@@ -105,7 +105,7 @@ def wake_anatomy(preset_name: str, *, threads: int = 1, steps: int = 300,
         memory0.recall_loss(x, recall).backward()
 
     def heads_backward() -> None:
-        logits = learner.heads[0](learner.states[0], learner._context())
+        logits = learner.heads[0](learner.states[0], learner.context())
         learner.head_opt.zero_grad()
         torch.nn.functional.cross_entropy(logits, y).backward()
 
@@ -116,7 +116,7 @@ def wake_anatomy(preset_name: str, *, threads: int = 1, steps: int = 300,
         parts = {
             "memory 0: encode, recall loss, backward": _per_call(memory_backward, calls),
             "memory 0: Adam step": _per_call(learner.memory_opt.step, calls),
-            "layer states: advance": _per_call(lambda: learner._advance(x[:, -1]), calls),
+            "layer states: advance": _per_call(lambda: learner.advance(x[:, -1]), calls),
             "heads: forward + backward": _per_call(heads_backward, calls),
             "heads: Adam step": _per_call(learner.head_opt.step, calls),
         }

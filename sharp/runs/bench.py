@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from sharp.data.corpus import Corpus, load_corpus
-from sharp.runs.benchmark import BenchmarkResult, preflight, run_benchmark
+from sharp.runs.benchmark import (
+    BenchmarkResult,
+    check_corpus_protocol,
+    preflight,
+    run_benchmark,
+)
 from sharp.runs.registry import BASELINE_KINDS, LearnerSpec, baseline_spec, sharp_spec
 from sharp.runs.report import check_report_folder, write_benchmark_report
 
@@ -131,18 +136,21 @@ def bench_specs(options: BenchOptions, vocab_size: int) -> list[LearnerSpec]:
 
 def plan_bench(options: BenchOptions) -> BenchPlan:
     """Load the corpus, build the specs and check the whole run before any learner starts
-    (and before a notebook kernel does): the configs (:func:`bench_specs`), lengths and
-    protocol (:func:`~sharp.runs.benchmark.preflight`), and that the output folder holds
-    no report of another run (:func:`~sharp.runs.report.check_report_folder`).
+    (and before a notebook kernel does): the protocol and the corpus's splits before the
+    corpus is loaded (:func:`~sharp.runs.benchmark.check_corpus_protocol`), the configs
+    (:func:`bench_specs`), lengths and books (:func:`~sharp.runs.benchmark.preflight`),
+    and that the output folder holds no report of another run
+    (:func:`~sharp.runs.report.check_report_folder`).
 
     Raises ``ValueError`` (configs, lengths, protocol), ``FileNotFoundError`` (corpus) or
     ``FileExistsError`` (another run's report in the folder)."""
     started = time.perf_counter()
+    protocol = check_corpus_protocol(options.corpus, options.protocol)  # before any download
     corpus = load_corpus(options.corpus)
     specs = bench_specs(options, corpus.vocab.size)
     runs = options.learners * len(specs)
     workers = min(options.workers or os.cpu_count() or 1, max(runs, 1))
-    protocol = preflight(specs, corpus, protocol=options.protocol, segment=options.segment,
+    protocol = preflight(specs, corpus, protocol=protocol, segment=options.segment,
                          slice_len=options.slice_len, learners=options.learners,
                          workers=workers)
     clip = math.log2(corpus.vocab.size) if options.clip else None

@@ -10,21 +10,25 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from sharp.data.corpus import Corpus
+from sharp.data.corpus import Corpus, corpus_splits
 from sharp.data.streams import plan_segments
 from sharp.runs.progress import tqdm
 from sharp.runs.registry import LearnerSpec, build_learner
 from sharp.runs.stream import Slice, evaluate_slices, run_stream
 
-#: Books (or the budget's remnant of one) shorter than this are not streamed.
+#: Books (or the budget's remnant of one) shorter than this are neither streamed nor
+#: evaluated by the book protocol.
 MIN_BOOK_TOKENS = 100
+#: Where the book protocol takes its held-out (forward) books from, in order of preference.
+HELD_OUT_SPLITS = ("validation", "test")
+PROTOCOLS = ("auto", "segment", "books")
 
 
 @dataclass
@@ -145,9 +149,7 @@ def check_lengths(specs: list[LearnerSpec], *, segment: int, slice_len: int) -> 
     """Raise ``ValueError`` unless every learner gets predictions out of a training stream
     of ``segment`` tokens and an evaluation slice of ``slice_len`` tokens: both must be
     longer than the largest window W (a stream of n tokens gives n − W predictions)."""
-    if not specs:
-        raise ValueError("no learners to run: give at least one learner spec")
-    window = max(int(spec.config.get("window", 1)) for spec in specs)
+    window = learner_window(specs)
     for option, value in (("segment", segment), ("slice", slice_len)):
         if value <= window:
             raise ValueError(f"{option} ({value} tokens) must be longer than the window "
@@ -168,26 +170,28 @@ def preflight(
     §6) and return the protocol that will run: ``"segment"`` or ``"books"``.
 
     Raises ``ValueError`` naming what to change: an unknown ``protocol``; ``learners`` or
-    ``workers`` < 1; a learner whose ``vocab_size`` is smaller than the corpus's
-    vocabulary; a segment or slice not longer than the window (:func:`check_lengths`);
-    M segments plus the forward slice not fitting the corpus; the book protocol on a
-    corpus without books.
+    ``workers`` < 1; no learner, or one whose ``vocab_size`` is smaller than the corpus's
+    vocabulary; for the segment protocol a segment or slice not longer than the window
+    (:func:`check_lengths`) or M segments plus the forward slice not fitting the corpus;
+    for the book protocol everything :func:`plan_books` checks (``segment`` is the
+    training budget, ``slice_len`` the cap of each evaluated book).
     """
-    if protocol not in ("auto", "segment", "books"):
-        raise ValueError(f"protocol must be auto, segment or books, got {protocol!r}")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     if learners < 1 or workers < 1:
         raise ValueError(f"learners and workers must be >= 1, got {learners} and {workers}")
+    if not specs:
+        raise ValueError("no learners to run: give at least one learner spec")
     for spec in specs:
         vocab = int(spec.config.get("vocab_size", corpus.vocab.size))
         if vocab < corpus.vocab.size:
             raise ValueError(f"{spec.name} has vocab_size={vocab} but corpus {corpus.name} has "
                              f"{corpus.vocab.size} symbols")
-    check_lengths(specs, segment=segment, slice_len=slice_len)
     if protocol == "books" or (protocol == "auto" and corpus.documents is not None):
-        if corpus.documents is None:
-            raise ValueError(f"the book protocol needs a corpus of books; {corpus.name} has no "
-                             "documents: use the segment protocol")
+        plan_books(corpus, budget=segment, max_eval_tokens=slice_len,
+                   window=learner_window(specs))
         return "books"
+    check_lengths(specs, segment=segment, slice_len=slice_len)
     plan_segments(len(corpus.tokens), segment, slice_len, learners)
     return "segment"
 
@@ -226,6 +230,159 @@ def segment_benchmark(
     return _execute(jobs, workers, progress)
 
 
+def book_splits(splits: Iterable[str], corpus: str) -> tuple[str, str]:
+    """The training and held-out split of the book protocol (SPEC §6) among ``splits``:
+    ``("train", "validation")``, else ``("train", "test")``.
+
+    Raises ValueError naming the corpus and the splits it has when either is missing.
+    """
+    present = [split for split in ("train", *HELD_OUT_SPLITS) if split in set(splits)]
+    held = [split for split in HELD_OUT_SPLITS if split in present]
+    if "train" not in present or not held:
+        missing = "training books (a train split)" if "train" not in present else (
+            "held-out books (a validation or test split)")
+        raise ValueError(
+            f"the book protocol needs {missing}, but corpus {corpus!r} has only the splits "
+            f"{present or 'none'}; a local corpus needs train/ plus validation/ or test/ "
+            "folders of <book_id>.txt files (PG-19 layout)"
+        )
+    return "train", held[0]
+
+
+def check_corpus_protocol(name: str, protocol: str = "auto") -> str:
+    """The protocol :func:`run_benchmark` will run on ``load_corpus(name)``: ``"segment"``
+    or ``"books"`` (``"auto"``: books for a corpus with splits).
+
+    Reads no text and downloads nothing (``corpus_splits``), so a book corpus without
+    training or held-out books is refused before any download or encoding. Raises
+    ValueError for an unknown protocol or corpus, a book protocol on a corpus without
+    books, or missing splits (:func:`book_splits`).
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    splits = corpus_splits(name)
+    if protocol == "segment" or (protocol == "auto" and splits is None):
+        return "segment"
+    if splits is None:
+        raise ValueError(
+            f"the book protocol needs a book corpus ('books', 'pg19' or a folder in PG-19 "
+            f"layout); {name!r} is one text without books"
+        )
+    book_splits(splits, name)
+    return "books"
+
+
+def learner_window(specs: Iterable[LearnerSpec]) -> int:
+    """The largest window W among the recipes (every evaluated slice needs more tokens)."""
+    return max((int(spec.config.get("window", 0)) for spec in specs), default=0)
+
+
+@dataclass(frozen=True)
+class BookPlan:
+    """What every learner of the book protocol streams and is evaluated on: ``train``
+    (token arrays of the training books, the last one cut at the budget, in order) and
+    ``slices`` (forward / backward / current: lists of books, each capped), with the
+    ids of the books used and the held-out split."""
+
+    train: list[np.ndarray]
+    slices: dict[str, list[np.ndarray]]
+    train_ids: list[str]
+    forward_ids: list[str]
+    held_out: str
+
+
+def _too_short(ids: list[str], lengths: list[int]) -> str:
+    shown = ", ".join(f"{book!r} ({length} tokens)" for book, length in zip(ids[:8], lengths[:8],
+                                                                            strict=True))
+    return shown + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
+
+
+def plan_books(
+    corpus: Corpus,
+    *,
+    budget: int,
+    books_per_slice: int = 5,
+    max_eval_tokens: int | None = None,
+    window: int = 0,
+) -> BookPlan:
+    """Plan the book protocol (SPEC §6) without training: training books in order up to
+    ``budget`` tokens (books, or the budget's remnant of one, under ``MIN_BOOK_TOKENS``
+    are skipped); backward = the first ``books_per_slice`` of them, current = the last
+    ones, forward = the first ``books_per_slice`` held-out books (validation, else test)
+    of at least ``max(MIN_BOOK_TOKENS, window + 1)`` tokens; each evaluated book is cut
+    to ``max_eval_tokens``.
+
+    Raises ValueError, before anything trains, for a corpus without documents or without
+    training / held-out splits, a budget under ``MIN_BOOK_TOKENS``, ``max_eval_tokens``
+    not above ``window``, or when no training or no held-out book is long enough (the
+    message lists the books that are too short, with their lengths in tokens).
+    """
+    if corpus.documents is None:
+        raise ValueError(
+            f"the book protocol needs a book corpus ('books', 'pg19' or a folder in PG-19 "
+            f"layout); corpus {corpus.name!r} has no documents"
+        )
+    if books_per_slice < 1:
+        raise ValueError(f"books_per_slice must be >= 1, got {books_per_slice}")
+    if budget < MIN_BOOK_TOKENS:
+        raise ValueError(
+            f"the training budget ({budget} tokens) is below the {MIN_BOOK_TOKENS} tokens the "
+            "book protocol streams at least per book; give a larger budget (--segment)"
+        )
+    if max_eval_tokens is not None and max_eval_tokens <= window:
+        raise ValueError(
+            f"each evaluated book is cut to {max_eval_tokens} tokens (--slice), but a window of "
+            f"W={window} needs at least {window + 1}; give a larger slice"
+        )
+    train_split, held_split = book_splits(corpus.documents["split"], corpus.name)
+    train = corpus.split(train_split)
+    books, ids, short_ids, short_lengths, used = [], [], [], [], 0
+    for book_id, start, stop in zip(train.documents["id"], train.documents["start"],
+                                    train.documents["stop"], strict=True):
+        book = train.tokens[start : min(stop, start + budget - used)]
+        if len(book) >= MIN_BOOK_TOKENS:
+            books.append(book)
+            ids.append(str(book_id))
+            used += len(book)
+        elif stop - start < MIN_BOOK_TOKENS:
+            short_ids.append(str(book_id))
+            short_lengths.append(int(stop - start))
+        if used >= budget:
+            break
+    if not books:
+        raise ValueError(
+            f"the book protocol trains on books of at least {MIN_BOOK_TOKENS} tokens, but no "
+            f"{train_split} book of corpus {corpus.name!r} is that long: "
+            f"{_too_short(short_ids, short_lengths)}; use longer books"
+        )
+    need = max(MIN_BOOK_TOKENS, window + 1)
+    held = corpus.split(held_split)
+    forward, forward_ids, short_ids, short_lengths = [], [], [], []
+    for book_id, start, stop in zip(held.documents["id"], held.documents["start"],
+                                    held.documents["stop"], strict=True):
+        if stop - start >= need:
+            forward.append(held.tokens[start:stop])
+            forward_ids.append(str(book_id))
+        else:
+            short_ids.append(str(book_id))
+            short_lengths.append(int(stop - start))
+        if len(forward) == books_per_slice:
+            break
+    if not forward:
+        raise ValueError(
+            f"the book protocol evaluates held-out books of at least {need} tokens, but no "
+            f"{held_split} book of corpus {corpus.name!r} is that long: "
+            f"{_too_short(short_ids, short_lengths)}; use longer held-out books"
+        )
+    cap = slice(None, max_eval_tokens)
+    slices = {
+        "forward": [np.asarray(book[cap]) for book in forward],
+        "backward": [np.asarray(book[cap]) for book in books[:books_per_slice]],
+        "current": [np.asarray(book[cap]) for book in books[-books_per_slice:]],
+    }
+    return BookPlan([np.asarray(book) for book in books], slices, ids, forward_ids, held_split)
+
+
 def book_benchmark(
     specs: list[LearnerSpec],
     corpus: Corpus,
@@ -240,35 +397,18 @@ def book_benchmark(
     block: int | None = None,
     progress: bool = True,
 ) -> BenchmarkResult:
-    """The book protocol (SPEC §6): training books in order up to ``budget`` tokens
+    """The book protocol (SPEC §6, planned by :func:`plan_books`, whose ValueErrors it
+    raises before any learner starts): training books in order up to ``budget`` tokens
     (state reset at each book start); backward = the first ``books_per_slice`` training
     books, current = the last ones, forward = held-out books (validation, else test),
     each evaluated from a reset state (``max_eval_tokens`` caps each evaluated book).
     Learner m uses seed ``seed + m`` on the same books."""
-    check_lengths(specs, segment=budget, slice_len=max_eval_tokens or budget)
-    train = corpus.split("train")
-    books, used = [], 0
-    for start, stop in zip(train.documents["start"], train.documents["stop"], strict=True):
-        book = train.tokens[start : min(stop, start + budget - used)]
-        if len(book) >= MIN_BOOK_TOKENS:
-            books.append(book)
-            used += len(book)
-        if used >= budget:
-            break
-    splits = set(corpus.documents["split"])
-    held = corpus.split("validation" if "validation" in splits else "test")
-    forward = [held.tokens[a:b] for a, b in zip(held.documents["start"], held.documents["stop"],
-                                                 strict=True)][:books_per_slice]
-    cap = slice(None, max_eval_tokens)
-    slices = {
-        "forward": [np.asarray(book[cap]) for book in forward],
-        "backward": [np.asarray(book[cap]) for book in books[:books_per_slice]],
-        "current": [np.asarray(book[cap]) for book in books[-books_per_slice:]],
-    }
+    plan = plan_books(corpus, budget=budget, books_per_slice=books_per_slice,
+                      max_eval_tokens=max_eval_tokens, window=learner_window(specs))
     block = block or max(1, math.ceil(budget / 200))
     jobs = [
-        _Job(spec.with_seed(seed + m), m, [np.asarray(book) for book in books], slices, block,
-             clip, progress and workers == 1)
+        _Job(spec.with_seed(seed + m), m, plan.train, plan.slices, block, clip,
+             progress and workers == 1)
         for spec in specs for m in range(learners)
     ]
     return _execute(jobs, workers, progress)

@@ -9,15 +9,10 @@ import pandas as pd
 import torch
 
 from sharp.data.streams import check_stream, n_windows
-from sharp.protocol import EvalResult, Learner, StepResult
+from sharp.protocol import LN2, Diverged, EvalResult, Learner, Sleeper, StepResult, check_finite
 from sharp.runs.progress import tqdm
 
 StepCallback = Callable[[int, StepResult], None]
-
-
-def can_sleep(learner: Learner) -> bool:
-    """Whether the learner has a sleep phase (SHARP does, baselines do not)."""
-    return callable(getattr(learner, "sleep", None))
 
 
 def run_stream(
@@ -35,12 +30,19 @@ def run_stream(
     A sleep phase follows every wake step whose global number (``offset`` + position,
     1-based) is a multiple of ``sleep_every`` (default: the learner's config, if it
     sleeps). Returns one record per step: step, bits, correct, recall, memory_learned,
-    slept.
+    slept. ``tokens`` is checked as :func:`~sharp.data.streams.check_stream` checks it
+    (ValueError). Raises TypeError for a ``sleep_every`` given to a learner that is not a
+    :class:`~sharp.protocol.Sleeper`. A learner whose loss stops being finite raises
+    :class:`~sharp.protocol.Diverged` naming the global step; no records are returned then.
     """
     window = learner.window
     ids = check_stream(tokens, window, learner.vocab_size)
-    if sleep_every is None and can_sleep(learner):
-        sleep_every = learner.config.sleep_every  # type: ignore[attr-defined]
+    sleeper = learner if isinstance(learner, Sleeper) else None
+    if sleeper is None and sleep_every:
+        raise TypeError(f"{type(learner).__name__} has no sleep phase; "
+                        f"sleep_every={sleep_every} needs one")
+    if sleep_every is None and sleeper is not None:
+        sleep_every = sleeper.config.sleep_every
     stream = torch.from_numpy(ids.astype(np.int64))
     targets = ids[window:].tolist()
     n = n_windows(len(ids), window)
@@ -52,16 +54,20 @@ def run_stream(
     bar = tqdm(total=n, desc=description, disable=not progress, mininterval=0.5,
                unit="tok", smoothing=0.05)
     for i in range(n):
-        result = learner.learn(stream[i : i + window], targets[i])
+        step = offset + i + 1
+        try:
+            result = learner.learn(stream[i : i + window], targets[i])
+            if sleeper is not None and sleep_every and step % sleep_every == 0:
+                bar.set_postfix_str("sleeping")
+                sleeper.sleep()
+                slept[i] = True
+        except Diverged as error:
+            bar.close()
+            raise error.at_step(step) from None
         bits[i] = result.bits
         recall[i] = result.recall
         correct[i] = result.correct
         learned[i] = result.memory_learned
-        step = offset + i + 1
-        if sleep_every and step % sleep_every == 0:
-            bar.set_postfix_str("sleeping")
-            learner.sleep()  # type: ignore[attr-defined]
-            slept[i] = True
         if on_step is not None:
             on_step(step, result)
         if (i + 1) % 1024 == 0:
@@ -83,17 +89,16 @@ def evaluate_slices(
 ) -> pd.DataFrame:
     """Evaluate each named slice without learning; one row per slice. A slice may be a
     list of documents (books): each is evaluated from a reset state and their per-token
-    results are pooled."""
+    results are pooled. Raises :class:`~sharp.protocol.Diverged` rather than report a
+    non-finite mean (``clip`` would hide an infinite one)."""
     rows = []
     for name, value in slices.items():
         parts = [value] if isinstance(value, np.ndarray) else list(value)
-        results = []
-        for tokens in parts:
-            check_stream(tokens, learner.window, learner.vocab_size)
-            results.append(learner.evaluate(tokens))
+        results = [learner.evaluate(tokens) for tokens in parts]
         pooled = EvalResult(np.concatenate([r.bits for r in results]),
                             np.concatenate([r.correct for r in results]),
                             sum(r.seconds for r in results))
+        check_finite(learner, **{f"{name} evaluation": pooled.mean_bits() * LN2})
         rows.append({
             "slice": name, "bits": pooled.mean_bits(), "bits_clipped": pooled.mean_bits(clip),
             "accuracy": pooled.accuracy, "tokens": pooled.tokens,

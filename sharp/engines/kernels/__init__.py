@@ -1,8 +1,9 @@
 """The fused C kernels of SHARP's hot path, compiled once per machine and cached.
 
-``sharp_kernels.c`` is built with the system C compiler (``$CC``, else ``cc``/``gcc``) for
-the machine it runs on and cached under ``$SHARP_CACHE`` (default ``~/.cache/sharp``),
-keyed by the source, the flags, the compiler and the CPU. :func:`load` raises
+``sharp_kernels.c`` (with its header ``sharp_kernels.h``) is built with the system C compiler
+(``$CC``, else ``cc``/``gcc``) for the machine it runs on and cached under ``$SHARP_CACHE``
+(default ``~/.cache/sharp``), keyed by the source and header, the flags, the compiler and
+the CPU. :func:`load` raises
 :class:`KernelUnavailable` with the reason when that is not possible; the learner then
 runs its torch engine.
 """
@@ -20,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("sharp_kernels.c")
+HEADER = SOURCE.with_suffix(".h")
 FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-std=gnu11", "-fPIC",
          "-shared")
 
@@ -67,8 +69,8 @@ def load() -> ctypes.CDLL:
     """The compiled kernel library (built on first use; later calls reuse it)."""
     compiler = _compiler()
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(FLAGS).encode(), compiler.encode(),
-                 platform.machine().encode(), _cpu_flags().encode()):
+    for part in (SOURCE.read_bytes(), HEADER.read_bytes(), " ".join(FLAGS).encode(),
+                 compiler.encode(), platform.machine().encode(), _cpu_flags().encode()):
         key.update(part)
     target = cache_dir() / f"sharp_kernels-{key.hexdigest()[:16]}.so"
     try:

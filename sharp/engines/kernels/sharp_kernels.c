@@ -5,50 +5,27 @@
  * sharp/model/heads.py), in float32, with the same Adam update as torch's fused Adam. Batch 1
  * makes every weight gradient a sum of a few outer products, so no gradient is ever
  * stored: each weight row is read once, used for the input gradient (old weights) and
- * updated by Adam in the same pass. The structs mirror sharp/engines/fused.py.
+ * updated by Adam in the same pass. The structs and entry points are declared in
+ * sharp_kernels.h; the caller owns every buffer, the workspace included (no allocation
+ * here).
  */
+#include "sharp_kernels.h"
+
 #include <math.h>
-#include <stdint.h>
-#include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 
-#define MAX_LAYERS 8
-#define MAX_MLP 8
-
-typedef struct { float *p, *m, *v; } Param;               /* a tensor and its Adam moments */
-typedef struct { Param w, b; int32_t out, in; } Linear;    /* y = W x + b, W is (out, in) */
-typedef struct { Param g, b; int32_t n; } Norm;           /* LayerNorm with affine g, b */
-typedef struct {                                          /* one Adam parameter group */
-    float *counts; int32_t n_counts;
-    const double *lr;   /* read at every step: the learning rate may change mid-stream */
-    double beta1, beta2, eps, weight_decay;
-} Group;
 typedef struct { float step_size, bc2_sqrt, beta1, beta2, eps, weight_decay; } Adam;
 
-typedef struct {
-    int32_t tokens, inputs, hidden, embedding, window;
-    Param project, project_b;   /* tokens: project is the (inputs, E) embedding table */
-    Param w_ih, w_hh, b_ih, b_hh, recall_w, recall_b;
-} Memory;
-
-enum { CONTEXT_NONE = 0, CONTEXT_FILM = 1, CONTEXT_CONCAT = 2 };
-
-typedef struct {
-    Norm norm; int32_t context; Linear ctx; Norm ctx_norm;
-    int32_t layers; Linear mlp[MAX_MLP]; Group group;
-} Head;
-
-typedef struct {
-    int32_t layers, vocab, window;
-    int64_t strides[MAX_LAYERS];
-    Memory memory[MAX_LAYERS];
-    Group memory_group;
-    Head heads[MAX_LAYERS];
-    float *states[MAX_LAYERS];
-    float *carry, *logits, *context;
-} Wake;
-
 static const float LN_EPS = 1e-5f;
+
+/* The recall-EMA gate: fold one window's recall loss into the EMA; true if the memory
+ * learns from it. The C copy of RecallGate.update (sharp/model/gate.py): keep them equal. */
+static int gate_update(Gate *g, double loss)
+{
+    g->value = g->coefficient * g->value + (1.0 - g->coefficient) * loss;
+    return g->value > g->tau;
+}
 
 /* -- small vector helpers -------------------------------------------------------- */
 
@@ -482,7 +459,7 @@ static void head_backward(const Head *hd, const float *dout, HeadTrace *t, float
     }
 }
 
-/* -- entry points ------------------------------------------------------------------- */
+/* -- entry points (declared in sharp_kernels.h) ------------------------------------- */
 
 static int valid(const int64_t *ids, int n, int64_t vocab)
 {
@@ -491,33 +468,40 @@ static int valid(const int64_t *ids, int n, int64_t vocab)
     return 1;
 }
 
-/* One wake step (SPEC §3 steps 2–6) on window x (W ids) and target y at step t.
- * ema is the recall EMA (updated); result receives (p, r, learned). Returns 0, 1 for an
- * invalid token, 2 when out of memory. */
-int sharp_wake(const Wake *w, const int64_t *x, int64_t y, int64_t t, double ema_coef,
-               double tau, double *ema, double *result)
+/* The widest vector a wake step passes between layers: V, and every H and E. */
+static size_t wake_widest(const Wake *w)
 {
-    if (!valid(x, w->window, w->vocab) || !valid(&y, 1, w->vocab)) return 1;
-    const Memory *m0 = &w->memory[0];
     size_t widest = w->vocab;
     for (int l = 0; l < w->layers; l++) {
         widest = widest > (size_t)w->memory[l].hidden ? widest : (size_t)w->memory[l].hidden;
         widest = widest > (size_t)w->memory[l].embedding ? widest : (size_t)w->memory[l].embedding;
     }
-    size_t floats = trace_floats(m0) + 4 * widest;
+    return widest;
+}
+
+int64_t sharp_wake_workspace(const Wake *w)
+{
+    const size_t widest = wake_widest(w);
+    size_t floats = trace_floats(&w->memory[0]) + 4 * widest;
     for (int l = 0; l < w->layers; l++) floats += head_floats(&w->heads[l]) + widest;
-    float *buffer = malloc(sizeof(float) * floats);
-    if (!buffer) return 2;
-    Trace tr = trace_in(m0, buffer);
-    float *next = buffer + trace_floats(m0), *proj = next + widest;
+    return (int64_t)floats;
+}
+
+SharpStatus sharp_wake(const Wake *w, const int64_t *x, int64_t y, int64_t t, Gate *gate,
+                       double *result, float *workspace)
+{
+    if (!valid(x, w->window, w->vocab) || !valid(&y, 1, w->vocab)) return SHARP_BAD_TOKEN;
+    const Memory *m0 = &w->memory[0];
+    const size_t widest = wake_widest(w);
+    Trace tr = trace_in(m0, workspace);
+    float *next = workspace + trace_floats(m0), *proj = next + widest;
     float *da = proj + widest, *db = da + widest, *p = db + widest;
 
     /* 2. Encode x from the carried window state; recall loss r; carry = after-first. */
     const float r = memory_forward(m0, x, NULL, w->carry, &tr);
     memcpy(w->carry, tr.h + m0->hidden, sizeof(float) * m0->hidden);
     /* 3. The recall-EMA gate: memory 0 learns only while its recall is poor. */
-    *ema = ema_coef * *ema + (1.0 - ema_coef) * (double)r;
-    const int learned = *ema > tau;
+    const int learned = gate_update(gate, (double)r);
     if (learned) memory_backward(m0, &w->memory_group, x, NULL, &tr);
     /* 4. Bottom-up, no grad: layer l advances when its stride divides t. */
     for (int l = 0; l < w->layers; l++) {
@@ -548,23 +532,20 @@ int sharp_wake(const Wake *w, const int64_t *x, int64_t y, int64_t t, double ema
     result[0] = loss;
     result[1] = r;
     result[2] = learned;
-    free(buffer);
-    return 0;
+    return SHARP_OK;
 }
 
-/* Sleep replay training of one memory (SPEC §4 step 2): for each of `tags` dreams of
- * `ticks` vectors, slide the window buffer (W x inputs, kept across tags), encode from a
- * carry that starts at zero for each tag, and learn while the recall EMA exceeds tau.
- * Writes every window's loss; returns the number of updates, or -1 when out of memory. */
+int64_t sharp_sleep_workspace(const Memory *m) { return (int64_t)(trace_floats(m) + m->hidden); }
+
+/* For each of `tags` dreams of `ticks` vectors: slide the window buffer (kept across
+ * tags), encode from a carry that starts at zero for each tag, learn while the gate is
+ * open. */
 int64_t sharp_sleep(const Memory *m, const Group *group, const float *dreams, int64_t tags,
-                    int64_t ticks, float *window, double ema_coef, double tau, float *losses)
+                    int64_t ticks, float *window, Gate *gate, float *losses, float *workspace)
 {
     const int H = m->hidden, I = m->inputs, W = m->window;
-    float *buffer = malloc(sizeof(float) * (trace_floats(m) + H));
-    if (!buffer) return -1;
-    Trace tr = trace_in(m, buffer);
-    float *carry = buffer + trace_floats(m);
-    double ema = 0.0;
+    Trace tr = trace_in(m, workspace);
+    float *carry = workspace + trace_floats(m);
     int64_t updates = 0;
     for (int64_t tag = 0; tag < tags; tag++) {
         memset(carry, 0, sizeof(float) * H);
@@ -575,13 +556,48 @@ int64_t sharp_sleep(const Memory *m, const Group *group, const float *dreams, in
             const float loss = memory_forward(m, NULL, window, carry, &tr);
             memcpy(carry, tr.h + H, sizeof(float) * H);
             *losses++ = loss;
-            ema = ema_coef * ema + (1.0 - ema_coef) * (double)loss;
-            if (ema > tau) {
+            if (gate_update(gate, (double)loss)) {
                 memory_backward(m, group, NULL, window, &tr);
                 updates++;
             }
         }
     }
-    free(buffer);
     return updates;
+}
+
+/* -- the layout table (checked against the ctypes mirror by sharp/engines/fused.py) -- */
+
+#define CONSTANT(c) {#c, c}
+#define SIZE(T) {#T " size", sizeof(T)}
+#define FIELD(T, f) {#T "." #f " offset", offsetof(T, f)}, {#T "." #f " size", sizeof(((T *)0)->f)}
+
+static const struct { const char *name; int64_t value; } LAYOUT[] = {
+    CONSTANT(MAX_LAYERS), CONSTANT(MAX_MLP),
+    CONSTANT(CONTEXT_NONE), CONSTANT(CONTEXT_FILM), CONSTANT(CONTEXT_CONCAT),
+    CONSTANT(SHARP_OK), CONSTANT(SHARP_BAD_TOKEN),
+    SIZE(SharpStatus),
+    SIZE(Param), FIELD(Param, p), FIELD(Param, m), FIELD(Param, v),
+    SIZE(Linear), FIELD(Linear, w), FIELD(Linear, b), FIELD(Linear, out), FIELD(Linear, in),
+    SIZE(Norm), FIELD(Norm, g), FIELD(Norm, b), FIELD(Norm, n),
+    SIZE(Group), FIELD(Group, counts), FIELD(Group, n_counts), FIELD(Group, lr),
+    FIELD(Group, beta1), FIELD(Group, beta2), FIELD(Group, eps), FIELD(Group, weight_decay),
+    SIZE(Gate), FIELD(Gate, coefficient), FIELD(Gate, tau), FIELD(Gate, value),
+    SIZE(Memory), FIELD(Memory, tokens), FIELD(Memory, inputs), FIELD(Memory, hidden),
+    FIELD(Memory, embedding), FIELD(Memory, window), FIELD(Memory, project),
+    FIELD(Memory, project_b), FIELD(Memory, w_ih), FIELD(Memory, w_hh), FIELD(Memory, b_ih),
+    FIELD(Memory, b_hh), FIELD(Memory, recall_w), FIELD(Memory, recall_b),
+    SIZE(Head), FIELD(Head, norm), FIELD(Head, context), FIELD(Head, ctx),
+    FIELD(Head, ctx_norm), FIELD(Head, layers), FIELD(Head, mlp), FIELD(Head, group),
+    SIZE(Wake), FIELD(Wake, layers), FIELD(Wake, vocab), FIELD(Wake, window),
+    FIELD(Wake, strides), FIELD(Wake, memory), FIELD(Wake, memory_group), FIELD(Wake, heads),
+    FIELD(Wake, states), FIELD(Wake, carry), FIELD(Wake, logits), FIELD(Wake, context),
+};
+
+int32_t sharp_layout_count(void) { return (int32_t)(sizeof LAYOUT / sizeof LAYOUT[0]); }
+
+const char *sharp_layout_entry(int32_t i, int64_t *value)
+{
+    if (i < 0 || i >= sharp_layout_count()) return NULL;
+    *value = LAYOUT[i].value;
+    return LAYOUT[i].name;
 }
