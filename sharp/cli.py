@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import math
 import os
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -15,21 +16,15 @@ from typing import Any
 import pandas as pd
 
 from sharp.config import preset_names
-from sharp.data.corpus import load_corpus
 from sharp.experiments.cli import add_experiment_parser, run_experiment_command
 from sharp.perf.anatomy import wake_anatomy
 from sharp.perf.throughput import machine_line, throughput_table
-from sharp.runs.benchmark import (
-    check_corpus_protocol,
-    learner_window,
-    plan_books,
-    run_benchmark,
-    summary_table,
-)
+from sharp.runs.bench import BenchOptions, plan_bench, run_bench
+from sharp.runs.benchmark import summary_table
 from sharp.runs.checkpoints import atomic_write_text
 from sharp.runs.reference import max_abs_difference, reference_curve
-from sharp.runs.registry import BASELINE_KINDS, LearnerSpec, baseline_spec, sharp_spec
-from sharp.runs.report import markdown_table, speed_table, write_benchmark_report
+from sharp.runs.registry import BASELINE_KINDS
+from sharp.runs.report import markdown_table, speed_table
 
 
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +37,8 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--baselines", nargs="*", default=list(BASELINE_KINDS),
                        choices=BASELINE_KINDS, help="baselines to run next to SHARP "
                        "(give the option with no names for SHARP alone)")
-    bench.add_argument("--baseline-preset", default="quick", choices=["quick", "paper"])
+    bench.add_argument("--baseline-preset", default=None, choices=["quick", "paper"],
+                       help="baseline sizes (default: quick)")
     bench.add_argument("--protocol", choices=["auto", "segment", "books"], default="auto",
                        help="segment benchmark, or the book protocol (auto: books for book "
                        "corpora)")
@@ -52,19 +48,24 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
                        help="tokens per evaluation slice (E); per evaluated book in the book "
                        "protocol")
     bench.add_argument("--learners", type=int, default=4, help="segments / learners (M)")
-    bench.add_argument("--seed", type=int, default=0, help="learner m uses seed + m")
+    bench.add_argument("--seed", type=int, default=0,
+                       help="learner m of each model uses seed + m")
     bench.add_argument("--threads", type=int, default=1, help="torch threads per learner")
     bench.add_argument("--workers", type=int, default=None,
                        help="learner processes in parallel (default: min(learners, cores))")
     bench.add_argument("--sleep-every", type=int, default=None,
-                       help="override the preset's wake steps between sleeps")
+                       help="SHARP's wake steps between sleeps (default: the preset's)")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config field, e.g. --set hidden=64 --set tau=0.001 "
-                       "(values are JSON; repeatable)")
+                       help="override a SHARP config field, e.g. --set hidden=64 --set "
+                       "tau=0.001 (values are JSON; repeatable); window and device apply to "
+                       "every learner; seed, threads, vocab_size and name are set by the run")
     bench.add_argument("--clip", action="store_true",
                        help="report bits clipped per token at log2(V) (the authors' rule)")
     bench.add_argument("--out", default=None, help="output folder (default reports/<run-name>)")
-    bench.add_argument("--name", default=None, help="run name (default bench-<corpus>-<preset>)")
+    bench.add_argument("--name", default=None,
+                       help="run name (default bench-<corpus name or file stem>-<preset>)")
+    bench.add_argument("--overwrite", action="store_true",
+                       help="replace the report of another run in the output folder")
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
     bench.add_argument("--notebook", action=argparse.BooleanOptionalAction, default=True,
                        help="run the benchmark by executing notebooks/05_evaluation.ipynb with "
@@ -74,12 +75,15 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     """``["hidden=64", "top_k=null"]`` -> ``{"hidden": 64, "top_k": None}`` (JSON values,
-    bare words kept as strings)."""
+    bare words kept as strings). Raises ``ValueError`` for an item without ``=`` or a key
+    given twice."""
     overrides: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        if key in overrides:
+            raise ValueError(f"--set {key} is given twice; give it once")
         try:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -87,74 +91,38 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return overrides
 
 
-def bench_specs(args: argparse.Namespace, vocab_size: int) -> list[LearnerSpec]:
-    """SHARP (preset + overrides) and the requested baselines, on the corpus's vocabulary
-    and SHARP's window."""
-    overrides = {"threads": args.threads, "vocab_size": vocab_size}
-    if args.sleep_every:
-        overrides["sleep_every"] = args.sleep_every
-    overrides.update(parse_overrides(args.set))
-    specs = [sharp_spec(args.preset, **overrides)]
-    window = specs[0].config["window"]
-    specs += [baseline_spec(kind, args.baseline_preset, threads=args.threads, window=window,
-                            vocab_size=vocab_size) for kind in args.baselines]
-    return specs
+def bench_options(args: argparse.Namespace) -> BenchOptions:
+    """The parsed ``sharp bench`` arguments as :class:`~sharp.runs.bench.BenchOptions`."""
+    return BenchOptions(
+        corpus=args.corpus, preset_name=args.preset, protocol=args.protocol,
+        segment=args.segment, slice_len=args.slice, learners=args.learners, seed=args.seed,
+        threads=args.threads, workers=args.workers, sleep_every=args.sleep_every,
+        overrides=parse_overrides(args.set), baselines=list(args.baselines),
+        baseline_preset=args.baseline_preset, clip=args.clip, out_dir=args.out,
+        run_name=args.name, overwrite=args.overwrite, command=args.command_line,
+        progress=not args.quiet,
+    )
 
 
 def bench(args: argparse.Namespace) -> int:
-    """Run the benchmark (SHARP and baselines) and write the report."""
-    start = time.perf_counter()
-    protocol = check_corpus_protocol(args.corpus, args.protocol)  # before any download
-    corpus = load_corpus(args.corpus)
-    specs = bench_specs(args, corpus.vocab.size)
-    if protocol == "books":  # every book check before a learner or notebook starts
-        plan_books(corpus, budget=args.segment, max_eval_tokens=args.slice,
-                   window=learner_window(specs))
-    jobs = args.learners * len(specs)
-    workers = args.workers or max(1, min(jobs, os.cpu_count() or 1))
-    clip = math.log2(corpus.vocab.size) if args.clip else None
-    corpus_label = os.path.basename(str(args.corpus)).split(".")[0]
-    name = args.name or f"bench-{corpus_label}-{args.preset}"
-    out = args.out or os.path.join("reports", name)
-    command = args.command_line
-    print(f"corpus {corpus.name}: {len(corpus):,} tokens; models {[s.name for s in specs]}; "
-          f"{jobs} runs on {workers} worker(s), {args.threads} thread(s) each")
+    """Check the whole run, then run the benchmark (SHARP and baselines) and write the
+    report, through notebook 05 or in plain Python."""
+    plan = plan_bench(bench_options(args))
+    print(plan.headline)
     if args.notebook:
         from sharp.explore.notebooks import execute_notebook
 
-        parameters = {
-            "corpus": args.corpus, "preset_name": args.preset, "protocol": args.protocol,
-            "segment": args.segment, "slice_len": args.slice, "learners": args.learners,
-            "seed": args.seed, "threads": args.threads, "workers": workers,
-            "sleep_every": args.sleep_every or 0, "overrides": parse_overrides(args.set),
-            "baselines": list(args.baselines), "baseline_preset": args.baseline_preset,
-            "clip": args.clip, "out_dir": os.path.abspath(out), "run_name": name,
-            "command": command, "progress": not args.quiet, "run_sweep": False,
-            "interactive": False,
-        }
-        execute_notebook("05_evaluation", out, parameters, progress=not args.quiet,
+        parameters = {**dataclasses.asdict(plan.options), "out_dir": str(plan.out.resolve()),
+                      "run_sweep": False, "interactive": False}
+        execute_notebook("05_evaluation", plan.out, parameters, progress=not args.quiet,
                          cwd=os.getcwd())
-        results = pd.read_csv(os.path.join(out, "results.csv"))
+        results = pd.read_csv(plan.out / "results.csv")
     else:
-        result, protocol = run_benchmark(
-            specs, corpus, protocol=protocol, segment=args.segment, slice_len=args.slice,
-            learners=args.learners, seed=args.seed, workers=workers, clip=clip,
-            progress=not args.quiet,
-        )
-        meta = {
-            "run": name, "command": command, "corpus": corpus.name,
-            "corpus_tokens": len(corpus), "corpus_sha256": corpus.sha256,
-            "protocol": protocol, "segment": args.segment, "slice": args.slice,
-            "learners": args.learners, "workers": workers, "threads": args.threads,
-            "clip": clip, "wall_seconds": time.perf_counter() - start,
-            "configs": {spec.name: spec.config for spec in specs},
-        }
-        write_benchmark_report(out, result, meta)
-        results = result.results
-    print(markdown_table(summary_table(results, "bits_clipped" if clip else "bits")))
+        results = run_bench(plan).results
+    print(markdown_table(summary_table(results, "bits_clipped" if plan.clip else "bits")))
     print(markdown_table(speed_table(results)))
-    print(f"wall time {time.perf_counter() - start:.1f} s; report written to {out}/"
-          + (" (with the executed notebook and its HTML)" if args.notebook else ""))
+    print(f"wall time {time.perf_counter() - plan.started:.1f} s; report written to "
+          f"{plan.out}/" + (" (with the executed notebook and its HTML)" if args.notebook else ""))
     return 0
 
 
@@ -245,11 +213,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command_line = shlex.join(["sharp", *argv])
     commands = {"bench": bench, "reference": reference, "throughput": throughput,
                 "experiment": run_experiment_command}
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return commands[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as error:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, RuntimeError) as error:
         print(f"sharp {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as stop:
+        name = next((a for a in stop.args if a in signal.Signals.__members__), "SIGINT")
+        print(f"sharp {args.command}: stopped by {name}; every worker was stopped, and files "
+              "are written only complete", file=sys.stderr)
+        return 128 + signal.Signals[name].value
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM handler: stop like Ctrl-C does, so that ``finally`` blocks and the worker
+    pool's cleanup run (the default action would end this process alone)."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 if __name__ == "__main__":

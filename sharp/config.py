@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import numbers
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -13,6 +17,71 @@ EngineType = Literal["auto", "fused", "torch"]
 
 class ConfigError(ValueError):
     """A configuration value is invalid or inconsistent with another one."""
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _describe(hint: Any) -> str:
+    """``int | None`` -> ``"an int or None"``: the expected type in words."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in args)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(arg) for arg in args)
+    if origin is tuple:
+        return f"a list of {args[0].__name__}"
+    words = {type(None): "None", int: "an int", float: "a number (int or float)",
+             str: "a string", bool: "a bool"}
+    return words.get(hint, f"a {getattr(hint, '__name__', hint)}")
+
+
+def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:
+    """Whether ``value`` has type ``hint``, and its normal form: an int for an integral
+    number, a float for a real one, a tuple for a list. A bool is not a number."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            ok, normal = _coerce(value, arg)
+            if ok:
+                return True, normal
+        return False, value
+    if origin is Literal:
+        return any(type(value) is type(arg) and value == arg for arg in args), value
+    if origin is tuple:
+        if not isinstance(value, tuple | list):
+            return False, value
+        items = [_coerce(item, args[0]) for item in value]
+        return all(ok for ok, _ in items), tuple(normal for _, normal in items)
+    if hint is type(None):
+        return value is None, value
+    if hint in (int, float):
+        number = numbers.Integral if hint is int else numbers.Real
+        ok = isinstance(value, number) and not isinstance(value, bool)
+        return ok, hint(value) if ok else value
+    return isinstance(value, hint), value
+
+
+def check_field_types(config: Any) -> None:
+    """Check every field of the dataclass instance ``config`` against its annotation and
+    store the field's normal form (see below); the one type check of every config class.
+
+    Accepted: an int (not a bool) for ``int``, an int or float for ``float``, a list or
+    tuple of such items for ``tuple[T, ...]`` (stored as a tuple), one of the values of a
+    ``Literal``, ``None`` where the annotation allows it. Raises :class:`ConfigError`
+    naming the class, the field, the expected type and the value given.
+    """
+    cls = type(config)
+    for name, hint in _field_types(cls).items():
+        value = getattr(config, name)
+        ok, normal = _coerce(value, hint)
+        if not ok:
+            raise ConfigError(f"{cls.__name__}.{name} must be {_describe(hint)}, got "
+                              f"{value!r} ({type(value).__name__})")
+        object.__setattr__(config, name, normal)
 
 
 @dataclass(frozen=True)
@@ -53,10 +122,9 @@ class SharpConfig:
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if isinstance(self.hidden, int):
             object.__setattr__(self, "hidden", (self.hidden,) * self.layers)
-        else:
-            object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         self.validate()
 
     # -- derived values -------------------------------------------------------------
@@ -94,8 +162,6 @@ class SharpConfig:
             (self.embedding >= 1, f"embedding must be >= 1, got {self.embedding}"),
             (self.window >= 1, f"window (W) must be >= 1, got {self.window}"),
             (self.accel is None or self.accel >= 1, f"accel (a) must be >= 1, got {self.accel}"),
-            (self.head_type in ("film", "concat"), f"head_type must be 'film' or 'concat', "
-             f"got {self.head_type!r}"),
             (self.head_layers >= 1, f"head_layers must be >= 1, got {self.head_layers}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.lr_slowdown > 0, f"lr_slowdown must be > 0, got {self.lr_slowdown}"),
@@ -109,10 +175,6 @@ class SharpConfig:
             (self.top_k is None or 1 <= self.top_k <= self.vocab_size,
              f"top_k must be None or in 1..vocab_size={self.vocab_size}, got {self.top_k}"),
             (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
-            (self.init in ("default", "reservoir"), f"init must be 'default' or 'reservoir', "
-             f"got {self.init!r}"),
-            (self.engine in ("auto", "fused", "torch"), f"engine must be 'auto', 'fused' or "
-             f"'torch', got {self.engine!r}"),
             (self.threads is None or self.threads >= 1,
              f"threads must be None or >= 1, got {self.threads}"),
         ]

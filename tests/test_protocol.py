@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -95,11 +97,19 @@ def test_bench_command_writes_the_report(tmp_path) -> None:
     code = main(["bench", "--corpus", str(text), "--segment", "1500", "--slice", "200",
                  "--learners", "2", "--workers", "1", "--quiet", "--out", str(out),
                  "--set", "hidden=16", "--set", "embedding=8", "--set", "sleep_every=500",
-                 "--set", "sleep_steps=33", "--no-notebook", "--baselines", "rnn"])
+                 "--set", "sleep_steps=33", "--no-notebook", "--baselines", "rnn",
+                 "--seed", "5"])
     assert code == 0
     results = pd.read_csv(out / "results.csv")
     assert len(results) == 12  # SHARP and the RNN × 2 segments × 3 slices
     assert set(results["learner"]) == {"SHARP", "RNN (tbptt)"}
+    # the report says what ran: learner m of each model with seed 5 + m, and no other seed
+    runs = results.drop_duplicates(["learner", "segment"])
+    assert list(runs["seed"]) == [5, 6, 5, 6]
+    run = json.loads((out / "run.json").read_text())
+    assert run["seeds"] == {"SHARP": [5, 6], "RNN (tbptt)": [5, 6]} and run["seed"] == 5
+    assert all("seed" not in config for config in run["configs"].values())
+    assert "seed 5 + m): SHARP: 5, 6; RNN (tbptt): 5, 6" in (out / "summary.md").read_text()
     for column in ("learner", "segment", "slice", "bits", "accuracy", "tokens", "eval_seconds",
                    "train_seconds", "tokens_per_s", "memory_update_rate"):
         assert column in results.columns

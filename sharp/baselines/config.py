@@ -14,17 +14,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
-from sharp.config import ConfigError
+from sharp.config import ConfigError, check_field_types
 
 Cell = Literal["rnn", "lstm", "gru"]
 StreamMode = Literal["tbptt", "paper"]
 Carry = Literal["final", "first"]
 Connectivity = Literal["koutnik", "paper"]
 EvalMode = Literal["full", "paper"]
-
-
-def _one_of(name: str, value: Any, options: tuple[str, ...]) -> tuple[bool, str]:
-    return value in options, f"{name} must be one of {list(options)}, got {value!r}"
 
 
 @dataclass(frozen=True)
@@ -42,6 +38,7 @@ class BaselineConfig:
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         self.validate()
 
     @property
@@ -116,13 +113,10 @@ class RecurrentConfig(BaselineConfig):
     def _checks(self) -> list[tuple[bool, str]]:
         return [
             *super()._checks(),
-            _one_of("cell", self.cell, ("rnn", "lstm", "gru")),
             (self.layers >= 1, f"layers must be >= 1, got {self.layers}"),
             (self.hidden >= 1, f"hidden must be >= 1, got {self.hidden}"),
             (self.embedding >= 1, f"embedding must be >= 1, got {self.embedding}"),
-            _one_of("mode", self.mode, ("tbptt", "paper")),
             (self.tbptt >= 1, f"tbptt (steps per update) must be >= 1, got {self.tbptt}"),
-            _one_of("carry", self.carry, ("final", "first")),
         ]
 
 
@@ -165,10 +159,7 @@ class ClockworkConfig(BaselineConfig):
             (self.modules >= 1, f"modules must be >= 1, got {self.modules}"),
             (self.hidden >= 1, f"hidden must be >= 1, got {self.hidden}"),
             (self.embedding >= 1, f"embedding must be >= 1, got {self.embedding}"),
-            _one_of("connectivity", self.connectivity, ("koutnik", "paper")),
-            _one_of("mode", self.mode, ("tbptt", "paper")),
             (self.tbptt >= 1, f"tbptt (steps per update) must be >= 1, got {self.tbptt}"),
-            _one_of("carry", self.carry, ("final", "first")),
         ]
 
 
@@ -229,7 +220,6 @@ class TransformerConfig(BaselineConfig):
             (self.stride is None or (1 <= self.stride <= self.context
                                      and self.context % self.stride == 0),
              f"stride (S) must divide context C={self.context}, got {self.stride}"),
-            _one_of("eval_mode", self.eval_mode, ("full", "paper")),
             (self.rope_base > 1, f"rope_base must be > 1, got {self.rope_base}"),
         ]
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -91,17 +96,104 @@ def _run_job(job: _Job) -> tuple[pd.DataFrame, pd.DataFrame]:
     return rows, curve
 
 
+def _exit_with_parent(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)
+
+
+def _init_worker() -> None:
+    """In each worker: leave SIGINT to the main process (a terminal's Ctrl-C reaches the
+    whole process group) and exit as soon as the main process is gone, however it died."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with_parent, args=(parent.sentinel,), daemon=True).start()
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """A pool of ``workers`` spawned processes that never outlives the run.
+
+    Workers exit when the main process dies. If the body raises anything (an error, a
+    ``KeyboardInterrupt`` from Ctrl-C or from the CLI's SIGTERM handler), queued jobs are
+    cancelled and running workers terminated at once, instead of waiting for them."""
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker)
+    try:
+        yield pool
+    except BaseException:
+        # ProcessPoolExecutor has no public way to stop running workers before Python 3.14
+        processes = list((pool._processes or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join()
+        raise
+    pool.shutdown()
+
+
 def _execute(jobs: list[_Job], workers: int, progress: bool) -> BenchmarkResult:
     if workers == 1:
         outputs = [_run_job(job) for job in jobs]
     else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with worker_pool(workers) as pool:
             outputs = list(tqdm(pool.map(_run_job, jobs), total=len(jobs), disable=not progress,
                                 desc=f"{len(jobs)} learners on {workers} workers"))
     results = pd.concat([rows for rows, _ in outputs], ignore_index=True)
     curves = pd.concat([curve for _, curve in outputs], ignore_index=True)
     return BenchmarkResult(results, curves)
+
+
+def check_lengths(specs: list[LearnerSpec], *, segment: int, slice_len: int) -> None:
+    """Raise ``ValueError`` unless every learner gets predictions out of a training stream
+    of ``segment`` tokens and an evaluation slice of ``slice_len`` tokens: both must be
+    longer than the largest window W (a stream of n tokens gives n − W predictions)."""
+    window = learner_window(specs)
+    for option, value in (("segment", segment), ("slice", slice_len)):
+        if value <= window:
+            raise ValueError(f"{option} ({value} tokens) must be longer than the window "
+                             f"W={window}: a stream of n tokens gives n - W predictions")
+
+
+def preflight(
+    specs: list[LearnerSpec],
+    corpus: Corpus,
+    *,
+    protocol: str = "auto",
+    segment: int,
+    slice_len: int,
+    learners: int,
+    workers: int = 1,
+) -> str:
+    """Check everything about a run that can be checked before any learner starts (SPEC
+    §6) and return the protocol that will run: ``"segment"`` or ``"books"``.
+
+    Raises ``ValueError`` naming what to change: an unknown ``protocol``; ``learners`` or
+    ``workers`` < 1; no learner, or one whose ``vocab_size`` is smaller than the corpus's
+    vocabulary; for the segment protocol a segment or slice not longer than the window
+    (:func:`check_lengths`) or M segments plus the forward slice not fitting the corpus;
+    for the book protocol everything :func:`plan_books` checks (``segment`` is the
+    training budget, ``slice_len`` the cap of each evaluated book).
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if learners < 1 or workers < 1:
+        raise ValueError(f"learners and workers must be >= 1, got {learners} and {workers}")
+    if not specs:
+        raise ValueError("no learners to run: give at least one learner spec")
+    for spec in specs:
+        vocab = int(spec.config.get("vocab_size", corpus.vocab.size))
+        if vocab < corpus.vocab.size:
+            raise ValueError(f"{spec.name} has vocab_size={vocab} but corpus {corpus.name} has "
+                             f"{corpus.vocab.size} symbols")
+    if protocol == "books" or (protocol == "auto" and corpus.documents is not None):
+        plan_books(corpus, budget=segment, max_eval_tokens=slice_len,
+                   window=learner_window(specs))
+        return "books"
+    check_lengths(specs, segment=segment, slice_len=slice_len)
+    plan_segments(len(corpus.tokens), segment, slice_len, learners)
+    return "segment"
 
 
 def segment_benchmark(
@@ -125,6 +217,7 @@ def segment_benchmark(
     runs learners in that many processes; ``clip`` is the per-token bits cap reported in
     the ``bits_clipped`` column (``bits`` is always unclipped).
     """
+    check_lengths(specs, segment=segment, slice_len=slice_len)
     plans = plan_segments(len(tokens), segment, slice_len, learners)
     block = block or max(1, math.ceil(segment / 200))
     jobs = [
@@ -336,10 +429,10 @@ def run_benchmark(
 ) -> tuple[BenchmarkResult, str]:
     """The segment benchmark, or the book protocol (``protocol="books"``, or ``"auto"``
     for a corpus with documents, with ``segment`` as the training budget and ``slice_len``
-    as the per-book evaluation cap). Returns the result and the protocol's name."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    if protocol == "books" or (protocol == "auto" and corpus.documents is not None):
+    as the per-book evaluation cap). Returns the result and the protocol's name. Everything
+    :func:`preflight` checks raises ``ValueError`` before any learner starts."""
+    if preflight(specs, corpus, protocol=protocol, segment=segment, slice_len=slice_len,
+                 learners=learners, workers=workers) == "books":
         return book_benchmark(specs, corpus, budget=segment, learners=learners,
                               max_eval_tokens=slice_len, seed=seed, workers=workers, clip=clip,
                               progress=progress), "books"

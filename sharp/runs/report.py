@@ -65,13 +65,63 @@ def protocol_line(meta: dict[str, Any]) -> str:
             "forward = the corpus's last (never trained on); prediction before learning")
 
 
+#: Report files a run folder may hold (``run.json`` is written last).
+REPORT_FILES = ("results.csv", "curves.csv", "figures.html", "summary.md", "run.json",
+                "05_evaluation.ipynb", "05_evaluation.html")
+#: Metadata that says what ran; the rest (command, date, wall time, workers, threads,
+#: the seeds actually used) says how it ran.
+IDENTITY_KEYS = ("corpus", "corpus_sha256", "corpus_tokens", "protocol", "segment", "slice",
+                 "learners", "seed", "clip", "configs")
+
+
+def run_identity(meta: dict[str, Any]) -> dict[str, Any]:
+    """The part of a report's metadata that defines the run (:data:`IDENTITY_KEYS`, the
+    configs without their speed-only ``threads``), in JSON form."""
+    identity = {key: meta.get(key) for key in IDENTITY_KEYS}
+    identity["configs"] = {name: {k: v for k, v in config.items() if k != "threads"}
+                           for name, config in (meta.get("configs") or {}).items()}
+    return json.loads(json.dumps(identity))
+
+
+def check_report_folder(out: str | os.PathLike, meta: dict[str, Any],
+                        overwrite: bool = False) -> None:
+    """Refuse to let a run replace the report of another run.
+
+    Passes if ``out`` holds no report file, holds the report of the same run (same
+    :func:`run_identity`), or ``overwrite`` is set. Otherwise raises ``FileExistsError``
+    naming the folder and what differs."""
+    out = Path(out)
+    found = [name for name in REPORT_FILES if (out / name).exists()]
+    if overwrite or not found:
+        return
+    try:
+        previous = run_identity(json.loads((out / "run.json").read_text()))
+    except (OSError, ValueError):
+        what = f"a report of an unknown run ({', '.join(found)})"
+    else:
+        ours = run_identity(meta)
+        differ = [key for key in IDENTITY_KEYS if previous.get(key) != ours.get(key)]
+        if not differ:
+            return
+        what = f"the report of another run (different {', '.join(differ)})"
+    raise FileExistsError(f"{out} holds {what}; choose another folder with --name or --out "
+                          "(notebook: run_name / out_dir), or replace it with --overwrite")
+
+
+def run_seeds(results: pd.DataFrame) -> dict[str, list[int]]:
+    """The seed every learner of each model actually ran with, in segment order."""
+    runs = results.drop_duplicates(["learner", "segment"])
+    return {str(name): [int(seed) for seed in group["seed"]]
+            for name, group in runs.groupby("learner", sort=False)}
+
+
 def write_benchmark_report(out: str | os.PathLike, result: BenchmarkResult,
                            meta: dict[str, Any]) -> Path:
-    """Write results.csv, curves.csv, summary.md and figures.html under ``out``."""
+    """Write results.csv, curves.csv, figures.html, summary.md and run.json (the metadata
+    with the seeds that ran, read by :func:`check_report_folder`) under ``out``. Every
+    file is built before the first is written, and each is written atomically."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "results.csv", result.results.to_csv(index=False))
-    atomic_write_text(out / "curves.csv", result.curves.to_csv(index=False))
+    meta = {**meta, "seeds": run_seeds(result.results)}
     bits_column = "bits_clipped" if meta.get("clip") else "bits"
     rule = (f"clipped per token at log2(V) = {meta['clip']:.3f} bits (the authors' rule)"
             if meta.get("clip") else "unclipped")
@@ -81,7 +131,8 @@ def write_benchmark_report(out: str | os.PathLike, result: BenchmarkResult,
                    title=f"Bits per token on the three slices ({rule})"),
         learning_curves(result.curves),
     ]
-    atomic_write_text(out / "figures.html", figures_html(figures, title))
+    seeds = "; ".join(f"{name}: {', '.join(map(str, values))}"
+                      for name, values in meta["seeds"].items())
     config = json.dumps(meta.get("configs", {}), indent=2)
     lines = [
         f"# {title}", "",
@@ -91,6 +142,7 @@ def write_benchmark_report(out: str | os.PathLike, result: BenchmarkResult,
         f"- corpus: **{meta['corpus']}**, {meta['corpus_tokens']:,} tokens, "
         f"sha256 `{meta['corpus_sha256']}`",
         f"- protocol: {protocol_line(meta)}",
+        f"- seeds (learner m of each model runs with seed {meta.get('seed', 0)} + m): {seeds}",
         f"- bits rule: {rule}; wall time {meta['wall_seconds']:.1f} s with "
         f"{meta['workers']} worker process(es) of {meta.get('threads', 1)} torch thread(s)", "",
         f"## Bits per token (mean ± sample std over {meta['learners']} segments)", "",
@@ -102,8 +154,17 @@ def write_benchmark_report(out: str | os.PathLike, result: BenchmarkResult,
         "## Files", "",
         "- `results.csv`: one row per learner × segment × slice",
         "- `curves.csv`: training records averaged over blocks of steps",
-        "- `figures.html`: slice bars and learning curves (self-contained, opens offline)", "",
-        "## Configuration", "", "```json", config, "```", "",
+        "- `figures.html`: slice bars and learning curves (self-contained, opens offline)",
+        "- `run.json`: this run's metadata and configuration (machine-readable)", "",
+        "## Configuration (seeds: see above)", "", "```json", config, "```", "",
     ]
-    atomic_write_text(out / "summary.md", "\n".join(lines))
+    files = {
+        "results.csv": result.results.to_csv(index=False),
+        "curves.csv": result.curves.to_csv(index=False),
+        "figures.html": figures_html(figures, title),
+        "summary.md": "\n".join(lines),
+        "run.json": json.dumps(meta, indent=2),
+    }
+    for name, text in files.items():
+        atomic_write_text(out / name, text)
     return out

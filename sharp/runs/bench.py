@@ -1,0 +1,182 @@
+"""``sharp bench`` as two calls, shared by the CLI and notebook 05: :func:`plan_bench`
+(load the corpus, build every learner spec, check everything before any work) and
+:func:`run_bench` (run the benchmark of SPEC §6 and write the report)."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sharp.data.corpus import Corpus, load_corpus
+from sharp.runs.benchmark import (
+    BenchmarkResult,
+    check_corpus_protocol,
+    preflight,
+    run_benchmark,
+)
+from sharp.runs.registry import BASELINE_KINDS, LearnerSpec, baseline_spec, sharp_spec
+from sharp.runs.report import check_report_folder, write_benchmark_report
+
+#: SHARP config fields the run sets for every learner, and where they come from:
+#: overriding one of them for SHARP alone would contradict the run (and its report).
+RUN_FIELDS = {
+    "seed": "--seed (notebook: seed); learner m of each model runs with seed + m",
+    "threads": "--threads (notebook: threads), for every learner",
+    "vocab_size": "the corpus's vocabulary",
+    "name": "--preset (notebook: preset_name)",
+}
+#: Stream-facing fields every learner shares: SHARP's value (preset or override) is
+#: given to every baseline too, so that all read the same windows on the same device.
+SHARED_FIELDS = ("window", "device")
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What ``sharp bench`` (and notebook 05, whose parameters have these names) runs.
+
+    ``segment`` / ``slice_len`` are token counts S and E (the training budget and the
+    per-book evaluation cap in the book protocol). ``overrides`` are SHARP config fields
+    (``--set``); ``sleep_every=None`` keeps the preset's. ``workers=None`` means
+    min(runs, cores). ``baseline_preset=None`` means ``quick`` (an explicit preset with
+    no baselines is refused). ``out_dir=None`` means ``reports/<run_name>``, and
+    ``run_name=None`` means ``bench-<corpus file stem>-<preset>``.
+    """
+
+    corpus: str = "wiki"
+    preset_name: str = "quick"
+    protocol: str = "auto"
+    segment: int = 20_000
+    slice_len: int = 2_000
+    learners: int = 4
+    seed: int = 0
+    threads: int = 1
+    workers: int | None = None
+    sleep_every: int | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    baselines: list[str] = field(default_factory=lambda: list(BASELINE_KINDS))
+    baseline_preset: str | None = None
+    clip: bool = False
+    out_dir: str | None = None
+    run_name: str | None = None
+    overwrite: bool = False
+    command: str = ""
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """A checked run: the loaded corpus, the learner specs (seed 0; learner m runs with
+    ``seed + m``), the protocol that will run, resolved workers, bits clip (log2 V or
+    None), run name and output folder, and the report metadata known before running."""
+
+    options: BenchOptions
+    corpus: Corpus
+    specs: list[LearnerSpec]
+    protocol: str
+    workers: int
+    clip: float | None
+    run_name: str
+    out: Path
+    meta: dict[str, Any]
+    started: float
+
+    @property
+    def headline(self) -> str:
+        """One line: corpus, models, runs and workers."""
+        runs = self.options.learners * len(self.specs)
+        return (f"corpus {self.corpus.name}: {len(self.corpus):,} tokens; models "
+                f"{[s.name for s in self.specs]}; {self.protocol} protocol; {runs} runs on "
+                f"{self.workers} worker(s), {self.options.threads} thread(s) each")
+
+
+def default_run_name(corpus: str, preset_name: str) -> str:
+    """``bench-<label>-<preset>``: the corpus name, or a file's full stem
+    (``data/exp.alpha.txt`` -> ``exp.alpha``) or a folder's name, with characters other
+    than letters, digits, ``.``, ``_`` and ``-`` replaced by ``_``."""
+    path = Path(corpus).expanduser()
+    label = path.resolve().name if path.is_dir() else path.stem if path.is_file() else corpus
+    label = re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._") or "corpus"
+    return f"bench-{label}-{preset_name}"
+
+
+def bench_specs(options: BenchOptions, vocab_size: int) -> list[LearnerSpec]:
+    """SHARP (preset + overrides) and the requested baselines on the corpus's vocabulary,
+    SHARP's window and device, and ``options.threads``.
+
+    Raises :class:`~sharp.config.ConfigError` (a ``ValueError``) for an override of a
+    field in :data:`RUN_FIELDS`, for ``sleep_every`` given both as an option and as an
+    override, for a baseline preset without baselines, and for any invalid config."""
+    refused = sorted(set(options.overrides) & set(RUN_FIELDS))
+    if refused:
+        raise ValueError("; ".join(f"{key} cannot be overridden with --set (notebook: "
+                                   f"overrides): it is set by {RUN_FIELDS[key]}"
+                                   for key in refused))
+    overrides: dict[str, Any] = {"threads": options.threads, "vocab_size": vocab_size}
+    if options.sleep_every is not None:
+        if "sleep_every" in options.overrides:
+            raise ValueError("sleep_every is given twice (--sleep-every and --set); give it "
+                             "once")
+        overrides["sleep_every"] = options.sleep_every
+    if options.baseline_preset is not None and not options.baselines:
+        raise ValueError(f"baseline preset {options.baseline_preset!r} given but no "
+                         "baselines run; name them with --baselines (notebook: baselines)")
+    sharp = sharp_spec(options.preset_name, **overrides, **options.overrides)
+    shared = {key: sharp.config[key] for key in SHARED_FIELDS}
+    return [sharp] + [
+        baseline_spec(kind, options.baseline_preset or "quick", threads=options.threads,
+                      vocab_size=vocab_size, **shared)
+        for kind in options.baselines
+    ]
+
+
+def plan_bench(options: BenchOptions) -> BenchPlan:
+    """Load the corpus, build the specs and check the whole run before any learner starts
+    (and before a notebook kernel does): the protocol and the corpus's splits before the
+    corpus is loaded (:func:`~sharp.runs.benchmark.check_corpus_protocol`), the configs
+    (:func:`bench_specs`), lengths and books (:func:`~sharp.runs.benchmark.preflight`),
+    and that the output folder holds no report of another run
+    (:func:`~sharp.runs.report.check_report_folder`).
+
+    Raises ``ValueError`` (configs, lengths, protocol), ``FileNotFoundError`` (corpus) or
+    ``FileExistsError`` (another run's report in the folder)."""
+    started = time.perf_counter()
+    protocol = check_corpus_protocol(options.corpus, options.protocol)  # before any download
+    corpus = load_corpus(options.corpus)
+    specs = bench_specs(options, corpus.vocab.size)
+    runs = options.learners * len(specs)
+    workers = min(options.workers or os.cpu_count() or 1, max(runs, 1))
+    protocol = preflight(specs, corpus, protocol=protocol, segment=options.segment,
+                         slice_len=options.slice_len, learners=options.learners,
+                         workers=workers)
+    clip = math.log2(corpus.vocab.size) if options.clip else None
+    name = options.run_name or default_run_name(options.corpus, options.preset_name)
+    out = Path(options.out_dir or os.path.join("reports", name))
+    meta = {
+        "run": name, "command": options.command, "corpus": corpus.name,
+        "corpus_tokens": len(corpus), "corpus_sha256": corpus.sha256, "protocol": protocol,
+        "segment": options.segment, "slice": options.slice_len, "learners": options.learners,
+        "seed": options.seed, "workers": workers, "threads": options.threads, "clip": clip,
+        "configs": {spec.name: {k: v for k, v in spec.config.items() if k != "seed"}
+                    for spec in specs},
+    }
+    check_report_folder(out, meta, options.overwrite)
+    return BenchPlan(options, corpus, specs, protocol, workers, clip, name, out, meta, started)
+
+
+def run_bench(plan: BenchPlan) -> BenchmarkResult:
+    """Run a planned benchmark and write its report to ``plan.out``
+    (:func:`~sharp.runs.report.write_benchmark_report`); returns the result."""
+    options = plan.options
+    result, _ = run_benchmark(
+        plan.specs, plan.corpus, protocol=plan.protocol, segment=options.segment,
+        slice_len=options.slice_len, learners=options.learners, seed=options.seed,
+        workers=plan.workers, clip=plan.clip, progress=options.progress,
+    )
+    meta = {**plan.meta, "wall_seconds": time.perf_counter() - plan.started}
+    write_benchmark_report(plan.out, result, meta)
+    return result

@@ -1,0 +1,224 @@
+"""`sharp bench` and notebook 05: one checked plan before any work, what ran is what the
+report says, no report replaced silently, and a stopped run leaves no process behind."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from sharp.cli import main
+from sharp.explore.notebooks import notebook_path
+from sharp.runs.bench import BenchOptions, default_run_name, plan_bench
+from sharp.runs.report import check_report_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if any learner starts or a notebook kernel is started."""
+    def started(*args: object, **kwargs: object) -> None:
+        raise AssertionError("work started before the run was checked")
+
+    monkeypatch.setattr("sharp.runs.benchmark._run_job", started)
+    monkeypatch.setattr("sharp.runs.benchmark.worker_pool", started)
+    monkeypatch.setattr("sharp.explore.notebooks.execute_notebook", started)
+
+
+@pytest.mark.parametrize("notebook", ["--no-notebook", "--notebook"])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        # issue 12, case 4: this trained every learner, then failed at evaluation
+        (["--segment", "3000", "--slice", "4"],
+         r"slice \(4 tokens\) must be longer than the window W=4"),
+        (["--segment", "3", "--slice", "3"], r"segment \(3 tokens\) must be longer than the"),
+        (["--set", "window=8", "--segment", "3000", "--slice", "8"],
+         r"slice \(8 tokens\) must be longer than the window W=8"),
+        (["--segment", "1000000", "--learners", "3", "--slice", "500"],
+         "need 3000500 tokens but the corpus has"),
+        (["--protocol", "books"], "the book protocol needs a book corpus"),
+        (["--workers", "-1"], "workers must be >= 1"),
+        (["--set", "window=100", "--baselines", "transformer"],
+         r"context \(C\) must be >= window W=100"),
+        (["--set", "hidden=64.0"], "SharpConfig.hidden must be a list of int or an int, got 64.0"),
+    ],
+)
+def test_every_checkable_option_fails_before_any_learner_starts(
+    no_training: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], notebook: str,
+    options: list[str], message: str,
+) -> None:
+    out = tmp_path / "run"
+    argv = ["bench", notebook, "--corpus", "wiki", "--learners", "1", "--baselines",
+            "--quiet", "--out", str(out), *options]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("sharp bench: error: ") and error.count("\n") == 1
+    assert re.search(message, error), error
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        # issue 12, case 6: the learners ran with seeds 0 and 1, summary.md said seed 5
+        (["--set", "seed=5"], "seed cannot be overridden with --set .* set by --seed"),
+        (["--set", "threads=4"], "threads cannot be overridden .* set by --threads"),
+        (["--set", "vocab_size=50"], "vocab_size cannot be overridden .* the corpus"),
+        (["--set", "name=mine"], "name cannot be overridden .* set by --preset"),
+        (["--sleep-every", "100", "--set", "sleep_every=200"], "sleep_every is given twice"),
+        (["--set", "tau=0.1", "--set", "tau=0.2"], "--set tau is given twice"),
+        (["--baseline-preset", "paper", "--baselines"], "baseline preset 'paper' given but no"),
+        (["--sleep-every", "0"], "sleep_every must be >= 1, got 0"),
+    ],
+)
+def test_settings_that_would_be_ignored_are_refused(
+    no_training: None, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    options: list[str], message: str,
+) -> None:
+    argv = ["bench", "--no-notebook", "--quiet", "--learners", "2", "--out",
+            str(tmp_path / "run"), *options]
+    assert main(argv) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_shared_fields_reach_every_learner(tmp_path: Path) -> None:
+    plan = plan_bench(BenchOptions(overrides={"window": 3, "device": "cpu", "hidden": 32},
+                                   baselines=["rnn", "transformer"], out_dir=str(tmp_path)))
+    for spec in plan.specs:
+        assert (spec.config["window"], spec.config["device"]) == (3, "cpu"), spec.name
+    assert plan.specs[0].config["hidden"] == [32] * 5  # SHARP's own field stays SHARP's
+    assert plan.specs[1].config["hidden"] == 128
+    assert all("seed" not in config for config in plan.meta["configs"].values())
+
+
+def test_default_run_names_follow_the_whole_file_stem(tmp_path: Path) -> None:
+    # issue 12, case 11: both wrote reports/bench-exp-quick/
+    alpha, beta = tmp_path / "exp.alpha.txt", tmp_path / "exp.beta.txt"
+    for path in (alpha, beta):
+        path.write_text("the cat sat on the mat " * 200)
+    assert default_run_name(str(alpha), "quick") == "bench-exp.alpha-quick"
+    assert default_run_name(str(beta), "quick") == "bench-exp.beta-quick"
+    assert default_run_name("wiki", "text8-small") == "bench-wiki-text8-small"
+    odd = tmp_path / "my corpus (v2)!.txt"
+    odd.write_text("x")
+    assert default_run_name(str(odd), "quick") == "bench-my_corpus_v2-quick"
+    books = tmp_path / "pg"
+    books.mkdir()
+    assert default_run_name(str(books) + "/", "quick") == "bench-pg-quick"
+    names = {plan_bench(BenchOptions(corpus=str(p), segment=500, slice_len=100, learners=1,
+                                     baselines=[])).out for p in (alpha, beta)}
+    assert names == {Path("reports/bench-exp.alpha-quick"), Path("reports/bench-exp.beta-quick")}
+
+
+def test_a_report_of_another_run_is_never_replaced_silently(tmp_path: Path) -> None:
+    meta = {"run": "a", "corpus": "wiki", "corpus_sha256": "abc", "corpus_tokens": 10,
+            "protocol": "segment", "segment": 5, "slice": 2, "learners": 1, "seed": 0,
+            "clip": None, "wall_seconds": 1.0, "workers": 1,
+            "configs": {"SHARP": {"hidden": [8], "threads": 1}}}
+    check_report_folder(tmp_path / "new", meta)  # no folder yet
+    (tmp_path / "notes.txt").write_text("not a report")
+    check_report_folder(tmp_path, meta)  # a folder without report files
+    (tmp_path / "run.json").write_text(json.dumps({**meta, "wall_seconds": 9.0, "workers": 2}))
+    check_report_folder(tmp_path, meta)  # the same run: replacing it is fine
+    other = {**meta, "corpus_sha256": "def", "configs": {"SHARP": {"hidden": [16]}}}
+    with pytest.raises(FileExistsError,
+                       match=r"holds the report of another run \(different corpus_sha256, "
+                       r"configs\); choose another folder with --name or --out"):
+        check_report_folder(tmp_path, other)
+    check_report_folder(tmp_path, other, overwrite=True)
+    (tmp_path / "run.json").unlink()
+    (tmp_path / "results.csv").write_text("learner\n")
+    with pytest.raises(FileExistsError, match=r"a report of an unknown run \(results.csv\)"):
+        check_report_folder(tmp_path, meta)
+
+
+def test_bench_refuses_to_replace_another_runs_report_before_training(
+    no_training: None, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "summary.md").write_text("# an earlier report")
+    argv = ["bench", "--quiet", "--baselines", "--out", str(out)]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "holds a report of an unknown run" in error and "--overwrite" in error
+    assert (out / "summary.md").read_text() == "# an earlier report"
+
+
+def test_notebook_05_and_the_cli_share_one_plan_and_run() -> None:
+    # issue 11, item 6: the notebook built its specs and metadata itself
+    notebook = nbformat.read(notebook_path("05_evaluation"), as_version=4)
+    parameters = {line.split(":")[0] for line in notebook.cells[1].source.splitlines()}
+    assert {f.name for f in dataclasses.fields(BenchOptions)} <= parameters
+    code = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
+    assert "plan_bench(options)" in code and "run_bench(plan)" in code
+    for rebuilt in ("sharp_spec", "baseline_spec", "write_benchmark_report", "run_benchmark("):
+        assert rebuilt not in code, rebuilt
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["TERM", "KILL"])
+def test_stopping_the_main_process_stops_every_worker(tmp_path: Path,
+                                                      stop: signal.Signals) -> None:
+    # issue 12, case 8: after SIGTERM the workers kept computing with parent 1
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "sharp", "bench", "--no-notebook", "--corpus", "wiki",
+               "--segment", "10000", "--learners", "3", "--workers", "2", "--baselines",
+               "--quiet", "--out", str(out)]
+    main_process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                                    env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 120
+        workers: set[int] = set()
+        while len(workers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            workers = {pid for pid in _children(main_process.pid)
+                       if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()}
+        assert len(workers) == 2, "the workers never started"
+        time.sleep(3)  # let them import and start training
+        children = _children(main_process.pid)
+        main_process.send_signal(stop)
+        code = main_process.wait(timeout=20)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in children if _alive(pid)], "orphaned processes"
+    finally:
+        main_process.kill()
+        main_process.wait()
+    assert code == (128 + stop if stop != signal.SIGKILL else -stop)
+    if stop == signal.SIGTERM:
+        assert "stopped by SIGTERM" in main_process.stderr.read()
+    assert not out.exists() or not any(out.iterdir())
