@@ -20,7 +20,7 @@ from sharp.experiments.cli import add_experiment_parser, run_experiment_command
 from sharp.perf.anatomy import wake_anatomy
 from sharp.perf.throughput import machine_line, throughput_table
 from sharp.runs.bench import BenchOptions, plan_bench, run_bench
-from sharp.runs.benchmark import summary_table
+from sharp.runs.benchmark import diverged_runs, summary_table
 from sharp.runs.checkpoints import atomic_write_text
 from sharp.runs.reference import max_abs_difference, reference_curve
 from sharp.runs.registry import BASELINE_KINDS
@@ -123,7 +123,10 @@ def bench(args: argparse.Namespace) -> int:
     print(markdown_table(speed_table(results)))
     print(f"wall time {time.perf_counter() - plan.started:.1f} s; report written to "
           f"{plan.out}/" + (" (with the executed notebook and its HTML)" if args.notebook else ""))
-    return 0
+    failed = diverged_runs(results)
+    for run in failed:
+        print(f"sharp bench: {run}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _reference_parser(sub: argparse._SubParsersAction) -> None:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
 from sharp.cli import main
@@ -222,3 +223,25 @@ def test_stopping_the_main_process_stops_every_worker(tmp_path: Path,
     if stop == signal.SIGTERM:
         assert "stopped by SIGTERM" in main_process.stderr.read()
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_diverged_learner_is_marked_and_never_averaged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 12, case 3: lr=1e9 blows SHARP up (the RNN, whose gradients are clipped, only
+    saturates); the run still finishes, marks SHARP's runs in results.csv and summary.md
+    (also under --clip), reports the RNN as usual, and exits 1."""
+    out = tmp_path / "run"
+    code = main(["bench", "--no-notebook", "--quiet", "--corpus", "wiki", "--segment", "600",
+                 "--slice", "100", "--learners", "2", "--baselines", "rnn", "--set",
+                 "lr=1e9", "--clip", "--workers", "1", "--out", str(out)])
+    assert code == 1
+    results = pd.read_csv(out / "results.csv")
+    sharp = results[results["learner"] == "SHARP"]
+    assert sharp["diverged"].str.contains("diverged at stream step").all()
+    assert sharp["bits_clipped"].isna().all()
+    assert results.loc[results["learner"] != "SHARP", "diverged"].isna().all()
+    summary = (out / "summary.md").read_text()
+    assert "Diverged runs" in summary
+    assert "| SHARP | diverged | diverged | diverged |" in summary
+    assert "diverged at stream step" in capsys.readouterr().err

@@ -19,6 +19,7 @@ import pandas as pd
 
 from sharp.data.corpus import Corpus, corpus_splits
 from sharp.data.streams import plan_segments
+from sharp.protocol import Diverged
 from sharp.runs.progress import tqdm
 from sharp.runs.registry import LearnerSpec, build_learner
 from sharp.runs.stream import Slice, evaluate_slices, run_stream
@@ -65,21 +66,33 @@ def summarise_records(records: pd.DataFrame, block: int) -> pd.DataFrame:
 
 
 def _run_job(job: _Job) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train and evaluate one learner. A learner that diverges (:class:`Diverged`) gives
+    rows with NaN metrics and the report of where it happened in ``diverged``, and the
+    curve of the steps before it; every other row has an empty ``diverged``."""
     learner = build_learner(job.spec)
     start = time.perf_counter()
-    parts, offset = [], 0
-    for number, document in enumerate(job.documents):
-        if number:
-            learner.reset_state()
-        part = run_stream(learner, document, offset=offset, progress=job.progress,
-                          description=f"{job.spec.name} #{job.index}"
-                          + (f" doc {number + 1}/{len(job.documents)}"
-                             if len(job.documents) > 1 else ""))
-        offset += len(part)
-        parts.append(part)
-    records = pd.concat(parts, ignore_index=True)
-    train_seconds = time.perf_counter() - start
-    rows = evaluate_slices(learner, job.slices, job.clip)
+    parts: list[pd.DataFrame] = []
+    diverged = ""
+    try:
+        offset = 0
+        for number, document in enumerate(job.documents):
+            if number:
+                learner.reset_state()
+            part = run_stream(learner, document, offset=offset, progress=job.progress,
+                              description=f"{job.spec.name} #{job.index}"
+                              + (f" doc {number + 1}/{len(job.documents)}"
+                                 if len(job.documents) > 1 else ""))
+            offset += len(part)
+            parts.append(part)
+        train_seconds = time.perf_counter() - start
+        rows = evaluate_slices(learner, job.slices, job.clip)
+    except Diverged as error:
+        train_seconds = time.perf_counter() - start
+        diverged = str(error)
+        rows = pd.DataFrame({"slice": list(job.slices), "bits": math.nan,
+                             "bits_clipped": math.nan, "accuracy": math.nan, "tokens": 0,
+                             "eval_seconds": math.nan})
+    records = pd.concat(parts, ignore_index=True) if parts else _NO_RECORDS
     labels = {
         "learner": job.spec.name, "kind": job.spec.kind, "segment": job.index,
         "seed": job.spec.config.get("seed", 0), "parameters": learner.parameter_count(),
@@ -90,10 +103,18 @@ def _run_job(job: _Job) -> tuple[pd.DataFrame, pd.DataFrame]:
     }
     for column, value in reversed(labels.items()):
         rows.insert(0, column, value)
+    rows["diverged"] = diverged
     curve = summarise_records(records, job.block)
     curve.insert(0, "segment", job.index)
     curve.insert(0, "learner", job.spec.name)
     return rows, curve
+
+
+#: The records of a learner that diverged before finishing its first document.
+_NO_RECORDS = pd.DataFrame({"step": pd.Series(dtype=int), "bits": pd.Series(dtype=float),
+                            "correct": pd.Series(dtype=bool), "recall": pd.Series(dtype=float),
+                            "memory_learned": pd.Series(dtype=bool),
+                            "slept": pd.Series(dtype=bool)})
 
 
 def _exit_with_parent(sentinel: int) -> None:
@@ -441,11 +462,39 @@ def run_benchmark(
                              progress=progress), "segment"
 
 
+def _diverged(results: pd.DataFrame) -> pd.Series:
+    """Which rows come from a diverged run (``diverged`` is empty, or NaN once read back
+    from CSV, for every other row; older results have no such column)."""
+    if "diverged" not in results:
+        return pd.Series(False, index=results.index)
+    return results["diverged"].fillna("").astype(str).astype(bool)
+
+
+def diverged_runs(results: pd.DataFrame) -> list[str]:
+    """One line per run that diverged ("learner, segment m: what happened"), in run order;
+    empty when none did."""
+    runs = results[_diverged(results)].drop_duplicates(["learner", "segment"])
+    return [f"{row.learner}, segment {row.segment}: {row.diverged}"
+            for row in runs.itertuples(index=False)]
+
+
 def summary_table(results: pd.DataFrame, column: str = "bits") -> pd.DataFrame:
-    """Mean ± sample std over segments, one row per learner, one column per slice."""
-    stats = results.groupby(["learner", "slice"], sort=False)[column].agg(["mean", "std", "count"])
-    table = stats.apply(
-        lambda row: f"{row['mean']:.3f} ± {row['std']:.3f}" if row["count"] > 1
-        else f"{row['mean']:.3f}", axis=1,
-    ).unstack("slice")
+    """Mean ± sample std over segments, one row per learner, one column per slice.
+
+    Diverged runs (a non-empty ``diverged``) are never averaged in: a cell says how many of
+    the learner's runs diverged, or only "diverged" when all did."""
+    failed = _diverged(results)
+    cells = {}
+    for (learner, name), group in results.groupby(["learner", "slice"], sort=False):
+        ok = group.loc[~failed[group.index], column]
+        if ok.empty:
+            cells[learner, name] = "diverged"
+            continue
+        cell = f"{ok.mean():.3f} ± {ok.std():.3f}" if len(ok) > 1 else f"{ok.mean():.3f}"
+        if len(ok) < len(group):
+            cell += f" ({len(group) - len(ok)} of {len(group)} diverged)"
+        cells[learner, name] = cell
+    table = pd.Series(cells).unstack()
+    table = table.loc[list(dict.fromkeys(results["learner"]))]
+    table.index.name, table.columns.name = "learner", "slice"
     return table[[s for s in ("forward", "backward", "current") if s in table.columns]]

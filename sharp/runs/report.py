@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from sharp.explore.plots import figures_html, learning_curves, slice_bars
-from sharp.runs.benchmark import BenchmarkResult, summary_table
+from sharp.runs.benchmark import BenchmarkResult, diverged_runs, summary_table
 from sharp.runs.checkpoints import atomic_write_text
 
 
@@ -145,6 +145,7 @@ def write_benchmark_report(out: str | os.PathLike, result: BenchmarkResult,
         f"- seeds (learner m of each model runs with seed {meta.get('seed', 0)} + m): {seeds}",
         f"- bits rule: {rule}; wall time {meta['wall_seconds']:.1f} s with "
         f"{meta['workers']} worker process(es) of {meta.get('threads', 1)} torch thread(s)", "",
+        *_diverged_section(result.results),
         f"## Bits per token (mean ± sample std over {meta['learners']} segments)", "",
         markdown_table(summary_table(result.results, bits_column)), "",
         "## Top-1 accuracy", "",
@@ -168,3 +169,13 @@ def write_benchmark_report(out: str | os.PathLike, result: BenchmarkResult,
     for name, text in files.items():
         atomic_write_text(out / name, text)
     return out
+
+
+def _diverged_section(results: pd.DataFrame) -> list[str]:
+    """A warning section listing the runs that diverged (none: no lines); their rows are
+    left out of every mean in the tables."""
+    runs = diverged_runs(results)
+    if not runs:
+        return []
+    return ["## ⚠ Diverged runs (left out of every mean below)", "",
+            *(f"- {run}" for run in runs), ""]
