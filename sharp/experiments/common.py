@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import inspect
 import itertools
-import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,6 +33,7 @@ from sharp.model.memory import Memory
 from sharp.runs.progress import tqdm
 from sharp.runs.registry import LearnerSpec, baseline_spec, build_learner
 from sharp.runs.stream import run_stream
+from sharp.runs.workers import worker_pool
 
 #: Preset names every experiment offers: ``tiny`` (tests), ``quick`` (≤ 60 s on 2 cores),
 #: ``paper`` (the authors' scale).
@@ -87,9 +87,7 @@ def run_jobs(jobs: Sequence[Job], workers: int | None = None, *, progress: bool 
             frames[i] = _run_job(job)
             bar.update(1)
     else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
-                                 mp_context=context) as pool:
+        with worker_pool(min(workers, len(jobs))) as pool:
             futures = {pool.submit(_run_job, job): i for i, job in enumerate(jobs)}
             for future in as_completed(futures):
                 frames[futures[future]] = future.result()
