@@ -49,6 +49,15 @@ class BatchedAdam:
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         #: Steps taken, (groups, M) float32: every parameter of a group steps together.
         self.counts = torch.zeros(len(self.groups), self.members, device=self.params[0].device)
+        # Member slices of the persistent tensors, taken once: [tensor][member].
+        self._slices = [[t.unbind(0) for t in tensors]
+                        for tensors in (self.params, self.exp_avg, self.exp_avg_sq)]
+        self._counts = [counts.unbind(0) for counts in self.counts]
+        self._spans = []
+        start = 0
+        for group in self.groups:
+            self._spans.append(range(start, start + len(group)))
+            start += len(group)
 
     @torch.no_grad()
     def step(self, grads: Sequence[Tensor], learn: Sequence[bool] | None = None) -> None:
@@ -64,20 +73,18 @@ class BatchedAdam:
             return
         # The kernel reads a gradient's memory as if it were contiguous; a batched matmul's
         # weight gradient is a transposed view, so it is laid out afresh.
-        grads = [grad.contiguous() for grad in grads]
+        grad_slices = [grad.contiguous().unbind(0) for grad in grads]
+        params, exp_avg, exp_avg_sq = self._slices
         beta1, beta2 = self.betas
-        start = 0
-        for index, (group, lr) in enumerate(zip(self.groups, self.lrs, strict=True)):
-            span = range(start, start + len(group))
-            start += len(group)
-            counts = self.counts[index]
+        for span, lr, counts, steps in zip(self._spans, self.lrs, self.counts, self._counts,
+                                           strict=True):
             counts[members] += 1.0
-            slices = [(i, m) for i in span for m in members]
             torch._fused_adam_(
-                [self.params[i][m] for i, m in slices], [grads[i][m] for i, m in slices],
-                [self.exp_avg[i][m] for i, m in slices],
-                [self.exp_avg_sq[i][m] for i, m in slices], [],
-                [counts[m] for _, m in slices],
+                [params[i][m] for i in span for m in members],
+                [grad_slices[i][m] for i in span for m in members],
+                [exp_avg[i][m] for i in span for m in members],
+                [exp_avg_sq[i][m] for i in span for m in members], [],
+                [steps[m] for _ in span for m in members],
                 lr=lr, beta1=beta1, beta2=beta2, weight_decay=self.weight_decay,
                 eps=self.eps, amsgrad=False, maximize=False,
             )

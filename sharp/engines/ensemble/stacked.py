@@ -21,7 +21,7 @@ Params = Mapping[str, Tensor]
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """x·Wᵀ + b per member: ``x`` (M, B, in), ``weight`` (M, out, in), ``bias`` (M, out)
-    -> (M, B, out)."""
+    -> (M, B, out). (Under autograd the weight's gradient is a transposed view.)"""
     return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
 
