@@ -177,9 +177,17 @@ def test_evaluation_and_reset_per_member() -> None:
         for m, learner in enumerate(separate):
             learner.learn(x[m], int(y[m]))
     results = ensemble.evaluate(np.stack(tokens)[:, 100:300])
-    for result, learner, stream in zip(results, separate, tokens, strict=True):
+    ragged = ensemble.evaluate([tokens[0][:150], tokens[1][:90], tokens[2][:150]])
+    for m, (learner, stream) in enumerate(zip(separate, tokens, strict=True)):
         expected = learner.evaluate(stream[100:300])
-        np.testing.assert_allclose(result.bits, expected.bits, atol=ATOL)
+        np.testing.assert_allclose(results[m].bits, expected.bits, atol=ATOL)
+        np.testing.assert_array_equal(results[m].correct, ensemble.member(m).evaluate(
+            stream[100:300]).correct)
+        np.testing.assert_array_equal(results[m].bits, ensemble.member(m).evaluate(
+            stream[100:300]).bits)
+        assert ragged[m].tokens == (90 if m == 1 else 150) - c.window
+        np.testing.assert_array_equal(ragged[m].bits, ensemble.member(m).evaluate(
+            stream[: 90 if m == 1 else 150]).bits)
     ensemble.reset_state([2])
     separate[2].reset_state()
     for m, learner in enumerate(separate):

@@ -36,7 +36,7 @@ from sharp.model.learner import (
     check_compatible,
     check_tokens,
 )
-from sharp.protocol import EvalResult, StepResult
+from sharp.protocol import LN2, EvalResult, StepResult
 
 KIND = "sharp-ensemble"
 
@@ -368,13 +368,99 @@ class SharpEnsemble:
 
     # -- evaluation -----------------------------------------------------------------
     def evaluate(self, tokens: Tensor | np.ndarray | Sequence[np.ndarray]) -> list[EvalResult]:
-        """Evaluate every member without learning, from a reset state (SPEC §5):
-        ``tokens`` is (M, T) token ids, or M one-dimensional token arrays (lengths may
-        differ). Member m's result equals its separate learner's; the ensemble is left
-        untouched. Raises ValueError unless there is one sequence per member."""
+        """Bits and top-1 correctness of every member on its own slice, from a reset state
+        and without learning (SPEC §5): ``tokens`` is (M, T) token ids, or M one-dimensional
+        token arrays (members with slices of equal length are evaluated together). Member
+        m's result is its separate learner's :meth:`Sharp.evaluate`; the ensemble is left
+        untouched. Raises ValueError unless there is one slice of more than W valid token
+        ids per member."""
         if len(tokens) != self.members:
             raise ValueError(f"{len(tokens)} token sequences for {self.members} members")
-        return [self.member(m).evaluate(tokens[m]) for m in range(self.members)]
+        slices = [torch.as_tensor(np.asarray(s) if not isinstance(s, Tensor) else s,
+                                  device=self.device).long().reshape(-1) for s in tokens]
+        for ids in slices:
+            check_tokens(ids, self.vocab_size)
+            if ids.numel() <= self.window:
+                raise ValueError(f"need more than W={self.window} tokens to predict "
+                                 f"anything, got {ids.numel()}")
+        results: list[EvalResult | None] = [None] * self.members
+        for length in sorted({ids.numel() for ids in slices}):
+            start = time.perf_counter()
+            members = [m for m, ids in enumerate(slices) if ids.numel() == length]
+            ids = torch.stack([slices[m] for m in members])
+            logits = self.predict_streams(ids, members)
+            targets = ids[:, self.window :]
+            with torch.inference_mode():
+                nats = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(),
+                                                   reduction="none").view(targets.shape)
+                correct = logits.argmax(-1) == targets
+            seconds = (time.perf_counter() - start) / len(members)
+            for row, m in enumerate(members):
+                results[m] = EvalResult((nats[row] / LN2).cpu().numpy(),
+                                        correct[row].cpu().numpy(), seconds)
+        return [result for result in results if result is not None]
+
+    @torch.inference_mode()
+    def predict_streams(self, ids: Tensor, members: Sequence[int], chunk: int = 4096
+                        ) -> Tensor:
+        """Logits (len(members), T - W, V) for every token after the first W of each row of
+        ``ids`` (len(members), T), member ``members[i]`` reading row i, from a reset state
+        with the wake step's strides and no learning (:meth:`Sharp.predict_stream` per
+        member). Each layer's trajectory is one recurrent call per member (torch's RNN
+        kernel, as a separate learner runs it); the heads run batched over members."""
+        c = self.config
+        rows = torch.as_tensor(list(members), device=self.device)
+        params = {name: p.detach()[rows] for name, p in self.params.items()}
+        steps = ids.shape[1] - c.window
+        trajectories: list[Tensor] = []
+        for level in range(c.layers):
+            if level == 0:
+                inputs = ids[:, c.window - 1 : -1]
+            else:
+                every = self.strides[level] // self.strides[level - 1]
+                inputs = trajectories[-1][:, every - 1 :: every]
+            trajectories.append(torch.stack([
+                self._trajectory(params, level, i, inputs[i]) for i in range(len(members))
+            ]))
+        t = torch.arange(1, steps + 1, device=self.device)
+        logits = []
+        for lo in range(0, steps, chunk):
+            tt = t[lo : lo + chunk]
+            states = []
+            for level, outputs in enumerate(trajectories):
+                padded = torch.cat([outputs.new_zeros(len(members), 1, c.hidden[level]), outputs],
+                                   dim=1)
+                states.append(padded[:, tt // self.strides[level]])
+            context = None
+            for level in range(c.layers - 1, 0, -1):
+                context = self.heads[level](params, states[level], context)
+            logits.append(self.heads[0](params, states[0], context))
+        return torch.cat(logits, dim=1)
+
+    def _trajectory(self, params: dict[str, Tensor], level: int, row: int, inputs: Tensor
+                    ) -> Tensor:
+        """States (n, H) of memory ``level`` of the member in ``row`` of ``params`` after each
+        of ``inputs`` (n,) ids or (n, inputs) vectors, from zero, as
+        :meth:`Memory.trajectory` computes them."""
+        prefix = f"memories.{level}."
+
+        def get(name: str) -> Tensor:
+            return params[prefix + name][row]
+
+        hidden = self.config.hidden[level]
+        if inputs.shape[0] == 0:
+            return inputs.new_zeros(0, hidden, dtype=torch.float32)
+        if level == 0:
+            projected = nn.functional.embedding(inputs, get("project.weight"))
+        else:
+            projected = nn.functional.linear(inputs, get("project.weight"), get("project.bias"))
+        weights = [get(f"encoder.{name}_l0") for name in
+                   ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        start = projected.new_zeros(1, 1, hidden)
+        # nn.RNN's own call (a learner's memories stay in training mode; dropout is 0).
+        outputs, _ = torch.rnn_tanh(projected.unsqueeze(0), start, weights, True, 1, 0.0, True,
+                                    False, True)
+        return outputs[0]
 
     # -- members and checkpoints ----------------------------------------------------
     def member(self, m: int) -> Sharp:
