@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from torch import Tensor
 
 
@@ -26,13 +27,21 @@ class RecallGate:
 
     coefficient: float
     tau: float
-    value: float = 0.0
+    value: float | Tensor = 0.0
 
-    def update(self, loss: float) -> bool:
+    def update(self, loss: float | Tensor, active: Tensor | None = None) -> bool | Tensor:
         """Fold one window's recall ``loss`` into the EMA; True if the memory learns from
-        this window (the EMA now exceeds tau)."""
-        self.value = self.coefficient * self.value + (1.0 - self.coefficient) * loss
-        return self.value > self.tau
+        this window (the EMA now exceeds tau).
+
+        An ensemble keeps one gate per member: ``value`` and ``loss`` are then (M,) float64
+        tensors, the result is an (M,) bool mask, and members outside the (M,) bool mask
+        ``active`` (e.g. with no window left to replay) keep their EMA and never learn."""
+        updated = self.coefficient * self.value + (1.0 - self.coefficient) * loss
+        if active is None:
+            self.value = updated
+            return self.value > self.tau
+        self.value = torch.where(active, updated, self.value)
+        return active & (self.value > self.tau)
 
 
 @dataclass(frozen=True)

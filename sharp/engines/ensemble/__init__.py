@@ -1,0 +1,5 @@
+"""Ensembles (SPEC §10): M learners of one configuration stacked along a member axis."""
+
+from sharp.engines.ensemble.sharp import EnsembleStep, SharpEnsemble
+
+__all__ = ["EnsembleStep", "SharpEnsemble"]

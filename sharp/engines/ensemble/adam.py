@@ -1,0 +1,90 @@
+"""Adam over M stacked learners: per-member step counts and a per-member mask, with the
+arithmetic of :class:`sharp.engines.optim.FusedAdam`.
+
+A stacked parameter is (M, *shape); member m's slice is an ordinary contiguous tensor of
+the single learner's shape. Each step hands the slices of the members that learn to the
+same fused kernel ``FusedAdam`` uses (``torch._fused_adam_``), each slice with its member's
+step count, so every member's update is bit for bit a separate learner's: the kernel's
+vectorised body and scalar tail fall on the same elements as for the unstacked tensor,
+which is why the slices are passed one by one rather than the stacked tensor whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+class BatchedAdam:
+    """Adam for groups of stacked parameters (M, ...), one learning rate per group and one
+    step count per group and member.
+
+    A member that does not learn in a step (mask False) keeps its weights, moments and
+    step count. L2 weight decay is added to the gradient, moments are bias-corrected, as
+    in ``torch.optim.Adam(fused=True)``.
+    """
+
+    def __init__(
+        self,
+        groups: Sequence[Sequence[Tensor]],
+        lrs: Sequence[float],
+        *,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        self.groups = [list(group) for group in groups]
+        if len(self.groups) != len(lrs) or not all(self.groups):
+            raise ValueError(f"{len(self.groups)} parameter groups (each non-empty) but "
+                             f"{len(lrs)} learning rates")
+        self.lrs = [float(lr) for lr in lrs]
+        self.weight_decay = weight_decay
+        self.betas = betas
+        self.eps = eps
+        self.params = [p for group in self.groups for p in group]
+        self.members = self.params[0].shape[0]
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        #: Steps taken, (groups, M) float32: every parameter of a group steps together.
+        self.counts = torch.zeros(len(self.groups), self.members, device=self.params[0].device)
+        # Member slices of the persistent tensors, taken once: [tensor][member].
+        self._slices = [[t.unbind(0) for t in tensors]
+                        for tensors in (self.params, self.exp_avg, self.exp_avg_sq)]
+        self._counts = [counts.unbind(0) for counts in self.counts]
+        self._spans = []
+        start = 0
+        for group in self.groups:
+            self._spans.append(range(start, start + len(group)))
+            start += len(group)
+
+    @torch.no_grad()
+    def step(self, grads: Sequence[Tensor], learn: Sequence[bool] | None = None) -> None:
+        """One Adam step of every parameter of the members with ``learn[m]`` True (all
+        members when None); ``grads`` are stacked like the parameters, in their order.
+        Raises ValueError for a wrong number of gradients or mask entries."""
+        if len(grads) != len(self.params):
+            raise ValueError(f"{len(grads)} gradients for {len(self.params)} parameters")
+        if learn is not None and len(learn) != self.members:
+            raise ValueError(f"learn mask has {len(learn)} entries for {self.members} members")
+        members = [m for m in range(self.members) if learn is None or learn[m]]
+        if not members:
+            return
+        # The kernel reads a gradient's memory as if it were contiguous; a batched matmul's
+        # weight gradient is a transposed view, so it is laid out afresh.
+        grad_slices = [grad.contiguous().unbind(0) for grad in grads]
+        params, exp_avg, exp_avg_sq = self._slices
+        beta1, beta2 = self.betas
+        for span, lr, counts, steps in zip(self._spans, self.lrs, self.counts, self._counts,
+                                           strict=True):
+            counts[members] += 1.0
+            torch._fused_adam_(
+                [params[i][m] for i in span for m in members],
+                [grad_slices[i][m] for i in span for m in members],
+                [exp_avg[i][m] for i in span for m in members],
+                [exp_avg_sq[i][m] for i in span for m in members], [],
+                [steps[m] for _ in span for m in members],
+                lr=lr, beta1=beta1, beta2=beta2, weight_decay=self.weight_decay,
+                eps=self.eps, amsgrad=False, maximize=False,
+            )

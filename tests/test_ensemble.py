@@ -1,0 +1,236 @@
+"""An ensemble of SHARP learners computes what separate torch-engine learners compute
+(SPEC §10), member by member: gates, tags, sleeps, weights, moments and RNG.
+
+Tolerances. Member m's arithmetic is the separate learner's up to the rounding order of a
+few ops: LayerNorm's backward with a per-member affine is two ops instead of one kernel, and
+batched products below MKL's size threshold (the tiny test sizes) use torch's naive kernel
+(each ~1 ulp). From identical states one wake step and one sleep agree within ``TIGHT`` =
+1e-5. Free-running, Adam (lr = 1e-2 in these tiny configs) compounds those ulps: over 1,100
+steps with two sleeps the measured worst cases are ~4e-5 in logits and losses and ~1.5e-4 in
+a weight, so free-running steps are held to ``ATOL`` = 1e-4 and weights, moments and states
+to ``STATE_ATOL`` = 1e-3. Gate decisions, tag counts, sleep windows and updates, step counts,
+flags and the RNG state must be equal; within the ensemble (checkpoint, member round trip)
+everything is bit-exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+
+from sharp.config import SharpConfig
+from sharp.engines.ensemble import SharpEnsemble
+from sharp.engines.ensemble.adam import BatchedAdam
+from sharp.engines.optim import FusedAdam
+from sharp.model.learner import Sharp, SleepReport
+
+ATOL = 1e-4
+STATE_ATOL = 1e-3
+TIGHT = 1e-5
+SEEDS = [0, 1, 2]
+
+
+def config(**overrides: object) -> SharpConfig:
+    """Three layers; a periodic stream's recall EMA falls below tau = 0.5 within ~50 steps,
+    a random stream's only after hundreds."""
+    return tiny_config(**{"tau": 0.5, "sleep_every": 400, **overrides})
+
+
+def streams(n: int = 1_200) -> list[np.ndarray]:
+    """Member 0: period 5 (its gate closes within ~50 steps); member 1: uniform noise (its
+    gate stays open for hundreds of steps, then opens now and then); member 2: period 7
+    (closes)."""
+    noise = np.random.default_rng(1).integers(0, 7, n)
+    return [np.resize([0, 3, 1, 4, 2], n), noise, np.resize([1, 2, 3, 4, 5, 6, 0], n)]
+
+
+def windows(tokens: list[np.ndarray], i: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every member's window at step i (M, W) and its target (M,)."""
+    return np.stack([s[i : i + w] for s in tokens]), np.array([s[i + w] for s in tokens])
+
+
+def summary(reports: list[SleepReport], losses: bool = True) -> list[tuple]:
+    """What sleep reports say, without their wall times (and without their losses)."""
+    return [(r.slept, r.tags, [(x.layer, x.windows, x.updates)
+                               + ((x.first_loss, x.last_loss) if losses else ())
+                               for x in r.layers]) for r in reports]
+
+
+def assert_same_state(got: dict, expected: dict, atol: float) -> None:
+    """Two :meth:`Sharp.state_dict`s agree: tensors within ``atol``, everything else equal."""
+    assert got.keys() == expected.keys()
+    for key in expected:
+        a, b = got[key], expected[key]
+        if isinstance(b, dict):
+            assert_same_state(a, b, atol)
+        elif isinstance(b, list | tuple):
+            assert len(a) == len(b), key
+            for x, y in zip(a, b, strict=True):
+                assert_same_state({key: x}, {key: y}, atol)
+        elif isinstance(b, torch.Tensor):
+            tol = 0 if b.dtype in (torch.uint8, torch.int64) else atol
+            torch.testing.assert_close(a, b, rtol=0, atol=tol, msg=lambda m, k=key: f"{k}: {m}")
+        elif isinstance(b, float):
+            assert a == pytest.approx(b, abs=atol), key
+        else:
+            assert a == b, key
+
+
+@pytest.mark.parametrize("head_type", ["film", "concat"])
+def test_ensemble_equals_separate_learners_step_by_step(head_type: str) -> None:
+    c = config(head_type=head_type)
+    ensemble = SharpEnsemble(c, SEEDS)
+    separate = [Sharp(c.replace(seed=seed, engine="torch")) for seed in SEEDS]
+    for m, learner in enumerate(separate):
+        assert_same_state(ensemble.member(m).state_dict(), learner.state_dict(), atol=0)
+    tokens = streams()
+    gates, slept = [], []
+    for i in range(1_100):
+        if i % c.sleep_every == c.sleep_every - 1:
+            reports, expected = ensemble.sleep(), [learner.sleep() for learner in separate]
+            assert summary(reports, losses=False) == summary(expected, losses=False)
+            slept.append([report.slept for report in reports])
+            for m, learner in enumerate(separate):
+                assert_same_state(ensemble.member(m).state_dict(), learner.state_dict(), STATE_ATOL)
+        x, y = windows(tokens, i, c.window)
+        step = ensemble.learn(x, y)
+        for m, (learner, got) in enumerate(zip(separate, step.results(), strict=True)):
+            want = learner.learn(x[m], int(y[m]))
+            assert got.memory_learned == want.memory_learned, (i, m)
+            assert got.loss == pytest.approx(want.loss, abs=ATOL)
+            assert got.recall == pytest.approx(want.recall, abs=ATOL)
+            torch.testing.assert_close(got.logits, want.logits, rtol=0, atol=ATOL)
+        gates.append(step.learned.tolist())
+    for m, learner in enumerate(separate):
+        assert_same_state(ensemble.member(m).state_dict(), learner.state_dict(), STATE_ATOL)
+    late = np.array(gates[200:])
+    # The periodic members' gates closed for good while the random member's kept opening ...
+    assert not late[:, 0].any() and not late[:, 2].any() and late[:, 1].sum() > 100
+    # ... so at the second sleep only member 1 had anything pending.
+    assert slept == [[True, True, True], [False, True, False]]
+
+
+def test_checkpoint_and_member_round_trip_resume_bit_exactly(tmp_path) -> None:
+    c = config(sleep_every=150)
+    tokens = streams(500)
+    ensemble = SharpEnsemble(c, SEEDS)
+    for i in range(200):
+        if i == 149:
+            ensemble.sleep()
+        ensemble.learn(*windows(tokens, i, c.window))
+    torch.save(ensemble.state_dict(), tmp_path / "ensemble.pt")
+    resumed = SharpEnsemble(c, SEEDS)
+    resumed.load_state_dict(torch.load(tmp_path / "ensemble.pt", weights_only=False))
+    rebuilt = SharpEnsemble.from_learners([ensemble.member(m) for m in range(len(SEEDS))])
+    alone = ensemble.member(1)
+    for i in range(200, 320):
+        x, y = windows(tokens, i, c.window)
+        if i == 299:
+            reports = [summary(e.sleep()) for e in (ensemble, resumed, rebuilt)]
+            assert reports[1] == reports[0] and reports[2] == reports[0]
+            alone.sleep()
+        steps = [e.learn(x, y) for e in (ensemble, resumed, rebuilt)]
+        for other in steps[1:]:
+            for field in ("logits", "loss", "recall", "learned"):
+                assert torch.equal(getattr(other, field), getattr(steps[0], field))
+        # The extracted member continues alone as the member does inside the ensemble.
+        got, want = alone.learn(x[1], int(y[1])), steps[0].results()[1]
+        assert got.memory_learned == want.memory_learned
+        torch.testing.assert_close(got.logits, want.logits, rtol=0, atol=ATOL)
+    for m in range(len(SEEDS)):
+        assert_same_state(resumed.member(m).state_dict(), ensemble.member(m).state_dict(), 0)
+        assert_same_state(rebuilt.member(m).state_dict(), ensemble.member(m).state_dict(), 0)
+    assert_same_state(alone.state_dict(), ensemble.member(1).state_dict(), STATE_ATOL)
+
+
+def test_one_wake_step_and_one_sleep_from_equal_states_agree_tightly() -> None:
+    c = config(head_type="concat", top_k=3)
+    tokens = streams(200)
+    separate = [Sharp(c.replace(seed=seed, engine="torch")) for seed in SEEDS]
+    for i in range(150):
+        for learner, stream in zip(separate, tokens, strict=True):
+            learner.learn(stream[i : i + c.window], int(stream[i + c.window]))
+    ensemble = SharpEnsemble.from_learners(separate)
+    x, y = windows(tokens, 150, c.window)
+    step = ensemble.learn(x, y).results()
+    for m, learner in enumerate(separate):
+        want = learner.learn(x[m], int(y[m]))
+        assert step[m].memory_learned == want.memory_learned
+        assert step[m].loss == pytest.approx(want.loss, abs=TIGHT)
+        torch.testing.assert_close(step[m].logits, want.logits, rtol=0, atol=TIGHT)
+    got, want = ensemble.sleep(), [learner.sleep() for learner in separate]
+    assert summary(got, losses=False) == summary(want, losses=False)
+    for m, learner in enumerate(separate):
+        assert_same_state(ensemble.member(m).state_dict(), learner.state_dict(), TIGHT)
+
+
+def test_evaluation_and_reset_per_member() -> None:
+    c = config()
+    tokens = streams(300)
+    ensemble = SharpEnsemble(c, SEEDS)
+    separate = [Sharp(c.replace(seed=seed, engine="torch")) for seed in SEEDS]
+    for i in range(100):
+        x, y = windows(tokens, i, c.window)
+        ensemble.learn(x, y)
+        for m, learner in enumerate(separate):
+            learner.learn(x[m], int(y[m]))
+    results = ensemble.evaluate(np.stack(tokens)[:, 100:300])
+    ragged = ensemble.evaluate([tokens[0][:150], tokens[1][:90], tokens[2][:150]])
+    for m, (learner, stream) in enumerate(zip(separate, tokens, strict=True)):
+        expected = learner.evaluate(stream[100:300])
+        np.testing.assert_allclose(results[m].bits, expected.bits, atol=ATOL)
+        np.testing.assert_array_equal(results[m].correct, ensemble.member(m).evaluate(
+            stream[100:300]).correct)
+        np.testing.assert_array_equal(results[m].bits, ensemble.member(m).evaluate(
+            stream[100:300]).bits)
+        assert ragged[m].tokens == (90 if m == 1 else 150) - c.window
+        np.testing.assert_array_equal(ragged[m].bits, ensemble.member(m).evaluate(
+            stream[: 90 if m == 1 else 150]).bits)
+    ensemble.reset_state([2])
+    separate[2].reset_state()
+    for m, learner in enumerate(separate):
+        assert_same_state(ensemble.member(m).state_dict(), learner.state_dict(), STATE_ATOL)
+
+
+def test_bad_inputs_are_refused_and_change_nothing() -> None:
+    ensemble = SharpEnsemble(config(), SEEDS)
+    before = ensemble.state_dict()
+    with pytest.raises(ValueError, match="2 windows for 3 members"):
+        ensemble.learn(np.zeros((2, 3), dtype=np.int64), [0, 0])
+    with pytest.raises(ValueError, match="tokens must be integer ids"):
+        ensemble.learn(np.full((3, 3), 1.5), [0, 0, 0])
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        ensemble.learn(np.full((3, 3), 9), [0, 0, 0])
+    with pytest.raises(ValueError, match="distinct seed"):
+        SharpEnsemble(config(), [1, 1])
+    other = SharpEnsemble(config(), [0, 1, 5])
+    with pytest.raises(ValueError, match="seeds"):
+        other.load_state_dict(before)
+    for m in range(len(SEEDS)):
+        assert_same_state(ensemble.member(m).state_dict(), before["members"][m], 0)
+
+
+def test_batched_adam_is_fused_adam_per_member_and_masked() -> None:
+    torch.manual_seed(0)
+    stacked = [torch.randn(3, 5, 7), torch.randn(3, 11)]
+    singles = [[p[m].clone() for p in stacked] for m in range(3)]
+    batched = BatchedAdam([stacked], [1e-2], weight_decay=1e-12)
+    fused = [FusedAdam([params], [1e-2], weight_decay=1e-12) for params in singles]
+    for step in range(20):
+        grads = [torch.randn_like(p).transpose(-1, -2).contiguous().transpose(-1, -2)
+                 for p in stacked]  # non-contiguous, like a batched matmul's weight gradient
+        mask = [True, step % 3 != 0, False]
+        batched.step(grads, mask)
+        for m, optimiser in enumerate(fused):
+            if mask[m]:
+                for p, g in zip(singles[m], grads, strict=True):
+                    p.grad = g[m].contiguous()
+                optimiser.step()
+    for m, optimiser in enumerate(fused):
+        for i, p in enumerate(singles[m]):
+            assert torch.equal(stacked[i][m], p)
+            assert torch.equal(batched.exp_avg[i][m], optimiser.exp_avg[i])
+        assert batched.counts[0, m] == optimiser.steps[0]
+    assert batched.counts[0, 2] == 0
