@@ -12,6 +12,7 @@ which is why the slices are passed one by one rather than the stacked tensor who
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -88,3 +89,34 @@ class BatchedAdam:
                 lr=lr, beta1=beta1, beta2=beta2, weight_decay=self.weight_decay,
                 eps=self.eps, amsgrad=False, maximize=False,
             )
+
+    def member_state(self, m: int) -> dict[str, Any]:
+        """Member ``m``'s slice in :meth:`FusedAdam.state_dict`'s format (copies), so that
+        a separate learner's optimiser loads it."""
+        return {
+            "lrs": list(self.lrs),
+            "exp_avg": [t[m].clone() for t in self.exp_avg],
+            "exp_avg_sq": [t[m].clone() for t in self.exp_avg_sq],
+            "steps": [self.counts[g, m].clone() for g, group in enumerate(self.groups)
+                      for _ in group],
+        }
+
+    @torch.no_grad()
+    def load_member_state(self, m: int, state: dict[str, Any]) -> None:
+        """Load a :meth:`FusedAdam.state_dict` into member ``m``'s slice. Raises ValueError
+        where its learning rates, its number of tensors or its step counts within a group
+        differ from what the ensemble can hold."""
+        if list(state["lrs"]) != self.lrs:
+            raise ValueError(f"optimiser learning rates {state['lrs']} differ from the "
+                             f"ensemble's {self.lrs}")
+        if len(state["exp_avg"]) != len(self.params):
+            raise ValueError(f"optimiser state has {len(state['exp_avg'])} tensors, expected "
+                             f"{len(self.params)}")
+        for g, span in enumerate(self._spans):
+            steps = {float(state["steps"][i]) for i in span}
+            if len(steps) != 1:
+                raise ValueError(f"parameter group {g} has unequal step counts {sorted(steps)}")
+            self.counts[g, m] = steps.pop()
+        for key in ("exp_avg", "exp_avg_sq"):
+            for mine, saved in zip(getattr(self, key), state[key], strict=True):
+                mine[m].copy_(saved)

@@ -478,8 +478,8 @@ class SharpEnsemble:
         return {
             "kind": "sharp", "config": self.member_config(m).to_dict(),
             "weights": {name: p[m].detach().clone() for name, p in self.params.items()},
-            "memory_opt": _adam_member_state(self.memory_opt, m),
-            "head_opt": _adam_member_state(self.head_opt, m),
+            "memory_opt": self.memory_opt.member_state(m),
+            "head_opt": self.head_opt.member_state(m),
             "runtime": runtime, "rng": self.generators[m].get_state(),
         }
 
@@ -494,8 +494,8 @@ class SharpEnsemble:
             for m, state in enumerate(states):
                 for name, p in self.params.items():
                     p[m].copy_(state["weights"][name])
-                _load_adam_member(self.memory_opt, m, state["memory_opt"])
-                _load_adam_member(self.head_opt, m, state["head_opt"])
+                self.memory_opt.load_member_state(m, state["memory_opt"])
+                self.head_opt.load_member_state(m, state["head_opt"])
                 runtime = state["runtime"]
                 for mine, saved in zip(self.states, runtime["states"], strict=True):
                     mine[m].copy_(saved)
@@ -524,35 +524,3 @@ class SharpEnsemble:
             raise ValueError(f"checkpoint has seeds {state['seeds']}, this ensemble {self.seeds}")
         self._load_members(state["members"])
 
-
-def _adam_member_state(optimiser: BatchedAdam, m: int) -> dict[str, Any]:
-    """Member ``m``'s slice of ``optimiser`` in :meth:`FusedAdam.state_dict`'s format."""
-    return {
-        "lrs": list(optimiser.lrs),
-        "exp_avg": [t[m].clone() for t in optimiser.exp_avg],
-        "exp_avg_sq": [t[m].clone() for t in optimiser.exp_avg_sq],
-        "steps": [optimiser.counts[g, m].clone()
-                  for g, group in enumerate(optimiser.groups) for _ in group],
-    }
-
-
-def _load_adam_member(optimiser: BatchedAdam, m: int, state: dict[str, Any]) -> None:
-    """Load a :meth:`FusedAdam.state_dict` into member ``m``'s slice of ``optimiser``.
-    Raises ValueError where its learning rates or its step counts within a group differ
-    from what the ensemble can hold."""
-    if list(state["lrs"]) != optimiser.lrs:
-        raise ValueError(f"optimiser learning rates {state['lrs']} differ from the "
-                         f"ensemble's {optimiser.lrs}")
-    if len(state["exp_avg"]) != len(optimiser.params):
-        raise ValueError(f"optimiser state has {len(state['exp_avg'])} tensors, expected "
-                         f"{len(optimiser.params)}")
-    start = 0
-    for g, group in enumerate(optimiser.groups):
-        steps = {float(step) for step in state["steps"][start : start + len(group)]}
-        if len(steps) != 1:
-            raise ValueError(f"parameter group {g} has unequal step counts {sorted(steps)}")
-        optimiser.counts[g, m] = steps.pop()
-        start += len(group)
-    for key in ("exp_avg", "exp_avg_sq"):
-        for mine, saved in zip(getattr(optimiser, key), state[key], strict=True):
-            mine[m].copy_(saved)

@@ -25,6 +25,15 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
 
+def embedding(ids: Tensor, weight: Tensor) -> Tensor:
+    """Each member's embedding rows: ``ids`` (M, ...) int64, ``weight`` (M, V, E) ->
+    (M, ..., E), as one lookup in the flattened table (its gradient is dense, as
+    ``nn.Embedding``'s is)."""
+    members, vocab = weight.shape[:2]
+    offset = torch.arange(members, device=ids.device).view(-1, *[1] * (ids.dim() - 1))
+    return nn.functional.embedding(ids + offset * vocab, weight.flatten(0, 1))
+
+
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """LayerNorm over the last axis with per-member affine ``weight``, ``bias`` (M, N):
     ``x`` (M, B, N) -> (M, B, N). The affine part is one fused multiply-add, as inside
@@ -49,9 +58,7 @@ class StackedMemory:
         embedding, or vectors (M, B, ..., inputs) -> (M, B, ..., E) by its linear."""
         weight = self._get(params, "project.weight")
         if self.tokens:
-            members, vocab = weight.shape[:2]
-            offset = torch.arange(members, device=x.device).view(-1, *[1] * (x.dim() - 1))
-            return nn.functional.embedding(x + offset * vocab, weight.flatten(0, 1))
+            return embedding(x, weight)
         flat = x.flatten(1, -2)
         out = linear(flat, weight, self._get(params, "project.bias"))
         return out.view(*x.shape[:-1], -1)
