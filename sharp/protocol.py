@@ -85,6 +85,23 @@ def check_target(target: object, vocab_size: int) -> int:
     return y
 
 
+def check_windows(windows: Sequence[TokenIds] | np.ndarray | torch.Tensor, members: int,
+                  size: int, vocab_size: int) -> np.ndarray:
+    """One ensemble step's windows, one per member, as an (M, W) int64 array, each row
+    checked by :func:`check_window`; ValueError for another number of rows."""
+    if len(windows) != members:
+        raise ValueError(f"{len(windows)} windows for {members} members")
+    return np.stack([check_window(row, size, vocab_size) for row in windows]).astype(np.int64)
+
+
+def check_targets(targets: TokenIds, members: int, vocab_size: int) -> list[int]:
+    """One ensemble step's targets, one per member, each checked by :func:`check_target`;
+    ValueError for another number of targets."""
+    if len(targets) != members:
+        raise ValueError(f"{len(targets)} targets for {members} members")
+    return [check_target(target, vocab_size) for target in targets]
+
+
 def token_tensor(tokens: TokenIds, window: int, vocab_size: int,
                  device: torch.device | str = "cpu") -> torch.Tensor:
     """A slice to evaluate or stream, checked by :func:`check_stream`, as a 1-D int64

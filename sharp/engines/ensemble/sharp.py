@@ -41,8 +41,8 @@ from sharp.protocol import (
     EvalResult,
     StepResult,
     TokenIds,
-    check_target,
-    check_window,
+    check_targets,
+    check_windows,
     token_tensor,
 )
 
@@ -239,17 +239,13 @@ class SharpEnsemble:
         return context
 
     def _windows(self, windows: Tensor | np.ndarray | Sequence[TokenIds]) -> Tensor:
-        """(M, W) ids, each member's row checked as a single learner checks its window."""
-        if len(windows) != self.members:
-            raise ValueError(f"{len(windows)} windows for {self.members} members")
-        rows = [check_window(row, self.window, self.vocab_size) for row in windows]
-        return torch.as_tensor(np.stack(rows), dtype=torch.long, device=self.device).unsqueeze(1)
+        """(M, 1, W) ids on the device, checked by :func:`~sharp.protocol.check_windows`."""
+        ids = check_windows(windows, self.members, self.window, self.vocab_size)
+        return torch.as_tensor(ids, device=self.device).unsqueeze(1)
 
     def _targets(self, targets: Tensor | np.ndarray | Sequence[int]) -> Tensor:
-        """(M,) ids, each checked as a single learner checks its target."""
-        if len(targets) != self.members:
-            raise ValueError(f"{len(targets)} targets for {self.members} members")
-        ids = [check_target(target, self.vocab_size) for target in targets]
+        """(M,) ids on the device, checked by :func:`~sharp.protocol.check_targets`."""
+        ids = check_targets(targets, self.members, self.vocab_size)
         return torch.tensor(ids, dtype=torch.long, device=self.device)
 
     # -- sleep ----------------------------------------------------------------------
