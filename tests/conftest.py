@@ -31,3 +31,23 @@ def random_stream() -> np.ndarray:
 def periodic_stream() -> np.ndarray:
     """A period-5 pattern over a vocabulary of 7, 3,000 tokens long."""
     return np.tile(np.array([0, 3, 1, 4, 2]), 600).astype(np.int64)
+
+
+def assert_same_state(got: dict, expected: dict, atol: float) -> None:
+    """Two learner ``state_dict``s agree: tensors within ``atol``, everything else equal."""
+    assert got.keys() == expected.keys()
+    for key in expected:
+        a, b = got[key], expected[key]
+        if isinstance(b, dict):
+            assert_same_state(a, b, atol)
+        elif isinstance(b, list | tuple):
+            assert len(a) == len(b), key
+            for x, y in zip(a, b, strict=True):
+                assert_same_state({key: x}, {key: y}, atol)
+        elif isinstance(b, torch.Tensor):
+            tol = 0 if b.dtype in (torch.uint8, torch.int64) else atol
+            torch.testing.assert_close(a, b, rtol=0, atol=tol, msg=lambda m, k=key: f"{k}: {m}")
+        elif isinstance(b, float):
+            assert a == pytest.approx(b, abs=atol), key
+        else:
+            assert a == b, key

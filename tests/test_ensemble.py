@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import assert_same_state, tiny_config
 
 from sharp.config import SharpConfig
 from sharp.engines.ensemble import SharpEnsemble
@@ -56,26 +56,6 @@ def summary(reports: list[SleepReport], losses: bool = True) -> list[tuple]:
     return [(r.slept, r.tags, [(x.layer, x.windows, x.updates)
                                + ((x.first_loss, x.last_loss) if losses else ())
                                for x in r.layers]) for r in reports]
-
-
-def assert_same_state(got: dict, expected: dict, atol: float) -> None:
-    """Two :meth:`Sharp.state_dict`s agree: tensors within ``atol``, everything else equal."""
-    assert got.keys() == expected.keys()
-    for key in expected:
-        a, b = got[key], expected[key]
-        if isinstance(b, dict):
-            assert_same_state(a, b, atol)
-        elif isinstance(b, list | tuple):
-            assert len(a) == len(b), key
-            for x, y in zip(a, b, strict=True):
-                assert_same_state({key: x}, {key: y}, atol)
-        elif isinstance(b, torch.Tensor):
-            tol = 0 if b.dtype in (torch.uint8, torch.int64) else atol
-            torch.testing.assert_close(a, b, rtol=0, atol=tol, msg=lambda m, k=key: f"{k}: {m}")
-        elif isinstance(b, float):
-            assert a == pytest.approx(b, abs=atol), key
-        else:
-            assert a == b, key
 
 
 @pytest.mark.parametrize("head_type", ["film", "concat"])

@@ -289,16 +289,18 @@ def gru_cell(driven: Tensor, recurrent: Tensor, h: Tensor, c: Tensor | None
     return (h - n) * z + n, None
 
 
+#: The cell of each recurrent kind.
+CELLS = {"rnn": tanh_cell, "lstm": lstm_cell, "gru": gru_cell}
+
+
 class StackedStack:
     """:class:`~sharp.baselines.recurrent.StackCore` over stacked weights: embedding ->
     ``layers`` RNN/LSTM/GRU layers -> outputs, layer by layer over the sequence as
     ``nn.RNN`` runs it."""
 
-    CELLS = {"rnn": tanh_cell, "lstm": lstm_cell, "gru": gru_cell}
-
     def __init__(self, core: StackCore, cell: str) -> None:
         self.layers = core.rnn.num_layers
-        self.cell = self.CELLS[cell]
+        self.cell = CELLS[cell]
         self.lstm = core.lstm
 
     def run(self, params: Params, ids: Tensor, state: States, clock: int

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sharp.config import SharpConfig, preset
 from sharp.protocol import Learner
+
+if TYPE_CHECKING:
+    from sharp.baselines.ensemble import BaselineEnsemble
+    from sharp.engines.ensemble import SharpEnsemble
 
 
 @dataclass(frozen=True)
@@ -71,4 +76,22 @@ def build_learner(spec: LearnerSpec) -> Learner:
         return TransformerBaseline(
             cast(TransformerConfig, baseline_config(spec.kind, spec.config))
         )
+    raise ValueError(f"unknown learner kind {spec.kind!r}; known kinds: {list(LEARNER_KINDS)}")
+
+
+def build_ensemble(spec: LearnerSpec, seeds: Sequence[int]) -> SharpEnsemble | BaselineEnsemble:
+    """An ensemble (SPEC §10) of ``len(seeds)`` learners of ``spec``, member m what
+    ``build_learner(spec.with_seed(seeds[m]))`` would compute: a
+    :class:`~sharp.engines.ensemble.SharpEnsemble` or a
+    :class:`~sharp.baselines.ensemble.BaselineEnsemble`. Raises ValueError for an unknown
+    kind or an empty or repeated seed list."""
+    if spec.kind == "sharp":
+        from sharp.engines.ensemble import SharpEnsemble
+
+        return SharpEnsemble(SharpConfig.from_dict(spec.config), seeds)
+    if spec.kind in BASELINE_KINDS:
+        from sharp.baselines import baseline_config
+        from sharp.baselines.ensemble import baseline_ensemble
+
+        return baseline_ensemble(baseline_config(spec.kind, spec.config), seeds)
     raise ValueError(f"unknown learner kind {spec.kind!r}; known kinds: {list(LEARNER_KINDS)}")
