@@ -160,6 +160,9 @@ def _throughput_parser(sub: argparse._SubParsersAction) -> None:
                     choices=BASELINE_KINDS,
                     help="also measure these baselines (at --baseline-preset)")
     tp.add_argument("--baseline-preset", default="paper", choices=["quick", "paper"])
+    tp.add_argument("--ensemble", nargs="*", type=int, default=[], metavar="M",
+                    help="also measure ensembles of these sizes (e.g. 1 9 64) of SHARP at each "
+                    "preset and of each --baselines kind: ensemble steps/s and tokens/s")
     tp.add_argument("--steps", type=int, default=1_000, help="timed wake steps per repeat")
     tp.add_argument("--repeats", type=int, default=3)
     tp.add_argument("--anatomy", action="store_true",
@@ -178,6 +181,10 @@ def throughput(args: argparse.Namespace) -> int:
     ]
     configs += [{"kind": k, "preset_name": args.baseline_preset, "threads": t}
                 for k in args.baselines for t in args.threads]
+    configs += [{"members": m, "kind": "sharp", "preset_name": p, "threads": t}
+                for m in args.ensemble for p in args.presets for t in args.threads]
+    configs += [{"members": m, "kind": k, "preset_name": args.baseline_preset, "threads": t}
+                for m in args.ensemble for k in args.baselines for t in args.threads]
     table = throughput_table(configs, steps=args.steps, repeats=args.repeats)
     text = f"Machine: {machine_line()}\n\n{markdown_table(table.set_index('learner'))}\n"
     print(text)

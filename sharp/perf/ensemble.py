@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sharp.perf.throughput import machine_line
+from sharp.perf.throughput import ensemble_rate, machine_line
 from sharp.protocol import Learner
 from sharp.runs.registry import (
     LEARNER_KINDS,
@@ -26,15 +26,6 @@ from sharp.runs.registry import (
     build_learner,
     sharp_spec,
 )
-
-
-def _ensemble_rate(ensemble: Any, tokens: np.ndarray, steps: int) -> float:
-    """Ensemble steps/s over ``steps`` steps (each step advances every member)."""
-    w = ensemble.window
-    begin = time.perf_counter()
-    for i in range(steps):
-        ensemble.learn(tokens[:, i : i + w], tokens[:, i + w])
-    return steps / (time.perf_counter() - begin)
 
 
 def _separate_rate(learners: list[Learner], tokens: np.ndarray, steps: int) -> float:
@@ -60,7 +51,7 @@ def _specs(kind: str, preset_name: str, threads: int, engines: tuple[str, ...]
     return spec, [spec]
 
 
-def measure_ensemble(kind: str = "sharp", preset_name: str = "quick", members: int = 3, *,
+def compare_ensemble(kind: str = "sharp", preset_name: str = "quick", members: int = 3, *,
                      steps: int = 200, warmup: int = 30, repeats: int = 3, threads: int = 1,
                      seed: int = 0, engines: tuple[str, ...] = ("fused", "torch")
                      ) -> list[dict[str, Any]]:
@@ -78,7 +69,7 @@ def measure_ensemble(kind: str = "sharp", preset_name: str = "quick", members: i
     rng = np.random.default_rng(seed)
     tokens = rng.integers(0, ensemble.vocab_size,
                           (members, warmup + repeats * steps + ensemble.window))
-    runs: list[tuple[str, Any, Any]] = [("ensemble", ensemble, _ensemble_rate)]
+    runs: list[tuple[str, Any, Any]] = [("ensemble", ensemble, ensemble_rate)]
     for recipe in separate:
         learners = [build_learner(recipe.with_seed(s)) for s in seeds]
         engine = getattr(learners[0], "engine", None)
@@ -97,9 +88,9 @@ def measure_ensemble(kind: str = "sharp", preset_name: str = "quick", members: i
 
 def ensemble_table(kind: str = "sharp", preset_name: str = "quick",
                    members: tuple[int, ...] = (1, 3, 9), **kwargs: Any) -> pd.DataFrame:
-    """:func:`measure_ensemble` for every ensemble size in ``members``, one table."""
+    """:func:`compare_ensemble` for every ensemble size in ``members``, one table."""
     return pd.DataFrame([row for m in members
-                         for row in measure_ensemble(kind, preset_name, m, **kwargs)])
+                         for row in compare_ensemble(kind, preset_name, m, **kwargs)])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,5 @@
-"""Throughput measurement: wake tokens/s, evaluation tokens/s, one sleep's wall time.
+"""Throughput measurement: wake tokens/s, evaluation tokens/s, one sleep's wall time, and
+the streaming steps/s and tokens/s of ensembles.
 
 A script, not a test: timing never decides pass or fail. Run ``sharp throughput``.
 """
@@ -19,7 +20,7 @@ from sharp.config import preset
 from sharp.model.learner import Sharp
 from sharp.protocol import Learner
 from sharp.runs.progress import tqdm
-from sharp.runs.registry import baseline_spec, build_learner
+from sharp.runs.registry import baseline_spec, build_ensemble, build_learner, sharp_spec
 
 
 def _wake_rate(learner: Learner, tokens: torch.Tensor, steps: int, start: int = 0) -> float:
@@ -93,6 +94,40 @@ def measure_baseline(kind: str, preset_name: str = "paper", *, threads: int = 1,
     }
 
 
+def ensemble_rate(ensemble: Any, tokens: np.ndarray, steps: int) -> float:
+    """Ensemble steps/s over ``steps`` steps of ``ensemble`` (any ensemble; each step
+    advances every member) on ``tokens`` (M, >= steps + W), member m reading row m."""
+    w = ensemble.window
+    begin = time.perf_counter()
+    for i in range(steps):
+        ensemble.learn(tokens[:, i : i + w], tokens[:, i + w])
+    return steps / (time.perf_counter() - begin)
+
+
+def measure_ensemble(members: int, preset_name: str, *, kind: str = "sharp",
+                     threads: int = 1, steps: int = 300, repeats: int = 3, warmup: int = 50,
+                     seed: int = 0) -> dict[str, Any]:
+    """Median streaming throughput of one ensemble of ``members`` ``kind`` learners at
+    ``preset_name`` (SHARP with every memory-0 gate open, tau = 0, as :func:`measure_sharp`)
+    over ``repeats`` runs of ``steps`` steps after ``warmup``: ensemble steps/s and tokens/s
+    over all members. Raises ValueError for an unknown kind or preset."""
+    spec = (sharp_spec(preset_name, tau=0.0, threads=threads) if kind == "sharp"
+            else baseline_spec(kind, preset_name, threads=threads))
+    ensemble = build_ensemble(spec, list(range(seed, seed + members)))
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, ensemble.vocab_size,
+                          (members, warmup + repeats * steps + ensemble.window))
+    ensemble_rate(ensemble, tokens, warmup)
+    rate = statistics.median(ensemble_rate(ensemble, tokens[:, warmup + r * steps :], steps)
+                             for r in range(repeats))
+    return {
+        "learner": f"{'SHARP' if kind == 'sharp' else spec.name} x{members}",
+        "preset": preset_name, "threads": threads, "members": members,
+        "parameters": ensemble.parameter_count(), "ensemble_steps_per_s": rate,
+        "wake_tokens_per_s": rate * members, "wake_ms_per_step": 1000 / rate,
+    }
+
+
 def machine_line() -> str:
     """Cores, torch version and date, for the table's caption."""
     return (f"{os.cpu_count()} cores, torch {torch.__version__}, "
@@ -100,10 +135,12 @@ def machine_line() -> str:
 
 
 def throughput_table(configs: list[dict[str, Any]], **kwargs: Any) -> pd.DataFrame:
-    """One row per configuration: keyword arguments of :func:`measure_sharp`, or of
-    :func:`measure_baseline` when the configuration names a baseline ``kind``."""
+    """One row per configuration: keyword arguments of :func:`measure_sharp`, of
+    :func:`measure_baseline` when the configuration names a baseline ``kind``, or of
+    :func:`measure_ensemble` when it names a number of ``members``."""
     rows = []
     for config in tqdm(configs, desc="throughput", leave=False):
-        measure = measure_baseline if "kind" in config else measure_sharp
+        measure = (measure_ensemble if "members" in config
+                   else measure_baseline if "kind" in config else measure_sharp)
         rows.append(measure(**{**kwargs, **config}))
     return pd.DataFrame(rows)
