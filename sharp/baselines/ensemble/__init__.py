@@ -1,0 +1,59 @@
+"""Ensembles of baselines (SPEC §10): M independent baseline learners of one kind and one
+configuration in one process, each on its own stream and seed, their weights stacked along a
+leading member axis so that one batched step advances all M.
+
+Member m computes what the separate learner of ``config.replace(seed=seeds[m])`` computes on
+its stream: the same streaming rule (the recurrent baselines' TBPTT blocks or the authors'
+stride-1 windows, the transformer's context blocks and training chunks), the same Adam
+(:class:`~sharp.engines.optim.FusedAdam`'s kernel, per member, through
+:class:`~sharp.engines.ensemble.adam.BatchedAdam`), up to the summation order of batched
+matrix products. Members at the same stream position (always, for members started together)
+step as one batch; members at different positions (e.g. gathered by
+:meth:`BaselineEnsemble.from_learners`) step in groups of equal position.
+
+* Recurrent baselines (RNN, LSTM, GRU, clockwork): torch's recurrent modules have no
+  ``vmap`` batching rule, so their cells are written here over stacked weights with batched
+  matrix products (:class:`StackedStack`, :class:`StackedClockwork`), in torch's gate order
+  and formulas.
+* Transformer: its own :class:`~sharp.baselines.transformer.Decoder`, called per member
+  through ``torch.func.functional_call`` under ``torch.func.vmap``.
+
+Evaluation runs every member's slice through that member's weights with the separate
+learner's own code (in one scratch learner), so it is the member's evaluation exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sharp.baselines.config import (
+    BaselineConfig,
+    ClockworkConfig,
+    RecurrentConfig,
+    TransformerConfig,
+)
+from sharp.baselines.ensemble.base import BaselineEnsemble
+from sharp.baselines.ensemble.recurrent import RecurrentEnsemble
+from sharp.baselines.ensemble.transformer import TransformerEnsemble
+
+__all__ = ["BaselineEnsemble", "RecurrentEnsemble", "TransformerEnsemble", "baseline_ensemble"]
+
+
+def baseline_ensemble(config: BaselineConfig, seeds: Sequence[int]) -> BaselineEnsemble:
+    """An ensemble of ``len(seeds)`` baselines of ``config`` (any baseline kind), member m
+    seeded with ``seeds[m]``. Raises TypeError for a configuration that is no baseline's,
+    ValueError for an empty or repeated seed list.
+
+    Example:
+        >>> from sharp.baselines.config import baseline_preset
+        >>> ensemble = baseline_ensemble(baseline_preset("gru", "quick", hidden=8,
+        ...                              embedding=4, vocab_size=5, window=2), [0, 1, 2])
+        >>> step = ensemble.learn([[0, 1], [2, 3], [4, 0]], [2, 4, 1])
+        >>> tuple(step.logits.shape), tuple(step.loss.shape)
+        ((3, 5), (3,))
+    """
+    if isinstance(config, RecurrentConfig | ClockworkConfig):
+        return RecurrentEnsemble(config, seeds)
+    if isinstance(config, TransformerConfig):
+        return TransformerEnsemble(config, seeds)
+    raise TypeError(f"no baseline ensemble for a {type(config).__name__}")

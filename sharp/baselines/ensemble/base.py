@@ -1,0 +1,240 @@
+"""What every baseline ensemble shares: building M learners and stacking their weights,
+the learner protocol over M streams, members, checkpoints (see :mod:`sharp.baselines.ensemble`)."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import stack_module_state
+
+from sharp.baselines.config import (
+    BaselineConfig,
+)
+from sharp.baselines.recurrent import StreamingRecurrent
+from sharp.baselines.transformer import TransformerBaseline
+from sharp.engines.ensemble import EnsembleStep
+from sharp.engines.ensemble.adam import BatchedAdam
+from sharp.engines.ensemble.stacked import Params
+from sharp.engines.runtime import small_kernels
+from sharp.model.learner import check_compatible
+from sharp.protocol import (
+    EvalResult,
+    TokenIds,
+    check_finite,
+    check_targets,
+    check_windows,
+)
+
+#: torch 2.13 has no vmap batching rule for CPU attention: it loops over the members inside
+#: the one attention call (its cost is in the measured figures) and says so with this
+
+Learner = StreamingRecurrent | TransformerBaseline
+
+
+
+def groups(keys: Sequence[Hashable]) -> list[list[int]]:
+    """Indices with equal keys, grouped in order of first appearance."""
+    found: dict[Hashable, list[int]] = {}
+    for i, key in enumerate(keys):
+        found.setdefault(key, []).append(i)
+    return list(found.values())
+
+
+class BaselineEnsemble:
+    """M baseline learners of ``config``, member m seeded with ``seeds[m]``; build one with
+    :func:`baseline_ensemble` (which picks the subclass for the configuration).
+
+    Member m starts with the weights and optimiser of the separate learner of
+    ``config.replace(seed=seeds[m])``; :meth:`member` takes it out as such a learner.
+    Raises ValueError for an empty or repeated seed list.
+    """
+
+    kind: str
+
+    def __init__(self, config: BaselineConfig, seeds: Sequence[int]) -> None:
+        self.config = config
+        self.seeds = [int(seed) for seed in seeds]
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"an ensemble needs one distinct seed per member, got {seeds!r}")
+        learners = [self._learner(self.member_config(m)) for m in range(len(self.seeds))]
+        self.kind = learners[0].kind
+        self.members = len(learners)
+        self.device = learners[0].device
+        self.vocab_size, self.window = config.vocab_size, config.window
+        #: Evaluation loads a member's weights into this learner and runs its own code.
+        self._scratch = learners[0]
+        params, _ = stack_module_state([self._module(learner) for learner in learners])
+        #: Stacked weights (M, ...) by the separate learner's parameter names.
+        self.params: dict[str, Tensor] = params
+        self.optimiser = BatchedAdam([list(params.values())], [config.lr],
+                                     weight_decay=config.weight_decay)
+        self._allocate()
+        self._load_members([learner.state_dict() for learner in learners])
+
+    # -- what each kind supplies ----------------------------------------------------
+    def _learner(self, config: BaselineConfig) -> Learner:
+        """A separate learner of ``config``."""
+        raise NotImplementedError
+
+    def _module(self, learner: Learner) -> nn.Module:
+        """The module holding ``learner``'s weights."""
+        raise NotImplementedError
+
+    def _allocate(self) -> None:
+        """Create the per-member runtime (zeros; :meth:`_load_members` fills it)."""
+        raise NotImplementedError
+
+    def _runtime(self, m: int) -> dict[str, Any]:
+        """Member ``m``'s runtime in its learner's ``state_dict()["runtime"]`` format."""
+        raise NotImplementedError
+
+    def _load_runtime(self, m: int, runtime: dict[str, Any]) -> None:
+        """Load a learner's ``state_dict()["runtime"]`` into member ``m``."""
+        raise NotImplementedError
+
+    def _reset(self, m: int) -> None:
+        """Member ``m``'s part of :meth:`reset_state`."""
+        raise NotImplementedError
+
+    def _learn(self, windows: np.ndarray, targets: list[int]) -> Tensor:
+        """Predict and learn one step of every member (checked inputs); logits (M, V)."""
+        raise NotImplementedError
+
+    # -- construction ---------------------------------------------------------------
+    @classmethod
+    def from_learners(cls, learners: Sequence[Learner]) -> BaselineEnsemble:
+        """An ensemble whose member m continues ``learners[m]`` exactly where it is (any
+        stream position). Raises ValueError unless they are of one kind and share one
+        configuration apart from the seed."""
+        from sharp.baselines.ensemble import baseline_ensemble  # the factory picks the kind
+
+        if not learners:
+            raise ValueError("from_learners needs at least one learner")
+        ensemble = baseline_ensemble(learners[0].config,
+                                     [learner.config.seed for learner in learners])
+        ensemble._load_members([learner.state_dict() for learner in learners])
+        return ensemble
+
+    def member_config(self, m: int) -> BaselineConfig:
+        """The configuration of member ``m``: the ensemble's, with seed ``seeds[m]``."""
+        return self.config.replace(seed=self.seeds[m])
+
+    def parameter_count(self) -> int:
+        """Number of parameters of one member."""
+        return sum(p[0].numel() for p in self.params.values())
+
+    def _rows(self, members: Sequence[int]) -> Tensor | None:
+        """Index of ``members`` into the member axis; None for all members in order."""
+        if list(members) == list(range(self.members)):
+            return None
+        return torch.tensor(members, device=self.device)
+
+    def _params(self, rows: Tensor | None) -> Params:
+        """The stacked weights of ``rows`` (all when None; gradients reach ``params``)."""
+        if rows is None:
+            return self.params
+        return {name: p[rows] for name, p in self.params.items()}
+
+    # -- learning -------------------------------------------------------------------
+    @small_kernels()
+    def learn(self, windows: Tensor | np.ndarray | Sequence[TokenIds],
+              targets: Tensor | np.ndarray | Sequence[int]) -> EnsembleStep:
+        """One streaming step of every member: member m predicts ``targets[m]`` after its
+        window ``windows[m]`` (``windows`` (M, W) ids, ``targets`` (M,)) and then learns
+        from it by its learner's rule. ``recall`` is NaN and ``learned`` False in the result,
+        as in a baseline's :class:`~sharp.protocol.StepResult`. Raises ValueError for wrong
+        shapes, ids outside the vocabulary or a window that does not continue its member's
+        stream (nothing changes then); :class:`~sharp.protocol.Diverged` when a member's
+        loss is not finite."""
+        x = check_windows(windows, self.members, self.window, self.vocab_size)
+        y = check_targets(targets, self.members, self.vocab_size)
+        logits = self._learn(x, y)
+        target = torch.tensor(y, device=self.device)
+        loss = nn.functional.cross_entropy(logits, target, reduction="none")
+        check_finite(self, **{f"prediction (member {m})": value
+                              for m, value in enumerate(loss.tolist())})
+        return EnsembleStep(logits, loss,
+                            torch.full((self.members,), float("nan"), device=self.device),
+                            torch.zeros(self.members, dtype=torch.bool, device=self.device),
+                            target)
+
+    def _step(self, loss: Tensor, members: Sequence[int]) -> None:
+        """One Adam step of ``members`` on ``loss`` (the sum of their losses); a weight
+        that took no part (a clockwork module that did not tick) steps on a zero gradient,
+        as in the separate learner."""
+        grads = torch.autograd.grad(loss, self.optimiser.params, materialize_grads=True)
+        mask = None if len(members) == self.members else [m in members
+                                                           for m in range(self.members)]
+        self.optimiser.step(grads, mask)
+
+    def reset_state(self, members: Sequence[int] | None = None) -> None:
+        """Forget the stream position of ``members`` (all when None), as the learner's
+        ``reset_state``; weights and optimiser moments are kept."""
+        for m in range(self.members) if members is None else members:
+            self._reset(m)
+
+    # -- evaluation -----------------------------------------------------------------
+    def evaluate(self, tokens: Tensor | np.ndarray | Sequence[TokenIds]) -> list[EvalResult]:
+        """Member m's separate learner's ``evaluate(tokens[m])`` for every member (from a
+        reset state, without learning; the ensemble is left untouched): ``tokens`` is (M, T)
+        ids or M one-dimensional slices. Raises ValueError unless there is one slice of
+        more than W valid ids per member."""
+        if len(tokens) != self.members:
+            raise ValueError(f"{len(tokens)} token sequences for {self.members} members")
+        results = []
+        module = self._module(self._scratch)
+        for m, ids in enumerate(tokens):
+            with torch.no_grad():
+                for name, p in module.named_parameters():
+                    p.copy_(self.params[name][m])
+            results.append(self._scratch.evaluate(ids))
+        return results
+
+    # -- members and checkpoints ----------------------------------------------------
+    def member(self, m: int) -> Learner:
+        """Member ``m`` as an ordinary learner (a copy: its ``state_dict`` is member m's,
+        and it continues alone exactly as the member would)."""
+        learner = self._learner(self.member_config(m))
+        learner.load_state_dict(self._member_state(m))
+        return learner
+
+    def _member_state(self, m: int) -> dict[str, Any]:
+        """Member ``m``'s state in its learner's ``state_dict`` format (copies)."""
+        return {
+            "kind": self.kind, "config": self.member_config(m).to_dict(),
+            "weights": {name: p[m].detach().clone() for name, p in self.params.items()},
+            "optimiser": self.optimiser.member_state(m), "runtime": self._runtime(m),
+        }
+
+    def _load_members(self, states: Sequence[dict[str, Any]]) -> None:
+        """Load one learner ``state_dict`` per member. Raises ValueError for a wrong count
+        or a state of another kind, configuration or seed."""
+        if len(states) != self.members:
+            raise ValueError(f"{len(states)} learner states for {self.members} members")
+        for m, state in enumerate(states):
+            check_compatible(state, self.kind, self.member_config(m))
+        with torch.no_grad():
+            for m, state in enumerate(states):
+                for name, p in self.params.items():
+                    p[m].copy_(state["weights"][name])
+                self.optimiser.load_member_state(m, state["optimiser"])
+                self._load_runtime(m, state["runtime"])
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume every member's stream bit-exactly: the seeds and one
+        learner ``state_dict`` per member (copies)."""
+        return {"kind": f"{self.kind}-ensemble", "config": self.config.to_dict(),
+                "seeds": list(self.seeds),
+                "members": [self._member_state(m) for m in range(self.members)]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`. Raises ValueError for another kind, configuration or
+        seed list."""
+        check_compatible(state, f"{self.kind}-ensemble", self.config)
+        if list(state["seeds"]) != self.seeds:
+            raise ValueError(f"checkpoint has seeds {state['seeds']}, this ensemble {self.seeds}")
+        self._load_members(state["members"])
