@@ -142,7 +142,7 @@ class StreamingRecurrent:
 
     def __init__(self, config: RecurrentConfig | ClockworkConfig) -> None:
         self.config = config
-        self.device = prepare_runtime(config.threads, config.device)
+        self.device = prepare_runtime(config.threads, config.device, "batched")
         self.vocab_size = config.vocab_size
         self.window = config.window
         with torch.random.fork_rng(devices=[]):
