@@ -87,6 +87,23 @@ def load_generator_state(generator: torch.Generator, state: torch.Tensor) -> boo
 
 
 @contextmanager
+def exact_float32() -> Iterator[None]:
+    """Run the enclosed recurrent kernels without TF32, restoring the setting afterwards.
+
+    torch lets cuDNN's float32 RNN kernels round their products to TF32 (10-bit mantissas)
+    on Ampere and later GPUs by default (``torch.backends.cudnn.allow_tf32``); over a long
+    sequence that would make a GPU's evaluation differ from the CPU's by more than float32
+    rounding. A batch-1 recurrence is bound by its sequential steps, not by the products'
+    arithmetic, so full float32 costs next to nothing. No effect on the CPU."""
+    saved = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
+
+
+@contextmanager
 def small_kernels() -> Iterator[None]:
     """Run the enclosed tensor ops with oneDNN off, restoring the setting afterwards.
 

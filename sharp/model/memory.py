@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from sharp.engines.runtime import exact_float32
+
 #: Steps per recurrent-kernel call over a long sequence. cuDNN refuses very long ones
 #: (``CUDNN_STATUS_NOT_SUPPORTED`` at 200,000 steps on an H200 with torch 2.11 + CUDA 13;
 #: 20,000 worked), so :func:`tanh_trajectory` runs longer sequences in chunks of this many.
@@ -28,9 +30,10 @@ def tanh_trajectory(projected: Tensor, start: Tensor, weights: Sequence[Tensor],
     A sequence longer than ``chunk`` steps runs as consecutive kernel calls of at most
     ``chunk`` steps, each from the state the last one ended in. The input product
     W_ih·x + b_ih is then computed once for the whole sequence, outside the kernel, which
-    reads it through an identity input weight (exact: x·1 plus zeros), so that the result
-    is bit-identical to one call over the whole sequence: computed per chunk, BLAS may
-    round a product's rows differently by the number of rows (MKL does for short tails).
+    reads it through an identity input weight (exact: x·1 plus zeros), so that on the CPU
+    the result is bit-identical to one call over the whole sequence (computed per chunk,
+    BLAS may round a product's rows differently by the number of rows: MKL does for short
+    tails); on CUDA it agrees within float32 rounding.
     Raises ValueError for ``chunk`` < 1.
     """
     if chunk < 1:
@@ -55,9 +58,10 @@ def tanh_trajectory(projected: Tensor, start: Tensor, weights: Sequence[Tensor],
 def _rnn_tanh(inputs: Tensor, state: Tensor, weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
     """One call of torch's tanh RNN kernel on ``inputs`` (T, E) from ``state`` (1, 1, H):
     the outputs (T, H) and the final state (1, 1, H). (As ``nn.RNN`` calls it in training
-    mode; dropout is 0. On CUDA, weights that are not one flattened buffer are copied into
-    one per call, which costs nothing next to a long sequence: that warning is silenced.)"""
-    with warnings.catch_warnings():
+    mode; dropout is 0; float32 products, never TF32. On CUDA, weights that are not one
+    flattened buffer are copied into one per call, which costs nothing next to a long
+    sequence: that warning is silenced.)"""
+    with warnings.catch_warnings(), exact_float32():
         warnings.filterwarnings("ignore", message="RNN module weights are not part")
         outputs, final = torch.rnn_tanh(inputs.unsqueeze(0), state, list(weights), True, 1, 0.0,
                                         True, False, True)
