@@ -4,6 +4,7 @@ training may lack."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,19 @@ def test_the_device_check_imports_nothing_a_training_machine_may_lack() -> None:
     done = subprocess.run([sys.executable, "-c", blocker], cwd=ROOT, capture_output=True,
                           text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
+
+
+def test_sharp_bench_writes_its_report_without_figures_where_plotly_is_missing(
+        tmp_path, monkeypatch) -> None:
+    from sharp.cli import main as sharp_main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "plotly" else real(name, *args))
+    out = tmp_path / "bench"
+    code = sharp_main(["bench", "--no-notebook", "--quiet", "--corpus", "wiki", "--segment",
+                       "300", "--slice", "100", "--learners", "1", "--baselines", "rnn",
+                       "--workers", "1", "--out", str(out)])
+    assert code == 0
+    assert (out / "results.csv").exists() and not (out / "figures.html").exists()
+    assert "no `figures.html`: plotly is not installed" in (out / "summary.md").read_text()
