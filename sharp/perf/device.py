@@ -3,8 +3,9 @@ targets for, print each next to its target, then run ``pytest -m cuda``.
 
 Run it from the repository root as ``PYTHONPATH=. python3 tools/device_check.py`` (about 6
 minutes on an H200; ``--quick``: about one). It imports torch and numpy only (no pandas,
-plotly, datasets or papermill), so it runs on a machine set up for training alone, and with
-``--device cpu --quick --no-tests`` it runs on any machine, as the default test suite does.
+plotly, datasets or papermill), so it runs on a machine set up for training alone; with
+``--device cpu --no-tests`` it runs on any machine (slowly: it keeps the paper's sizes; the
+default test suite runs it with tiny ones).
 
 Every figure is a short steady-state measurement: a warm-up (excluded) and a few hundred
 timed steps, the device synchronised before the clock stops. Timing never decides pass or
