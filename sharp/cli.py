@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import os
 import shlex
@@ -16,7 +17,6 @@ from typing import Any
 import pandas as pd
 
 from sharp.config import preset_names
-from sharp.experiments.cli import add_experiment_parser, run_experiment_command
 from sharp.perf.anatomy import wake_anatomy
 from sharp.perf.throughput import machine_line, throughput_table
 from sharp.runs.bench import BenchOptions, plan_bench, run_bench
@@ -210,6 +210,30 @@ def _anatomy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiment_parser(sub: argparse._SubParsersAction) -> None:
+    """The ``experiment`` sub-command; where plotly (its figures) is not installed, e.g. on a
+    GPU machine set up for training only, a stand-in that says so, so that the other
+    commands still run there."""
+    if importlib.util.find_spec("plotly") is None:
+        stand_in = sub.add_parser("experiment", help="SPEC §8 experiments (need plotly)")
+        stand_in.add_argument("rest", nargs=argparse.REMAINDER)
+        return
+    from sharp.experiments.cli import add_experiment_parser
+
+    add_experiment_parser(sub)
+
+
+def experiment(args: argparse.Namespace) -> int:
+    """Run ``sharp experiment`` (:func:`sharp.experiments.cli.run_experiment_command`);
+    RuntimeError where plotly is not installed."""
+    if importlib.util.find_spec("plotly") is None:
+        raise RuntimeError("the experiments write figures with plotly, which is not installed "
+                           "here: pip install plotly")
+    from sharp.experiments.cli import run_experiment_command
+
+    return run_experiment_command(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sharp`` command."""
     parser = argparse.ArgumentParser(prog="sharp", description=__doc__)
@@ -217,12 +241,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     _bench_parser(sub)
     _reference_parser(sub)
     _throughput_parser(sub)
-    add_experiment_parser(sub)
+    _experiment_parser(sub)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.command_line = shlex.join(["sharp", *argv])
     commands = {"bench": bench, "reference": reference, "throughput": throughput,
-                "experiment": run_experiment_command}
+                "experiment": experiment}
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return commands[args.command](args)

@@ -93,7 +93,9 @@ class SharpConfig:
     ``sleep_steps=None`` means ``window**layers + 1`` (1025 for the defaults).
     ``engine`` picks how wake and sleep run: ``fused`` (the C kernels of
     :mod:`sharp.engines.fused`), ``torch`` (eager torch ops, the readable reference) or ``auto``
-    (fused where it can be built, else torch); all compute the same thing.
+    (fused where it can be built, else torch); all compute the same thing. ``device="auto"``
+    runs a learner on the CPU and an ensemble of them on CUDA or MPS where there is one (the
+    rule: :mod:`sharp.engines.runtime`); a torch device name overrides it.
     """
 
     vocab_size: int = 27

@@ -104,8 +104,19 @@ def check_targets(targets: TokenIds, members: int, vocab_size: int) -> list[int]
 
 def token_tensor(tokens: TokenIds, window: int, vocab_size: int,
                  device: torch.device | str = "cpu") -> torch.Tensor:
-    """A slice to evaluate or stream, checked by :func:`check_stream`, as a 1-D int64
-    tensor on ``device``."""
+    """A slice to evaluate or stream, checked as :func:`check_stream` checks it
+    (ValueError), as a 1-D int64 tensor on ``device``.
+
+    A valid tensor is checked where it lives (one read-back: its smallest and largest id)
+    and moved at most once, so a slice already on ``device`` never makes a round trip
+    through the host; anything else, and every invalid input (for the message), is checked
+    on the host."""
+    if (isinstance(tokens, torch.Tensor) and tokens.ndim == 1 and tokens.numel() > window
+            and not (tokens.is_floating_point() or tokens.is_complex()
+                     or tokens.dtype == torch.bool)):
+        low, high = torch.stack([tokens.min(), tokens.max()]).tolist()
+        if low >= 0 and high < vocab_size:
+            return tokens.to(device=device, dtype=torch.long)
     ids = check_stream(tokens, window, vocab_size)
     return torch.tensor(ids, dtype=torch.long, device=device)
 

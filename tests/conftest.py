@@ -11,6 +11,17 @@ from sharp.config import SharpConfig
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the ``cuda``-marked tests where CUDA is absent, saying so (``-ra`` lists them)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (an NVIDIA GPU); this machine has none: run "
+                            "tools/device_check.py on a GPU machine")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 def tiny_config(**overrides: object) -> SharpConfig:
     """A 3-layer SHARP small enough for hundreds of steps per second in tests."""
     base: dict[str, object] = {

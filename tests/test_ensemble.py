@@ -34,8 +34,9 @@ SEEDS = [0, 1, 2]
 
 def config(**overrides: object) -> SharpConfig:
     """Three layers; a periodic stream's recall EMA falls below tau = 0.5 within ~50 steps,
-    a random stream's only after hundreds."""
-    return tiny_config(**{"tau": 0.5, "sleep_every": 400, **overrides})
+    a random stream's only after hundreds. On the CPU: ``auto`` would put an ensemble on an
+    accelerator but a separate learner on the CPU."""
+    return tiny_config(**{"tau": 0.5, "sleep_every": 400, "device": "cpu", **overrides})
 
 
 def streams(n: int = 1_200) -> list[np.ndarray]:

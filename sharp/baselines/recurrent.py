@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from sharp.baselines.config import ClockworkConfig, RecurrentConfig
 from sharp.engines.optim import FusedAdam
-from sharp.engines.runtime import prepare_runtime, small_kernels
+from sharp.engines.runtime import exact_float32, prepare_runtime, small_kernels
 from sharp.model.learner import check_compatible
 from sharp.protocol import (
     EvalResult,
@@ -109,6 +109,7 @@ class StackCore(RecurrentCore):
         zeros = self.readout.weight.new_zeros(self.shape)
         return (zeros, zeros.clone()) if self.lstm else zeros
 
+    @exact_float32()
     def run(self, ids: Tensor, state: State, clock: int) -> tuple[Tensor, State]:
         if ids.shape[0] == 1:
             return self._step(self.embed(ids), state)
@@ -142,7 +143,7 @@ class StreamingRecurrent:
 
     def __init__(self, config: RecurrentConfig | ClockworkConfig) -> None:
         self.config = config
-        self.device = prepare_runtime(config.threads, config.device)
+        self.device = prepare_runtime(config.threads, config.device, "batched")
         self.vocab_size = config.vocab_size
         self.window = config.window
         with torch.random.fork_rng(devices=[]):

@@ -138,7 +138,7 @@ class TransformerBaseline:
         if not isinstance(config, TransformerConfig):
             raise TypeError(f"TransformerBaseline needs a TransformerConfig, got {type(config)}")
         self.config = config
-        self.device = prepare_runtime(config.threads, config.device)
+        self.device = prepare_runtime(config.threads, config.device, "batched")
         self.vocab_size = config.vocab_size
         self.window = config.window
         with torch.random.fork_rng(devices=[]):

@@ -30,6 +30,7 @@ from sharp.engines.optim import FusedAdam
 from sharp.explore.plots import alpha
 from sharp.model.gate import RecallGate
 from sharp.model.memory import Memory
+from sharp.protocol import token_array
 from sharp.runs.progress import tqdm
 from sharp.runs.registry import LearnerSpec, baseline_spec, build_learner
 from sharp.runs.stream import run_stream
@@ -260,8 +261,8 @@ def train_memory(
     exceeds ``tau`` (``tau = 0``: every step). ``callback(step, updates)`` runs every
     ``every`` steps. Returns the number of updates."""
     optimiser = FusedAdam([memory.parameters()], [lr], weight_decay=weight_decay)
-    ids = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
-    carry = torch.zeros(1, memory.hidden)
+    ids = torch.as_tensor(token_array(tokens), dtype=torch.long, device=memory.device)
+    carry = torch.zeros(1, memory.hidden, device=memory.device)
     gate, updates = RecallGate(ema, tau), 0
     for i in range(len(ids) - window + 1):
         x = ids[i : i + window].unsqueeze(0)
@@ -291,9 +292,9 @@ def token_memory(config: SharpConfig, vocab_size: int, seed: int) -> Memory:
 @torch.no_grad()
 def memory_states(memory: Memory, tokens: np.ndarray) -> np.ndarray:
     """Persistent states (T, H) after each token of ``tokens``, from a zero state (what a
-    head would see)."""
-    ids = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
-    return memory.trajectory(ids, torch.zeros(memory.hidden)).numpy()
+    head would see), as a host array whatever device ``memory`` is on."""
+    ids = torch.as_tensor(token_array(tokens), dtype=torch.long, device=memory.device)
+    return memory.trajectory(ids, torch.zeros(memory.hidden, device=memory.device)).cpu().numpy()
 
 
 # -- figures --------------------------------------------------------------------------

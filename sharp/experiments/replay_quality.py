@@ -91,7 +91,7 @@ def _replay_job(samples: int, every: int, tag_every: int, dream_steps: int, max_
     learner = Sharp(config)
     tokens = community_tokens(task, samples + learner.window, seed)
     stream = torch.from_numpy(tokens.astype(np.int64))
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device=learner.device).manual_seed(seed)
     rng = np.random.default_rng(seed)
     wake, tag_states, tag_contexts, correct, rows = [], [], [], [], []
     sleep_every = learner.config.sleep_every
@@ -114,7 +114,7 @@ def _replay_job(samples: int, every: int, tag_every: int, dream_steps: int, max_
             half_a = awake[torch.as_tensor(order[: len(order) // 2])]
             half_b = awake[torch.as_tensor(order[len(order) // 2 :])]
             noise = awake.mean(0) + awake.std(0) * torch.randn(
-                awake.shape, generator=generator, dtype=awake.dtype)
+                awake.shape, generator=generator, dtype=awake.dtype, device=awake.device)
             error = 1.0 - float(np.mean(correct))
             pairs = {REPLAY: (dreams, None), SPLIT: (half_a, half_b), NOISE: (noise, None)}
             for name, (sample, other) in pairs.items():

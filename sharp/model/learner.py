@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from sharp.config import SharpConfig
 from sharp.engines.fused import FusedEngine, select_engine
 from sharp.engines.optim import FusedAdam
-from sharp.engines.runtime import prepare_runtime, small_kernels
+from sharp.engines.runtime import load_generator_state, prepare_runtime, small_kernels
 from sharp.model.gate import RecallGate, ReplayOutcome, WakeOutcome
 from sharp.model.heads import make_head
 from sharp.model.memory import Memory
@@ -75,7 +75,7 @@ class Sharp:
 
     def __init__(self, config: SharpConfig) -> None:
         self.config = config
-        self.device = prepare_runtime(config.threads, config.device)
+        self.device = prepare_runtime(config.threads, config.device, "stream")
         self.vocab_size = config.vocab_size
         self.window = config.window
         self.strides = config.strides
@@ -430,8 +430,11 @@ class Sharp:
         })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; a checkpoint of another configuration raises
-        ValueError naming the fields that differ."""
+        """Restore :meth:`state_dict` (saved on any device); a checkpoint of another
+        configuration raises ValueError naming the fields that differ. A state saved on
+        another device type continues its stream with a generator seeded from the saved
+        one (:func:`~sharp.engines.runtime.load_generator_state`): the dreams of the next
+        sleep differ from the ones the saving device would have drawn."""
         check_compatible(state, "sharp", self.config)
         state = copy.deepcopy(state)
         self.net.load_state_dict(state["weights"])
@@ -449,7 +452,7 @@ class Sharp:
         self.awake = runtime["awake"]
         self.tags.clear()
         self.tags.extend(Tag(s.to(self.device), c.to(self.device)) for s, c in runtime["tags"])
-        self.generator.set_state(state["rng"])
+        load_generator_state(self.generator, state["rng"])
 
 
 #: Config fields that may differ between a checkpoint and the learner loading it.

@@ -7,8 +7,65 @@ and recall them with mean squared error.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
+
+from sharp.engines.runtime import exact_float32
+
+#: Steps per recurrent-kernel call over a long sequence. cuDNN refuses very long ones
+#: (``CUDNN_STATUS_NOT_SUPPORTED`` at 200,000 steps on an H200 with torch 2.11 + CUDA 13;
+#: 20,000 worked), so :func:`tanh_trajectory` runs longer sequences in chunks of this many.
+TRAJECTORY_CHUNK = 16_384
+
+
+def tanh_trajectory(projected: Tensor, start: Tensor, weights: Sequence[Tensor],
+                    chunk: int = TRAJECTORY_CHUNK) -> Tensor:
+    """States (T, H) after each step of a one-layer tanh RNN (``nn.RNN``'s arithmetic and
+    kernel, cuDNN on CUDA) over the projected inputs ``projected`` (T, E), from ``start``
+    (H,); ``weights`` are (W_ih (H, E), W_hh (H, H), b_ih (H,), b_hh (H,)).
+
+    A sequence longer than ``chunk`` steps runs as consecutive kernel calls of at most
+    ``chunk`` steps, each from the state the last one ended in. The input product
+    W_ih·x + b_ih is then computed once for the whole sequence, outside the kernel, which
+    reads it through an identity input weight (exact: x·1 plus zeros), so that on the CPU
+    the result is bit-identical to one call over the whole sequence (computed per chunk,
+    BLAS may round a product's rows differently by the number of rows: MKL does for short
+    tails); on CUDA it agrees within float32 rounding.
+    Raises ValueError for ``chunk`` < 1.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1 step, got {chunk}")
+    steps, hidden = projected.shape[0], start.shape[-1]
+    if steps == 0:
+        return projected.new_zeros(0, hidden)
+    state = start.reshape(1, 1, hidden)
+    if steps <= chunk:
+        return _rnn_tanh(projected, state, weights)[0]
+    w_ih, w_hh, b_ih, b_hh = weights
+    driven = nn.functional.linear(projected, w_ih, b_ih)
+    identity = torch.eye(hidden, dtype=driven.dtype, device=driven.device)
+    through = (identity, w_hh, torch.zeros_like(b_ih), b_hh)
+    outputs = driven.new_empty(steps, hidden)
+    for lo in range(0, steps, chunk):
+        part, state = _rnn_tanh(driven[lo : lo + chunk], state, through)
+        outputs[lo : lo + chunk] = part
+    return outputs
+
+
+def _rnn_tanh(inputs: Tensor, state: Tensor, weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """One call of torch's tanh RNN kernel on ``inputs`` (T, E) from ``state`` (1, 1, H):
+    the outputs (T, H) and the final state (1, 1, H). (As ``nn.RNN`` calls it in training
+    mode; dropout is 0; float32 products, never TF32. On CUDA, weights that are not one
+    flattened buffer are copied into one per call, which costs nothing next to a long
+    sequence: that warning is silenced.)"""
+    with warnings.catch_warnings(), exact_float32():
+        warnings.filterwarnings("ignore", message="RNN module weights are not part")
+        outputs, final = torch.rnn_tanh(inputs.unsqueeze(0), state, list(weights), True, 1, 0.0,
+                                        True, False, True)
+    return outputs[0], final
 
 
 class Memory(nn.Module):
@@ -39,6 +96,11 @@ class Memory(nn.Module):
         self.recall_weight = nn.Parameter(torch.empty(window, inputs, hidden))
         self.recall_bias = nn.Parameter(torch.zeros(window, inputs))
         self._init(reservoir)
+
+    @property
+    def device(self) -> torch.device:
+        """The device this memory's parameters live on."""
+        return self.recall_bias.device
 
     def _init(self, reservoir: bool) -> None:
         with torch.no_grad():
@@ -95,10 +157,10 @@ class Memory(nn.Module):
         """Advance the encoder one element: ``x`` is (B,) token ids or (B, inputs)."""
         return self._cell(self._drive(self.project(x)), state, self.encoder.weight_hh_l0.t())
 
-    def trajectory(self, inputs: Tensor, start: Tensor) -> Tensor:
+    def trajectory(self, inputs: Tensor, start: Tensor, chunk: int = TRAJECTORY_CHUNK) -> Tensor:
         """States after each element of a whole sequence ``inputs`` (T,) or (T, inputs),
-        from ``start`` (H,), in one recurrent call: (T, H)."""
-        if inputs.shape[0] == 0:
-            return start.new_zeros(0, self.hidden)
-        outputs, _ = self.encoder(self.project(inputs).unsqueeze(0), start.view(1, 1, -1))
-        return outputs[0]
+        from ``start`` (H,): (T, H), by :func:`tanh_trajectory` (recurrent calls of at most
+        ``chunk`` steps, bit-identical to one call over the whole sequence)."""
+        rnn = self.encoder
+        weights = (rnn.weight_ih_l0, rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0)
+        return tanh_trajectory(self.project(inputs), start, weights, chunk)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
@@ -13,7 +14,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sharp.explore.plots import figures_html, learning_curves, slice_bars
 from sharp.runs.benchmark import BenchmarkResult, diverged_runs, summary_table
 from sharp.runs.checkpoints import atomic_write_text
 
@@ -117,20 +117,21 @@ def run_seeds(results: pd.DataFrame) -> dict[str, list[int]]:
 
 def write_benchmark_report(out: str | os.PathLike, result: BenchmarkResult,
                            meta: dict[str, Any]) -> Path:
-    """Write results.csv, curves.csv, figures.html, summary.md and run.json (the metadata
-    with the seeds that ran, read by :func:`check_report_folder`) under ``out``. Every
-    file is built before the first is written, and each is written atomically."""
+    """Write results.csv, curves.csv, figures.html (where plotly is installed; summary.md
+    says when it is not), summary.md and run.json (the metadata with the seeds that ran,
+    read by :func:`check_report_folder`) under ``out``. Every file is built before the
+    first is written, and each is written atomically."""
     out = Path(out)
     meta = {**meta, "seeds": run_seeds(result.results)}
     bits_column = "bits_clipped" if meta.get("clip") else "bits"
     rule = (f"clipped per token at log2(V) = {meta['clip']:.3f} bits (the authors' rule)"
             if meta.get("clip") else "unclipped")
     title = f"Segment benchmark — {meta['run']}"
-    figures = [
-        slice_bars(result.results, bits_column,
-                   title=f"Bits per token on the three slices ({rule})"),
-        learning_curves(result.curves),
-    ]
+    figures = _figures(result, bits_column, rule, title)
+    figures_line = ("- `figures.html`: slice bars and learning curves (self-contained, opens "
+                    "offline)" if figures is not None else
+                    "- no `figures.html`: plotly is not installed where this ran (install it "
+                    "and run again for the figures; the tables above are complete)")
     seeds = "; ".join(f"{name}: {', '.join(map(str, values))}"
                       for name, values in meta["seeds"].items())
     config = json.dumps(meta.get("configs", {}), indent=2)
@@ -155,20 +156,35 @@ def write_benchmark_report(out: str | os.PathLike, result: BenchmarkResult,
         "## Files", "",
         "- `results.csv`: one row per learner × segment × slice",
         "- `curves.csv`: training records averaged over blocks of steps",
-        "- `figures.html`: slice bars and learning curves (self-contained, opens offline)",
+        figures_line,
         "- `run.json`: this run's metadata and configuration (machine-readable)", "",
         "## Configuration (seeds: see above)", "", "```json", config, "```", "",
     ]
     files = {
         "results.csv": result.results.to_csv(index=False),
         "curves.csv": result.curves.to_csv(index=False),
-        "figures.html": figures_html(figures, title),
+        **({} if figures is None else {"figures.html": figures}),
         "summary.md": "\n".join(lines),
         "run.json": json.dumps(meta, indent=2),
     }
     for name, text in files.items():
         atomic_write_text(out / name, text)
     return out
+
+
+def _figures(result: BenchmarkResult, bits_column: str, rule: str, title: str) -> str | None:
+    """figures.html's text (slice bars and learning curves), or None where plotly is not
+    installed (e.g. a GPU machine set up for training only): the report is then written
+    without figures."""
+    if importlib.util.find_spec("plotly") is None:
+        return None
+    from sharp.explore.plots import figures_html, learning_curves, slice_bars
+
+    return figures_html([
+        slice_bars(result.results, bits_column,
+                   title=f"Bits per token on the three slices ({rule})"),
+        learning_curves(result.curves),
+    ], title)
 
 
 def _diverged_section(results: pd.DataFrame) -> list[str]:

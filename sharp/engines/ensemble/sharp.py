@@ -27,7 +27,7 @@ from torch.func import stack_module_state
 from sharp.config import SharpConfig
 from sharp.engines.ensemble.adam import BatchedAdam
 from sharp.engines.ensemble.stacked import StackedHead, StackedMemory
-from sharp.engines.runtime import small_kernels
+from sharp.engines.runtime import load_generator_state, resolve_device, small_kernels
 from sharp.model.gate import RecallGate
 from sharp.model.learner import (
     Sharp,
@@ -36,6 +36,7 @@ from sharp.model.learner import (
     Tag,
     check_compatible,
 )
+from sharp.model.memory import tanh_trajectory
 from sharp.protocol import (
     LN2,
     EvalResult,
@@ -90,11 +91,11 @@ class SharpEnsemble:
         self.seeds = [int(seed) for seed in seeds]
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"an ensemble needs one distinct seed per member, got {seeds!r}")
+        #: ``device="auto"`` puts an ensemble on an accelerator when there is one.
+        self.device = resolve_device(config.device, "batched")
         learners = [Sharp(self.member_config(m)) for m in range(len(self.seeds))]
-        first = learners[0]
         c = config
         self.members = len(learners)
-        self.device = first.device
         self.vocab_size, self.window, self.strides = c.vocab_size, c.window, c.strides
         params, _ = stack_module_state([learner.net for learner in learners])
         #: Stacked weights (M, ...) by ``Sharp.net`` parameter name.
@@ -135,9 +136,9 @@ class SharpEnsemble:
         return ensemble
 
     def member_config(self, m: int) -> SharpConfig:
-        """The configuration of member ``m``: the ensemble's, with seed ``seeds[m]`` and the
-        torch engine (whose arithmetic the ensemble follows)."""
-        return self.config.replace(seed=self.seeds[m], engine="torch")
+        """The configuration of member ``m``: the ensemble's, with seed ``seeds[m]``, the
+        torch engine (whose arithmetic the ensemble follows) and the ensemble's device."""
+        return self.config.replace(seed=self.seeds[m], engine="torch", device=str(self.device))
 
     def _group(self, names: list[str]) -> list[Tensor]:
         return [self.params[name] for name in names]
@@ -439,20 +440,14 @@ class SharpEnsemble:
         def get(name: str) -> Tensor:
             return params[prefix + name][row]
 
-        hidden = self.config.hidden[level]
-        if inputs.shape[0] == 0:
-            return inputs.new_zeros(0, hidden, dtype=torch.float32)
         if level == 0:
             projected = nn.functional.embedding(inputs, get("project.weight"))
         else:
             projected = nn.functional.linear(inputs, get("project.weight"), get("project.bias"))
         weights = [get(f"encoder.{name}_l0") for name in
                    ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-        start = projected.new_zeros(1, 1, hidden)
-        # nn.RNN's own call (a learner's memories stay in training mode; dropout is 0).
-        outputs, _ = torch.rnn_tanh(projected.unsqueeze(0), start, weights, True, 1, 0.0, True,
-                                    False, True)
-        return outputs[0]
+        start = projected.new_zeros(self.config.hidden[level])
+        return tanh_trajectory(projected, start, weights)
 
     # -- members and checkpoints ----------------------------------------------------
     def member(self, m: int) -> Sharp:
@@ -504,7 +499,7 @@ class SharpEnsemble:
                 self.tags[m].clear()
                 self.tags[m].extend(Tag(s.to(self.device).clone(), c.to(self.device).clone())
                                     for s, c in runtime["tags"])
-                self.generators[m].set_state(state["rng"])
+                load_generator_state(self.generators[m], state["rng"])
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume every member's stream bit-exactly: the seeds and one
