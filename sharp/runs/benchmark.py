@@ -424,7 +424,8 @@ def _diverged(results: pd.DataFrame) -> pd.Series:
     from CSV, for every other row; older results have no such column)."""
     if "diverged" not in results:
         return pd.Series(False, index=results.index)
-    return results["diverged"].fillna("").astype(str).astype(bool)
+    column = results["diverged"]
+    return column.notna() & (column.astype(str) != "")
 
 
 def diverged_runs(results: pd.DataFrame) -> list[str]:
