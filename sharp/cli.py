@@ -19,7 +19,15 @@ import pandas as pd
 from sharp.config import preset_names
 from sharp.perf.anatomy import wake_anatomy
 from sharp.perf.throughput import machine_line, throughput_table
-from sharp.runs.bench import BenchOptions, plan_bench, run_bench
+from sharp.runs.bench import (
+    RUN_PRESETS,
+    BenchOptions,
+    BenchPlan,
+    bench_preset_names,
+    estimate_seconds,
+    plan_bench,
+    run_bench,
+)
 from sharp.runs.benchmark import diverged_runs, summary_table
 from sharp.runs.checkpoints import atomic_write_text
 from sharp.runs.reference import max_abs_difference, reference_curve
@@ -33,7 +41,10 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--corpus", default="wiki",
                        help="wiki | books | text8 | pg19 | path to a local text file | path to a "
                        "folder in PG-19 layout (train/ plus validation/ or test/)")
-    bench.add_argument("--preset", default="quick", choices=preset_names())
+    bench.add_argument("--preset", default="quick", choices=bench_preset_names(),
+                       help="SHARP config preset, or a run preset that also sets the scale "
+                       "(paper: text8 table, 9 x 10M tokens, 1M slices, sleep every 20k, "
+                       "H=512, baselines at paper size; with a printed duration estimate)")
     bench.add_argument("--baselines", nargs="*", default=list(BASELINE_KINDS),
                        choices=BASELINE_KINDS, help="baselines to run next to SHARP "
                        "(give the option with no names for SHARP alone)")
@@ -42,17 +53,23 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--protocol", choices=["auto", "segment", "books"], default="auto",
                        help="segment benchmark, or the book protocol (auto: books for book "
                        "corpora)")
-    bench.add_argument("--segment", type=int, default=20_000,
-                       help="tokens per segment (S); the training budget in the book protocol")
-    bench.add_argument("--slice", type=int, default=2_000,
+    bench.add_argument("--segment", type=int, default=None,
+                       help="tokens per segment (S); the training budget in the book protocol "
+                       "(default 20000, or the run preset's)")
+    bench.add_argument("--slice", type=int, default=None,
                        help="tokens per evaluation slice (E); per evaluated book in the book "
-                       "protocol")
-    bench.add_argument("--learners", type=int, default=4, help="segments / learners (M)")
+                       "protocol (default 2000, or the run preset's)")
+    bench.add_argument("--learners", type=int, default=None,
+                       help="segments / learners (M) (default 4, or the run preset's)")
     bench.add_argument("--seed", type=int, default=0,
                        help="learner m of each model uses seed + m")
     bench.add_argument("--threads", type=int, default=1, help="torch threads per learner")
     bench.add_argument("--workers", type=int, default=None,
-                       help="learner processes in parallel (default: min(learners, cores))")
+                       help="learners in parallel, as Ray tasks on this machine (default: "
+                       "min(runs, cores)); 1 runs them one after another in this process")
+    bench.add_argument("--address", default=None,
+                       help="join a Ray cluster instead (auto, or ray://host:port); --out must "
+                       "then be a folder every node reaches")
     bench.add_argument("--sleep-every", type=int, default=None,
                        help="SHARP's wake steps between sleeps (default: the preset's)")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -67,6 +84,18 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--overwrite", action="store_true",
                        help="replace the report of another run in the output folder")
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
+    bench.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                       help="resume the unfinished jobs of this run in --out from their "
+                       "checkpoints and skip finished ones; --no-resume starts them afresh")
+    bench.add_argument("--checkpoint-tokens", type=int, default=50_000,
+                       help="each job saves a checkpoint every this many training steps ...")
+    bench.add_argument("--checkpoint-minutes", type=float, default=10.0,
+                       help="... or every this many minutes, whichever comes first")
+    bench.add_argument("--keep-checkpoints", type=int, default=2,
+                       help="checkpoints kept per job (older ones are pruned)")
+    bench.add_argument("--estimate", action="store_true",
+                       help="print the run's duration estimate (a measured warm-up of each "
+                       "model) and exit; a run preset prints it before every run")
     bench.add_argument("--notebook", action=argparse.BooleanOptionalAction, default=True,
                        help="run the benchmark by executing notebooks/05_evaluation.ipynb with "
                        "papermill and keep the executed notebook and its HTML next to the "
@@ -92,16 +121,35 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 
 def bench_options(args: argparse.Namespace) -> BenchOptions:
-    """The parsed ``sharp bench`` arguments as :class:`~sharp.runs.bench.BenchOptions`."""
+    """The parsed ``sharp bench`` arguments as :class:`~sharp.runs.bench.BenchOptions`;
+    options not given take the run preset's value (:data:`~sharp.runs.bench.RUN_PRESETS`),
+    else BenchOptions' default."""
+    scale = RUN_PRESETS.get(args.preset, {})
+    given = {"segment": args.segment, "slice_len": args.slice, "learners": args.learners,
+             "sleep_every": args.sleep_every, "baseline_preset": args.baseline_preset}
+    defaults = BenchOptions()
+    chosen = {key: value if value is not None else scale.get(key, getattr(defaults, key))
+              for key, value in given.items()}
     return BenchOptions(
-        corpus=args.corpus, preset_name=args.preset, protocol=args.protocol,
-        segment=args.segment, slice_len=args.slice, learners=args.learners, seed=args.seed,
-        threads=args.threads, workers=args.workers, sleep_every=args.sleep_every,
+        corpus=args.corpus, preset_name=args.preset, protocol=args.protocol, **chosen,
+        seed=args.seed, threads=args.threads, workers=args.workers,
         overrides=parse_overrides(args.set), baselines=list(args.baselines),
-        baseline_preset=args.baseline_preset, clip=args.clip, out_dir=args.out,
-        run_name=args.name, overwrite=args.overwrite, command=args.command_line,
-        progress=not args.quiet,
+        clip=args.clip, out_dir=args.out, run_name=args.name, overwrite=args.overwrite,
+        command=args.command_line, progress=not args.quiet, address=args.address,
+        checkpoint_tokens=args.checkpoint_tokens, checkpoint_minutes=args.checkpoint_minutes,
+        keep_checkpoints=args.keep_checkpoints, resume=args.resume,
     )
+
+
+def print_estimate(plan: BenchPlan) -> None:
+    """Print the duration estimate of a planned run and the speeds it comes from."""
+    seconds, speeds = estimate_seconds(plan)
+    for name, speed in speeds.items():
+        sleep = f", {speed.sleep_seconds:.2f} s per sleep" if speed.sleep_seconds else ""
+        print(f"  {name}: {1 / speed.step_seconds:,.0f} training steps/s, "
+              f"{1 / speed.eval_seconds:,.0f} evaluated tokens/s{sleep}")
+    print(f"estimated duration: {seconds / 3600:,.1f} h ({seconds:,.0f} s) on {plan.workers} "
+          "worker(s), from a 200-step warm-up of each model on this machine")
 
 
 def bench(args: argparse.Namespace) -> int:
@@ -109,6 +157,10 @@ def bench(args: argparse.Namespace) -> int:
     report, through notebook 05 or in plain Python."""
     plan = plan_bench(bench_options(args))
     print(plan.headline)
+    if args.estimate or args.preset in RUN_PRESETS:
+        print_estimate(plan)
+        if args.estimate:
+            return 0
     if args.notebook:
         from sharp.explore.notebooks import execute_notebook
 

@@ -31,8 +31,8 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     def started(*args: object, **kwargs: object) -> None:
         raise AssertionError("work started before the run was checked")
 
-    monkeypatch.setattr("sharp.runs.benchmark._run_job", started)
-    monkeypatch.setattr("sharp.runs.benchmark.worker_pool", started)
+    monkeypatch.setattr("sharp.runs.benchmark.run_learner_job", started)
+    monkeypatch.setattr("sharp.runs.executor.init_ray", started)
     monkeypatch.setattr("sharp.explore.notebooks.execute_notebook", started)
 
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import tiny_config
 
 import sharp.explore.notebooks
-import sharp.runs.benchmark as benchmark
+import sharp.runs.jobs as jobs
 from sharp.cli import main
 from sharp.data import TEXT8, Corpus, normalize_text8
 from sharp.runs.benchmark import MIN_BOOK_TOKENS, book_benchmark, plan_books
@@ -116,7 +116,7 @@ def test_short_books_message_says_which_and_for_what(monkeypatch: pytest.MonkeyP
     def no_learner(spec: LearnerSpec) -> None:
         raise AssertionError("a learner was built")
 
-    monkeypatch.setattr(benchmark, "build_learner", no_learner)
+    monkeypatch.setattr(jobs, "build_learner", no_learner)
     spec = LearnerSpec("sharp", tiny_config().to_dict(), "tiny")
     short_train = _toy_books({"train": [60, 99, 12], "validation": [300]})
     with pytest.raises(ValueError) as info:

@@ -3,8 +3,8 @@ error on the community task, memory training, median/IQR band figures and the re
 
 Every experiment is a function returning a tidy DataFrame (one row per repetition ×
 checkpoint × condition, with the repetition's ``seed``) plus a figure function. Jobs are
-module-level functions run in spawned processes, so each repetition is independent and
-reproducible from its recorded seed.
+module-level functions run as Ray tasks (:mod:`sharp.runs.executor`), so each repetition is
+independent and reproducible from its recorded seed.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import inspect
 import itertools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,10 +30,9 @@ from sharp.explore.plots import alpha
 from sharp.model.gate import RecallGate
 from sharp.model.memory import Memory
 from sharp.protocol import token_array
-from sharp.runs.progress import tqdm
+from sharp.runs.executor import Executor, run_tasks
 from sharp.runs.registry import LearnerSpec, baseline_spec, build_learner
 from sharp.runs.stream import run_stream
-from sharp.runs.workers import worker_pool
 
 #: Preset names every experiment offers: ``tiny`` (tests), ``quick`` (≤ 60 s on 2 cores),
 #: ``paper`` (the authors' scale).
@@ -65,7 +63,7 @@ class Job:
     labels: dict[str, Any] = field(default_factory=dict)
 
 
-def _run_job(job: Job) -> pd.DataFrame:
+def _run_job(job: Job, report: Callable[[int], None]) -> pd.DataFrame:
     torch.set_num_threads(1)
     frame = job.function(**job.kwargs)
     for key, value in reversed(list(job.labels.items())):
@@ -73,27 +71,19 @@ def _run_job(job: Job) -> pd.DataFrame:
             frame[key] = value
         else:
             frame.insert(0, key, value)
+    report(1)
     return frame
 
 
 def run_jobs(jobs: Sequence[Job], workers: int | None = None, *, progress: bool = True,
              description: str = "experiment") -> pd.DataFrame:
-    """Run ``jobs`` (in spawned processes when ``workers`` > 1) and concatenate their
-    frames in job order. ``workers`` defaults to min(jobs, cores)."""
+    """Run ``jobs`` (as local Ray tasks when ``workers`` > 1, see
+    :mod:`sharp.runs.executor`) and concatenate their frames in job order. ``workers``
+    defaults to min(jobs, cores)."""
     workers = default_workers(len(jobs)) if workers is None else max(1, workers)
-    frames: list[pd.DataFrame | None] = [None] * len(jobs)
-    bar = tqdm(total=len(jobs), desc=description, disable=not progress, unit="run")
-    if workers == 1 or len(jobs) == 1:
-        for i, job in enumerate(jobs):
-            frames[i] = _run_job(job)
-            bar.update(1)
-    else:
-        with worker_pool(min(workers, len(jobs))) as pool:
-            futures = {pool.submit(_run_job, job): i for i, job in enumerate(jobs)}
-            for future in as_completed(futures):
-                frames[futures[future]] = future.result()
-                bar.update(1)
-    bar.close()
+    frames = run_tasks(_run_job, list(jobs), Executor(min(workers, len(jobs))),
+                       total=len(jobs), progress=progress, description=description,
+                       unit="run")
     return pd.concat(frames, ignore_index=True)
 
 

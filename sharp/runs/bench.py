@@ -4,23 +4,40 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from sharp.config import preset_names
 from sharp.data.corpus import Corpus, load_corpus
+from sharp.protocol import Sleeper
 from sharp.runs.benchmark import (
     BenchmarkResult,
+    Execution,
     check_corpus_protocol,
+    plan_jobs,
     preflight,
     run_benchmark,
 )
-from sharp.runs.registry import BASELINE_KINDS, LearnerSpec, baseline_spec, sharp_spec
+from sharp.runs.checkpoints import atomic_write_text
+from sharp.runs.jobs import CheckpointPolicy, JobFolder
+from sharp.runs.registry import (
+    BASELINE_KINDS,
+    LearnerSpec,
+    baseline_spec,
+    build_learner,
+    sharp_spec,
+)
 from sharp.runs.report import check_report_folder, write_benchmark_report
+from sharp.runs.stream import run_stream
 
 #: SHARP config fields the run sets for every learner, and where they come from:
 #: overriding one of them for SHARP alone would contradict the run (and its report).
@@ -33,6 +50,19 @@ RUN_FIELDS = {
 #: Stream-facing fields every learner shares: SHARP's value (preset or override) is
 #: given to every baseline too, so that all read the same windows on the same device.
 SHARED_FIELDS = ("window", "device")
+#: Run presets of ``sharp bench --preset``: a SHARP config preset and the protocol's scale,
+#: the defaults of every option they name. ``paper``: the text8 table of SPEC §6 (9
+#: learners × 10M tokens, 1M-token slices, sleep every 20k steps, H=512, every baseline at
+#: paper size).
+RUN_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"sharp_preset": "text8", "segment": 10_000_000, "slice_len": 1_000_000,
+              "learners": 9, "sleep_every": 20_000, "baseline_preset": "paper"},
+}
+
+
+def bench_preset_names() -> list[str]:
+    """What ``sharp bench --preset`` accepts: SHARP config presets and run presets."""
+    return [*preset_names(), *RUN_PRESETS]
 
 
 @dataclass(frozen=True)
@@ -44,7 +74,16 @@ class BenchOptions:
     (``--set``); ``sleep_every=None`` keeps the preset's. ``workers=None`` means
     min(runs, cores). ``baseline_preset=None`` means ``quick`` (an explicit preset with
     no baselines is refused). ``out_dir=None`` means ``reports/<run_name>``, and
-    ``run_name=None`` means ``bench-<corpus file stem>-<preset>``.
+    ``run_name=None`` means ``bench-<corpus file stem>-<preset>``. ``preset_name`` may be
+    a run preset (:data:`RUN_PRESETS`): its SHARP config preset is used (the CLI also
+    takes the preset's scale as defaults).
+
+    Every learner job checkpoints under ``<out>/jobs/`` every ``checkpoint_tokens`` steps
+    or ``checkpoint_minutes`` minutes, keeping ``keep_checkpoints``; with ``resume`` a run
+    on the same folder resumes unfinished jobs and skips finished ones (``resume=False``
+    deletes the folder's job checkpoints first). ``address`` joins a Ray cluster
+    (``"auto"``, ``"ray://host:port"``; None: this machine); the output folder must then
+    be on a filesystem every node reaches.
     """
 
     corpus: str = "wiki"
@@ -66,6 +105,17 @@ class BenchOptions:
     overwrite: bool = False
     command: str = ""
     progress: bool = True
+    address: str | None = None
+    checkpoint_tokens: int = 50_000
+    checkpoint_minutes: float = 10.0
+    keep_checkpoints: int = 2
+    resume: bool = True
+
+    @property
+    def policy(self) -> CheckpointPolicy:
+        """The jobs' checkpoint policy (ValueError for a non-positive setting)."""
+        return CheckpointPolicy(self.checkpoint_tokens, self.checkpoint_minutes * 60,
+                                self.keep_checkpoints)
 
 
 @dataclass(frozen=True)
@@ -125,7 +175,8 @@ def bench_specs(options: BenchOptions, vocab_size: int) -> list[LearnerSpec]:
     if options.baseline_preset is not None and not options.baselines:
         raise ValueError(f"baseline preset {options.baseline_preset!r} given but no "
                          "baselines run; name them with --baselines (notebook: baselines)")
-    sharp = sharp_spec(options.preset_name, **overrides, **options.overrides)
+    name = RUN_PRESETS.get(options.preset_name, {}).get("sharp_preset", options.preset_name)
+    sharp = sharp_spec(name, **overrides, **options.overrides)
     shared = {key: sharp.config[key] for key in SHARED_FIELDS}
     return [sharp] + [
         baseline_spec(kind, options.baseline_preset or "quick", threads=options.threads,
@@ -145,6 +196,7 @@ def plan_bench(options: BenchOptions) -> BenchPlan:
     Raises ``ValueError`` (configs, lengths, protocol), ``FileNotFoundError`` (corpus) or
     ``FileExistsError`` (another run's report in the folder)."""
     started = time.perf_counter()
+    policy = options.policy  # a bad checkpoint setting fails before the corpus is read
     protocol = check_corpus_protocol(options.corpus, options.protocol)  # before any download
     corpus = load_corpus(options.corpus)
     specs = bench_specs(options, corpus.vocab.size)
@@ -163,6 +215,8 @@ def plan_bench(options: BenchOptions) -> BenchPlan:
         "seed": options.seed, "workers": workers, "threads": options.threads, "clip": clip,
         "configs": {spec.name: {k: v for k, v in spec.config.items() if k != "seed"}
                     for spec in specs},
+        "checkpoints": {"every_tokens": policy.every_tokens,
+                        "every_seconds": policy.every_seconds, "keep": policy.keep},
     }
     check_report_folder(out, meta, options.overwrite)
     return BenchPlan(options, corpus, specs, protocol, workers, clip, name, out, meta, started)
@@ -170,13 +224,91 @@ def plan_bench(options: BenchOptions) -> BenchPlan:
 
 def run_bench(plan: BenchPlan) -> BenchmarkResult:
     """Run a planned benchmark and write its report to ``plan.out``
-    (:func:`~sharp.runs.report.write_benchmark_report`); returns the result."""
+    (:func:`~sharp.runs.report.write_benchmark_report`); returns the result.
+
+    ``run.json`` (``"complete": false``) is written before any job starts, so that a re-run
+    on the folder is recognised as the same run; results.csv and curves.csv are rewritten
+    (atomically) each time a job finishes, so a partial report is readable during the run.
+    Jobs checkpoint under ``<out>/jobs/`` and resume from there (see :class:`BenchOptions`).
+    """
     options = plan.options
+    jobs_dir = plan.out / "jobs"
+    if not options.resume:
+        shutil.rmtree(jobs_dir, ignore_errors=True)
+    atomic_write_text(plan.out / "run.json", json.dumps({**plan.meta, "complete": False},
+                                                        indent=2))
+
+    def partial(result: BenchmarkResult) -> None:
+        atomic_write_text(plan.out / "results.csv", result.results.to_csv(index=False))
+        atomic_write_text(plan.out / "curves.csv", result.curves.to_csv(index=False))
+
+    execution = Execution(address=options.address, jobs_dir=jobs_dir, policy=options.policy,
+                          on_partial=partial)
     result, _ = run_benchmark(
         plan.specs, plan.corpus, protocol=plan.protocol, segment=options.segment,
         slice_len=options.slice_len, learners=options.learners, seed=options.seed,
-        workers=plan.workers, clip=plan.clip, progress=options.progress,
+        workers=plan.workers, clip=plan.clip, progress=options.progress, execution=execution,
     )
-    meta = {**plan.meta, "wall_seconds": time.perf_counter() - plan.started}
+    meta = {**plan.meta, "complete": True, "wall_seconds": time.perf_counter() - plan.started}
     write_benchmark_report(plan.out, result, meta)
     return result
+
+
+@dataclass(frozen=True)
+class Speed:
+    """A learner's measured cost: seconds per training step, per evaluated token, and per
+    sleep phase (0 for a learner without one)."""
+
+    step_seconds: float
+    eval_seconds: float
+    sleep_seconds: float
+
+
+def measure_speed(spec: LearnerSpec, tokens: np.ndarray, steps: int = 200) -> Speed:
+    """Time ``steps`` training steps and an evaluation of as many tokens of ``tokens``
+    (the first ``steps`` + W + 1 are used) by a fresh learner of ``spec``, then one sleep
+    phase if it has one. Raises ValueError when ``tokens`` is too short."""
+    learner = build_learner(spec)
+    window = learner.window
+    if len(tokens) < steps + window + 1:
+        raise ValueError(f"measuring {steps} steps needs {steps + window + 1} tokens, got "
+                         f"{len(tokens)}")
+    started = time.perf_counter()
+    run_stream(learner, tokens[: steps + window], sleep_every=0 if isinstance(
+        learner, Sleeper) else None, progress=False)
+    step = (time.perf_counter() - started) / steps
+    started = time.perf_counter()
+    learner.evaluate(tokens[: steps + window])
+    evaluate = (time.perf_counter() - started) / steps
+    sleep = 0.0
+    if isinstance(learner, Sleeper):
+        started = time.perf_counter()
+        learner.sleep()
+        sleep = time.perf_counter() - started
+    return Speed(step, evaluate, sleep)
+
+
+def estimate_seconds(plan: BenchPlan, steps: int = 200) -> tuple[float, dict[str, Speed]]:
+    """Estimated wall-clock seconds of the work left in a planned run, and the measured
+    :class:`Speed` of each model (a warm-up of ``steps`` steps each, :func:`measure_speed`).
+
+    Per job: training steps not yet checkpointed × seconds per step, plus its sleeps ×
+    seconds per sleep (SHARP), plus evaluated tokens × seconds per token; summed over jobs
+    and divided by the workers, assuming each worker runs at the measured speed (on a
+    busy machine it will not)."""
+    speeds = {spec.name: measure_speed(spec, plan.corpus.tokens, steps) for spec in plan.specs}
+    options = plan.options
+    jobs = plan_jobs(plan.specs, plan.corpus, protocol=plan.protocol, segment=options.segment,
+                     slice_len=options.slice_len, learners=options.learners, seed=options.seed,
+                     clip=plan.clip)
+    total = 0.0
+    for job in jobs:
+        speed = speeds[job.spec.name]
+        done = JobFolder(plan.out / "jobs" / job.job_id()).done_tokens(job)
+        left = max(job.train_steps - done, 0)
+        every = job.spec.config.get("sleep_every") or 0
+        sleeps = (job.train_steps // every - min(done, job.train_steps) // every) if every else 0
+        evaluate = job.eval_tokens if done < job.total_tokens else 0
+        total += left * speed.step_seconds + sleeps * speed.sleep_seconds + (
+            evaluate * speed.eval_seconds)
+    return total / max(plan.workers, 1), speeds

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import math
-import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from sharp.data.corpus import Corpus, corpus_splits
 from sharp.data.streams import plan_segments
-from sharp.protocol import Diverged
-from sharp.runs.progress import tqdm
-from sharp.runs.registry import LearnerSpec, build_learner
-from sharp.runs.stream import Slice, evaluate_slices, run_stream
-from sharp.runs.workers import worker_pool
+from sharp.runs.executor import Executor, run_tasks
+from sharp.runs.jobs import CheckpointPolicy, JobFolder, LearnerJob, Report, run_learner_job
+from sharp.runs.registry import LearnerSpec
 
 #: Books (or the budget's remnant of one) shorter than this are neither streamed nor
 #: evaluated by the book protocol.
@@ -36,91 +35,59 @@ class BenchmarkResult:
 
 
 @dataclass(frozen=True)
-class _Job:
-    """One learner's run: stream the documents in order (state reset between them),
-    then evaluate every slice."""
+class Execution:
+    """Where and how a benchmark's jobs run, beyond the number of ``workers``.
 
-    spec: LearnerSpec
-    index: int
-    documents: list[np.ndarray]
-    slices: dict[str, Slice]
-    block: int
-    clip: float | None
-    progress: bool
+    ``address``: a Ray cluster to join (``"auto"``, ``"ray://host:port"``; None: this
+    machine). ``resources``: Ray custom resources every job requires. ``jobs_dir``: each
+    job checkpoints under ``jobs_dir/<job id>`` by ``policy`` and resumes from there
+    (None: no checkpoints). ``on_partial``: called, each time a job finishes, with the
+    result of the jobs finished so far (in job order)."""
 
-
-def summarise_records(records: pd.DataFrame, block: int) -> pd.DataFrame:
-    """Block means of per-step records (bits, accuracy, memory update rate, sleeps)."""
-    group = (records["step"] - 1) // block
-    curve = records.groupby(group).agg(
-        step=("step", "max"), bits=("bits", "mean"), accuracy=("correct", "mean"),
-        memory_update_rate=("memory_learned", "mean"), sleeps=("slept", "sum"),
-    )
-    return curve.reset_index(drop=True)
+    address: str | None = None
+    resources: Mapping[str, float] = field(default_factory=dict)
+    jobs_dir: Path | None = None
+    policy: CheckpointPolicy = field(default_factory=CheckpointPolicy)
+    on_partial: Callable[[BenchmarkResult], None] | None = None
 
 
-def _run_job(job: _Job) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train and evaluate one learner. A learner that diverges (:class:`Diverged`) gives
-    rows with NaN metrics and the report of where it happened in ``diverged``, and the
-    curve of the steps before it; every other row has an empty ``diverged``."""
-    learner = build_learner(job.spec)
-    start = time.perf_counter()
-    parts: list[pd.DataFrame] = []
-    diverged = ""
-    try:
-        offset = 0
-        for number, document in enumerate(job.documents):
-            if number:
-                learner.reset_state()
-            part = run_stream(learner, document, offset=offset, progress=job.progress,
-                              description=f"{job.spec.name} #{job.index}"
-                              + (f" doc {number + 1}/{len(job.documents)}"
-                                 if len(job.documents) > 1 else ""))
-            offset += len(part)
-            parts.append(part)
-        train_seconds = time.perf_counter() - start
-        rows = evaluate_slices(learner, job.slices, job.clip)
-    except Diverged as error:
-        train_seconds = time.perf_counter() - start
-        diverged = str(error)
-        rows = pd.DataFrame({"slice": list(job.slices), "bits": math.nan,
-                             "bits_clipped": math.nan, "accuracy": math.nan, "tokens": 0,
-                             "eval_seconds": math.nan})
-    records = pd.concat(parts, ignore_index=True) if parts else _NO_RECORDS
-    labels = {
-        "learner": job.spec.name, "kind": job.spec.kind, "segment": job.index,
-        "seed": job.spec.config.get("seed", 0), "parameters": learner.parameter_count(),
-        "train_tokens": len(records), "train_seconds": train_seconds,
-        "tokens_per_s": len(records) / train_seconds,
-        "memory_update_rate": records["memory_learned"].mean(),
-        "sleeps": int(records["slept"].sum()),
-    }
-    for column, value in reversed(labels.items()):
-        rows.insert(0, column, value)
-    rows["diverged"] = diverged
-    curve = summarise_records(records, job.block)
-    curve.insert(0, "segment", job.index)
-    curve.insert(0, "learner", job.spec.name)
-    return rows, curve
+def _execute(jobs: list[LearnerJob], workers: int, progress: bool,
+             execution: Execution | None) -> BenchmarkResult:
+    """Run the jobs (:func:`~sharp.runs.executor.run_tasks`), checkpointing them under
+    ``execution.jobs_dir`` when given, and hand each partial result (the jobs finished so
+    far, in job order) to ``execution.on_partial``."""
+    execution = execution or Execution()
+    folders = [execution.jobs_dir / job.job_id() if execution.jobs_dir else None
+               for job in jobs]
+    outputs: list[tuple[pd.DataFrame, pd.DataFrame] | None] = [None] * len(jobs)
+
+    def finished(i: int, output: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+        outputs[i] = output
+        if execution.on_partial is not None:
+            execution.on_partial(_merge([o for o in outputs if o is not None]))
+
+    function = functools.partial(_run, policy=execution.policy)
+    initial = sum(JobFolder(folder).done_tokens(job)
+                  for job, folder in zip(jobs, folders, strict=True) if folder is not None)
+    run_tasks(function, list(zip(jobs, folders, strict=True)),
+              Executor(workers, execution.address, execution.resources),
+              cpus=lambda item: float(item[0].spec.config.get("threads") or 1),
+              gpus=lambda item: float(str(item[0].spec.config.get("device")).startswith("cuda")),
+              total=sum(job.total_tokens for job in jobs), initial=initial, progress=progress,
+              description=f"{len(jobs)} learners on {workers} worker(s)", on_result=finished)
+    return _merge([o for o in outputs if o is not None])
 
 
-#: The records of a learner that diverged before finishing its first document.
-_NO_RECORDS = pd.DataFrame({"step": pd.Series(dtype=int), "bits": pd.Series(dtype=float),
-                            "correct": pd.Series(dtype=bool), "recall": pd.Series(dtype=float),
-                            "memory_learned": pd.Series(dtype=bool),
-                            "slept": pd.Series(dtype=bool)})
+def _run(item: tuple[LearnerJob, Path | None], report: Report, *,
+         policy: CheckpointPolicy) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One job of :func:`_execute` (module level, so that Ray can ship it)."""
+    job, folder = item
+    return run_learner_job(job, report, folder=folder, policy=policy)
 
 
-def _execute(jobs: list[_Job], workers: int, progress: bool) -> BenchmarkResult:
-    if workers == 1:
-        outputs = [_run_job(job) for job in jobs]
-    else:
-        with worker_pool(workers) as pool:
-            outputs = list(tqdm(pool.map(_run_job, jobs), total=len(jobs), disable=not progress,
-                                desc=f"{len(jobs)} learners on {workers} workers"))
-    results = pd.concat([rows for rows, _ in outputs], ignore_index=True)
-    curves = pd.concat([curve for _, curve in outputs], ignore_index=True)
-    return BenchmarkResult(results, curves)
+def _merge(outputs: list[tuple[pd.DataFrame, pd.DataFrame]]) -> BenchmarkResult:
+    return BenchmarkResult(pd.concat([rows for rows, _ in outputs], ignore_index=True),
+                           pd.concat([curve for _, curve in outputs], ignore_index=True))
 
 
 def check_lengths(specs: list[LearnerSpec], *, segment: int, slice_len: int) -> None:
@@ -174,6 +141,31 @@ def preflight(
     return "segment"
 
 
+def segment_jobs(
+    specs: list[LearnerSpec],
+    tokens: np.ndarray,
+    *,
+    segment: int,
+    slice_len: int,
+    learners: int,
+    seed: int = 0,
+    clip: float | None = None,
+    block: int | None = None,
+) -> list[LearnerJob]:
+    """The jobs of the segment benchmark (see :func:`segment_benchmark`), in run order:
+    every recipe's learners 0..M-1. Raises ValueError for lengths that do not fit."""
+    check_lengths(specs, segment=segment, slice_len=slice_len)
+    plans = plan_segments(len(tokens), segment, slice_len, learners)
+    block = block or max(1, math.ceil(segment / 200))
+    return [
+        LearnerJob(spec.with_seed(seed + plan.index), plan.index,
+                   [np.asarray(plan.train.take(tokens))],
+                   {name: np.asarray(span.take(tokens)) for name, span in plan.slices().items()},
+                   block, clip)
+        for spec in specs for plan in plans
+    ]
+
+
 def segment_benchmark(
     specs: list[LearnerSpec],
     tokens: np.ndarray,
@@ -186,26 +178,20 @@ def segment_benchmark(
     clip: float | None = None,
     block: int | None = None,
     progress: bool = True,
+    execution: Execution | None = None,
 ) -> BenchmarkResult:
     """Run every learner recipe on ``learners`` segments (SPEC §6).
 
     Learner m of each recipe starts fresh with seed ``seed + m`` and streams segment m
     once; then, without learning, it is evaluated on backward (first E tokens of its
     segment), current (last E) and forward (the corpus's last E tokens). ``workers``
-    runs learners in that many processes; ``clip`` is the per-token bits cap reported in
-    the ``bits_clipped`` column (``bits`` is always unclipped).
+    runs learners in that many Ray workers (:class:`Execution` for a cluster and
+    checkpoints); ``clip`` is the per-token bits cap reported in the ``bits_clipped``
+    column (``bits`` is always unclipped).
     """
-    check_lengths(specs, segment=segment, slice_len=slice_len)
-    plans = plan_segments(len(tokens), segment, slice_len, learners)
-    block = block or max(1, math.ceil(segment / 200))
-    jobs = [
-        _Job(spec.with_seed(seed + plan.index), plan.index,
-             [np.asarray(plan.train.take(tokens))],
-             {name: np.asarray(span.take(tokens)) for name, span in plan.slices().items()},
-             block, clip, progress and workers == 1)
-        for spec in specs for plan in plans
-    ]
-    return _execute(jobs, workers, progress)
+    jobs = segment_jobs(specs, tokens, segment=segment, slice_len=slice_len,
+                        learners=learners, seed=seed, clip=clip, block=block)
+    return _execute(jobs, workers, progress, execution)
 
 
 def book_splits(splits: Iterable[str], corpus: str) -> tuple[str, str]:
@@ -361,6 +347,47 @@ def plan_books(
     return BookPlan([np.asarray(book) for book in books], slices, ids, forward_ids, held_split)
 
 
+def book_jobs(
+    specs: list[LearnerSpec],
+    corpus: Corpus,
+    *,
+    budget: int,
+    learners: int = 1,
+    books_per_slice: int = 5,
+    max_eval_tokens: int | None = None,
+    seed: int = 0,
+    clip: float | None = None,
+    block: int | None = None,
+) -> list[LearnerJob]:
+    """The jobs of the book protocol (see :func:`book_benchmark`), in run order; raises
+    what :func:`plan_books` raises."""
+    plan = plan_books(corpus, budget=budget, books_per_slice=books_per_slice,
+                      max_eval_tokens=max_eval_tokens, window=learner_window(specs))
+    block = block or max(1, math.ceil(budget / 200))
+    return [LearnerJob(spec.with_seed(seed + m), m, plan.train, plan.slices, block, clip)
+            for spec in specs for m in range(learners)]
+
+
+def plan_jobs(
+    specs: list[LearnerSpec],
+    corpus: Corpus,
+    *,
+    protocol: str,
+    segment: int,
+    slice_len: int,
+    learners: int,
+    seed: int = 0,
+    clip: float | None = None,
+) -> list[LearnerJob]:
+    """The jobs :func:`run_benchmark` runs for a checked ``protocol`` (``"segment"`` or
+    ``"books"``, as :func:`preflight` returns it)."""
+    if protocol == "books":
+        return book_jobs(specs, corpus, budget=segment, learners=learners,
+                         max_eval_tokens=slice_len, seed=seed, clip=clip)
+    return segment_jobs(specs, corpus.tokens, segment=segment, slice_len=slice_len,
+                        learners=learners, seed=seed, clip=clip)
+
+
 def book_benchmark(
     specs: list[LearnerSpec],
     corpus: Corpus,
@@ -374,6 +401,7 @@ def book_benchmark(
     clip: float | None = None,
     block: int | None = None,
     progress: bool = True,
+    execution: Execution | None = None,
 ) -> BenchmarkResult:
     """The book protocol (SPEC §6, planned by :func:`plan_books`, whose ValueErrors it
     raises before any learner starts): training books in order up to ``budget`` tokens
@@ -381,15 +409,10 @@ def book_benchmark(
     books, current = the last ones, forward = held-out books (validation, else test),
     each evaluated from a reset state (``max_eval_tokens`` caps each evaluated book).
     Learner m uses seed ``seed + m`` on the same books."""
-    plan = plan_books(corpus, budget=budget, books_per_slice=books_per_slice,
-                      max_eval_tokens=max_eval_tokens, window=learner_window(specs))
-    block = block or max(1, math.ceil(budget / 200))
-    jobs = [
-        _Job(spec.with_seed(seed + m), m, plan.train, plan.slices, block, clip,
-             progress and workers == 1)
-        for spec in specs for m in range(learners)
-    ]
-    return _execute(jobs, workers, progress)
+    jobs = book_jobs(specs, corpus, budget=budget, learners=learners,
+                     books_per_slice=books_per_slice, max_eval_tokens=max_eval_tokens,
+                     seed=seed, clip=clip, block=block)
+    return _execute(jobs, workers, progress, execution)
 
 
 def run_benchmark(
@@ -404,19 +427,21 @@ def run_benchmark(
     workers: int = 1,
     clip: float | None = None,
     progress: bool = True,
+    execution: Execution | None = None,
 ) -> tuple[BenchmarkResult, str]:
     """The segment benchmark, or the book protocol (``protocol="books"``, or ``"auto"``
     for a corpus with documents, with ``segment`` as the training budget and ``slice_len``
     as the per-book evaluation cap). Returns the result and the protocol's name. Everything
-    :func:`preflight` checks raises ``ValueError`` before any learner starts."""
+    :func:`preflight` checks raises ``ValueError`` before any learner starts. ``execution``:
+    see :class:`Execution`."""
     if preflight(specs, corpus, protocol=protocol, segment=segment, slice_len=slice_len,
                  learners=learners, workers=workers) == "books":
         return book_benchmark(specs, corpus, budget=segment, learners=learners,
                               max_eval_tokens=slice_len, seed=seed, workers=workers, clip=clip,
-                              progress=progress), "books"
+                              progress=progress, execution=execution), "books"
     return segment_benchmark(specs, corpus.tokens, segment=segment, slice_len=slice_len,
                              learners=learners, seed=seed, workers=workers, clip=clip,
-                             progress=progress), "segment"
+                             progress=progress, execution=execution), "segment"
 
 
 def _diverged(results: pd.DataFrame) -> pd.Series:

@@ -1,0 +1,418 @@
+"""Learner jobs that checkpoint and resume (SPEC §12).
+
+A job is one learner's run of the benchmark (SPEC §6): stream its documents in order
+(state reset between them), then evaluate every slice. With a folder, the job saves a
+checkpoint every ``every_tokens`` steps or ``every_seconds`` seconds, whichever comes first,
+and at the end of training; run again with the same folder, it resumes from its last good
+checkpoint, or returns its stored result when it had finished. Its folder::
+
+    <jobs>/<job id>/
+      manifest.json                 checkpoints (step, position, file, sha256), record
+                                    chunks, attempts (node, pid, step resumed from), result
+      state-<step>.pt               learner state_dict (weights, optimisers, states, RNG)
+      records/<start>-<stop>.npz    per-step records of steps start+1..stop
+      rows.parquet, curve.parquet   the finished job's result
+
+Every file is written atomically and the manifest last, so a job killed at any moment
+(mid-stream, mid-sleep, mid-evaluation, mid-write) leaves the previous checkpoint intact.
+The learner owns every random generator the job uses (in its ``state_dict``), and the
+sleep schedule follows the global step, so a resumed job computes what an uninterrupted
+one does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import socket
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sharp.data.streams import n_windows
+from sharp.protocol import Diverged, Learner
+from sharp.runs.checkpoints import (
+    CheckpointError,
+    atomic_path,
+    atomic_write_text,
+    load_checkpoint,
+    save_checkpoint,
+)
+from sharp.runs.registry import LearnerSpec, build_learner
+from sharp.runs.stream import Slice, evaluate_slices, run_stream
+
+#: Most steps streamed between two looks at the checkpoint policy (and progress reports).
+PIECE = 2_048
+#: Per-step record columns a job keeps (what its result is computed from).
+RECORD_COLUMNS = ("bits", "correct", "memory_learned", "slept")
+#: Config fields that change speed, never results: left out of a job's identity.
+SPEED_FIELDS = ("threads",)
+
+#: A progress callback: called with the number of tokens (steps or evaluated tokens)
+#: just done.
+Report = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """When a job saves: every ``every_tokens`` training steps or ``every_seconds`` of
+    wall-clock time, whichever comes first (checked every :data:`PIECE` steps), and
+    always at the end of training; the newest ``keep`` checkpoints are kept.
+
+    Raises ValueError for a non-positive value."""
+
+    every_tokens: int = 50_000
+    every_seconds: float = 600.0
+    keep: int = 2
+
+    def __post_init__(self) -> None:
+        if self.every_tokens < 1 or self.every_seconds <= 0 or self.keep < 1:
+            raise ValueError(f"checkpoint every_tokens, every_seconds and keep must be "
+                             f"positive, got {self.every_tokens}, {self.every_seconds}, "
+                             f"{self.keep}")
+
+
+@dataclass(frozen=True)
+class LearnerJob:
+    """One learner's run: stream ``documents`` in order (state reset between them), then
+    evaluate every slice; ``index`` is the segment (or learner) number, ``block`` the
+    curve's block size in steps, ``clip`` the bits cap of ``bits_clipped``."""
+
+    spec: LearnerSpec
+    index: int
+    documents: list[np.ndarray]
+    slices: dict[str, Slice]
+    block: int
+    clip: float | None
+    window: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "window", int(self.spec.config.get("window", 0)))
+
+    @property
+    def train_steps(self) -> int:
+        """Training steps: one per stride-1 window of every document."""
+        return sum(n_windows(len(document), self.window) for document in self.documents)
+
+    @property
+    def eval_tokens(self) -> int:
+        """Tokens predicted when the slices are evaluated."""
+        parts = [p for value in self.slices.values()
+                 for p in ([value] if isinstance(value, np.ndarray) else value)]
+        return sum(n_windows(len(part), self.window) for part in parts)
+
+    @property
+    def total_tokens(self) -> int:
+        """Training steps plus evaluated tokens: the job's share of a progress bar."""
+        return self.train_steps + self.eval_tokens
+
+    def job_id(self) -> str:
+        """``<learner>-<index>-s<seed>-<digest>``: a name derived from everything that
+        determines the result (kind, config but its speed-only fields, index, documents,
+        slices, block, clip), so that the same job run again finds its folder."""
+        digest = hashlib.sha256()
+        config = {k: v for k, v in self.spec.config.items() if k not in SPEED_FIELDS}
+        digest.update(json.dumps([self.spec.kind, self.spec.name, config, self.index,
+                                  self.block, self.clip], sort_keys=True).encode())
+        for document in self.documents:
+            digest.update(np.ascontiguousarray(document).view(np.uint8))
+        for name, value in self.slices.items():
+            digest.update(name.encode())
+            for part in [value] if isinstance(value, np.ndarray) else value:
+                digest.update(np.ascontiguousarray(part).view(np.uint8))
+        label = re.sub(r"[^A-Za-z0-9._-]+", "_", self.spec.name).strip("_") or "learner"
+        return (f"{label}-{self.index}-s{self.spec.config.get('seed', 0)}-"
+                f"{digest.hexdigest()[:12]}")
+
+
+def summarise_records(records: pd.DataFrame, block: int) -> pd.DataFrame:
+    """Block means of per-step records (bits, accuracy, memory update rate, sleeps)."""
+    group = (records["step"] - 1) // block
+    curve = records.groupby(group).agg(
+        step=("step", "max"), bits=("bits", "mean"), accuracy=("correct", "mean"),
+        memory_update_rate=("memory_learned", "mean"), sleeps=("slept", "sum"),
+    )
+    return curve.reset_index(drop=True)
+
+
+def _records(start: int, columns: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Records of global steps start+1, start+2, ... from their column arrays."""
+    count = len(columns["bits"])
+    return pd.DataFrame({"step": np.arange(start + 1, start + count + 1),
+                         **{name: columns[name] for name in RECORD_COLUMNS}})
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _node() -> str:
+    """The Ray node id when running in a Ray worker, else the host name."""
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            return ray.get_runtime_context().get_node_id()
+    return socket.gethostname()
+
+
+@dataclass
+class _Resumed:
+    """Where a job starts: the learner, global step, document and offset in it, the
+    training seconds spent so far and the records of the steps done."""
+
+    learner: Learner
+    step: int = 0
+    document: int = 0
+    offset: int = 0
+    train_seconds: float = 0.0
+    records: list[pd.DataFrame] = field(default_factory=list)
+
+
+class JobFolder:
+    """The on-disk state of one job (see the module docstring for the layout)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.manifest: dict[str, Any] = {"checkpoints": [], "records": [], "attempts": [],
+                                          "result": None}
+        manifest = self.path / "manifest.json"
+        if manifest.exists():
+            try:
+                self.manifest = json.loads(manifest.read_text())
+            except ValueError:
+                warnings.warn(f"{manifest} is damaged; the job starts afresh", RuntimeWarning,
+                              stacklevel=2)
+
+    def _verified(self, name: str, sha256: str) -> bool:
+        path = self.path / name
+        if path.exists() and _sha256(path) == sha256:
+            return True
+        warnings.warn(f"{path} is missing, truncated or damaged (sha256 differs from "
+                      "manifest.json); using the previous checkpoint", RuntimeWarning,
+                      stacklevel=3)
+        return False
+
+    def result(self) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+        """The stored ``(rows, curve)`` of a finished job, or None (not finished, or its
+        files fail their checksums: then the job runs again from its checkpoints)."""
+        stored = self.manifest.get("result")
+        if not stored or not all(self._verified(name, sha) for name, sha in stored.items()):
+            return None
+        return (pd.read_parquet(self.path / "rows.parquet"),
+                pd.read_parquet(self.path / "curve.parquet"))
+
+    def done_tokens(self, job: LearnerJob) -> int:
+        """Tokens of ``job`` done according to the manifest (for a progress bar)."""
+        if self.manifest.get("result"):
+            return job.total_tokens
+        checkpoints = self.manifest.get("checkpoints") or [{"step": 0}]
+        return int(checkpoints[-1]["step"])
+
+    def resume(self, spec: LearnerSpec) -> _Resumed:
+        """The newest checkpoint whose files pass their checksums and load, with its
+        records; a damaged one is reported (RuntimeWarning naming the file) and the one
+        before it used; none: a fresh learner built from ``spec``. Records and
+        checkpoints after the one used are dropped."""
+        entries = self.manifest.get("checkpoints", [])
+        for position in range(len(entries) - 1, -1, -1):
+            entry = entries[position]
+            chunks = [c for c in self.manifest["records"] if c["stop"] <= entry["step"]]
+            if not (self._verified(entry["file"], entry["sha256"])
+                    and all(self._verified(c["file"], c["sha256"]) for c in chunks)):
+                continue
+            try:
+                learner = load_checkpoint(self.path / entry["file"],
+                                          device=spec.config.get("device"))
+            except CheckpointError as error:
+                warnings.warn(f"{error}; using the previous checkpoint", RuntimeWarning,
+                              stacklevel=2)
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # unreadable chunks were checksummed above
+                records = [_records(c["start"], dict(np.load(self.path / c["file"])))
+                           for c in chunks]
+            self.manifest["checkpoints"] = entries[: position + 1]
+            self.manifest["records"] = chunks
+            self._sweep()
+            return _Resumed(learner, entry["step"], entry["document"], entry["offset"],
+                            entry["train_seconds"], records)
+        self.manifest["checkpoints"], self.manifest["records"] = [], []
+        self._sweep()
+        return _Resumed(build_learner(spec))
+
+    def _sweep(self) -> None:
+        """Remove what no manifest entry names: states and record chunks written after
+        the checkpoint resumed from, and temporary files of writes that were killed."""
+        named = {entry["file"] for entry in self.manifest["checkpoints"]}
+        named |= {chunk["file"] for chunk in self.manifest["records"]}
+        for pattern in ("state-*.pt", "records/*.npz", "**/.*.part"):
+            for path in self.path.glob(pattern):
+                if path.relative_to(self.path).as_posix() not in named:
+                    path.unlink(missing_ok=True)
+
+    def start_attempt(self, step: int) -> None:
+        """Record who runs the job now (Ray node id or host, pid) and from which step."""
+        self.manifest.setdefault("attempts", []).append(
+            {"node": _node(), "pid": os.getpid(), "resumed_from": step})
+        self._write_manifest()
+
+    def save(self, learner: Learner, records: pd.DataFrame, *, step: int, document: int,
+             offset: int, train_seconds: float, keep: int) -> None:
+        """Save a checkpoint after global step ``step``: the records of the steps since the
+        previous one (``records``), the learner state, then the manifest; prune all but
+        the newest ``keep`` states."""
+        start = self.manifest["records"][-1]["stop"] if self.manifest["records"] else 0
+        if step > start:
+            chunk = f"records/{start:012d}-{step:012d}.npz"
+            with atomic_path(self.path / chunk) as tmp, open(tmp, "wb") as file:
+                np.savez_compressed(file, **{c: records[c].to_numpy() for c in RECORD_COLUMNS})
+            self.manifest["records"].append({"file": chunk, "start": start, "stop": step,
+                                             "sha256": _sha256(self.path / chunk)})
+        state = f"state-{step:012d}.pt"
+        save_checkpoint(learner, self.path / state)
+        checkpoints = self.manifest["checkpoints"]
+        checkpoints.append({"step": step, "document": document, "offset": offset,
+                            "file": state, "sha256": _sha256(self.path / state),
+                            "train_seconds": train_seconds})
+        pruned, self.manifest["checkpoints"] = checkpoints[:-keep], checkpoints[-keep:]
+        self._write_manifest()
+        for entry in pruned:
+            (self.path / entry["file"]).unlink(missing_ok=True)
+
+    def finish(self, rows: pd.DataFrame, curve: pd.DataFrame) -> None:
+        """Store the result; drop the record chunks and every state but the newest (the
+        trained learner, kept as ``learner`` in the manifest). A finished job whose
+        result fails its checksums later runs again from the start."""
+        files = {"rows.parquet": rows, "curve.parquet": curve}
+        for name, frame in files.items():
+            with atomic_path(self.path / name) as tmp:
+                frame.to_parquet(tmp, index=False)
+        self.manifest["result"] = {name: _sha256(self.path / name) for name in files}
+        dropped = self.manifest["records"] + self.manifest["checkpoints"][:-1]
+        self.manifest["learner"] = (self.manifest["checkpoints"][-1:] or [None])[0]
+        self.manifest["records"], self.manifest["checkpoints"] = [], []
+        self._write_manifest()
+        for entry in dropped:
+            (self.path / entry["file"]).unlink(missing_ok=True)
+        if (self.path / "records").is_dir() and not any((self.path / "records").iterdir()):
+            (self.path / "records").rmdir()
+
+    def _write_manifest(self) -> None:
+        atomic_write_text(self.path / "manifest.json", json.dumps(self.manifest, indent=1))
+
+
+def run_learner_job(
+    job: LearnerJob,
+    report: Report | None = None,
+    *,
+    folder: str | os.PathLike | None = None,
+    policy: CheckpointPolicy | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train and evaluate one learner; returns ``(rows, curve)``: one row per slice with
+    the run's labels, and the block means of its training records.
+
+    With ``folder`` (``<jobs>/<job id>``) the job checkpoints by ``policy`` and resumes
+    from its last good checkpoint, or returns its stored result when it had finished.
+    ``report`` is called with each batch of tokens done. A learner that diverges
+    (:class:`~sharp.protocol.Diverged`) gives rows with NaN metrics and the report of
+    where it happened in ``diverged``, and the curve of the documents finished before it;
+    every other row has an empty ``diverged``.
+    """
+    policy = policy or CheckpointPolicy()
+    store = JobFolder(folder) if folder is not None else None
+    if store is not None and (stored := store.result()) is not None:
+        return stored
+    state = store.resume(job.spec) if store is not None else _Resumed(build_learner(job.spec))
+    if store is not None:
+        store.start_attempt(state.step)
+    learner, step, seconds = state.learner, state.step, state.train_seconds
+    records, unsaved = state.records, []
+    saved_step, saved_at = step, time.monotonic()
+    finished_documents = state.document
+    diverged = ""
+    try:
+        for number in range(state.document, len(job.documents)):
+            document = job.documents[number]
+            offset = state.offset if number == state.document else 0
+            if number and offset == 0:
+                learner.reset_state()
+            total = n_windows(len(document), job.window)
+            while offset < total:
+                stop = min(offset + min(PIECE, policy.every_tokens), total)
+                started = time.perf_counter()
+                part = run_stream(learner, document[offset : stop + job.window],
+                                  offset=step, progress=False)
+                seconds += time.perf_counter() - started
+                part = part[["step", *RECORD_COLUMNS]]
+                unsaved.append(part)
+                step, offset = step + len(part), stop
+                if report is not None:
+                    report(len(part))
+                due = (step - saved_step >= policy.every_tokens
+                       or time.monotonic() - saved_at >= policy.every_seconds
+                       or (offset == total and number == len(job.documents) - 1))
+                if store is not None and due:
+                    store.save(learner, pd.concat(unsaved), step=step, document=number,
+                               offset=offset, train_seconds=seconds, keep=policy.keep)
+                    saved_step, saved_at = step, time.monotonic()
+                if due:
+                    records, unsaved = records + unsaved, []
+            finished_documents = number + 1
+        rows = evaluate_slices(learner, job.slices, job.clip)
+    except Diverged as error:
+        diverged = str(error)
+        rows = pd.DataFrame({"slice": list(job.slices), "bits": math.nan,
+                             "bits_clipped": math.nan, "accuracy": math.nan, "tokens": 0,
+                             "eval_seconds": math.nan})
+    parts = records + unsaved
+    frame = pd.concat(parts, ignore_index=True) if parts else _NO_RECORDS
+    if diverged:  # only the documents finished before it count
+        done = sum(n_windows(len(d), job.window) for d in job.documents[:finished_documents])
+        frame = frame.iloc[:done]
+    rows, curve = _label(job, learner, frame, rows, seconds, diverged)
+    if report is not None:
+        report(job.eval_tokens + job.train_steps - step)
+    if store is not None:
+        store.finish(rows, curve)
+    return rows, curve
+
+
+def _label(job: LearnerJob, learner: Learner, records: pd.DataFrame, rows: pd.DataFrame,
+           train_seconds: float, diverged: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    labels = {
+        "learner": job.spec.name, "kind": job.spec.kind, "segment": job.index,
+        "seed": job.spec.config.get("seed", 0), "parameters": learner.parameter_count(),
+        "train_tokens": len(records), "train_seconds": train_seconds,
+        "tokens_per_s": len(records) / train_seconds if train_seconds else math.nan,
+        "memory_update_rate": records["memory_learned"].mean(),
+        "sleeps": int(records["slept"].sum()),
+    }
+    for column, value in reversed(labels.items()):
+        rows.insert(0, column, value)
+    rows["diverged"] = diverged
+    curve = summarise_records(records, job.block)
+    curve.insert(0, "segment", job.index)
+    curve.insert(0, "learner", job.spec.name)
+    return rows, curve
+
+
+#: The records of a learner that diverged before finishing its first document.
+_NO_RECORDS = pd.DataFrame({"step": pd.Series(dtype=int), "bits": pd.Series(dtype=float),
+                            "correct": pd.Series(dtype=bool),
+                            "memory_learned": pd.Series(dtype=bool),
+                            "slept": pd.Series(dtype=bool)})
