@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -62,3 +65,14 @@ def assert_same_state(got: dict, expected: dict, atol: float) -> None:
             assert a == pytest.approx(b, abs=atol), key
         else:
             assert a == b, key
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ray_shutdown() -> Iterator[None]:
+    """Ray starts at most once per test session (the first test that runs jobs as Ray
+    tasks starts it on 2 CPUs, without dashboard) and stops when the session ends."""
+    yield
+    if "ray" in sys.modules:
+        import ray
+
+        ray.shutdown()

@@ -1,0 +1,151 @@
+"""Runs that last (SPEC §12, issue 14): jobs checkpoint and resume to the results of an
+uninterrupted run, a damaged checkpoint is detected and the previous one used, and the Ray
+executor gives the table the serial run gives."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import tiny_config
+from sharp.cli import main
+from sharp.runs.benchmark import Execution, segment_benchmark, segment_jobs
+from sharp.runs.jobs import CheckpointPolicy, run_learner_job
+from sharp.runs.registry import LearnerSpec, baseline_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Wall-clock columns: the only ones a resumed or parallel run may change.
+TIMING = ["train_seconds", "tokens_per_s", "eval_seconds"]
+#: A tiny bench: SHARP streams 1000 steps in ~0.15 s and sleeps ~1 s at steps 1000 and 2000
+#: (2-core machine), checkpointing every 250 steps.
+BENCH = ["bench", "--no-notebook", "--quiet", "--corpus", "wiki", "--segment", "2500",
+         "--slice", "200", "--learners", "1", "--baselines", "--sleep-every", "1000",
+         "--set", "sleep_steps=1025", "--set", "hidden=64", "--workers", "1",
+         "--checkpoint-tokens", "250"]
+
+
+def same_tables(a: Path, b: Path) -> None:
+    """results.csv and curves.csv of two report folders agree in every column but the
+    wall-clock ones, exactly."""
+    for name in ("results.csv", "curves.csv"):
+        left = pd.read_csv(a / name).drop(columns=TIMING, errors="ignore")
+        right = pd.read_csv(b / name).drop(columns=TIMING, errors="ignore")
+        pd.testing.assert_frame_equal(left, right, check_exact=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("uninterrupted")
+    assert main([*BENCH, "--out", str(out)]) == 0
+    return out
+
+
+def _manifest(out: Path) -> dict:
+    manifests = list((out / "jobs").glob("*/manifest.json"))
+    return json.loads(manifests[0].read_text()) if manifests else {}
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+@pytest.mark.parametrize("moment", ["stream", "sleep"])
+def test_a_job_killed_mid_stream_or_mid_sleep_resumes_to_the_same_results(
+    uninterrupted: Path, tmp_path: Path, moment: str
+) -> None:
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "sharp", *BENCH, "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    try:
+        # mid-stream: a random moment shortly after the first checkpoint; mid-sleep: the
+        # sleep at step 1000 starts ~0.04 s after the checkpoint at step 750 and lasts ~1 s
+        wanted = 250 if moment == "stream" else 750
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            steps = [c["step"] for c in _manifest(out).get("checkpoints", [])]
+            if steps and max(steps) >= wanted:
+                break
+            time.sleep(0.05)
+        time.sleep(random.Random(14).uniform(0.0, 0.08) if moment == "stream" else 0.3)
+        assert process.poll() is None, "the run ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finally:
+        process.kill()
+        process.wait()
+    killed_at = max(c["step"] for c in _manifest(out)["checkpoints"])
+    assert not (out / "summary.md").exists()
+    if moment == "sleep":
+        assert killed_at == 750, "killed before or after the sleep at step 1000"
+    assert main([*BENCH, "--out", str(out)]) == 0  # the same command again
+    same_tables(uninterrupted, out)
+    attempts = _manifest(out)["attempts"]
+    assert [a["resumed_from"] for a in attempts] == [0, killed_at]
+    assert killed_at > 0
+
+
+def _tiny_job(tmp_path: Path) -> tuple[LearnerSpec, list]:
+    spec = LearnerSpec("sharp", tiny_config(sleep_every=300).to_dict(), "tiny")
+    tokens = np.tile(np.array([0, 3, 1, 4, 2, 6, 5]), 300).astype(np.int64)
+    return spec, segment_jobs([spec], tokens, segment=1_500, slice_len=100, learners=1)
+
+
+class Crash(Exception):
+    """Stands for a job killed after some steps."""
+
+
+def test_a_truncated_checkpoint_is_detected_and_the_previous_one_used(tmp_path: Path) -> None:
+    _, (job,) = _tiny_job(tmp_path)
+    policy = CheckpointPolicy(every_tokens=400, keep=2)
+    reference = run_learner_job(job, folder=tmp_path / "reference", policy=policy)
+
+    def crash_after_1300(done: list[int], tokens: int) -> None:
+        done.append(tokens)
+        if sum(done) >= 1_300:
+            raise Crash
+
+    folder = tmp_path / "job"
+    with pytest.raises(Crash):
+        run_learner_job(job, lambda n, done=[]: crash_after_1300(done, n), folder=folder,
+                        policy=policy)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert [c["step"] for c in manifest["checkpoints"]] == [800, 1200]  # 400 was pruned
+    assert sorted(p.name for p in folder.glob("state-*.pt")) == [
+        "state-000000000800.pt", "state-000000001200.pt"]
+    newest = folder / "state-000000001200.pt"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    with pytest.warns(RuntimeWarning, match=r"state-000000001200\.pt is missing, truncated"):
+        rows, curve = run_learner_job(job, folder=folder, policy=policy)
+    for got, expected in zip((rows, curve), reference, strict=True):
+        pd.testing.assert_frame_equal(got.drop(columns=TIMING, errors="ignore"),
+                                      expected.drop(columns=TIMING, errors="ignore"))
+    attempts = json.loads((folder / "manifest.json").read_text())["attempts"]
+    assert [a["resumed_from"] for a in attempts] == [0, 800]
+    # a finished job is skipped: its stored result comes back without a learner being built
+    again = run_learner_job(job, folder=folder, policy=policy)
+    pd.testing.assert_frame_equal(again[0], rows)
+
+
+def test_the_ray_executor_gives_the_serial_table(tmp_path: Path) -> None:
+    spec, _ = _tiny_job(tmp_path)
+    specs = [spec, baseline_spec("rnn", "quick", vocab_size=7, window=3, hidden=16,
+                                 embedding=8)]
+    tokens = np.random.default_rng(3).integers(0, 7, 4_000).astype(np.int64)
+    runs = {}
+    for workers in (1, 2):
+        runs[workers] = segment_benchmark(
+            specs, tokens, segment=1_200, slice_len=100, learners=2, workers=workers,
+            progress=False, execution=Execution(jobs_dir=tmp_path / f"w{workers}",
+                                                policy=CheckpointPolicy(every_tokens=500)))
+    for table in ("results", "curves"):
+        serial, ray = (getattr(runs[w], table).drop(columns=TIMING, errors="ignore")
+                       for w in (1, 2))
+        pd.testing.assert_frame_equal(serial, ray, check_exact=True)
