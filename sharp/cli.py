@@ -306,7 +306,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sharp {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:
-        name = next((a for a in stop.args if a in signal.Signals.__members__), "SIGINT")
+        # Ray's waits re-raise a KeyboardInterrupt of their own: ask the handler too
+        name = next((a for a in (*stop.args, *_RECEIVED[-1:])
+                     if a in signal.Signals.__members__), "SIGINT")
         print(f"sharp {args.command}: stopped by {name}; every worker was stopped, and files "
               "are written only complete", file=sys.stderr)
         return 128 + signal.Signals[name].value
@@ -314,9 +316,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+#: Signals :func:`_interrupt` turned into a KeyboardInterrupt, by name.
+_RECEIVED: list[str] = []
+
+
 def _interrupt(signum: int, frame: object) -> None:
-    """SIGTERM handler: stop like Ctrl-C does, so that ``finally`` blocks and the worker
-    pool's cleanup run (the default action would end this process alone)."""
+    """SIGTERM handler: stop like Ctrl-C does, so that ``finally`` blocks and the
+    executor's cleanup run (the default action would end this process alone)."""
+    _RECEIVED.append(signal.Signals(signum).name)
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 

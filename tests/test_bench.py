@@ -168,16 +168,20 @@ def test_notebook_05_and_the_cli_share_one_plan_and_run() -> None:
         assert rebuilt not in code, rebuilt
 
 
-def _children(pid: int) -> set[int]:
-    found = set()
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (Ray's workers are the raylet's children)."""
+    parents = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 stat = (entry / "stat").read_text()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.add(int(entry.name))
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found |= frontier
     return found
 
 
@@ -189,40 +193,61 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+#: Ray's idle helper processes: after a SIGKILL of the driver they see the raylet gone at
+#: once but take ~60 s to exit (a report to the dead GCS times out); they compute nothing.
+RAY_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["TERM", "KILL"])
 def test_stopping_the_main_process_stops_every_worker(tmp_path: Path,
                                                       stop: signal.Signals) -> None:
-    # issue 12, case 8: after SIGTERM the workers kept computing with parent 1
+    # issue 12, case 8: after SIGTERM the workers kept computing with parent 1; the
+    # workers are Ray's now (issue 14), under the embedded cluster the main process started
     out = tmp_path / "run"
     command = [sys.executable, "-m", "sharp", "bench", "--no-notebook", "--corpus", "wiki",
-               "--segment", "10000", "--learners", "3", "--workers", "2", "--baselines",
+               "--segment", "100000", "--learners", "3", "--workers", "2", "--baselines",
                "--quiet", "--out", str(out)]
     main_process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True,
                                     env={**os.environ, "PYTHONPATH": str(ROOT)})
+    children: set[int] = set()
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         workers: set[int] = set()
         while len(workers) < 2 and time.monotonic() < deadline:
             time.sleep(0.5)
-            workers = {pid for pid in _children(main_process.pid)
-                       if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()}
-        assert len(workers) == 2, "the workers never started"
-        time.sleep(3)  # let them import and start training
-        children = _children(main_process.pid)
+            workers = {pid for pid in _descendants(main_process.pid)
+                       if _command(pid).startswith("ray::_call")}
+        assert len(workers) == 2, "the workers never started their jobs"
+        time.sleep(2)  # let them train
+        children = _descendants(main_process.pid)
         main_process.send_signal(stop)
-        code = main_process.wait(timeout=20)
-        deadline = time.monotonic() + 10
-        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        code = main_process.wait(timeout=60)
+        deadline = time.monotonic() + 20
+        left = children
+        while left and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not [pid for pid in children if _alive(pid)], "orphaned processes"
+            left = {pid for pid in left if _alive(pid)}
+            if stop == signal.SIGKILL:
+                left = {pid for pid in left if not _command(pid).startswith(RAY_AGENTS)}
+        assert not left, f"orphaned processes: {[_command(pid) for pid in left]}"
     finally:
         main_process.kill()
         main_process.wait()
+        for pid in children:  # Ray's idle agents: not to linger after the test
+            if _alive(pid) and _command(pid).startswith(RAY_AGENTS):
+                os.kill(pid, signal.SIGKILL)
     assert code == (128 + stop if stop != signal.SIGKILL else -stop)
     if stop == signal.SIGTERM:
         assert "stopped by SIGTERM" in main_process.stderr.read()
-    assert not out.exists() or not any(out.iterdir())
+    assert not (out / "summary.md").exists() and not (out / "results.csv").exists()
 
 
 def test_a_diverged_learner_is_marked_and_never_averaged(

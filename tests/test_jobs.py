@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import tiny_config
+
 from sharp.cli import main
 from sharp.runs.benchmark import Execution, segment_benchmark, segment_jobs
 from sharp.runs.jobs import CheckpointPolicy, run_learner_job

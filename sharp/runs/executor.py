@@ -16,6 +16,8 @@ every task and kills its worker; the embedded cluster stops with the driver.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +68,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
+    main_thread = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGTERM) if main_thread else None
     if address is None:
         # the local workers inherit this environment: make them import this sharp (a
         # runtime_env would cost ~10 s more to start them)
@@ -75,6 +79,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus, include_dashboard=False)
     else:
         ray.init(address=address)
+    if main_thread:  # ray.init replaces it; the caller's handler decides how a run stops
+        signal.signal(signal.SIGTERM, handler)
 
 
 class _Counter:
