@@ -149,3 +149,82 @@ def test_the_ray_executor_gives_the_serial_table(tmp_path: Path) -> None:
         serial, ray = (getattr(runs[w], table).drop(columns=TIMING, errors="ignore")
                        for w in (1, 2))
         pd.testing.assert_frame_equal(serial, ray, check_exact=True)
+
+
+#: A driver that runs one SHARP job of 25,000 steps, on the cluster at argv[1] forced onto
+#: the node with resource ``node2`` (or serially in its own process when argv[1] is
+#: empty), writes the tables to argv[2] and prints the second node's id.
+DRIVER = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from conftest import tiny_config
+from sharp.runs.benchmark import Execution, segment_benchmark
+from sharp.runs.jobs import CheckpointPolicy
+from sharp.runs.registry import LearnerSpec
+
+address, out = sys.argv[1] or None, Path(sys.argv[2])
+spec = LearnerSpec("sharp", tiny_config(sleep_every=2_000).to_dict(), "tiny")
+tokens = np.random.default_rng(5).integers(0, 7, 30_000).astype(np.int64)
+result = segment_benchmark(
+    [spec], tokens, segment=25_000, slice_len=200, learners=1, progress=False,
+    execution=Execution(address=address, resources={"node2": 1} if address else {},
+                        jobs_dir=out / "jobs", policy=CheckpointPolicy(every_tokens=1_000)))
+result.results.to_csv(out / "results.csv", index=False)
+result.curves.to_csv(out / "curves.csv", index=False)
+if address:
+    import ray
+    print(json.dumps([n["NodeID"] for n in ray.nodes() if "node2" in n["Resources"]]))
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_a_job_on_a_second_node_is_retried_and_resumed_after_its_worker_is_killed(
+    tmp_path: Path,
+) -> None:
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    common = ["--num-cpus", "1", "--include-dashboard=false", "--disable-usage-stats"]
+    try:
+        subprocess.run([ray_cli, "start", "--head", "--node-ip-address", "127.0.0.1",
+                        "--port", str(port), *common], env=env, check=True,
+                       capture_output=True)
+        subprocess.run([ray_cli, "start", "--address", f"127.0.0.1:{port}",
+                        "--resources", json.dumps({"node2": 1}), "--num-cpus", "1",
+                        "--disable-usage-stats"], env=env, check=True, capture_output=True)
+        out = tmp_path / "cluster"
+        driver = subprocess.Popen([sys.executable, "-c", DRIVER, f"127.0.0.1:{port}",
+                                   str(out)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and driver.poll() is None:
+            manifest = _manifest(out)
+            if manifest.get("checkpoints") and manifest["checkpoints"][-1]["step"] >= 3_000:
+                break
+            time.sleep(0.1)
+        worker = manifest["attempts"][0]["pid"]
+        os.kill(worker, signal.SIGKILL)  # the Ray worker running the job, mid-job
+        stdout, stderr = driver.communicate(timeout=300)
+        assert driver.returncode == 0, stderr
+        node2 = json.loads(stdout.strip().splitlines()[-1])
+        attempts = _manifest(out)["attempts"]
+        assert len(attempts) == 2 and attempts[1]["pid"] != worker
+        assert {a["node"] for a in attempts} == set(node2)  # both ran on the second node
+        assert attempts[1]["resumed_from"] >= 3_000
+        reference = tmp_path / "serial"
+        reference.mkdir()
+        subprocess.run([sys.executable, "-c", DRIVER, "", str(reference)], cwd=ROOT, env=env,
+                       check=True, capture_output=True)
+        same_tables(reference, out)
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True)
