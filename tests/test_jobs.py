@@ -62,6 +62,7 @@ def test_a_job_killed_mid_stream_or_mid_sleep_resumes_to_the_same_results(
 ) -> None:
     out = tmp_path / "run"
     command = [sys.executable, "-m", "sharp", *BENCH, "--out", str(out)]
+    # the head node runs with token authentication, and a joining node or driver must too
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
     try:
@@ -192,8 +193,9 @@ def test_a_job_on_a_second_node_is_retried_and_resumed_after_its_worker_is_kille
 ) -> None:
     ray_cli = str(Path(sys.executable).with_name("ray"))
     port = _free_port()
+    # the head node runs with token authentication, and a joining node or driver must too
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
-           "RAY_USAGE_STATS_ENABLED": "0"}
+           "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
     common = ["--num-cpus", "1", "--include-dashboard=false", "--disable-usage-stats"]
     try:
         subprocess.run([ray_cli, "start", "--head", "--node-ip-address", "127.0.0.1",
