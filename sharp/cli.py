@@ -171,7 +171,10 @@ def bench(args: argparse.Namespace) -> int:
         results = pd.read_csv(plan.out / "results.csv")
     else:
         results = run_bench(plan).results
+    rule = f"clipped per token at log2 V = {plan.clip:.3f}" if plan.clip else "unclipped"
+    print(f"bits per token ({rule}; mean ± sample std over runs):")
     print(markdown_table(summary_table(results, "bits_clipped" if plan.clip else "bits")))
+    print("training:")
     print(markdown_table(speed_table(results)))
     print(f"wall time {time.perf_counter() - plan.started:.1f} s; report written to "
           f"{plan.out}/" + (" (with the executed notebook and its HTML)" if args.notebook else ""))
@@ -302,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return commands[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, RuntimeError) as error:
+    except (ValueError, TypeError, OSError, RuntimeError) as error:
         print(f"sharp {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:

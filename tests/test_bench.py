@@ -53,6 +53,9 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--set", "window=100", "--baselines", "transformer"],
          r"context \(C\) must be >= window W=100"),
         (["--set", "hidden=64.0"], "SharpConfig.hidden must be a list of int or an int, got 64.0"),
+        # new-user findings: 0 workers ran as 1; a run name escaped reports/
+        (["--workers", "0"], "learners and workers must be >= 1, got 1 and 0"),
+        (["--name", "../elsewhere"], "run name '../elsewhere' must be a plain folder name"),
     ],
 )
 def test_every_checkable_option_fails_before_any_learner_starts(
@@ -270,3 +273,37 @@ def test_a_diverged_learner_is_marked_and_never_averaged(
     assert "Diverged runs" in summary
     assert "| SHARP | diverged | diverged | diverged |" in summary
     assert "diverged at stream step" in capsys.readouterr().err
+
+
+def test_an_output_path_that_cannot_be_a_folder_fails_before_any_work(
+    no_training: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """New-user finding: --out naming a file failed with [Errno 17] after all training."""
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    for out in (taken, taken / "run"):
+        assert main(["bench", "--no-notebook", "--quiet", "--learners", "1", "--baselines",
+                     "--out", str(out)]) == 2
+        assert f"{taken} is a file, not a folder" in capsys.readouterr().err
+    assert taken.read_text() == "mine"
+
+
+def test_a_local_file_is_reported_as_the_file_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """New-user finding: a text file called ``wiki`` was reported as the bundled wiki; and
+    learners without a memory gate showed a memory update rate of 0."""
+    monkeypatch.setenv("SHARP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wiki").write_text("the cat sat on the mat and the dog ate the bone " * 300)
+    assert main(["bench", "--no-notebook", "--quiet", "--corpus", "./wiki", "--learners", "1",
+                 "--workers", "1", "--segment", "3000", "--slice", "300", "--baselines", "rnn",
+                 "--out", "report"]) == 0
+    source = str((tmp_path / "wiki").resolve())
+    assert f"corpus wiki ({source}):" in capsys.readouterr().out
+    assert json.loads((tmp_path / "report" / "run.json").read_text())["corpus_source"] == source
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert f"- corpus: **wiki** ({source})," in summary
+    assert re.search(r"\| RNN \(tbptt\) \| [\d,]+ \| 2,996 \| [\d.,]+ \| [\d.,]+ \| — \| 0 \|",
+                     summary), summary
+

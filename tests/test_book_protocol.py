@@ -51,6 +51,20 @@ def test_bench_on_a_local_pg19_folder_runs_the_book_protocol(cache: Path, tmp_pa
     assert results.loc["backward", "tokens"] == results.loc["current", "tokens"] == 500 - WINDOW
 
 
+def test_book_report_states_the_books_it_used(cache: Path, tmp_path: Path) -> None:
+    """New-user finding: the summary claimed 5 books per slice though one was used, and a
+    single training book makes backward and current the same book: say so."""
+    _write_pg19(tmp_path / "pg", {"train": 300, "validation": 200})
+    with pytest.warns(RuntimeWarning, match="backward and current slices share books"):
+        assert main([*BENCH, "--out", "report"]) == 0
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert summary.startswith("# Book protocol")
+    assert ("1 training book in order up to 5,000 tokens, state reset at each book; backward = "
+            "first 1 training book, current = last 1 training book, forward = 1 held-out book"
+            ) in summary
+    assert "mean ± sample std over 1 learner)" in summary
+
+
 def test_held_out_from_test_when_there_is_no_validation(cache: Path, tmp_path: Path) -> None:
     _write_pg19(tmp_path / "pg", {"train": 300, "test": 30})
     assert main([*BENCH, "--slice", "100", "--out", "report"]) == 0

@@ -23,6 +23,8 @@ from sharp.runs.benchmark import (
     BenchmarkResult,
     Execution,
     check_corpus_protocol,
+    learner_window,
+    plan_books,
     plan_jobs,
     preflight,
     run_benchmark,
@@ -36,7 +38,7 @@ from sharp.runs.registry import (
     build_learner,
     sharp_spec,
 )
-from sharp.runs.report import check_report_folder, write_benchmark_report
+from sharp.runs.report import check_report_folder, plural, write_benchmark_report
 from sharp.runs.stream import run_stream
 
 #: SHARP config fields the run sets for every learner, and where they come from:
@@ -139,9 +141,22 @@ class BenchPlan:
     def headline(self) -> str:
         """One line: corpus, models, runs and workers."""
         runs = self.options.learners * len(self.specs)
-        return (f"corpus {self.corpus.name}: {len(self.corpus):,} tokens; models "
-                f"{[s.name for s in self.specs]}; {self.protocol} protocol; {runs} runs on "
-                f"{self.workers} worker(s), {self.options.threads} thread(s) each")
+        return (f"corpus {self.corpus.name} ({self.meta['corpus_source']}): "
+                f"{len(self.corpus):,} tokens; models {[s.name for s in self.specs]}; "
+                f"{self.protocol} protocol; {plural(runs, 'run')} on "
+                f"{plural(self.workers, 'worker')}, {plural(self.options.threads, 'thread')} "
+                "each")
+
+
+def corpus_source(corpus: str) -> str:
+    """Where a corpus comes from, as :func:`~sharp.data.corpus.load_corpus` reads it:
+    ``bundled`` (wiki, books), ``download`` (text8, pg19), else the resolved path of the
+    local file or folder (so ``./wiki``, a file, is never taken for the bundled wiki)."""
+    if corpus in ("wiki", "books"):
+        return "bundled"
+    if corpus in ("text8", "pg19"):
+        return "download"
+    return str(Path(corpus).expanduser().resolve())
 
 
 def default_run_name(corpus: str, preset_name: str) -> str:
@@ -201,15 +216,20 @@ def plan_bench(options: BenchOptions) -> BenchPlan:
     corpus = load_corpus(options.corpus)
     specs = bench_specs(options, corpus.vocab.size)
     runs = options.learners * len(specs)
-    workers = min(options.workers or os.cpu_count() or 1, max(runs, 1))
+    workers = min(os.cpu_count() or 1 if options.workers is None else options.workers,
+                  max(runs, 1))
     protocol = preflight(specs, corpus, protocol=protocol, segment=options.segment,
                          slice_len=options.slice_len, learners=options.learners,
                          workers=workers)
     clip = math.log2(corpus.vocab.size) if options.clip else None
     name = options.run_name or default_run_name(options.corpus, options.preset_name)
+    if Path(name).name != name or name in (".", ".."):
+        raise ValueError(f"run name {name!r} must be a plain folder name (it becomes "
+                         "reports/<name>); give a path with --out instead")
     out = Path(options.out_dir or os.path.join("reports", name))
     meta = {
         "run": name, "command": options.command, "corpus": corpus.name,
+        "corpus_source": corpus_source(options.corpus),
         "corpus_tokens": len(corpus), "corpus_sha256": corpus.sha256, "protocol": protocol,
         "segment": options.segment, "slice": options.slice_len, "learners": options.learners,
         "seed": options.seed, "workers": workers, "threads": options.threads, "clip": clip,
@@ -218,6 +238,10 @@ def plan_bench(options: BenchOptions) -> BenchPlan:
         "checkpoints": {"every_tokens": policy.every_tokens,
                         "every_seconds": policy.every_seconds, "keep": policy.keep},
     }
+    if protocol == "books":
+        meta["books"] = plan_books(corpus, budget=options.segment,
+                                   max_eval_tokens=options.slice_len,
+                                   window=learner_window(specs)).counts()
     check_report_folder(out, meta, options.overwrite)
     return BenchPlan(options, corpus, specs, protocol, workers, clip, name, out, meta, started)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,7 +135,7 @@ def preflight(
                              f"{corpus.vocab.size} symbols")
     if protocol == "books" or (protocol == "auto" and corpus.documents is not None):
         plan_books(corpus, budget=segment, max_eval_tokens=slice_len,
-                   window=learner_window(specs))
+                   window=learner_window(specs)).warn_if_slices_coincide()
         return "books"
     check_lengths(specs, segment=segment, slice_len=slice_len)
     plan_segments(len(corpus.tokens), segment, slice_len, learners)
@@ -253,6 +254,20 @@ class BookPlan:
     train_ids: list[str]
     forward_ids: list[str]
     held_out: str
+
+    def counts(self) -> dict[str, int]:
+        """How many books each part uses: ``train``, ``backward``, ``current``, ``forward``."""
+        return {"train": len(self.train), **{name: len(books)
+                                              for name, books in self.slices.items()}}
+
+    def warn_if_slices_coincide(self) -> None:
+        """Warn (RuntimeWarning) when backward and current are the same books: with fewer
+        training books than twice the books per slice, the two slices overlap."""
+        if len(self.train) < len(self.slices["backward"]) + len(self.slices["current"]):
+            warnings.warn(
+                f"only {len(self.train)} training book(s) fit the budget, so the backward and "
+                "current slices share books and measure the same thing; give a larger "
+                "--segment (the budget) to train on more books", RuntimeWarning, stacklevel=2)
 
 
 def _too_short(ids: list[str], lengths: list[int]) -> str:

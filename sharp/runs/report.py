@@ -31,6 +31,8 @@ def _cell(value: Any) -> str:
     if isinstance(value, int | np.integer) and not isinstance(value, bool):
         return f"{value:,}"
     if isinstance(value, float):
+        if np.isnan(value):
+            return "—"
         return f"{value:,.3f}" if abs(value) < 1000 else f"{value:,.0f}"
     return str(value)
 
@@ -44,23 +46,40 @@ def machine_info() -> dict[str, Any]:
 
 
 def speed_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Per learner: parameters, training tokens/s and memory update rate (means)."""
-    per_run = results.drop_duplicates(["learner", "segment"])
-    return per_run.groupby("learner", sort=False).agg(
+    """Per learner: parameters, training tokens and seconds, tokens/s, memory update rate
+    (SHARP only: "—" for learners without a memory gate) and sleeps (means over runs)."""
+    per_run = results.drop_duplicates(["learner", "segment"]).copy()
+    if "kind" in per_run:
+        per_run.loc[per_run["kind"] != "sharp", "memory_update_rate"] = np.nan
+    table = per_run.groupby("learner", sort=False).agg(
         parameters=("parameters", "first"), train_tokens=("train_tokens", "mean"),
         train_seconds=("train_seconds", "mean"), tokens_per_s=("tokens_per_s", "mean"),
         memory_update_rate=("memory_update_rate", "mean"), sleeps=("sleeps", "mean"),
     )
+    for count in ("train_tokens", "sleeps"):  # whole numbers when every run agrees
+        if (table[count] % 1 == 0).all():
+            table[count] = table[count].astype(int)
+    return table
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 learner``, ``2 learners``."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def protocol_line(meta: dict[str, Any]) -> str:
     """One sentence saying what was trained and evaluated."""
     if meta.get("protocol") == "books":
-        return (f"book protocol, {meta['learners']} learner(s): training books in order up to "
-                f"{meta['segment']:,} tokens, state reset at each book; backward = first 5 "
-                "training books, current = last 5, forward = 5 held-out books, each evaluated "
-                f"from a reset state (at most {meta['slice']:,} tokens per book)")
-    return (f"{meta['learners']} learners × segments of {meta['segment']:,} tokens; slices of "
+        books = meta["books"]
+        return (f"book protocol, {plural(meta['learners'], 'learner')}: "
+                f"{plural(books['train'], 'training book')} in order up to "
+                f"{meta['segment']:,} tokens, state reset at each book; backward = first "
+                f"{plural(books['backward'], 'training book')}, current = last "
+                f"{plural(books['current'], 'training book')}, forward = "
+                f"{plural(books['forward'], 'held-out book')}, each evaluated from a reset "
+                f"state (at most {meta['slice']:,} tokens per book)")
+    return (f"{plural(meta['learners'], 'learner')} × segments of {meta['segment']:,} tokens; "
+            f"slices of "
             f"{meta['slice']:,} tokens: backward = first, current = last of each segment, "
             "forward = the corpus's last (never trained on); prediction before learning")
 
@@ -89,8 +108,18 @@ def check_report_folder(out: str | os.PathLike, meta: dict[str, Any],
 
     Passes if ``out`` holds no report file, holds the report of the same run (same
     :func:`run_identity`), or ``overwrite`` is set. Otherwise raises ``FileExistsError``
-    naming the folder and what differs."""
+    naming the folder and what differs; ``NotADirectoryError`` or ``PermissionError`` when
+    ``out`` cannot become a folder of files (a file is in the way, or it is read-only)."""
     out = Path(out)
+    for place in (out, *out.parents):
+        if place.exists():
+            if not place.is_dir():
+                raise NotADirectoryError(f"cannot write a report to {out}: {place} is a file, "
+                                         "not a folder; give another --out (or --name)")
+            if not os.access(place, os.W_OK | os.X_OK):
+                raise PermissionError(f"cannot write a report to {out}: {place} is not "
+                                      "writable; give another --out")
+            break
     found = [name for name in REPORT_FILES if (out / name).exists()]
     if overwrite or not found:
         return
@@ -126,7 +155,9 @@ def write_benchmark_report(out: str | os.PathLike, result: BenchmarkResult,
     bits_column = "bits_clipped" if meta.get("clip") else "bits"
     rule = (f"clipped per token at log2(V) = {meta['clip']:.3f} bits (the authors' rule)"
             if meta.get("clip") else "unclipped")
-    title = f"Segment benchmark — {meta['run']}"
+    title = (f"{'Book protocol' if meta.get('protocol') == 'books' else 'Segment benchmark'}"
+             f" — {meta['run']}")
+    runs = "learners" if meta.get("protocol") == "books" else "segments"
     figures = _figures(result, bits_column, rule, title)
     figures_line = ("- `figures.html`: slice bars and learning curves (self-contained, opens "
                     "offline)" if figures is not None else
@@ -140,14 +171,16 @@ def write_benchmark_report(out: str | os.PathLike, result: BenchmarkResult,
         f"- command: `{meta.get('command', '')}`",
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {json.dumps(machine_info())}",
-        f"- corpus: **{meta['corpus']}**, {meta['corpus_tokens']:,} tokens, "
+        f"- corpus: **{meta['corpus']}** ({meta.get('corpus_source', '')}), "
+        f"{meta['corpus_tokens']:,} tokens, "
         f"sha256 `{meta['corpus_sha256']}`",
         f"- protocol: {protocol_line(meta)}",
         f"- seeds (learner m of each model runs with seed {meta.get('seed', 0)} + m): {seeds}",
         f"- bits rule: {rule}; wall time {meta['wall_seconds']:.1f} s with "
         f"{meta['workers']} worker process(es) of {meta.get('threads', 1)} torch thread(s)", "",
         *_diverged_section(result.results),
-        f"## Bits per token (mean ± sample std over {meta['learners']} segments)", "",
+        f"## Bits per token (mean ± sample std over {plural(meta['learners'], runs[:-1])})",
+        "",
         markdown_table(summary_table(result.results, bits_column)), "",
         "## Top-1 accuracy", "",
         markdown_table(summary_table(result.results, "accuracy")), "",
