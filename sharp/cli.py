@@ -134,9 +134,11 @@ def bench(args: argparse.Namespace) -> int:
 def _reference_parser(sub: argparse._SubParsersAction) -> None:
     ref = sub.add_parser("reference", help="trace the authors' learning curve (REFERENCE.md)",
                          formatter_class=HelpFormatter)
-    ref.add_argument("--preset", default="text8-small", choices=["text8-small", "text8"])
-    ref.add_argument("--seed", type=non_negative_int, default=0)
-    ref.add_argument("--threads", type=positive_int, default=1)
+    ref.add_argument("--preset", default="text8-small", choices=["text8-small", "text8"],
+                     help="SHARP preset whose curve the authors published")
+    ref.add_argument("--seed", type=non_negative_int, default=0,
+                     help="learner seed (the authors' curve is seed 0)")
+    ref.add_argument("--threads", type=positive_int, default=1, help="torch threads")
     ref.add_argument("--out", default=None,
                      help="also write the table to OUT/reference.csv and the run's record "
                      "to OUT/reference.json (a folder, as for every command; checked "
@@ -191,18 +193,20 @@ def _throughput_parser(sub: argparse._SubParsersAction) -> None:
     tp.add_argument("--baselines", nargs="*", default=[],
                     choices=BASELINE_KINDS,
                     help="also measure these baselines (at --baseline-preset)")
-    tp.add_argument("--baseline-preset", default="paper", choices=["quick", "paper"])
+    tp.add_argument("--baseline-preset", default="paper", choices=["quick", "paper"],
+                    help="size of the --baselines")
     tp.add_argument("--ensemble", nargs="*", type=positive_int, default=[], metavar="M",
                     help="also measure ensembles of these sizes (e.g. 1 9 64) of SHARP at each "
                     "preset and of each --baselines kind: ensemble steps/s and tokens/s")
     tp.add_argument("--steps", type=positive_int, default=1_000,
                     help="timed wake steps per repeat; also bounds the rest of a "
-                    "measurement: warm-up min(steps, 200) steps for SHARP (and at least "
-                    "until its tag buffer is full), min(steps, 100) for baselines, "
+                    "measurement: warm-up min(steps, 200) steps for SHARP, "
+                    "min(steps, 100) for baselines, "
                     "min(steps, 50) for ensembles; evaluation of min(50 x steps, 50,000) "
                     "tokens for SHARP, min(20 x steps, 20,000) for baselines; SHARP's one "
-                    "timed sleep (a full tag buffer, the preset's replay steps) does not "
-                    "scale (default: 1000)")
+                    "timed sleep (a full tag buffer, topped up untimed when --steps is "
+                    "below its size; the preset's replay steps) does not scale "
+                    "(default: 1000)")
     tp.add_argument("--repeats", type=positive_int, default=3,
                     help="timed runs of --steps steps per configuration; the median is "
                     "reported")

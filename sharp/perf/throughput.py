@@ -86,7 +86,7 @@ def measure_sharp(preset_name: str, *, hidden: int | None = None, embedding: int
         "parameters": learner.parameter_count(),
         "wake_tokens_per_s": statistics.median(rates),
         "wake_ms_per_step": 1000 / statistics.median(rates),
-        "eval_tokens_per_s": result.tokens / result.seconds,
+        "eval_tokens_per_s": result.tokens / result.seconds, "eval_tokens": eval_tokens,
         "sleep_seconds": sleep_seconds, "sleep_tags": config.tag_buffer,
         "sleep_steps": config.replay_steps,
     }
@@ -117,7 +117,7 @@ def measure_baseline(kind: str, preset_name: str = "paper", *, threads: int = 1,
         "parameters": learner.parameter_count(),
         "wake_tokens_per_s": statistics.median(rates),
         "wake_ms_per_step": 1000 / statistics.median(rates),
-        "eval_tokens_per_s": result.tokens / result.seconds,
+        "eval_tokens_per_s": result.tokens / result.seconds, "eval_tokens": eval_tokens,
     }
 
 
