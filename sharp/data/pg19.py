@@ -138,16 +138,16 @@ def _folder_dataset(folder: Path, files: list[tuple[str, int, int]], hf_cache: P
 def _datasets_progress(progress: bool) -> Iterator[None]:
     """Hugging Face ``datasets``' progress bars off inside the block unless ``progress``;
     their previous setting restored after it."""
-    from datasets.utils import tqdm as hf_tqdm
+    import datasets
 
-    was_disabled = hf_tqdm.are_progress_bars_disabled()
+    was_disabled = datasets.are_progress_bars_disabled()
     if not progress:
-        hf_tqdm.disable_progress_bars()
+        datasets.disable_progress_bars()
     try:
         yield
     finally:
         if not progress and not was_disabled:
-            hf_tqdm.enable_progress_bars()
+            datasets.enable_progress_bars()
 
 
 def _hub_dataset(source: str, split: str, max_books: int | None) -> Any:
