@@ -30,6 +30,8 @@ from sharp.runs.bench import (
 )
 from sharp.runs.benchmark import diverged_runs, summary_table
 from sharp.runs.checkpoints import atomic_write_text
+from sharp.runs.options import HelpFormatter, non_negative_int, positive_int
+from sharp.runs.outputs import check_output_folder, check_replace
 from sharp.runs.reference import max_abs_difference, reference_curve
 from sharp.runs.registry import BASELINE_KINDS
 from sharp.runs.report import markdown_table, speed_table
@@ -37,7 +39,7 @@ from sharp.runs.report import markdown_table, speed_table
 
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="segment benchmark (forward/backward/current) + report",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=HelpFormatter)
     bench.add_argument("--corpus", default="wiki",
                        help="wiki | books | text8 | pg19 | path to a local text file | path to a "
                        "folder in PG-19 layout (train/ plus validation/ or test/)")
@@ -186,50 +188,112 @@ def bench(args: argparse.Namespace) -> int:
 
 def _reference_parser(sub: argparse._SubParsersAction) -> None:
     ref = sub.add_parser("reference", help="trace the authors' learning curve (REFERENCE.md)",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ref.add_argument("--preset", default="text8-small", choices=["text8-small", "text8"])
-    ref.add_argument("--seed", type=int, default=0)
-    ref.add_argument("--threads", type=int, default=1)
-    ref.add_argument("--out", default=None, help="also write the table as CSV here")
+                         formatter_class=HelpFormatter)
+    ref.add_argument("--preset", default="text8-small", choices=["text8-small", "text8"],
+                     help="SHARP preset whose curve the authors published")
+    ref.add_argument("--seed", type=non_negative_int, default=0,
+                     help="learner seed (the authors' curve is seed 0)")
+    ref.add_argument("--threads", type=positive_int, default=1, help="torch threads")
+    ref.add_argument("--out", default=None,
+                     help="also write the table to OUT/reference.csv and the run's record "
+                     "to OUT/reference.json (a folder, as for every command; checked "
+                     "before the run)")
+    ref.add_argument("--overwrite", action="store_true",
+                     help="replace another run's table (other preset or seed) in --out")
+    ref.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+#: The files ``sharp reference --out`` writes (its record last).
+REFERENCE_FILES = ("reference.csv", "reference.json")
 
 
 def reference(args: argparse.Namespace) -> int:
-    """Print this kit's curve next to the authors' on the licence text."""
-    frame = reference_curve(args.preset, seed=args.seed, threads=args.threads)
+    """Print this kit's curve next to the authors' on the licence text; with ``--out``, also
+    write it there (the folder is checked before the run)."""
+    identity = {"preset": args.preset, "seed": args.seed}
+    if args.out:
+        check_replace(check_output_folder(args.out), REFERENCE_FILES, "reference.json",
+                      identity, overwrite=args.overwrite, what="the reference table")
+    frame = reference_curve(args.preset, seed=args.seed, threads=args.threads,
+                            progress=not args.quiet)
     print(markdown_table(frame.set_index("tokens")))
     print(f"largest |difference|: {max_abs_difference(frame):.3f} bits")
     if args.out:
-        atomic_write_text(args.out, frame.to_csv(index=False))
+        _write_outputs(args.out, {"reference.csv": frame.to_csv(index=False)},
+                       "reference.json", identity, args.command_line)
+        print(f"written to {os.path.join(args.out, 'reference.csv')}")
     return 0
+
+
+def _write_outputs(out: str, texts: dict[str, str], record: str, identity: dict[str, Any],
+                   command: str) -> None:
+    """Write ``texts`` (file name -> text) under ``out`` atomically, then ``record``: the
+    run's identity, command and date, which :func:`check_replace` compares."""
+    for name, text in texts.items():
+        atomic_write_text(os.path.join(out, name), text)
+    meta = {"identity": identity, "command": command, "date": time.strftime("%Y-%m-%d %H:%M")}
+    atomic_write_text(os.path.join(out, record), json.dumps(meta, indent=2))
 
 
 def _throughput_parser(sub: argparse._SubParsersAction) -> None:
     tp = sub.add_parser("throughput", help="measure wake/eval tokens/s and sleep time",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter)
     tp.add_argument("--presets", nargs="*", default=["text8-small", "text8"],
-                    choices=preset_names())
-    tp.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+                    choices=preset_names(), help="SHARP presets to measure (give the option "
+                    "with no names to measure only --baselines)")
+    tp.add_argument("--threads", nargs="+", type=positive_int, default=[1, 2],
+                    help="torch thread counts to measure each configuration with")
     tp.add_argument("--engines", nargs="+", default=["fused"], choices=["fused", "torch"],
                     help="SHARP engines to measure (fused kernels, or the torch reference)")
     tp.add_argument("--baselines", nargs="*", default=[],
                     choices=BASELINE_KINDS,
                     help="also measure these baselines (at --baseline-preset)")
-    tp.add_argument("--baseline-preset", default="paper", choices=["quick", "paper"])
-    tp.add_argument("--ensemble", nargs="*", type=int, default=[], metavar="M",
+    tp.add_argument("--baseline-preset", default="paper", choices=["quick", "paper"],
+                    help="size of the --baselines")
+    tp.add_argument("--ensemble", nargs="*", type=positive_int, default=[], metavar="M",
                     help="also measure ensembles of these sizes (e.g. 1 9 64) of SHARP at each "
                     "preset and of each --baselines kind: ensemble steps/s and tokens/s")
-    tp.add_argument("--steps", type=int, default=1_000, help="timed wake steps per repeat")
-    tp.add_argument("--repeats", type=int, default=3)
+    tp.add_argument("--steps", type=positive_int, default=1_000,
+                    help="timed wake steps per repeat; also bounds the rest of a "
+                    "measurement: warm-up min(steps, 200) steps for SHARP, "
+                    "min(steps, 100) for baselines, "
+                    "min(steps, 50) for ensembles; evaluation of min(50 x steps, 50,000) "
+                    "tokens for SHARP, min(20 x steps, 20,000) for baselines; SHARP's one "
+                    "timed sleep (a full tag buffer, topped up untimed when --steps is "
+                    "below its size; the preset's replay steps) does not scale "
+                    "(default: 1000)")
+    tp.add_argument("--repeats", type=positive_int, default=3,
+                    help="timed runs of --steps steps per configuration; the median is "
+                    "reported")
     tp.add_argument("--anatomy", action="store_true",
                     help="instead: where one wake step's and one sleep window's time goes per "
                     "preset and thread count, with the launch and bandwidth floors")
-    tp.add_argument("--out", default="reports/throughput", help="folder for CSV + markdown")
+    tp.add_argument("--out", default="reports/throughput",
+                    help="folder for throughput.csv/.md/.json (anatomy.* with --anatomy); "
+                    "checked before any measurement")
+    tp.add_argument("--overwrite", action="store_true",
+                    help="replace another measurement's files (other presets, engines, "
+                    "threads, baselines, ensembles, steps or repeats) in --out")
 
 
 def throughput(args: argparse.Namespace) -> int:
-    """Print and write the throughput table (or, with ``--anatomy``, the breakdown)."""
+    """Print and write the throughput table (or, with ``--anatomy``, the breakdown). The
+    options and the output folder are checked before any measurement: ValueError when
+    there is nothing to measure, FileExistsError / PermissionError for --out."""
+    stem = "anatomy" if args.anatomy else "throughput"
+    identity = {key: getattr(args, key) for key in (
+        "presets", "threads", "steps", "repeats", "anatomy",
+        *(() if args.anatomy else ("engines", "baselines", "baseline_preset", "ensemble")))}
+    if args.anatomy and not args.presets:
+        raise ValueError("nothing to measure: --anatomy measures SHARP presets; give "
+                         "--presets NAMES")
+    if not args.anatomy and not args.presets and not args.baselines:
+        raise ValueError("nothing to measure: give --presets NAMES or --baselines KINDS")
+    check_replace(check_output_folder(args.out), [f"{stem}.{s}" for s in ("csv", "md", "json")],
+                  f"{stem}.json", identity, overwrite=args.overwrite,
+                  what=f"the {stem} tables")
     if args.anatomy:
-        return _anatomy(args)
+        return _anatomy(args, identity)
     configs: list[dict[str, Any]] = [
         {"preset_name": p, "threads": t, "engine": e}
         for p in args.presets for e in args.engines for t in args.threads
@@ -243,13 +307,13 @@ def throughput(args: argparse.Namespace) -> int:
     table = throughput_table(configs, steps=args.steps, repeats=args.repeats)
     text = f"Machine: {machine_line()}\n\n{markdown_table(table.set_index('learner'))}\n"
     print(text)
-    atomic_write_text(os.path.join(args.out, "throughput.csv"), table.to_csv(index=False))
-    atomic_write_text(os.path.join(args.out, "throughput.md"),
-                      f"Command: `{args.command_line}`\n\n{text}")
+    _write_outputs(args.out, {"throughput.csv": table.to_csv(index=False),
+                              "throughput.md": f"Command: `{args.command_line}`\n\n{text}"},
+                   "throughput.json", identity, args.command_line)
     return 0
 
 
-def _anatomy(args: argparse.Namespace) -> int:
+def _anatomy(args: argparse.Namespace, identity: dict[str, Any]) -> int:
     frames = [wake_anatomy(p, threads=t, steps=args.steps)
               for p in args.presets for t in args.threads]
     table = pd.concat(frames, ignore_index=True)
@@ -259,9 +323,9 @@ def _anatomy(args: argparse.Namespace) -> int:
     text = (f"Machine: {machine_line()}\n\n"
             f"{markdown_table(wide.reset_index().set_index('quantity'))}\n")
     print(text)
-    atomic_write_text(os.path.join(args.out, "anatomy.csv"), table.to_csv(index=False))
-    atomic_write_text(os.path.join(args.out, "anatomy.md"),
-                      f"Command: `{args.command_line}`\n\n{text}")
+    _write_outputs(args.out, {"anatomy.csv": table.to_csv(index=False),
+                              "anatomy.md": f"Command: `{args.command_line}`\n\n{text}"},
+                   "anatomy.json", identity, args.command_line)
     return 0
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -25,7 +27,7 @@ from sharp.experiments.common import (
 )
 from sharp.experiments.credit_assignment import COLUMNS as CREDIT_COLUMNS
 from sharp.experiments.memory_capacity import make_sequence
-from sharp.experiments.report import run_experiment, write_index
+from sharp.experiments.report import plural, run_experiment, write_index
 from sharp.experiments.sleep_ablation import WakeAllMemories
 from sharp.model.memory import Memory
 
@@ -228,11 +230,87 @@ def test_cli_writes_csv_html_md(tmp_path):
 def test_index_combines_runs(tmp_path):
     runs = [run_experiment(name, "tiny", tmp_path, progress=False, workers=1)
             for name in ("drift", "nonstationarity")]
-    paths = write_index(tmp_path, runs, preset="tiny", command="sharp experiment all")
+    paths = write_index(tmp_path)
     md = paths["md"].read_text()
     assert md.index("## 6. ") < md.index("## 10. ")
     assert "[figure](drift.html)" in md and "[data](nonstationarity.csv)" in md
+    assert "2 experiments in this folder" in md and "preset **tiny**" in md
     assert all(line in md for run in runs for line in run.experiment.summarise(run.frame))
     html = paths["html"].read_text()
     assert html.count("Plotly.newPlot") == 2
     assert html.count("plotly.js v") == 1  # plotly.js inlined once
+
+
+def _experiment(argv, capsys=None):
+    from sharp.cli import main
+
+    code = main(["experiment", *argv])
+    return code if capsys is None else (code, capsys.readouterr().err)
+
+
+def test_experiment_out_is_checked_before_any_work(tmp_path, capsys, monkeypatch):
+    import sharp.experiments.cli as experiment_cli
+
+    monkeypatch.setattr(experiment_cli, "run_experiment", None)  # calling it would fail
+    file = tmp_path / "file.txt"
+    file.write_text("keep")
+    for name in ("drift", "all"):
+        code, err = _experiment([name, "--preset", "tiny", "--out", str(file)], capsys)
+        assert code == 2 and "is a file, but --out needs a folder" in err
+    assert file.read_text() == "keep"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--seed", "-1"], "argument --seed: must be an integer >= 0, got -1"),
+    (["--workers", "0"], "argument --workers: must be a positive integer (1 or more), got 0"),
+    (["--workers", "-2"], "argument --workers: must be a positive integer"),
+])
+def test_experiment_options_name_the_option_and_what_is_valid(argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        _experiment(["drift", "--preset", "tiny", *argv])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(ValueError, match="seed must be an integer >= 0, got -1"):
+        rep_seeds(-1, 2)
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        REGISTRY["drift"]("tiny", workers=0, progress=False)
+
+
+def test_a_run_never_replaces_another_runs_results_silently(tmp_path, capsys):
+    out = ["--out", str(tmp_path), "--quiet", "--workers", "1"]
+    argv = ["credit_assignment", "--preset", "tiny", *out]
+    assert _experiment([*argv, "--seed", "3"]) == 0
+    record = json.loads((tmp_path / "credit_assignment.json").read_text())
+    assert record["identity"]["seed"] == 3 and record["preset"] == "tiny"
+    assert "workers" not in record["identity"]  # how it ran, not what it computed
+    first = (tmp_path / "credit_assignment.csv").read_text()
+    code, err = _experiment([*argv, "--seed", "4"], capsys)
+    assert code == 2
+    assert "holds credit_assignment's results of another run (different seed)" in err
+    assert "--overwrite" in err
+    assert (tmp_path / "credit_assignment.csv").read_text() == first
+    code, err = _experiment(["credit_assignment", "--preset", "quick", *out], capsys)
+    assert code == 2 and "(different preset, " in err
+    assert _experiment([*argv, "--seed", "3", "--workers", "2"]) == 0  # the same run may
+    assert _experiment([*argv, "--seed", "4", "--overwrite"]) == 0
+    assert json.loads((tmp_path / "credit_assignment.json").read_text())["identity"][
+        "seed"] == 4
+    (tmp_path / "drift.csv").write_text("left by an older version")  # no record
+    code, err = _experiment(["drift", "--preset", "tiny", *out], capsys)
+    assert code == 2 and "drift's results of an unknown run (drift.csv)" in err
+    code, err = _experiment(["all", "--preset", "tiny", *out], capsys)  # checked up front
+    assert code == 2 and "credit_assignment's results of another run" in err
+    assert not (tmp_path / "acceleration.csv").exists()  # experiment 2 never started
+
+
+def test_index_is_rebuilt_whenever_an_experiment_is_rewritten(tmp_path):
+    run_experiment("drift", "tiny", tmp_path, progress=False, workers=1)
+    run_experiment("credit_assignment", "tiny", tmp_path, progress=False, workers=1)
+    write_index(tmp_path)
+    again = run_experiment("drift", "tiny", tmp_path, progress=False, workers=1, seed=5,
+                           overwrite=True)
+    md = (tmp_path / "index.md").read_text()
+    assert all(line in md for line in again.experiment.summarise(again.frame))
+    on_disk = REGISTRY["drift"].summarise(pd.read_csv(tmp_path / "drift.csv"))
+    assert all(line in md for line in on_disk)
+    assert "1 row;" not in (tmp_path / "drift.md").read_text()
+    assert plural(1, "row") == "1 row" and plural(2_000, "run") == "2,000 runs"

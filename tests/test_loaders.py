@@ -353,3 +353,59 @@ def test_text_file_peak_memory_is_a_small_multiple_of_the_file(tmp_path: Path) -
     assert len(corpus) > 4_000_000
     # the whole-file loader peaked at ~28 bytes per character; chunks keep a few MB
     assert peak < 2 * size, f"peak {peak:,} bytes for a file of {size:,} bytes"
+
+
+def test_pg19_books_follow_the_utf8_rule_of_every_text_path(
+    pg19_folder: Path, tmp_path: Path
+) -> None:
+    book = pg19_folder / "train" / "12.txt"
+    book.write_bytes(b"Twelve at the caf\xe9.\n")  # Latin-1, not UTF-8
+    with pytest.raises(ValueError, match=r"12.txt is not UTF-8 text \(byte 17: invalid "
+                       r"continuation byte\); convert it to UTF-8"):
+        load_corpus(str(pg19_folder), cache_dir=tmp_path / "cache")
+    assert list((tmp_path / "cache" / "tokens").glob("*.npy")) == []  # nothing half-written
+    text_file = tmp_path / "same.txt"
+    text_file.write_bytes(book.read_bytes())
+    with pytest.raises(ValueError, match=r"same.txt is not UTF-8 text \(byte 17: invalid "):
+        load_corpus(str(text_file), cache_dir=tmp_path / "cache")
+
+
+def test_pg19_says_what_in_a_split_folder_is_not_a_book(
+    pg19_folder: Path, tmp_path: Path
+) -> None:
+    (pg19_folder / "train" / "README.md").write_text("about these books")
+    (pg19_folder / "train" / "5.txt").write_text("")
+    (pg19_folder / "train" / "extra").mkdir()
+    (pg19_folder / "validation" / "8.txt").write_text("1850 -- 1900.")  # no letter a-z
+    with pytest.warns(UserWarning) as caught:
+        corpus = load_corpus(str(pg19_folder), cache_dir=tmp_path / "cache")
+    messages = [str(w.message) for w in caught]
+    assert any("skipped 3 entries that are not books (a book is a non-empty <book_id>.txt "
+               "file): 5.txt (an empty file), README.md (not a .txt file), extra (a folder)"
+               in m for m in messages), messages
+    assert any("book '8' (validation" in m and "no letters a-z; left out" in m
+               for m in messages), messages
+    assert corpus.documents["id"].tolist() == ["3", "12", "7", "9"]
+    empty = tmp_path / "empty"
+    (empty / "train").mkdir(parents=True)
+    (empty / "train" / "1.txt").write_text("")
+    for folder in (empty, tmp_path / "cache"):  # a folder without any book, e.g. /tmp
+        with pytest.raises(FileNotFoundError, match="is a folder but holds no book: a corpus "
+                           "folder must be a folder in PG-19 layout"):
+            corpus_splits(str(folder))
+
+
+def test_quiet_loads_show_no_progress_bar(
+    pg19_folder: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    text_file = tmp_path / "story.txt"
+    text_file.write_text("A short story. " * 100)
+    load_corpus(str(text_file), cache_dir=tmp_path / "cache", progress=False)
+    load_corpus(str(pg19_folder), cache_dir=tmp_path / "cache", progress=False)
+    err = capfd.readouterr().err
+    assert "encoding" not in err and "Generating" not in err and "%" not in err
+    import datasets
+
+    assert not datasets.are_progress_bars_disabled()  # restored after the load
+    load_corpus(str(pg19_folder), split="test", cache_dir=tmp_path / "cache2")
+    assert "encoding pg19" in capfd.readouterr().err

@@ -121,14 +121,16 @@ def encode_books(books: Iterable[Book]) -> Iterator[tuple[np.ndarray, dict[str, 
 
     Yields ``(tokens, row)`` pairs whose tokens, concatenated, form the corpus: each
     book yields its tokens with its ``documents`` row; between two books a single
-    space token is yielded with ``row=None``. Books that normalise to nothing are
-    skipped.
+    space token is yielded with ``row=None``. Books that normalise to nothing (no
+    letter a-z) are left out, with a warning naming them.
     """
     offset = 0
     separator = TEXT8.encode(" ")
     for book in books:
         ids = TEXT8.encode(normalize_text8(book.text))
         if ids.size == 0:
+            warnings.warn(f"book {book.id!r} ({book.split}, {book.source or 'no source'}) has "
+                          "no letters a-z; left out of the corpus", stacklevel=2)
             continue
         if offset:
             yield separator, None
@@ -238,13 +240,14 @@ def write_token_cache(
     dtype: np.dtype,
     total: int | None = None,
     extra: Callable[[], dict[str, Any]] | None = None,
+    progress: bool = True,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Stream token chunks into a new cache entry and return it memory-mapped.
 
     The array is written as ``.npy`` and its metadata (length, dtype, sha256 of the
     token bytes, plus ``extra()`` evaluated after the last chunk) as ``.json``; both
     atomically, metadata last, so an interrupted build leaves no valid-looking entry.
-    ``total`` (tokens expected) only sizes the progress bar.
+    ``total`` (tokens expected) only sizes the progress bar, shown when ``progress``.
     """
     npy, meta_path = _entry_paths(root, name, identity)
     npy.parent.mkdir(parents=True, exist_ok=True)
@@ -254,7 +257,8 @@ def write_token_cache(
         tempfile.TemporaryFile(dir=npy.parent, suffix=".raw") as raw,
         atomic_path(npy) as tmp_npy,
     ):
-        with tqdm(total=total, unit="tok", unit_scale=True, desc=f"encoding {name}") as bar:
+        with tqdm(total=total, unit="tok", unit_scale=True, desc=f"encoding {name}",
+                  disable=not progress) as bar:
             for chunk in chunks:
                 data = np.ascontiguousarray(chunk, dtype=dtype)
                 raw.write(data.tobytes())
@@ -289,10 +293,27 @@ def write_token_cache(
 # --- one entry point ------------------------------------------------------------------
 
 
+def not_utf8(path: Path, byte: int, reason: str) -> ValueError:
+    """The error every text path raises for a file that is not UTF-8: its name, the offset
+    of the first invalid byte, and what to do."""
+    return ValueError(f"{path} is not UTF-8 text (byte {byte:,}: {reason}); convert it to UTF-8")
+
+
+def read_utf8(path: Path) -> str:
+    """The whole text of a UTF-8 file (a book). Raises ValueError (:func:`not_utf8`) naming
+    the file and the byte offset of the first invalid sequence."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise not_utf8(path, err.start, err.reason) from err
+
+
 def _text_file_pieces(path: Path) -> Iterator[str]:
     """The text of a UTF-8 file in pieces of at most ``TEXT_CHUNK_BYTES`` bytes.
 
-    Raises ValueError naming the byte offset of the first invalid UTF-8 sequence.
+    Raises ValueError (:func:`not_utf8`) naming the byte offset of the first invalid
+    UTF-8 sequence.
     """
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = 0
@@ -303,26 +324,26 @@ def _text_file_pieces(path: Path) -> Iterator[str]:
             try:
                 yield decoder.decode(block, final=not block)
             except UnicodeDecodeError as err:
-                raise ValueError(
-                    f"{path} is not UTF-8 text (byte {offset - held + err.start:,}: {err.reason}); "
-                    "convert it to UTF-8"
-                ) from err
+                raise not_utf8(path, offset - held + err.start, err.reason) from err
             if not block:
                 return
             offset += len(block)
 
 
-def _load_text_file(path: Path, cache_dir: str | os.PathLike[str] | None) -> Corpus:
+def _load_text_file(path: Path, cache_dir: str | os.PathLike[str] | None,
+                    progress: bool = True) -> Corpus:
     """A local UTF-8 text file, normalised with ``normalize_text8`` and encoded with
     ``TEXT8`` in chunks into the token cache (keyed by the file's size and sha256, so a
-    file is encoded once whatever its name; peak memory stays a few MB)."""
+    file is encoded once whatever its name; peak memory stays a few MB), with a progress
+    bar when ``progress``."""
     root = cache_root(cache_dir)
     identity = {"text_file_bytes": path.stat().st_size, "sha256": file_sha256(path)}
     cached = open_token_cache(root, "text", identity)
     if cached is None:
         chunks = (TEXT8.encode(piece) for piece in normalize_text8_stream(_text_file_pieces(path)))
         cached = write_token_cache(
-            root, "text", identity, chunks, dtype=TEXT8.dtype, total=identity["text_file_bytes"]
+            root, "text", identity, chunks, dtype=TEXT8.dtype,
+            total=identity["text_file_bytes"], progress=progress,
         )
     tokens, meta = cached
     if meta["length"] == 0:
@@ -335,6 +356,7 @@ def load_corpus(
     *,
     split: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
 ) -> Corpus:
     """Load a corpus by name, optionally one split of a book corpus.
 
@@ -343,8 +365,10 @@ def load_corpus(
     (``{train,validation,test}/<id>.txt`` + ``metadata.csv``), or a local UTF-8 text
     file (normalised with ``normalize_text8`` in chunks and cached by content). Book
     corpora hold every split they have unless ``split`` names one (``corpus_splits``
-    tells which without loading). Raises ValueError for an unknown name, a split the
-    corpus lacks, or a text file that is not UTF-8 or has no letters a-z.
+    tells which without loading). ``progress=False`` shows no progress bar (downloads,
+    encoding, Hugging Face ``datasets``' own bars). Raises ValueError for an unknown name,
+    a split the corpus lacks, or a text file (or book) that is not UTF-8 or has no
+    letters a-z.
     """
     from sharp.data.bundled import load_books, load_wiki
     from sharp.data.pg19 import load_pg19
@@ -356,13 +380,13 @@ def load_corpus(
     elif name == "books":
         return load_books(split)
     elif name == "text8":
-        corpus = load_text8(cache_dir)
+        corpus = load_text8(cache_dir, progress=progress)
     elif name == "pg19":
-        return load_pg19(split=split, cache_dir=cache_dir)
+        return load_pg19(split=split, cache_dir=cache_dir, progress=progress)
     elif path.is_dir():
-        return load_pg19(str(path), split=split, cache_dir=cache_dir)
+        return load_pg19(str(path), split=split, cache_dir=cache_dir, progress=progress)
     elif path.is_file():
-        corpus = _load_text_file(path, cache_dir)
+        corpus = _load_text_file(path, cache_dir, progress)
     else:
         raise _unknown_corpus(name)
     return corpus if split is None else corpus.split(split)

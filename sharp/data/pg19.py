@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from itertools import chain
 from pathlib import Path
@@ -19,6 +21,7 @@ from sharp.data.corpus import (
     documents_frame,
     encode_books,
     open_token_cache,
+    read_utf8,
     write_token_cache,
 )
 from sharp.data.vocab import TEXT8
@@ -38,16 +41,38 @@ def _looks_like_path(source: str) -> bool:
     return source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source
 
 
+def _split_entries(split_dir: Path) -> tuple[list[Path], list[str]]:
+    """What a split folder holds: its books and what is not a book. A book is a non-empty
+    ``<book_id>.txt`` file directly in the folder (ordered by numeric id); anything else
+    (other files such as README.md, subfolders, empty ``.txt`` files) is not."""
+    books, other = [], []
+    for entry in split_dir.iterdir():
+        if entry.is_file() and entry.suffix == ".txt" and entry.stat().st_size > 0:
+            books.append(entry)
+        else:
+            kind = ("an empty file" if entry.is_file() and entry.suffix == ".txt"
+                    else "a folder" if entry.is_dir() else "not a .txt file")
+            other.append(f"{entry.name} ({kind})")
+    books.sort(
+        key=lambda p: (not p.stem.isdigit(), int(p.stem) if p.stem.isdigit() else 0, p.stem))
+    return books, sorted(other)
+
+
 def _book_files(folder: Path, split: str, max_books: int | None) -> list[Path]:
+    """The first ``max_books`` books of one split (:func:`_split_entries`), with a warning
+    naming every entry of the split folder skipped as not a book. Raises
+    FileNotFoundError without the split folder, ValueError when it holds no book."""
     split_dir = folder / split
     if not split_dir.is_dir():
         raise FileNotFoundError(f"{folder} has no {split}/ subfolder; expected {_LAYOUT}")
-    files = sorted(
-        split_dir.glob("*.txt"),
-        key=lambda p: (not p.stem.isdigit(), int(p.stem) if p.stem.isdigit() else 0, p.stem),
-    )
+    files, skipped = _split_entries(split_dir)
+    if skipped:
+        entries = "entry" if len(skipped) == 1 else "entries"
+        warnings.warn(f"{split_dir}: skipped {len(skipped)} {entries}"
+                      f" that are not books (a book is a non-empty <book_id>.txt file): "
+                      f"{', '.join(skipped)}", stacklevel=3)
     if not files:
-        raise ValueError(f"{split_dir} holds no <book_id>.txt files; expected {_LAYOUT}")
+        raise ValueError(f"{split_dir} holds no <book_id>.txt book; expected {_LAYOUT}")
     return files[:max_books]
 
 
@@ -77,11 +102,14 @@ def _folder_rows(files: list[tuple[str, int, int]], folder: str) -> Iterator[dic
             "short_book_title": meta.get("short_book_title", ""),
             "publication_date": int(date) if date.lstrip("-").isdigit() else None,
             "url": meta.get("url", ""),
-            "text": path.read_text(encoding="utf-8", errors="replace"),
+            "text": read_utf8(path),
         }
 
 
 def _folder_dataset(folder: Path, files: list[tuple[str, int, int]], hf_cache: Path) -> Any:
+    """The books of ``files`` as a ``datasets.Dataset``. Raises the ValueError of a book
+    that is not UTF-8 (:func:`~sharp.data.corpus.read_utf8`) as it is, not wrapped in
+    datasets' generation error."""
     import datasets
 
     features = datasets.Features(
@@ -93,12 +121,33 @@ def _folder_dataset(folder: Path, files: list[tuple[str, int, int]], hf_cache: P
             "text": datasets.Value("string"),
         }
     )
-    return datasets.Dataset.from_generator(
-        _folder_rows,
-        features=features,
-        gen_kwargs={"files": files, "folder": str(folder)},
-        cache_dir=str(hf_cache),
-    )
+    try:
+        return datasets.Dataset.from_generator(
+            _folder_rows,
+            features=features,
+            gen_kwargs={"files": files, "folder": str(folder)},
+            cache_dir=str(hf_cache),
+        )
+    except datasets.exceptions.DatasetGenerationError as err:
+        if isinstance(err.__cause__, ValueError):
+            raise err.__cause__ from None
+        raise
+
+
+@contextlib.contextmanager
+def _datasets_progress(progress: bool) -> Iterator[None]:
+    """Hugging Face ``datasets``' progress bars off inside the block unless ``progress``;
+    their previous setting restored after it."""
+    import datasets
+
+    was_disabled = datasets.are_progress_bars_disabled()
+    if not progress:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not progress and not was_disabled:
+            datasets.enable_progress_bars()
 
 
 def _hub_dataset(source: str, split: str, max_books: int | None) -> Any:
@@ -137,15 +186,20 @@ def pg19_splits(source: str = PG19_HUB_ID) -> tuple[str, ...]:
     downloading any book.
 
     A local folder has the ``train/``, ``validation/`` and ``test/`` subfolders that hold
-    ``<book_id>.txt`` files; a hub id has all three (PG-19's hub dataset does). Raises
-    FileNotFoundError for a path that is not a folder.
+    books (non-empty ``<book_id>.txt`` files); a hub id has all three (PG-19's hub dataset
+    does). Raises FileNotFoundError for a path that is not a folder, or a folder with no
+    book in any split folder.
     """
     folder = Path(source).expanduser()
     if folder.is_dir():
-        return tuple(
-            split for split in SPLITS
-            if (folder / split).is_dir() and next((folder / split).glob("*.txt"), None)
-        )
+        found = tuple(split for split in SPLITS
+                      if (folder / split).is_dir() and _split_entries(folder / split)[0])
+        if not found:
+            raise FileNotFoundError(
+                f"{folder} is a folder but holds no book: a corpus folder must be {_LAYOUT} "
+                "(a book is a non-empty <book_id>.txt file); otherwise give the path of a "
+                "UTF-8 text file or a corpus name (wiki, books, text8, pg19)")
+        return found
     if _looks_like_path(source):
         raise FileNotFoundError(f"no folder {folder}; load_pg19 expects a hub id or {_LAYOUT}")
     return SPLITS
@@ -156,6 +210,7 @@ def load_pg19(
     split: str | None = None,
     max_books: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
 ) -> Corpus:
     """PG-19 as a book corpus (normalised to ``TEXT8``, one space between books).
 
@@ -163,12 +218,16 @@ def load_pg19(
     validation, then test, as ``Corpus.split`` expects), so the book protocol finds its
     held-out books; ``split="train"`` etc. loads one. ``source`` is a hub id
     (``datasets.load_dataset(source, split=...)``) or a local folder in PG-19 layout,
-    read through ``datasets.Dataset.from_generator``; local books are ordered by numeric
-    id. ``max_books`` keeps the first books of each split. The encoded splits are cached
-    (``cache_dir``, else ``$SHARP_CACHE``, else ``~/.cache/sharp``) as one memory-mapped
-    array keyed by the source's files (or the hub datasets' fingerprints), so later loads
-    are instant. Raises ValueError for a bad ``split``/``max_books`` or when no book has
-    any letter, FileNotFoundError for a folder without the layout, and RuntimeError
+    read through ``datasets.Dataset.from_generator``; local books are non-empty
+    ``<book_id>.txt`` files, ordered by numeric id, read as strict UTF-8 like every text
+    path (anything else in a split folder is skipped with a warning naming it; a book with
+    no letter a-z is left out with a warning). ``max_books`` keeps the first books of each
+    split. The encoded splits are cached (``cache_dir``, else ``$SHARP_CACHE``, else
+    ``~/.cache/sharp``) as one memory-mapped array keyed by the source's files (or the
+    hub datasets' fingerprints), so later loads are instant. ``progress=False`` shows no
+    progress bar (ours or ``datasets``'). Raises ValueError for a bad ``split`` /
+    ``max_books``, a book that is not UTF-8 (naming the file and byte) or when no book
+    has any letter, FileNotFoundError for a folder without the layout, and RuntimeError
     (saying how to use a local folder instead) when the hub is unreachable.
     """
     if split is not None and split not in SPLITS:
@@ -178,8 +237,19 @@ def load_pg19(
     splits = pg19_splits(source) if split is None else (split,)
     root = cache_root(cache_dir)
     folder = Path(source).expanduser()
-    if not splits:
-        raise FileNotFoundError(f"{folder} has no book in any split; expected {_LAYOUT}")
+    with _datasets_progress(progress):
+        tokens, meta = _load_cached(source, folder, splits, max_books, root, progress)
+    if not meta["documents"]:
+        raise ValueError(f"no book in the {'/'.join(splits)} split of {source} has letters a-z")
+    documents = documents_frame(meta["documents"])
+    return Corpus("pg19" if split is None else f"pg19:{split}", tokens, TEXT8, meta["sha256"],
+                  documents)
+
+
+def _load_cached(source: str, folder: Path, splits: tuple[str, ...], max_books: int | None,
+                 root: Path, progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    """The cached tokens and metadata of ``splits`` of ``source`` (a local folder or a hub
+    id), encoded into the cache first if they are not there."""
     if folder.is_dir():
         files = {
             name: [
@@ -199,7 +269,7 @@ def load_pg19(
                 _books(_folder_dataset(folder, files[name], root / "hf"), name, str(folder))
                 for name in splits
             )
-            cached = _encode(root, identity, books)
+            cached = _encode(root, identity, books, progress)
     else:
         datasets = {name: _hub_dataset(source, name, max_books) for name in splits}
         identity = {
@@ -211,17 +281,12 @@ def load_pg19(
             books = chain.from_iterable(
                 _books(data, name, source) for name, data in datasets.items()
             )
-            cached = _encode(root, identity, books)
-    tokens, meta = cached
-    if not meta["documents"]:
-        raise ValueError(f"no book in the {'/'.join(splits)} split of {source} has letters a-z")
-    documents = documents_frame(meta["documents"])
-    return Corpus("pg19" if split is None else f"pg19:{split}", tokens, TEXT8, meta["sha256"],
-                  documents)
+            cached = _encode(root, identity, books, progress)
+    return cached
 
 
 def _encode(
-    root: Path, identity: dict[str, Any], books: Iterable[Book]
+    root: Path, identity: dict[str, Any], books: Iterable[Book], progress: bool
 ) -> tuple[np.ndarray, dict[str, Any]]:
     rows: list[dict[str, Any]] = []
 
@@ -232,5 +297,6 @@ def _encode(
             yield ids
 
     return write_token_cache(
-        root, "pg19", identity, chunks(), dtype=TEXT8.dtype, extra=lambda: {"documents": rows}
+        root, "pg19", identity, chunks(), dtype=TEXT8.dtype,
+        extra=lambda: {"documents": rows}, progress=progress,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import http.client
 import os
 import urllib.request
@@ -30,11 +31,12 @@ TEXT8_BYTES = 100_000_000
 Downloader = Callable[[str, Path], None]
 """Writes the resource at a URL to a local file (the loader takes care of atomicity)."""
 
-def download_url(url: str, destination: Path) -> None:
-    """Download ``url`` into ``destination`` with a progress bar."""
+def download_url(url: str, destination: Path, progress: bool = True) -> None:
+    """Download ``url`` into ``destination``, with a progress bar when ``progress``."""
     with urllib.request.urlopen(url, timeout=30) as response, destination.open("wb") as out:
         total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {url}") as bar:
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {url}",
+                  disable=not progress) as bar:
             while block := response.read(1 << 20):
                 out.write(block)
                 bar.update(len(block))
@@ -111,12 +113,13 @@ def _encoded_chunks(read: Callable[[int], bytes], origin: str) -> Iterator[np.nd
 def load_text8(
     cache_dir: str | os.PathLike[str] | None = None,
     *,
-    download: Downloader = download_url,
+    download: Downloader | None = None,
     url: str = TEXT8_URL,
     expected_zip_bytes: int = TEXT8_ZIP_BYTES,
     expected_bytes: int = TEXT8_BYTES,
     expected_zip_sha256: str | None = None,
     expected_sha256: str | None = None,
+    progress: bool = True,
 ) -> Corpus:
     """Load text8 (10^8 characters over ``TEXT8``) from the cache, downloading it once.
 
@@ -126,8 +129,9 @@ def load_text8(
     checked, and moved into place. ``expected_zip_sha256`` and ``expected_sha256``
     (if given) are checked against ``text8.zip`` and ``text8``. The text is encoded
     once into a memory-mapped ``.npy`` keyed by the source's size and sha256; later
-    loads open it instantly. The ``expected_*``, ``url`` and ``download`` parameters
-    exist for tests and mirrors.
+    loads open it instantly. ``download`` defaults to :func:`download_url`; ``progress``
+    shows its and the encoding's progress bars. The ``expected_*``, ``url`` and
+    ``download`` parameters exist for tests and mirrors.
     """
     root = cache_root(cache_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -137,7 +141,8 @@ def load_text8(
         chunks: Callable[[Path], Iterator[np.ndarray]] = _raw_chunks
     else:
         if not zip_path.exists():
-            _fetch_zip(zip_path, url, download, expected_zip_bytes, expected_zip_sha256)
+            fetch = download or functools.partial(download_url, progress=progress)
+            _fetch_zip(zip_path, url, fetch, expected_zip_bytes, expected_zip_sha256)
         source, size, sha256 = zip_path, expected_zip_bytes, expected_zip_sha256
         chunks = _zip_chunks
     sha = _check_file(source, size, sha256, f"{source.name} of text8")
@@ -145,7 +150,8 @@ def load_text8(
     cached = open_token_cache(root, "text8", identity)
     if cached is None:
         cached = write_token_cache(
-            root, "text8", identity, chunks(source), dtype=TEXT8.dtype, total=expected_bytes
+            root, "text8", identity, chunks(source), dtype=TEXT8.dtype, total=expected_bytes,
+            progress=progress,
         )
     tokens, meta = cached
     if meta["length"] != expected_bytes:

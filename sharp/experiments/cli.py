@@ -1,5 +1,5 @@
-"""``sharp experiment NAME|all --preset tiny|quick|paper --out DIR [--workers N]``; ``all``
-also writes the combined ``index.md`` / ``index.html``."""
+"""``sharp experiment NAME|all --preset tiny|quick|paper --out DIR [--workers N] [--seed S]
+[--overwrite]``; ``all`` also writes the combined ``index.md`` / ``index.html``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 from sharp.experiments.common import PRESET_NAMES, REGISTRY
-from sharp.experiments.report import run_experiment, write_index
+from sharp.experiments.report import check_experiment_folder, run_experiment, write_index
+from sharp.runs.options import HelpFormatter, non_negative_int, positive_int
+from sharp.runs.outputs import plural
 
 
 def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -17,21 +19,30 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     names = sorted(REGISTRY, key=lambda n: REGISTRY[n].number)
     parser = subparsers.add_parser(
         "experiment", help="run a SPEC §8 experiment (2–10) and write CSV, HTML and markdown",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         description="experiments: " + ", ".join(f"{REGISTRY[n].number}. {n}" for n in names))
     parser.add_argument("name", choices=[*names, "all"], help="experiment, or all of them")
     parser.add_argument("--preset", default="quick", choices=PRESET_NAMES,
                         help="tiny (smoke test), quick (about a minute), paper (authors' scale)")
-    parser.add_argument("--out", default="reports/experiments", help="output folder")
-    parser.add_argument("--workers", type=int, default=None,
+    parser.add_argument("--out", default="reports/experiments",
+                        help="output folder: <name>.csv, .html, .md and .json (the run's "
+                        "record) per experiment, and the combined index.md / index.html, "
+                        "rebuilt from the folder's files whenever an experiment is written")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the results of another run (other preset, seed or "
+                        "parameters) in --out; the same run always may")
+    parser.add_argument("--workers", type=positive_int, default=None,
                         help="processes in parallel (default: min(runs, cores))")
-    parser.add_argument("--seed", type=int, default=None, help="base seed (default 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=None,
+                        help="base seed, an integer >= 0 (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
 def run_experiment_command(args: argparse.Namespace) -> int:
-    """Run the experiment(s) named in ``args`` and write their files; returns 0."""
+    """Run the experiment(s) named in ``args`` and write their files; returns 0. Every
+    experiment's output is checked (:func:`check_experiment_folder`) before the first
+    starts."""
     names = (sorted(REGISTRY, key=lambda n: REGISTRY[n].number) if args.name == "all"
              else [args.name])
     command = getattr(args, "command_line", "sharp " + shlex.join(sys.argv[1:]))
@@ -40,13 +51,15 @@ def run_experiment_command(args: argparse.Namespace) -> int:
         overrides["workers"] = args.workers
     if args.seed is not None:
         overrides["seed"] = args.seed
-    runs = []
     for name in names:
-        run = run_experiment(name, args.preset, args.out, command=command, **overrides)
-        runs.append(run)
-        print(f"{name}: {len(run.frame)} rows in {run.seconds:.1f} s -> "
+        parameters = REGISTRY[name].parameters(args.preset, **overrides)
+        check_experiment_folder(args.out, name, args.preset, parameters, args.overwrite)
+    for name in names:
+        run = run_experiment(name, args.preset, args.out, command=command,
+                             overwrite=args.overwrite, **overrides)
+        print(f"{name}: {plural(len(run.frame), 'row')} in {run.seconds:.1f} s -> "
               f"{Path(args.out) / f'{name}.md'}")
     if args.name == "all":
-        paths = write_index(args.out, runs, preset=args.preset, command=command)
-        print(f"all {len(runs)} experiments -> {paths['md']} and {paths['html']}")
+        paths = write_index(args.out)
+        print(f"all {len(names)} experiments -> {paths['md']} and {paths['html']}")
     return 0

@@ -42,9 +42,12 @@ PRESET_NAMES = ("tiny", "quick", "paper")
 # -- seeds and repetitions ------------------------------------------------------------
 def rep_seeds(seed: int, reps: int) -> list[int]:
     """``reps`` independent seeds derived from ``seed`` (numpy SeedSequence); repetition r
-    of every condition uses seed r, so conditions are compared on the same seeds."""
+    of every condition uses seed r, so conditions are compared on the same seeds. Raises
+    ValueError for ``reps`` < 1 or a negative ``seed``."""
     if reps < 1:
         raise ValueError(f"reps must be >= 1, got {reps}")
+    if seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed}")
     return [int(s) for s in np.random.SeedSequence(seed).generate_state(reps)]
 
 
@@ -79,8 +82,10 @@ def run_jobs(jobs: Sequence[Job], workers: int | None = None, *, progress: bool 
              description: str = "experiment") -> pd.DataFrame:
     """Run ``jobs`` (as local Ray tasks when ``workers`` > 1, see
     :mod:`sharp.runs.executor`) and concatenate their frames in job order. ``workers``
-    defaults to min(jobs, cores)."""
-    workers = default_workers(len(jobs)) if workers is None else max(1, workers)
+    defaults to min(jobs, cores); ValueError if it is below 1."""
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    workers = default_workers(len(jobs)) if workers is None else workers
     frames = run_tasks(_run_job, list(jobs), Executor(min(workers, len(jobs))),
                        total=len(jobs), progress=progress, description=description,
                        unit="run")

@@ -17,6 +17,7 @@ from sharp.config import SharpConfig
 from sharp.experiments.common import REGISTRY, Experiment
 from sharp.explore.plots import figures_html
 from sharp.runs.checkpoints import atomic_write_text
+from sharp.runs.outputs import check_output_folder, check_replace, plural
 from sharp.runs.report import machine_info
 
 
@@ -42,24 +43,59 @@ def _plain(value: Any) -> Any:
     return value.to_dict() if isinstance(value, SharpConfig) else str(value)
 
 
+#: Parameters that say how a run ran, not what it computed (repetitions are seeded
+#: independently, so the number of worker processes changes no result).
+HOW_PARAMETERS = ("workers", "progress")
+
+
+def experiment_files(name: str) -> tuple[str, ...]:
+    """The files one experiment writes, its record ``<name>.json`` (written last) at the end."""
+    return tuple(f"{name}.{suffix}" for suffix in ("csv", "html", "md", "json"))
+
+
+def experiment_identity(name: str, preset: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """What defines a run of experiment ``name`` (JSON form): the experiment, the preset and
+    every parameter except :data:`HOW_PARAMETERS`."""
+    what = {key: value for key, value in parameters.items() if key not in HOW_PARAMETERS}
+    return json.loads(json.dumps({"experiment": name, "preset": preset, **what},
+                                 default=_plain))
+
+
+def check_experiment_folder(out: str | os.PathLike, name: str, preset: str,
+                            parameters: dict[str, Any], overwrite: bool = False) -> Path:
+    """Check, before the run, that experiment ``name`` may write its files under ``out``:
+    ``out`` must be a writable folder (or creatable), and may hold only this same run's
+    files unless ``overwrite``. Raises FileExistsError (a file where the folder should be,
+    or the results of another run: other preset, seed or parameters), PermissionError (not
+    writable)."""
+    out = check_output_folder(out)
+    check_replace(out, experiment_files(name), f"{name}.json",
+                  experiment_identity(name, preset, parameters), overwrite=overwrite,
+                  what=f"{name}'s results")
+    return out
+
+
 def write_experiment(out: str | os.PathLike, experiment: Experiment, frame: pd.DataFrame,
                      parameters: dict[str, Any], *, preset: str = "custom",
                      seconds: float | None = None, command: str = "") -> dict[str, Path]:
     """Write ``<name>.csv`` (the tidy frame), ``<name>.html`` (the figure, plotly.js
-    inline) and ``<name>.md`` (parameters, seeds, summary) under ``out`` atomically."""
+    inline), ``<name>.md`` (parameters, seeds, summary) and, last, ``<name>.json`` (the
+    run's record: identity, parameters, preset, command, date, wall time; read by
+    :func:`check_experiment_folder` and :func:`write_index`) under ``out``, each
+    atomically. Where ``out`` holds a combined ``index.md``, it is rebuilt from the files
+    on disk, so it never contradicts them."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     name = experiment.name
-    paths = {"csv": out / f"{name}.csv", "html": out / f"{name}.html", "md": out / f"{name}.md"}
-    atomic_write_text(paths["csv"], frame.to_csv(index=False))
+    paths = {suffix: out / file for suffix, file in
+             zip(("csv", "html", "md", "json"), experiment_files(name), strict=True)}
     title = f"Experiment {experiment.number}: {experiment.title}"
-    atomic_write_text(paths["html"], figures_html([experiment.figure(frame)], title))
+    date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     seeds = (frame.drop_duplicates("rep")[["rep", "seed"]].sort_values("rep")
              if {"rep", "seed"} <= set(frame.columns) else pd.DataFrame())
     lines = [
         f"# {title}", "",
         f"- preset: **{preset}**" + (f"; wall time {seconds:.1f} s" if seconds else ""),
-        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- date: {date}",
         f"- machine: {json.dumps(machine_info())}",
         *([f"- command: `{command}`"] if command else []),
         f"- paper's claim: {experiment.claim}", "",
@@ -69,50 +105,97 @@ def write_experiment(out: str | os.PathLike, experiment: Experiment, frame: pd.D
         ", ".join(f"rep {int(r.rep)}: {int(r.seed)}" for r in seeds.itertuples()) or "-", "",
         "## Result", "", *experiment.summarise(frame), "",
         "## Files", "",
-        f"- `{paths['csv'].name}`: tidy results ({len(frame)} rows; columns "
+        f"- `{paths['csv'].name}`: tidy results ({plural(len(frame), 'row')}; columns "
         f"{', '.join(frame.columns)})",
         f"- `{paths['html'].name}`: the figure (median and interquartile band across "
-        "repetitions; self-contained)", "",
+        "repetitions; self-contained)",
+        f"- `{paths['json'].name}`: this run's record (parameters, preset, command; "
+        "machine-readable)", "",
     ]
-    atomic_write_text(paths["md"], "\n".join(lines))
+    record = {
+        "experiment": name, "number": experiment.number, "preset": preset,
+        "identity": experiment_identity(name, preset, parameters),
+        "parameters": json.loads(json.dumps(parameters, default=_plain)),
+        "seconds": seconds, "command": command, "date": date, "machine": machine_info(),
+    }
+    texts = {
+        "csv": frame.to_csv(index=False),
+        "html": figures_html([experiment.figure(frame)], title),
+        "md": "\n".join(lines),
+        "json": json.dumps(record, indent=2),
+    }
+    for suffix, text in texts.items():
+        atomic_write_text(paths[suffix], text)
+    if (out / "index.md").exists():
+        write_index(out)
     return paths
 
 
-def write_index(out: str | os.PathLike, runs: list[ExperimentRun], *, preset: str,
-                command: str = "") -> dict[str, Path]:
-    """The combined report of ``runs``: ``index.md`` (each experiment's claim, result, wall
-    time and files) and ``index.html`` (all their figures on one self-contained page)."""
+def indexed_experiments(out: str | os.PathLike) -> list[tuple[Experiment, dict[str, Any],
+                                                              pd.DataFrame]]:
+    """The experiments whose record (``<name>.json``) and results (``<name>.csv``) are in
+    ``out``, in SPEC order: (experiment, record, frame read from the CSV)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    found = []
+    for experiment in sorted(REGISTRY.values(), key=lambda e: e.number):
+        record, data = out / f"{experiment.name}.json", out / f"{experiment.name}.csv"
+        if record.is_file() and data.is_file():
+            found.append((experiment, json.loads(record.read_text()), pd.read_csv(data)))
+    return found
+
+
+def write_index(out: str | os.PathLike) -> dict[str, Path]:
+    """Rebuild the combined report of the experiments in ``out`` from their files on disk
+    (:func:`indexed_experiments`): ``index.md`` (each experiment's claim, preset, command,
+    result, wall time and files) and ``index.html`` (all their figures on one
+    self-contained page). Raises FileNotFoundError if ``out`` holds no experiment's
+    results."""
+    out = Path(out)
+    found = indexed_experiments(out)
+    if not found:
+        raise FileNotFoundError(f"{out} holds no experiment's results (<name>.csv with its "
+                                "<name>.json); run sharp experiment NAME --out there first")
+    presets = sorted({record["preset"] for _, record, _ in found})
+    title = f"SHARP experiments, preset{'s' * (len(presets) > 1)} {', '.join(presets)}"
     paths = {"md": out / "index.md", "html": out / "index.html"}
     lines = [
-        f"# SHARP experiments, preset {preset}", "",
-        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- machine: {json.dumps(machine_info())}",
-        *([f"- command: `{command}`"] if command else []),
+        f"# {title}", "",
+        f"- rebuilt: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} from the files of "
+        f"{plural(len(found), 'experiment')} in this folder",
         f"- figures: [{paths['html'].name}]({paths['html'].name})", "",
     ]
-    for run in runs:
-        name = run.experiment.name
+    for experiment, record, frame in found:
+        name = experiment.name
+        seconds = record.get("seconds")
         lines += [
-            f"## {run.experiment.number}. {run.experiment.title}", "",
-            f"- paper's claim: {run.experiment.claim}",
-            f"- wall time {run.seconds:.1f} s; [summary]({name}.md), [figure]({name}.html), "
-            f"[data]({name}.csv)", "",
-            *run.experiment.summarise(run.frame), "",
+            f"## {experiment.number}. {experiment.title}", "",
+            f"- paper's claim: {experiment.claim}",
+            f"- preset **{record['preset']}**, run {record.get('date', '?')}"
+            + (f" in {seconds:.1f} s" if seconds else "")
+            + (f" by `{record['command']}`" if record.get("command") else ""),
+            f"- [summary]({name}.md), [figure]({name}.html), [data]({name}.csv), "
+            f"[record]({name}.json)", "",
+            *experiment.summarise(frame), "",
         ]
+    figures = [experiment.figure(frame) for experiment, _, frame in found]
     atomic_write_text(paths["md"], "\n".join(lines))
-    figures = [run.experiment.figure(run.frame) for run in runs]
-    atomic_write_text(paths["html"], figures_html(figures, f"SHARP experiments, preset {preset}"))
+    atomic_write_text(paths["html"], figures_html(figures, title))
     return paths
 
 
 def run_experiment(name: str, preset: str = "quick", out: str | os.PathLike | None = None,
-                   *, command: str = "", **overrides: Any) -> ExperimentRun:
+                   *, command: str = "", overwrite: bool = False,
+                   **overrides: Any) -> ExperimentRun:
     """Run experiment ``name`` with a preset (``tiny``, ``quick``, ``paper``) and
-    overrides; with ``out``, also write its CSV, HTML and markdown there."""
+    overrides; with ``out``, also write its CSV, HTML, markdown and record there
+    (:func:`write_experiment`). ``out`` is checked before the run
+    (:func:`check_experiment_folder`: FileExistsError / PermissionError, e.g. when it
+    holds the results of another run and ``overwrite`` is not set); ValueError for an
+    unknown experiment or preset."""
     experiment = get_experiment(name)
     parameters = experiment.parameters(preset, **overrides)
+    if out is not None:
+        check_experiment_folder(out, name, preset, parameters, overwrite)
     start = time.perf_counter()
     frame = experiment.run(**parameters)
     run = ExperimentRun(experiment, frame, parameters, time.perf_counter() - start)

@@ -32,13 +32,25 @@ def _wake_rate(learner: Learner, tokens: torch.Tensor, steps: int, start: int = 
     return steps / (time.perf_counter() - begin)
 
 
+def check_counts(**counts: int | None) -> None:
+    """Raise ValueError naming the first of ``counts`` (e.g. ``steps=0``) that is not a
+    positive integer (None means "the default" and passes)."""
+    for name, value in counts.items():
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 def measure_sharp(preset_name: str, *, hidden: int | None = None, embedding: int | None = None,
                   threads: int = 1, engine: str = "fused", steps: int = 1_000,
-                  repeats: int = 3, eval_tokens: int = 50_000, seed: int = 0
+                  repeats: int = 3, eval_tokens: int | None = None, seed: int = 0
                   ) -> dict[str, Any]:
     """Median wake tokens/s over ``repeats`` runs of ``steps`` steady-state steps (after a
-    warm-up that also fills the tag buffer), evaluation tokens/s, and one sleep phase's
-    wall time with a full tag buffer, for one ``engine`` (``fused`` or ``torch``)."""
+    warm-up of min(steps, 200) steps; untimed steps follow until the tag buffer is full,
+    e.g. when ``steps`` is below its size), evaluation tokens/s over ``eval_tokens``
+    tokens (default min(50 * steps, 50,000), at least W + 1), and one sleep phase's wall
+    time with a full tag buffer (the preset's replay steps, whatever ``steps``), for one
+    ``engine`` (``fused`` or ``torch``). Raises ValueError for a count below 1."""
+    check_counts(steps=steps, repeats=repeats, eval_tokens=eval_tokens)
     overrides: dict[str, Any] = {"threads": threads, "seed": seed, "tau": 0.0,
                                  "engine": engine}
     if hidden is not None:
@@ -47,13 +59,22 @@ def measure_sharp(preset_name: str, *, hidden: int | None = None, embedding: int
         overrides["embedding"] = embedding
     config = preset(preset_name, **overrides)
     learner = Sharp(config)
+    if eval_tokens is None:
+        eval_tokens = max(min(50 * steps, 50_000), config.window + 1)
     rng = np.random.default_rng(seed)
-    tokens = torch.from_numpy(rng.integers(0, config.vocab_size, steps + eval_tokens + 10))
-    _wake_rate(learner, tokens, max(200, config.tag_buffer))
-    learner.reset_state()
+    warmup, topping = min(steps, 200), 2 * config.tag_buffer + 2
+    tokens = torch.from_numpy(rng.integers(
+        0, config.vocab_size, max(warmup, steps + topping, eval_tokens) + config.window + 1))
+    _wake_rate(learner, tokens, warmup)
+    learner.reset_state()  # also empties the tag buffer
     rates = [_wake_rate(learner, tokens, steps) for _ in range(repeats)]
+    for position in range(steps, steps + topping):  # untimed: fill the buffer for the sleep
+        if len(learner.tags) == config.tag_buffer:
+            break
+        _wake_rate(learner, tokens, 1, position)
     if len(learner.tags) != config.tag_buffer:
-        raise RuntimeError("the tag buffer did not fill during warm-up")
+        raise RuntimeError(f"the tag buffer holds {len(learner.tags)} of "
+                           f"{config.tag_buffer} tags after {topping} more steps")
     start = time.perf_counter()
     learner.sleep()
     sleep_seconds = time.perf_counter() - start
@@ -65,20 +86,26 @@ def measure_sharp(preset_name: str, *, hidden: int | None = None, embedding: int
         "parameters": learner.parameter_count(),
         "wake_tokens_per_s": statistics.median(rates),
         "wake_ms_per_step": 1000 / statistics.median(rates),
-        "eval_tokens_per_s": result.tokens / result.seconds,
+        "eval_tokens_per_s": result.tokens / result.seconds, "eval_tokens": eval_tokens,
         "sleep_seconds": sleep_seconds, "sleep_tags": config.tag_buffer,
         "sleep_steps": config.replay_steps,
     }
 
 
 def measure_baseline(kind: str, preset_name: str = "paper", *, threads: int = 1,
-                     steps: int = 300, repeats: int = 3, warmup: int = 100,
-                     eval_tokens: int = 20_000, seed: int = 0,
+                     steps: int = 300, repeats: int = 3, warmup: int | None = None,
+                     eval_tokens: int | None = None, seed: int = 0,
                      **overrides: Any) -> dict[str, Any]:
     """Median streaming tokens/s of a baseline over ``repeats`` consecutive runs of
-    ``steps`` steps after ``warmup`` steps, and its evaluation tokens/s."""
+    ``steps`` steps after ``warmup`` steps (default min(steps, 100)), and its evaluation
+    tokens/s over ``eval_tokens`` tokens (default min(20 * steps, 20,000), at least
+    W + 1). Raises ValueError for a count below 1."""
+    check_counts(steps=steps, repeats=repeats, warmup=warmup, eval_tokens=eval_tokens)
+    warmup = min(steps, 100) if warmup is None else warmup
     spec = baseline_spec(kind, preset_name, threads=threads, seed=seed, **overrides)
     learner = build_learner(spec)
+    if eval_tokens is None:
+        eval_tokens = max(min(20 * steps, 20_000), learner.window + 1)
     total = warmup + repeats * steps
     rng = np.random.default_rng(seed)
     tokens = torch.from_numpy(rng.integers(0, learner.vocab_size, total + eval_tokens + 10))
@@ -90,7 +117,7 @@ def measure_baseline(kind: str, preset_name: str = "paper", *, threads: int = 1,
         "parameters": learner.parameter_count(),
         "wake_tokens_per_s": statistics.median(rates),
         "wake_ms_per_step": 1000 / statistics.median(rates),
-        "eval_tokens_per_s": result.tokens / result.seconds,
+        "eval_tokens_per_s": result.tokens / result.seconds, "eval_tokens": eval_tokens,
     }
 
 
@@ -105,12 +132,15 @@ def ensemble_rate(ensemble: Any, tokens: np.ndarray, steps: int) -> float:
 
 
 def measure_ensemble(members: int, preset_name: str, *, kind: str = "sharp",
-                     threads: int = 1, steps: int = 300, repeats: int = 3, warmup: int = 50,
-                     seed: int = 0) -> dict[str, Any]:
+                     threads: int = 1, steps: int = 300, repeats: int = 3,
+                     warmup: int | None = None, seed: int = 0) -> dict[str, Any]:
     """Median streaming throughput of one ensemble of ``members`` ``kind`` learners at
     ``preset_name`` (SHARP with every memory-0 gate open, tau = 0, as :func:`measure_sharp`)
     over ``repeats`` runs of ``steps`` steps after ``warmup``: ensemble steps/s and tokens/s
-    over all members. Raises ValueError for an unknown kind or preset."""
+    over all members; ``warmup`` defaults to min(steps, 50). Raises ValueError for an
+    unknown kind or preset, or a count below 1."""
+    check_counts(members=members, steps=steps, repeats=repeats, warmup=warmup)
+    warmup = min(steps, 50) if warmup is None else warmup
     spec = (sharp_spec(preset_name, tau=0.0, threads=threads) if kind == "sharp"
             else baseline_spec(kind, preset_name, threads=threads))
     ensemble = build_ensemble(spec, list(range(seed, seed + members)))
@@ -137,7 +167,10 @@ def machine_line() -> str:
 def throughput_table(configs: list[dict[str, Any]], **kwargs: Any) -> pd.DataFrame:
     """One row per configuration: keyword arguments of :func:`measure_sharp`, of
     :func:`measure_baseline` when the configuration names a baseline ``kind``, or of
-    :func:`measure_ensemble` when it names a number of ``members``."""
+    :func:`measure_ensemble` when it names a number of ``members``. Raises ValueError when
+    ``configs`` is empty (nothing to measure)."""
+    if not configs:
+        raise ValueError("nothing to measure: give --presets NAMES or --baselines KINDS")
     rows = []
     for config in tqdm(configs, desc="throughput", leave=False):
         measure = (measure_ensemble if "members" in config

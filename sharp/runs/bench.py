@@ -31,6 +31,7 @@ from sharp.runs.benchmark import (
 )
 from sharp.runs.checkpoints import atomic_write_text
 from sharp.runs.jobs import CheckpointPolicy, JobFolder
+from sharp.runs.outputs import plural
 from sharp.runs.registry import (
     BASELINE_KINDS,
     LearnerSpec,
@@ -38,7 +39,7 @@ from sharp.runs.registry import (
     build_learner,
     sharp_spec,
 )
-from sharp.runs.report import check_report_folder, plural, write_benchmark_report
+from sharp.runs.report import check_report_folder, write_benchmark_report
 from sharp.runs.stream import run_stream
 
 #: SHARP config fields the run sets for every learner, and where they come from:
@@ -213,7 +214,7 @@ def plan_bench(options: BenchOptions) -> BenchPlan:
     started = time.perf_counter()
     policy = options.policy  # a bad checkpoint setting fails before the corpus is read
     protocol = check_corpus_protocol(options.corpus, options.protocol)  # before any download
-    corpus = load_corpus(options.corpus)
+    corpus = load_corpus(options.corpus, progress=options.progress)
     specs = bench_specs(options, corpus.vocab.size)
     runs = options.learners * len(specs)
     workers = min(os.cpu_count() or 1 if options.workers is None else options.workers,

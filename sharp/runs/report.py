@@ -16,6 +16,7 @@ import torch
 
 from sharp.runs.benchmark import BenchmarkResult, diverged_runs, summary_table
 from sharp.runs.checkpoints import atomic_write_text
+from sharp.runs.outputs import check_output_folder, check_replace, plural
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -62,11 +63,6 @@ def speed_table(results: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def plural(count: int, noun: str) -> str:
-    """``1 learner``, ``2 learners``."""
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
-
-
 def protocol_line(meta: dict[str, Any]) -> str:
     """One sentence saying what was trained and evaluated."""
     if meta.get("protocol") == "books":
@@ -108,33 +104,14 @@ def check_report_folder(out: str | os.PathLike, meta: dict[str, Any],
 
     Passes if ``out`` holds no report file, holds the report of the same run (same
     :func:`run_identity`), or ``overwrite`` is set. Otherwise raises ``FileExistsError``
-    naming the folder and what differs; ``NotADirectoryError`` or ``PermissionError`` when
-    ``out`` cannot become a folder of files (a file is in the way, or it is read-only)."""
-    out = Path(out)
-    for place in (out, *out.parents):
-        if place.exists():
-            if not place.is_dir():
-                raise NotADirectoryError(f"cannot write a report to {out}: {place} is a file, "
-                                         "not a folder; give another --out (or --name)")
-            if not os.access(place, os.W_OK | os.X_OK):
-                raise PermissionError(f"cannot write a report to {out}: {place} is not "
-                                      "writable; give another --out")
-            break
-    found = [name for name in REPORT_FILES if (out / name).exists()]
-    if overwrite or not found:
-        return
-    try:
-        previous = run_identity(json.loads((out / "run.json").read_text()))
-    except (OSError, ValueError):
-        what = f"a report of an unknown run ({', '.join(found)})"
-    else:
-        ours = run_identity(meta)
-        differ = [key for key in IDENTITY_KEYS if previous.get(key) != ours.get(key)]
-        if not differ:
-            return
-        what = f"the report of another run (different {', '.join(differ)})"
-    raise FileExistsError(f"{out} holds {what}; choose another folder with --name or --out "
-                          "(notebook: run_name / out_dir), or replace it with --overwrite")
+    naming the folder and what differs; ``FileExistsError`` or ``PermissionError`` too
+    when ``out`` cannot become a folder of files (a file is in the way, or it is
+    read-only)."""
+    check_output_folder(out)
+    check_replace(out, REPORT_FILES, "run.json", run_identity(meta), overwrite=overwrite,
+                  identity_of=run_identity, what="the report",
+                  advice="choose another folder with --name or --out (notebook: run_name / "
+                  "out_dir), or replace it with --overwrite")
 
 
 def run_seeds(results: pd.DataFrame) -> dict[str, list[int]]:

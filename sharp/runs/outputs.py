@@ -1,0 +1,74 @@
+"""Output folders checked before any work starts, and the guard that keeps one run from
+silently replacing the files of another (the rule of ``sharp bench``, for every command
+that writes results: ``sharp experiment``, ``sharp throughput``, ``sharp reference``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+
+def check_output_folder(out: str | os.PathLike, option: str = "--out") -> Path:
+    """``out`` as a Path, checked to be a folder this process can create or write into.
+
+    Raises FileExistsError when ``out`` or one of its parents is a file (a folder is
+    needed there), PermissionError when the nearest existing folder is not writable;
+    both messages name ``option``. Creates nothing."""
+    out = Path(out).expanduser()
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                where = "" if path == out else f" (in {out})"
+                raise FileExistsError(f"{option} {out}: {path} is a file{where}, but {option} "
+                                      "needs a folder; give a folder's path")
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise PermissionError(f"{option} {out}: the folder {path} is not writable; "
+                                      "give a folder you can write to")
+            return out
+    return out  # pragma: no cover - the root always exists
+
+
+def plural(count: int, noun: str) -> str:
+    """``"1 row"``, ``"3 rows"``."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def plain_json(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists, keys strings); values
+    JSON cannot hold are written as their text."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def check_replace(out: str | os.PathLike, files: Iterable[str], record: str,
+                  identity: Mapping[str, Any], *, overwrite: bool = False,
+                  identity_of: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None,
+                  what: str = "the results", advice: str = "choose another folder with --out, "
+                  "or replace them with --overwrite") -> None:
+    """Refuse to let a run replace the files of another run.
+
+    ``files`` are the names the run writes under ``out``; ``record`` (a JSON file among
+    them, written last) holds the metadata of the run that wrote them, and
+    ``identity_of(metadata)`` (default: its ``"identity"`` entry) what defines that run.
+    Passes if ``out`` holds none of ``files``, holds those of the same run (equal
+    identities), or ``overwrite`` is set. Otherwise raises FileExistsError naming the
+    folder, ``what`` is there, which identity entries differ, and ``advice``."""
+    out = Path(out)
+    found = [name for name in files if (out / name).exists()]
+    if overwrite or not found:
+        return
+    extract = identity_of or (lambda meta: meta["identity"])
+    try:
+        previous = plain_json(extract(json.loads((out / record).read_text())))
+    except (OSError, ValueError, KeyError, TypeError):
+        held = f"{what} of an unknown run ({', '.join(found)})"
+    else:
+        ours = plain_json(identity)
+        differ = [key for key in dict.fromkeys([*ours, *previous])
+                  if previous.get(key) != ours.get(key)]
+        if not differ:
+            return
+        held = f"{what} of another run (different {', '.join(differ)})"
+    raise FileExistsError(f"{out} holds {held}; {advice}")

@@ -1,0 +1,171 @@
+"""Bad inputs to ``sharp experiment``, ``sharp throughput`` and ``sharp reference``: every
+option and output path is checked before any work, no run silently replaces another's
+results, and the combined experiment index always matches its files (issue 12)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import sharp.cli as cli
+from sharp.cli import main
+from sharp.perf.throughput import measure_baseline, measure_sharp, throughput_table
+from sharp.runs.outputs import check_output_folder, check_replace
+
+
+def _no_work(*args: object, **kwargs: object) -> None:
+    raise AssertionError("work started before the options were checked")
+
+
+@pytest.fixture
+def no_measurement(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "throughput_table", _no_work)
+    monkeypatch.setattr(cli, "wake_anatomy", _no_work)
+    monkeypatch.setattr(cli, "reference_curve", _no_work)
+
+
+def _error(capsys: pytest.CaptureFixture[str], argv: list[str], code: int = 2) -> str:
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == code
+    return capsys.readouterr().err
+
+
+def test_output_folder_must_be_a_writable_folder(tmp_path: Path) -> None:
+    file = tmp_path / "file.txt"
+    file.write_text("x")
+    with pytest.raises(FileExistsError, match=r"--out .*file.txt is a file, but --out needs a"):
+        check_output_folder(file)
+    with pytest.raises(FileExistsError, match=r"file.txt is a file \(in .*file.txt/sub\)"):
+        check_output_folder(file / "sub")
+    assert check_output_folder(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists()  # nothing created
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(PermissionError, match="locked is not writable"):
+            check_output_folder(locked / "out", "--out")
+
+
+def test_check_replace_names_what_differs(tmp_path: Path) -> None:
+    check_replace(tmp_path, ["a.csv", "a.json"], "a.json", {"seed": 1})  # empty: passes
+    (tmp_path / "a.csv").write_text("x")
+    with pytest.raises(FileExistsError, match=r"of an unknown run \(a.csv\); choose another"):
+        check_replace(tmp_path, ["a.csv", "a.json"], "a.json", {"seed": 1})
+    (tmp_path / "a.json").write_text(json.dumps({"identity": {"seed": 1, "steps": [1, 2]}}))
+    check_replace(tmp_path, ["a.csv", "a.json"], "a.json", {"seed": 1, "steps": (1, 2)})
+    with pytest.raises(FileExistsError, match=r"another run \(different seed\)"):
+        check_replace(tmp_path, ["a.csv", "a.json"], "a.json", {"seed": 2, "steps": [1, 2]})
+    check_replace(tmp_path, ["a.csv"], "a.json", {"seed": 2}, overwrite=True)
+
+
+# -- sharp throughput ------------------------------------------------------------------
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--steps", "0"], "argument --steps: must be a positive integer (1 or more), got 0"),
+    (["--steps", "-5"], "argument --steps: must be a positive integer (1 or more), got -5"),
+    (["--repeats", "0"], "argument --repeats: must be a positive integer"),
+    (["--ensemble", "0"], "argument --ensemble: must be a positive integer"),
+    (["--ensemble", "9", "-1"], "argument --ensemble: must be a positive integer"),
+    (["--threads", "0"], "argument --threads: must be a positive integer"),
+    (["--steps", "ten"], "argument --steps: expected an integer, got 'ten'"),
+])
+def test_throughput_counts_are_checked_by_argparse(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str], no_measurement: None
+) -> None:
+    assert message in _error(capsys, ["throughput", *argv])
+
+
+def test_throughput_with_nothing_to_measure_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_measurement: None
+) -> None:
+    out = ["--out", str(tmp_path)]
+    assert main(["throughput", "--presets", "--steps", "20", "--repeats", "1", *out]) == 2
+    assert ("nothing to measure: give --presets NAMES or --baselines KINDS"
+            in capsys.readouterr().err)
+    assert main(["throughput", "--presets", "--ensemble", "9", *out]) == 2
+    assert "nothing to measure" in capsys.readouterr().err
+    assert main(["throughput", "--anatomy", "--presets", *out]) == 2
+    assert "--anatomy measures SHARP presets; give --presets NAMES" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="nothing to measure"):
+        throughput_table([])
+
+
+def test_throughput_checks_out_before_measuring(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_measurement: None
+) -> None:
+    file = tmp_path / "file.txt"
+    file.write_text("keep")
+    assert main(["throughput", "--out", str(file)]) == 2
+    assert "is a file, but --out needs a folder" in capsys.readouterr().err
+    assert main(["throughput", "--anatomy", "--out", str(file / "sub")]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert file.read_text() == "keep"
+
+
+def test_throughput_never_replaces_another_measurement_silently(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = pd.DataFrame({"learner": ["SHARP"], "wake_tokens_per_s": [1.0]})
+    monkeypatch.setattr(cli, "throughput_table", lambda configs, **kwargs: table)
+    argv = ["throughput", "--presets", "quick", "--threads", "1", "--out", str(tmp_path)]
+    assert main([*argv, "--steps", "5"]) == 0
+    record = json.loads((tmp_path / "throughput.json").read_text())
+    assert record["identity"]["steps"] == 5 and record["identity"]["presets"] == ["quick"]
+    assert main([*argv, "--steps", "5"]) == 0  # the same measurement may replace itself
+    capsys.readouterr()
+    assert main([*argv, "--steps", "6"]) == 2
+    assert "holds the throughput tables of another run (different steps)" in (
+        capsys.readouterr().err)
+    assert main([*argv, "--steps", "6", "--overwrite"]) == 0
+
+
+def test_small_steps_give_a_short_measurement() -> None:
+    row = measure_sharp("quick", steps=5, repeats=1)
+    assert row["eval_tokens"] == 250 and row["sleep_tags"] == 20  # buffer topped up untimed
+    assert measure_sharp("quick", steps=5_000, repeats=1, eval_tokens=10)["eval_tokens"] == 10
+    assert measure_baseline("rnn", "quick", steps=3, repeats=1)["eval_tokens"] == 60
+    with pytest.raises(ValueError, match="steps must be a positive integer, got 0"):
+        measure_sharp("quick", steps=0)
+    with pytest.raises(ValueError, match="repeats must be a positive integer, got -1"):
+        measure_baseline("rnn", "quick", repeats=-1)
+
+
+# -- sharp reference -------------------------------------------------------------------
+def test_reference_out_is_a_folder_checked_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = tmp_path / "file.csv"
+    file.write_text("keep")
+    monkeypatch.setattr(cli, "reference_curve", _no_work)
+    assert main(["reference", "--out", str(file)]) == 2
+    assert "is a file, but --out needs a folder" in capsys.readouterr().err
+    assert "argument --seed: must be an integer >= 0, got -1" in _error(
+        capsys, ["reference", "--seed", "-1"])
+    frame = pd.DataFrame({"tokens": [2_000], "bits": [3.0], "difference": [0.1]})
+    monkeypatch.setattr(cli, "reference_curve", lambda *args, **kwargs: frame)
+    out = tmp_path / "existing"
+    out.mkdir()
+    assert main(["reference", "--out", str(out), "--quiet"]) == 0
+    assert pd.read_csv(out / "reference.csv").equals(frame)
+    assert json.loads((out / "reference.json").read_text())["identity"] == {
+        "preset": "text8-small", "seed": 0}
+    monkeypatch.setattr(cli, "reference_curve", _no_work)
+    assert main(["reference", "--out", str(out), "--seed", "1"]) == 2
+    assert "the reference table of another run (different seed)" in capsys.readouterr().err
+
+
+# -- help ------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["throughput", "reference", "experiment"])
+def test_help_states_each_default_once(command: str,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert text.count("(default:") >= 2
+    for option in text.split(" --")[1:]:
+        assert option.count("default") <= 1, option
