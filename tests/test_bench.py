@@ -143,7 +143,7 @@ def test_a_report_of_another_run_is_never_replaced_silently(tmp_path: Path) -> N
     check_report_folder(tmp_path, other, overwrite=True)
     (tmp_path / "run.json").unlink()
     (tmp_path / "results.csv").write_text("learner\n")
-    with pytest.raises(FileExistsError, match=r"a report of an unknown run \(results.csv\)"):
+    with pytest.raises(FileExistsError, match=r"holds the report of an unknown run \(results.csv\)"):
         check_report_folder(tmp_path, meta)
 
 
@@ -156,7 +156,7 @@ def test_bench_refuses_to_replace_another_runs_report_before_training(
     argv = ["bench", "--quiet", "--baselines", "--out", str(out)]
     assert main(argv) == 2
     error = capsys.readouterr().err
-    assert "holds a report of an unknown run" in error and "--overwrite" in error
+    assert "holds the report of an unknown run" in error and "--overwrite" in error
     assert (out / "summary.md").read_text() == "# an earlier report"
 
 
@@ -284,7 +284,7 @@ def test_an_output_path_that_cannot_be_a_folder_fails_before_any_work(
     for out in (taken, taken / "run"):
         assert main(["bench", "--no-notebook", "--quiet", "--learners", "1", "--baselines",
                      "--out", str(out)]) == 2
-        assert f"{taken} is a file, not a folder" in capsys.readouterr().err
+        assert f"{taken} is a file, but --out needs a folder" in capsys.readouterr().err
     assert taken.read_text() == "mine"
 
 
