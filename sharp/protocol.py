@@ -78,7 +78,8 @@ def check_target(target: object, vocab_size: int) -> int:
     """One learning step's target as an int: an integer id (a Python or numpy integer or a
     one-element integer tensor, not a bool) in 0..vocab_size-1, else ValueError."""
     try:
-        if isinstance(target, bool):
+        if isinstance(target, bool) or (isinstance(target, torch.Tensor)
+                                        and target.dtype == torch.bool):
             raise TypeError
         y = operator.index(target)  # type: ignore[arg-type]
     except TypeError:
@@ -139,7 +140,7 @@ def check_seeds(seeds: object, owner: str = "members") -> list[int]:
     list, naming the two ``owner`` entries (``members`` or ``learners``) that share a seed."""
     if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence | np.ndarray):
         raise TypeError(f"seeds must be a sequence of distinct ints, one per member (e.g. "
-                        f"[0, 1, 2]), got {type(seeds).__name__} {seeds!r}")
+                        f"[0, 1, 2]), got {seeds!r} ({type(seeds).__name__})")
     values = []
     for seed in seeds:
         if isinstance(seed, bool | np.bool_) or not isinstance(seed, int | np.integer):
