@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import numbers
 import types
 import typing
@@ -34,14 +35,15 @@ def _describe(hint: Any) -> str:
         return "one of " + ", ".join(repr(arg) for arg in args)
     if origin is tuple:
         return f"a list of {args[0].__name__}"
-    words = {type(None): "None", int: "an int", float: "a number (int or float)",
+    words = {type(None): "None", int: "an int", float: "a finite number (int or float)",
              str: "a string", bool: "a bool"}
     return words.get(hint, f"a {getattr(hint, '__name__', hint)}")
 
 
 def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:
     """Whether ``value`` has type ``hint``, and its normal form: an int for an integral
-    number, a float for a real one, a tuple for a list. A bool is not a number."""
+    number, a float for a finite real one, a tuple for a list. A bool is not a number, and
+    no config field takes an infinite or NaN float."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         for arg in args:
@@ -61,6 +63,7 @@ def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:
     if hint in (int, float):
         number = numbers.Integral if hint is int else numbers.Real
         ok = isinstance(value, number) and not isinstance(value, bool)
+        ok = ok and (hint is int or math.isfinite(value))
         return ok, hint(value) if ok else value
     return isinstance(value, hint), value
 
@@ -69,7 +72,8 @@ def check_field_types(config: Any) -> None:
     """Check every field of the dataclass instance ``config`` against its annotation and
     store the field's normal form (see below); the one type check of every config class.
 
-    Accepted: an int (not a bool) for ``int``, an int or float for ``float``, a list or
+    Accepted: an int (not a bool) for ``int``, a finite int or float for ``float`` (not
+    inf or NaN), a list or
     tuple of such items for ``tuple[T, ...]`` (stored as a tuple), one of the values of a
     ``Literal``, ``None`` where the annotation allows it. Raises :class:`ConfigError`
     naming the class, the field, the expected type and the value given.
@@ -82,6 +86,19 @@ def check_field_types(config: Any) -> None:
             raise ConfigError(f"{cls.__name__}.{name} must be {_describe(hint)}, got "
                               f"{value!r} ({type(value).__name__})")
         object.__setattr__(config, name, normal)
+
+
+def check_instance(value: object, expected: type | tuple[type, ...], owner: str,
+                   example: str) -> None:
+    """Raise TypeError unless ``value`` is an ``expected`` (a class or a tuple of them):
+    "``owner`` needs a <expected> (e.g. ``example``), got <its type>" — the check of what
+    every learner, ensemble and builder is given (a config, a recipe, a learner), so that a
+    dict, a preset name or None is refused by name instead of failing deep inside."""
+    if not isinstance(value, expected):
+        classes = expected if isinstance(expected, tuple) else (expected,)
+        names = " or ".join(cls.__name__ for cls in classes)
+        raise TypeError(f"{owner} needs a {names} (e.g. {example}), got "
+                        f"{type(value).__name__}")
 
 
 @dataclass(frozen=True)
@@ -151,7 +168,8 @@ class SharpConfig:
 
     # -- validation -----------------------------------------------------------------
     def validate(self) -> None:
-        """Raise :class:`ConfigError` with a message saying what to change."""
+        """Raise :class:`ConfigError` with a message saying what to change (also for a
+        device this machine does not have: :func:`~sharp.engines.runtime.check_device`)."""
         checks: list[tuple[bool, str]] = [
             (self.vocab_size >= 2, f"vocab_size must be >= 2, got {self.vocab_size}"),
             (self.layers >= 1, f"layers must be >= 1, got {self.layers}"),
@@ -170,7 +188,8 @@ class SharpConfig:
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
             (self.tau >= 0, f"tau must be >= 0, got {self.tau}"),
             (0 <= self.ema < 1, f"ema must be in [0, 1), got {self.ema}"),
-            (self.tag_buffer >= 0, f"tag_buffer must be >= 0, got {self.tag_buffer}"),
+            (self.tag_buffer >= 1,
+             f"tag_buffer must be >= 1 (sleep replays the tags it keeps), got {self.tag_buffer}"),
             (self.sleep_every >= 1, f"sleep_every must be >= 1, got {self.sleep_every}"),
             (self.sleep_steps is None or self.sleep_steps >= 1,
              f"sleep_steps must be >= 1, got {self.sleep_steps}"),
@@ -183,6 +202,9 @@ class SharpConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        from sharp.engines.runtime import check_device  # (runtime imports this module)
+
+        check_device(self.device)
 
     # -- conversion -----------------------------------------------------------------
     def replace(self, **changes: Any) -> SharpConfig:

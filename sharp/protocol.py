@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 LN2 = math.log(2.0)
 
+#: What the kind of an ensemble's ``state_dict`` adds to its members' kind
+#: (``sharp-ensemble``, ``lstm-ensemble``).
+ENSEMBLE_SUFFIX = "-ensemble"
+
 
 #: What a learner accepts as tokens: a list of ids, a numpy array or a tensor.
 TokenIds = Sequence[int] | np.ndarray | torch.Tensor
@@ -42,6 +46,7 @@ def check_stream(tokens: TokenIds, window: int, vocab_size: int) -> np.ndarray:
     ``learn`` with :func:`check_window` and :func:`check_target`): one set of messages."""
     ids = token_array(tokens)
     if ids.ndim != 1:
+        check_not_text(tokens, "stream")
         raise ValueError(f"a stream is a 1-D token sequence, got shape {ids.shape}")
     if ids.size <= window:
         raise ValueError(
@@ -59,6 +64,7 @@ def check_window(window: TokenIds, size: int, vocab_size: int) -> np.ndarray:
     :func:`check_stream` checks a stream (cheaply: about a microsecond for W = 4)."""
     ids = token_array(window)
     if ids.shape != (size,):
+        check_not_text(window, "window")
         got = f"shape {ids.shape}" if ids.ndim != 1 else f"{ids.size} tokens"
         raise ValueError(f"window has {got} but this learner's window W is {size}")
     _check_dtype(ids)
@@ -70,12 +76,17 @@ def check_window(window: TokenIds, size: int, vocab_size: int) -> np.ndarray:
 
 def check_target(target: object, vocab_size: int) -> int:
     """One learning step's target as an int: an integer id (a Python or numpy integer or a
-    one-element integer tensor) in 0..vocab_size-1, else ValueError."""
+    one-element integer tensor, not a bool) in 0..vocab_size-1, else ValueError."""
     try:
+        if isinstance(target, bool) or (isinstance(target, torch.Tensor)
+                                        and target.dtype == torch.bool):
+            raise TypeError
         y = operator.index(target)  # type: ignore[arg-type]
     except TypeError:
+        check_not_text(target, "target")
         raise ValueError(
-            f"the target must be an integer token id, got {target!r}; encode text first"
+            f"the target must be an integer token id, got {target!r} "
+            f"({type(target).__name__}); encode text first"
         ) from None
     if not 0 <= y < vocab_size:
         raise ValueError(
@@ -85,10 +96,21 @@ def check_target(target: object, vocab_size: int) -> int:
     return y
 
 
+def check_not_text(tokens: object, what: str) -> None:
+    """Raise ValueError if ``tokens`` (a learner's ``what``: stream, window, target) is
+    text or None instead of token ids, saying how to encode text; else return. Called on
+    the error paths of the token checks, so a valid step never pays for it."""
+    if tokens is None or isinstance(tokens, str | bytes):
+        got = "None" if tokens is None else f"a {type(tokens).__name__}"
+        raise ValueError(f"got {got} for the {what}: token ids are needed; encode text first "
+                         "(e.g. sharp.data.TEXT8.encode(text))")
+
+
 def check_windows(windows: Sequence[TokenIds] | np.ndarray | torch.Tensor, members: int,
                   size: int, vocab_size: int) -> np.ndarray:
     """One ensemble step's windows, one per member, as an (M, W) int64 array, each row
     checked by :func:`check_window`; ValueError for another number of rows."""
+    check_not_text(windows, "windows")
     if len(windows) != members:
         raise ValueError(f"{len(windows)} windows for {members} members")
     return np.stack([check_window(row, size, vocab_size) for row in windows]).astype(np.int64)
@@ -97,9 +119,53 @@ def check_windows(windows: Sequence[TokenIds] | np.ndarray | torch.Tensor, membe
 def check_targets(targets: TokenIds, members: int, vocab_size: int) -> list[int]:
     """One ensemble step's targets, one per member, each checked by :func:`check_target`;
     ValueError for another number of targets."""
+    check_not_text(targets, "targets")
     if len(targets) != members:
         raise ValueError(f"{len(targets)} targets for {members} members")
     return [check_target(target, vocab_size) for target in targets]
+
+
+def check_slices(tokens: Sequence[TokenIds] | np.ndarray | torch.Tensor, members: int) -> None:
+    """Raise ValueError unless ``tokens`` holds one slice per member (an ensemble's
+    ``evaluate`` input; each slice is then checked by :func:`check_stream`)."""
+    check_not_text(tokens, "slices")
+    if len(tokens) != members:
+        raise ValueError(f"{len(tokens)} token sequences for {members} members")
+
+
+def check_seeds(seeds: object, owner: str = "members") -> list[int]:
+    """An ensemble's seeds as a list of ints: a non-empty sequence (list, tuple, range,
+    1-D integer array) of distinct integers, bools and floats refused. Raises TypeError for
+    anything else (an int, a string, a float seed) and ValueError for an empty or repeated
+    list, naming the two ``owner`` entries (``members`` or ``learners``) that share a seed."""
+    if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence | np.ndarray):
+        raise TypeError(f"seeds must be a sequence of distinct ints, one per member (e.g. "
+                        f"[0, 1, 2]), got {seeds!r} ({type(seeds).__name__})")
+    values = []
+    for seed in seeds:
+        if isinstance(seed, bool | np.bool_) or not isinstance(seed, int | np.integer):
+            raise TypeError(f"seeds must be ints, got {seed!r} ({type(seed).__name__}) in "
+                            f"{seeds!r}")
+        values.append(int(seed))
+    if not values:
+        raise ValueError("an ensemble needs at least one member: give one seed per member")
+    first: dict[int, int] = {}
+    for i, seed in enumerate(values):
+        if seed in first:
+            raise ValueError(f"{owner} {first[seed]} and {i} share seed {seed}: an ensemble "
+                             "needs one distinct seed per member")
+        first[seed] = i
+    return values
+
+
+def check_member(m: object, members: int) -> int:
+    """Member index ``m`` of an ensemble of ``members`` as an int; IndexError unless it is
+    an int in 0..members-1 (a negative index is refused, not counted from the end)."""
+    if isinstance(m, bool) or not isinstance(m, int | np.integer):
+        raise TypeError(f"a member index is an int, got {m!r} ({type(m).__name__})")
+    if not 0 <= m < members:
+        raise IndexError(f"member {m} is out of range 0..{members - 1}")
+    return int(m)
 
 
 def token_tensor(tokens: TokenIds, window: int, vocab_size: int,
@@ -178,7 +244,10 @@ class EvalResult:
 
     def mean_bits(self, clip: float | None = None) -> float:
         """Mean bits per token; ``clip`` caps each token's bits (the authors' rule used
-        ``clip = log2(V)``), None reports unclipped values."""
+        ``clip = log2(V)``), None reports unclipped values. Raises ValueError unless
+        ``clip`` is None or a number > 0."""
+        if clip is not None and not clip > 0:
+            raise ValueError(f"clip (bits per token) must be > 0, got {clip}")
         bits = self.bits if clip is None else np.minimum(self.bits, clip)
         return float(bits.mean()) if self.tokens else math.nan
 

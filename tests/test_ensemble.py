@@ -25,6 +25,7 @@ from sharp.engines.ensemble import SharpEnsemble
 from sharp.engines.ensemble.adam import BatchedAdam
 from sharp.engines.optim import FusedAdam
 from sharp.model.learner import Sharp, SleepReport
+from sharp.runs.checkpoints import load_checkpoint, save_checkpoint
 
 ATOL = 1e-4
 STATE_ATOL = 1e-3
@@ -101,9 +102,9 @@ def test_checkpoint_and_member_round_trip_resume_bit_exactly(tmp_path) -> None:
         if i == 149:
             ensemble.sleep()
         ensemble.learn(*windows(tokens, i, c.window))
-    torch.save(ensemble.state_dict(), tmp_path / "ensemble.pt")
-    resumed = SharpEnsemble(c, SEEDS)
-    resumed.load_state_dict(torch.load(tmp_path / "ensemble.pt", weights_only=False))
+    # issue 12, item 15: an ensemble's checkpoint loads back as that ensemble, seeds and all
+    resumed = load_checkpoint(save_checkpoint(ensemble, tmp_path / "ensemble.pt"))
+    assert isinstance(resumed, SharpEnsemble) and resumed.seeds == SEEDS
     rebuilt = SharpEnsemble.from_learners([ensemble.member(m) for m in range(len(SEEDS))])
     alone = ensemble.member(1)
     for i in range(200, 320):

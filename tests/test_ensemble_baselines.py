@@ -25,6 +25,7 @@ from conftest import assert_same_state
 
 from sharp.baselines.ensemble import BaselineEnsemble, RecurrentEnsemble, TransformerEnsemble
 from sharp.engines.ensemble import SharpEnsemble
+from sharp.runs.checkpoints import load_checkpoint, save_checkpoint
 from sharp.runs.registry import LearnerSpec, baseline_spec, build_ensemble, build_learner
 
 ATOL = 1e-5
@@ -111,9 +112,9 @@ def test_checkpoint_and_member_round_trip_resume_bit_exactly(kind: str, tmp_path
     ensemble = build_ensemble(s, SEEDS)
     for i in range(102):  # stops inside a TBPTT block and inside a transformer chunk
         ensemble.learn(*windows(tokens, i))
-    torch.save(ensemble.state_dict(), tmp_path / "ensemble.pt")
-    resumed = build_ensemble(s, SEEDS)
-    resumed.load_state_dict(torch.load(tmp_path / "ensemble.pt", weights_only=False))
+    # issue 12, item 15: an ensemble's checkpoint loads back as that ensemble, seeds and all
+    resumed = load_checkpoint(save_checkpoint(ensemble, tmp_path / "ensemble.pt"))
+    assert type(resumed) is type(ensemble) and resumed.seeds == SEEDS
     rebuilt = BaselineEnsemble.from_learners([ensemble.member(m) for m in range(len(SEEDS))])
     alone = ensemble.member(1)
     for i in range(102, 180):

@@ -46,6 +46,11 @@ def learner(request: pytest.FixtureRequest) -> Learner:
     return build_learner(SPECS[request.param])
 
 
+#: What every learner says when given text or None instead of token ids.
+TEXT = (r"got {} for the {}: token ids are needed; encode text first "
+        r"\(e.g. sharp.data.TEXT8.encode\(text\)\)")
+
+
 def trained(learner: Learner, stream: np.ndarray, n: int = 60) -> Learner:
     run_stream(learner, stream[: n + W], progress=False)
     return learner
@@ -61,6 +66,8 @@ def test_learn_and_evaluate_check_input_as_the_stream_does(learner, random_strea
         (np.array([True, False, True, True, False]), "tokens must be integer ids, got dtype"),
         (np.ones((2, 4), dtype=np.int64), "a stream is a 1-D token sequence, got shape"),
         (np.array([1, 2, 3]), "the stream has 3 tokens but a window of W=3 needs at least 4"),
+        ("hello world", TEXT.format("a str", "stream")),  # review item 16: text, not ids
+        (None, TEXT.format("None", "stream")),
     ]:
         for call in (learner.evaluate, lambda t: run_stream(learner, t, progress=False)):
             with pytest.raises(ValueError, match=message):
@@ -74,6 +81,10 @@ def test_learn_and_evaluate_check_input_as_the_stream_does(learner, random_strea
         (np.array([1, 2, 3]), 3.7, "the target must be an integer token id, got 3.7"),
         (np.array([1, 2, 3]), torch.tensor(2.0), "the target must be an integer token id"),
         (np.array([1, 2, 3]), 7, "target token 7 is outside the vocabulary 0..6"),
+        ("abc", 1, TEXT.format("a str", "window")),
+        (None, 1, TEXT.format("None", "window")),
+        (np.array([1, 2, 3]), "e", TEXT.format("a str", "target")),
+        (np.array([1, 2, 3]), True, r"the target must be an integer token id, got True \(bool\)"),
     ]:
         with pytest.raises(ValueError, match=message):
             learner.learn(window, target)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from sharp.baselines.config import ClockworkConfig
 from sharp.baselines.recurrent import RecurrentCore, State, StreamingRecurrent
+from sharp.config import check_instance
 
 
 def active_modules(t: int, modules: int) -> int:
@@ -101,13 +102,14 @@ class ClockworkCore(RecurrentCore):
 
 
 class ClockworkRNN(StreamingRecurrent):
-    """Clockwork RNN baseline implementing the learner protocol."""
+    """Clockwork RNN baseline implementing the learner protocol. Raises TypeError for a
+    ``config`` that is not a :class:`ClockworkConfig`."""
 
     kind = "clockwork"
 
     def __init__(self, config: ClockworkConfig) -> None:
-        if not isinstance(config, ClockworkConfig):
-            raise TypeError(f"ClockworkRNN needs a ClockworkConfig, got {type(config)}")
+        check_instance(config, ClockworkConfig, "ClockworkRNN",
+                       "sharp.baselines.baseline_preset('clockwork')")
         super().__init__(config)
 
     def _build_core(self) -> RecurrentCore:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
 from sharp.config import ConfigError, check_field_types
+from sharp.engines.runtime import check_device
 
 Cell = Literal["rnn", "lstm", "gru"]
 StreamMode = Literal["tbptt", "paper"]
@@ -57,10 +58,12 @@ class BaselineConfig:
         ]
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` with a message saying what to change."""
+        """Raise :class:`ConfigError` with a message saying what to change (also for a
+        device this machine does not have: :func:`~sharp.engines.runtime.check_device`)."""
         for ok, message in self._checks():
             if not ok:
                 raise ConfigError(message)
+        check_device(self.device)
 
     def replace(self, **changes: Any) -> Self:
         """A copy with ``changes`` applied (and validated)."""

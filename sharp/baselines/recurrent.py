@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from sharp.baselines.config import ClockworkConfig, RecurrentConfig
+from sharp.config import check_instance
 from sharp.engines.optim import FusedAdam
 from sharp.engines.runtime import exact_float32, prepare_runtime, small_kernels
 from sharp.model.learner import check_compatible
@@ -337,11 +338,12 @@ def _to(state: State, device: torch.device) -> State:
 
 
 class RecurrentBaseline(StreamingRecurrent):
-    """RNN, LSTM or GRU baseline (``config.cell``) implementing the learner protocol."""
+    """RNN, LSTM or GRU baseline (``config.cell``) implementing the learner protocol.
+    Raises TypeError for a ``config`` that is not a :class:`RecurrentConfig`."""
 
     def __init__(self, config: RecurrentConfig) -> None:
-        if not isinstance(config, RecurrentConfig):
-            raise TypeError(f"RecurrentBaseline needs a RecurrentConfig, got {type(config)}")
+        check_instance(config, RecurrentConfig, "RecurrentBaseline",
+                       "sharp.baselines.baseline_preset('lstm')")
         self.kind = config.cell
         super().__init__(config)
 

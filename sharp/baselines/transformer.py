@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from sharp.baselines.config import TransformerConfig
+from sharp.config import check_instance
 from sharp.engines.optim import FusedAdam
 from sharp.engines.runtime import prepare_runtime, small_kernels
 from sharp.model.learner import check_compatible
@@ -130,13 +131,14 @@ class Decoder(nn.Module):
 
 
 class TransformerBaseline:
-    """Transformer baseline implementing the learner protocol (see the module docstring)."""
+    """Transformer baseline implementing the learner protocol (see the module docstring).
+    Raises TypeError for a ``config`` that is not a :class:`TransformerConfig`."""
 
     kind = "transformer"
 
     def __init__(self, config: TransformerConfig) -> None:
-        if not isinstance(config, TransformerConfig):
-            raise TypeError(f"TransformerBaseline needs a TransformerConfig, got {type(config)}")
+        check_instance(config, TransformerConfig, "TransformerBaseline",
+                       "sharp.baselines.baseline_preset('transformer')")
         self.config = config
         self.device = prepare_runtime(config.threads, config.device, "batched")
         self.vocab_size = config.vocab_size

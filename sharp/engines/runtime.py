@@ -13,7 +13,9 @@ devices, and the kernel setting of the per-token hot path.
   runs on **CUDA** when present, else on Apple **MPS** when present, else on the CPU.
 
 Any other name (``cpu``, ``cuda``, ``cuda:1``, ``mps``) is used as given: that is how a user
-overrides the rule (e.g. ``SharpConfig(device="cuda")``).
+overrides the rule (e.g. ``SharpConfig(device="cuda")``). Every config checks its device with
+:func:`check_device` when it is made, so a device this machine lacks is refused before any
+work starts.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from contextlib import contextmanager
 from typing import Literal
 
 import torch
+
+from sharp.config import ConfigError
 
 #: What a learner runs, for :func:`resolve_device`'s ``auto`` rule (see the module docstring).
 Workload = Literal["stream", "batched"]
@@ -50,11 +54,32 @@ def resolve_device(name: str, workload: Workload) -> torch.device:
     return accelerator() or torch.device("cpu")
 
 
-def device_available(name: str) -> bool:
-    """Whether this machine can put tensors on device ``name`` (``auto`` always can)."""
+def check_device(name: str) -> None:
+    """Raise :class:`~sharp.config.ConfigError` unless ``name`` is ``auto`` or a device this
+    machine has: ``cpu``, ``cuda`` / ``cuda:N`` (with CUDA and more than N GPUs) or ``mps``
+    (on Apple silicon). Asks torch without touching the device, so no CUDA context is made
+    (a process may still fork workers after it)."""
+    if name == "auto":
+        return
     try:
-        torch.empty(0, device=resolve_device(name, "batched"))
-    except (RuntimeError, AssertionError, ValueError):
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"unknown device {name!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or "
+                          "'mps'")
+    cuda = torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    mps = torch.backends.mps.is_available()
+    if not {"cpu": True, "cuda": cuda, "mps": mps}[device.type]:
+        raise ConfigError(f"device {name!r} is not available on this machine "
+                          f"(torch {torch.__version__}); use 'cpu' or 'auto'")
+
+
+def device_available(name: str) -> bool:
+    """Whether this machine has device ``name`` (``auto`` always; see :func:`check_device`)."""
+    try:
+        check_device(name)
+    except ConfigError:
         return False
     return True
 

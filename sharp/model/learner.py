@@ -11,7 +11,7 @@ import copy
 import math
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sharp.config import SharpConfig
+from sharp.config import SharpConfig, check_instance
 from sharp.engines.fused import FusedEngine, select_engine
 from sharp.engines.optim import FusedAdam
 from sharp.engines.runtime import load_generator_state, prepare_runtime, small_kernels
@@ -31,6 +31,7 @@ from sharp.protocol import (
     StepResult,
     TokenIds,
     check_finite,
+    check_seeds,
     check_target,
     check_window,
     eval_result,
@@ -70,10 +71,12 @@ class SleepReport:
 class Sharp:
     r"""A SHARP learner over one token stream (batch 1), implementing the learner protocol.
 
-    ``memories`` and ``heads`` are ``nn.ModuleList``\ s; ``net`` holds both.
+    ``memories`` and ``heads`` are ``nn.ModuleList``\ s; ``net`` holds both. Raises
+    TypeError for a ``config`` that is not a :class:`~sharp.config.SharpConfig`.
     """
 
     def __init__(self, config: SharpConfig) -> None:
+        check_instance(config, SharpConfig, "Sharp", "sharp.preset('quick')")
         self.config = config
         self.device = prepare_runtime(config.threads, config.device, "stream")
         self.vocab_size = config.vocab_size
@@ -459,6 +462,14 @@ class Sharp:
 RUNTIME_FIELDS = ("device", "threads", "engine", "name")
 
 
+def config_differences(mine: dict[str, Any], theirs: dict[str, Any],
+                       ignore: Sequence[str] = RUNTIME_FIELDS) -> list[str]:
+    """The config fields (sorted) whose values differ between two ``to_dict()`` forms,
+    apart from ``ignore``."""
+    return sorted(key for key in set(mine) | set(theirs)
+                  if key not in ignore and mine.get(key) != theirs.get(key))
+
+
 def check_compatible(state: dict[str, Any], kind: str, config: Any) -> None:
     """Raise ValueError unless ``state`` is a checkpoint of a ``kind`` learner whose
     config matches ``config`` (apart from :data:`RUNTIME_FIELDS`)."""
@@ -467,10 +478,7 @@ def check_compatible(state: dict[str, Any], kind: str, config: Any) -> None:
         raise ValueError(f"this is not a {kind} checkpoint (found {found!r})")
     mine = config.to_dict()
     theirs = state["config"]
-    differ = sorted(
-        key for key in set(mine) | set(theirs)
-        if key not in RUNTIME_FIELDS and mine.get(key) != theirs.get(key)
-    )
+    differ = config_differences(mine, theirs)
     if differ:
         details = ", ".join(f"{k}: checkpoint {theirs.get(k)!r} vs learner {mine.get(k)!r}"
                             for k in differ)
@@ -478,6 +486,30 @@ def check_compatible(state: dict[str, Any], kind: str, config: Any) -> None:
             f"checkpoint was saved with another configuration ({details}); build the learner "
             "from the checkpoint's config instead"
         )
+
+
+def ensemble_seeds(learners: Sequence[Any], kind: type | tuple[type, ...], example: str
+                   ) -> list[int]:
+    """The seeds of ``learners`` to gather into one ensemble (``from_learners``): raises
+    TypeError unless every one is a ``kind`` (``example`` shows one) and all of one class,
+    ValueError for none, for two of different configurations (apart from the seed and
+    :data:`RUNTIME_FIELDS`) or for two sharing a seed — each naming the learners."""
+    if not learners:
+        raise ValueError("from_learners needs at least one learner")
+    for learner in learners:
+        check_instance(learner, kind, "from_learners", example)
+    first = learners[0]
+    for i, learner in enumerate(learners[1:], start=1):
+        if type(learner) is not type(first):
+            raise TypeError(f"from_learners needs learners of one kind: learners 0 and {i} "
+                            f"are a {type(first).__name__} and a {type(learner).__name__}")
+        mine, theirs = first.config.to_dict(), learner.config.to_dict()
+        differ = config_differences(mine, theirs, (*RUNTIME_FIELDS, "seed"))
+        if differ:
+            details = ", ".join(f"{k} {mine.get(k)!r} vs {theirs.get(k)!r}" for k in differ)
+            raise ValueError(f"from_learners needs learners of one configuration: learners 0 "
+                             f"and {i} differ in {details}")
+    return check_seeds([learner.config.seed for learner in learners], owner="learners")
 
 
 def bits_clip(vocab_size: int) -> float:

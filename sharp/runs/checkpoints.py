@@ -8,14 +8,19 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from sharp.engines.runtime import device_available
+from sharp.config import ConfigError, check_instance
+from sharp.engines.runtime import check_device, device_available
 from sharp.protocol import Learner
-from sharp.runs.registry import LearnerSpec, build_learner
+from sharp.runs.registry import build_from_state
+
+if TYPE_CHECKING:
+    from sharp.baselines.ensemble import BaselineEnsemble
+    from sharp.engines.ensemble import SharpEnsemble
 
 
 @contextlib.contextmanager
@@ -79,27 +84,36 @@ def plain(value: Any, where: str = "state") -> Any:
                     "dicts, lists, tuples, numbers and strings")
 
 
-def save_checkpoint(learner: Learner, path: str | os.PathLike) -> Path:
-    """Save ``learner.state_dict()`` atomically; :func:`load_checkpoint` rebuilds it.
-    Raises TypeError if the state holds anything ``torch.load(weights_only=True)``
-    would refuse (see :func:`plain`); nothing is written then."""
+def save_checkpoint(learner: Learner | SharpEnsemble | BaselineEnsemble,
+                    path: str | os.PathLike) -> Path:
+    """Save ``learner.state_dict()`` (a learner's or an ensemble's) atomically;
+    :func:`load_checkpoint` rebuilds it. Raises TypeError for anything but a learner or an
+    ensemble, and if the state holds anything ``torch.load(weights_only=True)`` would
+    refuse (see :func:`plain`); nothing is written then."""
+    check_instance(learner, Learner, "save_checkpoint", "sharp.Sharp(sharp.preset('quick'))")
     state = plain(learner.state_dict())
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
     return Path(path)
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | None = None) -> Learner:
-    """A learner rebuilt from a checkpoint's own config and restored bit-exactly.
+def load_checkpoint(path: str | os.PathLike, device: str | None = None
+                    ) -> Learner | SharpEnsemble | BaselineEnsemble:
+    """A learner (or an ensemble, with its seeds) rebuilt from a checkpoint's own config
+    and restored bit-exactly.
 
     ``device`` (e.g. ``"cpu"``, ``"cuda"``, ``"auto"``) overrides the saved config's
-    device. By default the saved device is kept when this machine has it, else the
-    learner runs on the CPU, with a RuntimeWarning saying so. The file is read with
-    ``torch.load(weights_only=True)``: no code in it is run. Raises
-    :class:`CheckpointError` for a file that is empty, truncated or not a sharp
-    checkpoint (whatever the damage), FileNotFoundError / PermissionError for a file that
-    cannot be opened.
+    device; one this machine does not have raises :class:`~sharp.config.ConfigError`
+    (:func:`~sharp.engines.runtime.check_device`) before the file is read. By default the
+    saved device is kept when this machine has it, else the learner runs on the CPU, with
+    a RuntimeWarning saying so. The file is read with ``torch.load(weights_only=True)``: no
+    code in it is run. Raises :class:`CheckpointError` naming the path and what is wrong
+    for a file that is empty, truncated or not a sharp checkpoint, that lacks an entry,
+    holds an invalid or partial config, or weights that do not match its config (whatever
+    the damage); FileNotFoundError / PermissionError for a file that cannot be opened.
     """
+    if device is not None:
+        check_device(device)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (FileNotFoundError, PermissionError, IsADirectoryError):
@@ -109,7 +123,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | None = None) -> Learn
             f"{path} cannot be read as a checkpoint: it is empty, truncated or not a sharp "
             f"learner checkpoint ({type(error).__name__}: {error})"
         ) from error
-    if not isinstance(state, dict) or "kind" not in state or "config" not in state:
+    if (not isinstance(state, dict) or "kind" not in state
+            or not isinstance(state.get("config"), dict)):
         raise CheckpointError(f"{path} is not a sharp learner checkpoint")
     config = dict(state["config"])
     saved = config.get("device", "auto")
@@ -120,6 +135,32 @@ def load_checkpoint(path: str | os.PathLike, device: str | None = None) -> Learn
                       "have; loading it on the CPU (pass device=... to choose)",
                       RuntimeWarning, stacklevel=2)
         config["device"] = "cpu"
-    learner = build_learner(LearnerSpec(state["kind"], config))
+    try:
+        return _restore({**state, "config": config}, path)
+    except CheckpointError:
+        raise
+    except KeyError as error:
+        raise CheckpointError(f"{path} is damaged: it lacks the entry {error}") from error
+    except ConfigError as error:
+        raise CheckpointError(f"{path} holds an invalid config: {error}") from error
+    except RuntimeError as error:  # torch: a tensor of another shape than the config's
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        more = f"; and {len(lines) - 2} more" if len(lines) > 2 else ""
+        raise CheckpointError(f"{path}: its weights do not match its config "
+                              f"({' '.join(lines[:2])}{more})") from error
+    except (ValueError, TypeError, IndexError, AttributeError) as error:
+        raise CheckpointError(f"{path} cannot be restored: {error}") from error
+
+
+def _restore(state: dict[str, Any], path: str | os.PathLike
+             ) -> Learner | SharpEnsemble | BaselineEnsemble:
+    """The learner or ensemble of ``state`` (a checkpoint's, ``config`` already set for
+    this machine), built and loaded; what goes wrong raises as it comes (KeyError,
+    ConfigError, torch's RuntimeError, ...) for :func:`load_checkpoint` to name, and
+    :class:`CheckpointError` for a config that lacks fields."""
+    learner = build_from_state(state)
+    missing = sorted(set(learner.config.to_dict()) - set(state["config"]))
+    if missing:
+        raise CheckpointError(f"{path} holds a partial config: it lacks the fields {missing}")
     learner.load_state_dict(state)
     return learner

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from sharp.config import SharpConfig, preset
-from sharp.protocol import Learner
+from sharp.config import SharpConfig, check_instance, preset
+from sharp.protocol import ENSEMBLE_SUFFIX, Learner
 
 if TYPE_CHECKING:
     from sharp.baselines.ensemble import BaselineEnsemble
@@ -56,8 +56,14 @@ def baseline_spec(
     return LearnerSpec(kind, config.to_dict(), config.label if label is None else label)
 
 
+_SPEC_EXAMPLE = "sharp.runs.registry.sharp_spec('quick')"
+
+
 def build_learner(spec: LearnerSpec) -> Learner:
-    """Instantiate the learner a :class:`LearnerSpec` describes."""
+    """Instantiate the learner a :class:`LearnerSpec` describes. Raises TypeError for
+    anything but a :class:`LearnerSpec`, ValueError for an unknown kind,
+    :class:`~sharp.config.ConfigError` for an invalid config."""
+    check_instance(spec, LearnerSpec, "build_learner", _SPEC_EXAMPLE)
     if spec.kind == "sharp":
         from sharp.model.learner import Sharp
 
@@ -79,12 +85,27 @@ def build_learner(spec: LearnerSpec) -> Learner:
     raise ValueError(f"unknown learner kind {spec.kind!r}; known kinds: {list(LEARNER_KINDS)}")
 
 
+def build_from_state(state: dict[str, Any]) -> Learner | SharpEnsemble | BaselineEnsemble:
+    """The learner or ensemble (kind ``<kind>-ensemble``, with the state's ``seeds``) of a
+    ``state_dict()``'s kind and config, freshly built: load the state into it to restore
+    it. Raises KeyError for a missing ``kind``, ``config`` or ``seeds`` and what
+    :func:`build_learner` / :func:`build_ensemble` raise."""
+    kind, config = state["kind"], state["config"]
+    if isinstance(kind, str) and kind.endswith(ENSEMBLE_SUFFIX):
+        return build_ensemble(LearnerSpec(kind.removesuffix(ENSEMBLE_SUFFIX), config),
+                              state["seeds"])
+    return build_learner(LearnerSpec(kind, config))
+
+
 def build_ensemble(spec: LearnerSpec, seeds: Sequence[int]) -> SharpEnsemble | BaselineEnsemble:
     """An ensemble (SPEC §10) of ``len(seeds)`` learners of ``spec``, member m what
     ``build_learner(spec.with_seed(seeds[m]))`` would compute: a
     :class:`~sharp.engines.ensemble.SharpEnsemble` or a
-    :class:`~sharp.baselines.ensemble.BaselineEnsemble`. Raises ValueError for an unknown
-    kind or an empty or repeated seed list."""
+    :class:`~sharp.baselines.ensemble.BaselineEnsemble`. Raises TypeError for anything but
+    a :class:`LearnerSpec` or seeds that are not a sequence of ints, ValueError for an
+    unknown kind or an empty or repeated seed list, :class:`~sharp.config.ConfigError` for
+    an invalid config."""
+    check_instance(spec, LearnerSpec, "build_ensemble", _SPEC_EXAMPLE)
     if spec.kind == "sharp":
         from sharp.engines.ensemble import SharpEnsemble
 

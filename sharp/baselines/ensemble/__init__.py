@@ -35,14 +35,16 @@ from sharp.baselines.config import (
 from sharp.baselines.ensemble.base import BaselineEnsemble
 from sharp.baselines.ensemble.recurrent import RecurrentEnsemble
 from sharp.baselines.ensemble.transformer import TransformerEnsemble
+from sharp.config import check_instance
 
 __all__ = ["BaselineEnsemble", "RecurrentEnsemble", "TransformerEnsemble", "baseline_ensemble"]
 
 
 def baseline_ensemble(config: BaselineConfig, seeds: Sequence[int]) -> BaselineEnsemble:
     """An ensemble of ``len(seeds)`` baselines of ``config`` (any baseline kind), member m
-    seeded with ``seeds[m]``. Raises TypeError for a configuration that is no baseline's,
-    ValueError for an empty or repeated seed list.
+    seeded with ``seeds[m]``. Raises TypeError for a configuration that is no baseline's
+    or seeds that are not a sequence of ints, ValueError for an empty or repeated seed
+    list.
 
     Example:
         >>> from sharp.baselines.config import baseline_preset
@@ -52,6 +54,8 @@ def baseline_ensemble(config: BaselineConfig, seeds: Sequence[int]) -> BaselineE
         >>> tuple(step.logits.shape), tuple(step.loss.shape)
         ((3, 5), (3,))
     """
+    check_instance(config, BaselineConfig, "baseline_ensemble",
+                   "sharp.baselines.baseline_preset('lstm')")
     if isinstance(config, RecurrentConfig | ClockworkConfig):
         return RecurrentEnsemble(config, seeds)
     if isinstance(config, TransformerConfig):

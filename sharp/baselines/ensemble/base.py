@@ -11,29 +11,29 @@ import torch
 from torch import Tensor, nn
 from torch.func import stack_module_state
 
-from sharp.baselines.config import (
-    BaselineConfig,
-)
+from sharp.baselines.config import BaselineConfig
 from sharp.baselines.recurrent import StreamingRecurrent
 from sharp.baselines.transformer import TransformerBaseline
+from sharp.config import check_instance
 from sharp.engines.ensemble import EnsembleStep
 from sharp.engines.ensemble.adam import BatchedAdam
 from sharp.engines.ensemble.stacked import Params
 from sharp.engines.runtime import small_kernels
-from sharp.model.learner import check_compatible
+from sharp.model.learner import check_compatible, ensemble_seeds
 from sharp.protocol import (
+    ENSEMBLE_SUFFIX,
     EvalResult,
     TokenIds,
     check_finite,
+    check_member,
+    check_seeds,
+    check_slices,
     check_targets,
     check_windows,
 )
 
-#: torch 2.13 has no vmap batching rule for CPU attention: it loops over the members inside
-#: the one attention call (its cost is in the measured figures) and says so with this
-
+#: A separate baseline learner of any kind.
 Learner = StreamingRecurrent | TransformerBaseline
-
 
 
 def groups(keys: Sequence[Hashable]) -> list[list[int]]:
@@ -50,16 +50,18 @@ class BaselineEnsemble:
 
     Member m starts with the weights and optimiser of the separate learner of
     ``config.replace(seed=seeds[m])``; :meth:`member` takes it out as such a learner.
-    Raises ValueError for an empty or repeated seed list.
+    Raises TypeError for a ``config`` that is not a baseline's and for ``seeds`` that are
+    not a sequence of ints, ValueError for an empty or repeated seed list
+    (:func:`~sharp.protocol.check_seeds`).
     """
 
     kind: str
 
     def __init__(self, config: BaselineConfig, seeds: Sequence[int]) -> None:
+        check_instance(config, BaselineConfig, type(self).__name__,
+                       "sharp.baselines.baseline_preset('lstm')")
         self.config = config
-        self.seeds = [int(seed) for seed in seeds]
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"an ensemble needs one distinct seed per member, got {seeds!r}")
+        self.seeds = check_seeds(seeds)
         learners = [self._learner(self.member_config(m)) for m in range(len(self.seeds))]
         self.kind = learners[0].kind
         self.members = len(learners)
@@ -108,14 +110,14 @@ class BaselineEnsemble:
     @classmethod
     def from_learners(cls, learners: Sequence[Learner]) -> BaselineEnsemble:
         """An ensemble whose member m continues ``learners[m]`` exactly where it is (any
-        stream position). Raises ValueError unless they are of one kind and share one
-        configuration apart from the seed."""
+        stream position). Raises TypeError unless they are baselines of one kind, ValueError
+        unless they share one configuration apart from the seed and have distinct seeds
+        (:func:`~sharp.model.learner.ensemble_seeds`)."""
         from sharp.baselines.ensemble import baseline_ensemble  # the factory picks the kind
 
-        if not learners:
-            raise ValueError("from_learners needs at least one learner")
-        ensemble = baseline_ensemble(learners[0].config,
-                                     [learner.config.seed for learner in learners])
+        seeds = ensemble_seeds(learners, (StreamingRecurrent, TransformerBaseline),
+                               "sharp.baselines.RecurrentBaseline(baseline_preset('lstm'))")
+        ensemble = baseline_ensemble(learners[0].config, seeds)
         ensemble._load_members([learner.state_dict() for learner in learners])
         return ensemble
 
@@ -173,9 +175,10 @@ class BaselineEnsemble:
 
     def reset_state(self, members: Sequence[int] | None = None) -> None:
         """Forget the stream position of ``members`` (all when None), as the learner's
-        ``reset_state``; weights and optimiser moments are kept."""
+        ``reset_state``; weights and optimiser moments are kept. Raises IndexError for a
+        member out of range (:func:`~sharp.protocol.check_member`)."""
         for m in range(self.members) if members is None else members:
-            self._reset(m)
+            self._reset(check_member(m, self.members))
 
     # -- evaluation -----------------------------------------------------------------
     def evaluate(self, tokens: Tensor | np.ndarray | Sequence[TokenIds]) -> list[EvalResult]:
@@ -183,8 +186,7 @@ class BaselineEnsemble:
         reset state, without learning; the ensemble is left untouched): ``tokens`` is (M, T)
         ids or M one-dimensional slices. Raises ValueError unless there is one slice of
         more than W valid ids per member."""
-        if len(tokens) != self.members:
-            raise ValueError(f"{len(tokens)} token sequences for {self.members} members")
+        check_slices(tokens, self.members)
         results = []
         module = self._module(self._scratch)
         for m, ids in enumerate(tokens):
@@ -197,7 +199,9 @@ class BaselineEnsemble:
     # -- members and checkpoints ----------------------------------------------------
     def member(self, m: int) -> Learner:
         """Member ``m`` as an ordinary learner (a copy: its ``state_dict`` is member m's,
-        and it continues alone exactly as the member would)."""
+        and it continues alone exactly as the member would). Raises IndexError unless ``m``
+        is in 0..M-1 (:func:`~sharp.protocol.check_member`)."""
+        m = check_member(m, self.members)
         learner = self._learner(self.member_config(m))
         learner.load_state_dict(self._member_state(m))
         return learner
@@ -227,14 +231,14 @@ class BaselineEnsemble:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume every member's stream bit-exactly: the seeds and one
         learner ``state_dict`` per member (copies)."""
-        return {"kind": f"{self.kind}-ensemble", "config": self.config.to_dict(),
+        return {"kind": f"{self.kind}{ENSEMBLE_SUFFIX}", "config": self.config.to_dict(),
                 "seeds": list(self.seeds),
                 "members": [self._member_state(m) for m in range(self.members)]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`. Raises ValueError for another kind, configuration or
         seed list."""
-        check_compatible(state, f"{self.kind}-ensemble", self.config)
+        check_compatible(state, f"{self.kind}{ENSEMBLE_SUFFIX}", self.config)
         if list(state["seeds"]) != self.seeds:
             raise ValueError(f"checkpoint has seeds {state['seeds']}, this ensemble {self.seeds}")
         self._load_members(state["members"])

@@ -17,9 +17,6 @@ from sharp.baselines.config import (
     BaselineConfig,
     TransformerConfig,
 )
-
-#: torch 2.13 has no vmap batching rule for CPU attention: it loops over the members inside
-#: the one attention call (its cost is in the measured figures) and says so with this
 from sharp.baselines.ensemble.base import BaselineEnsemble, Learner, groups
 from sharp.baselines.transformer import TransformerBaseline
 from sharp.engines.ensemble.stacked import Params

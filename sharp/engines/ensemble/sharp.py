@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import stack_module_state
 
-from sharp.config import SharpConfig
+from sharp.config import SharpConfig, check_instance
 from sharp.engines.ensemble.adam import BatchedAdam
 from sharp.engines.ensemble.stacked import StackedHead, StackedMemory
 from sharp.engines.runtime import load_generator_state, resolve_device, small_kernels
@@ -35,19 +35,24 @@ from sharp.model.learner import (
     SleepReport,
     Tag,
     check_compatible,
+    ensemble_seeds,
 )
 from sharp.model.memory import tanh_trajectory
 from sharp.protocol import (
+    ENSEMBLE_SUFFIX,
     LN2,
     EvalResult,
     StepResult,
     TokenIds,
+    check_member,
+    check_seeds,
+    check_slices,
     check_targets,
     check_windows,
     token_tensor,
 )
 
-KIND = "sharp-ensemble"
+KIND = f"sharp{ENSEMBLE_SUFFIX}"
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,9 @@ class SharpEnsemble:
 
     Member m starts with the weights, optimiser state and generator of
     ``Sharp(config.replace(seed=seeds[m], engine="torch"))``; :meth:`member` takes it out as
-    such a learner. Raises ValueError for an empty or repeated seed list.
+    such a learner. Raises TypeError for a ``config`` that is not a
+    :class:`~sharp.config.SharpConfig` and for ``seeds`` that are not a sequence of ints,
+    ValueError for an empty or repeated seed list (:func:`~sharp.protocol.check_seeds`).
 
     Example:
         >>> from sharp.config import SharpConfig
@@ -87,10 +94,9 @@ class SharpEnsemble:
     """
 
     def __init__(self, config: SharpConfig, seeds: Sequence[int]) -> None:
+        check_instance(config, SharpConfig, "SharpEnsemble", "sharp.preset('quick')")
         self.config = config
-        self.seeds = [int(seed) for seed in seeds]
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"an ensemble needs one distinct seed per member, got {seeds!r}")
+        self.seeds = check_seeds(seeds)
         #: ``device="auto"`` puts an ensemble on an accelerator when there is one.
         self.device = resolve_device(config.device, "batched")
         learners = [Sharp(self.member_config(m)) for m in range(len(self.seeds))]
@@ -128,10 +134,11 @@ class SharpEnsemble:
     @classmethod
     def from_learners(cls, learners: Sequence[Sharp]) -> SharpEnsemble:
         """An ensemble whose member m continues ``learners[m]`` (any engine) exactly where it
-        is. Raises ValueError unless they share one configuration apart from the seed."""
-        if not learners:
-            raise ValueError("from_learners needs at least one learner")
-        ensemble = cls(learners[0].config, [learner.config.seed for learner in learners])
+        is. Raises TypeError unless they are :class:`Sharp` learners, ValueError unless they
+        share one configuration apart from the seed and have distinct seeds
+        (:func:`~sharp.model.learner.ensemble_seeds`)."""
+        seeds = ensemble_seeds(learners, Sharp, "sharp.Sharp(sharp.preset('quick'))")
+        ensemble = cls(learners[0].config, seeds)
         ensemble._load_members([learner.state_dict() for learner in learners])
         return ensemble
 
@@ -151,8 +158,10 @@ class SharpEnsemble:
     def reset_state(self, members: Sequence[int] | None = None) -> None:
         """Forget the stream position of ``members`` (all when None), as
         :meth:`Sharp.reset_state`: layer states, step counter, carry, EMA and tags; weights,
-        moments and a pending sleep are kept."""
-        index = np.arange(self.members) if members is None else np.asarray(members, dtype=int)
+        moments and a pending sleep are kept. Raises IndexError for a member out of range
+        (:func:`~sharp.protocol.check_member`)."""
+        index = np.arange(self.members) if members is None else np.asarray(
+            [check_member(m, self.members) for m in members], dtype=int)
         rows = torch.as_tensor(index, device=self.device)
         with torch.no_grad():
             for state in (*self.states, self.carry):
@@ -373,8 +382,7 @@ class SharpEnsemble:
         m's result is its separate learner's :meth:`Sharp.evaluate`; the ensemble is left
         untouched. Raises ValueError unless there is one slice of more than W valid token
         ids per member."""
-        if len(tokens) != self.members:
-            raise ValueError(f"{len(tokens)} token sequences for {self.members} members")
+        check_slices(tokens, self.members)
         slices = [token_tensor(s, self.window, self.vocab_size, self.device) for s in tokens]
         results: list[EvalResult | None] = [None] * self.members
         for length in sorted({ids.numel() for ids in slices}):
@@ -452,7 +460,9 @@ class SharpEnsemble:
     # -- members and checkpoints ----------------------------------------------------
     def member(self, m: int) -> Sharp:
         """Member ``m`` as an ordinary torch-engine learner (a copy: its ``state_dict`` is
-        member m's, and it continues alone exactly as the member would)."""
+        member m's, and it continues alone exactly as the member would). Raises IndexError
+        unless ``m`` is in 0..M-1 (:func:`~sharp.protocol.check_member`)."""
+        m = check_member(m, self.members)
         learner = Sharp(self.member_config(m))
         learner.load_state_dict(self._member_state(m))
         return learner
