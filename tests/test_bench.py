@@ -143,7 +143,7 @@ def test_a_report_of_another_run_is_never_replaced_silently(tmp_path: Path) -> N
     check_report_folder(tmp_path, other, overwrite=True)
     (tmp_path / "run.json").unlink()
     (tmp_path / "results.csv").write_text("learner\n")
-    with pytest.raises(FileExistsError, match=r"holds the report of an unknown run \(results.csv\)"):
+    with pytest.raises(FileExistsError, match=r"the report of an unknown run \(results.csv\)"):
         check_report_folder(tmp_path, meta)
 
 
