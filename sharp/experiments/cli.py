@@ -1,5 +1,7 @@
 """``sharp experiment NAME|all --preset tiny|quick|paper --out DIR [--workers N] [--seed S]
-[--overwrite]``; ``all`` also writes the combined ``index.md`` / ``index.html``."""
+[--overwrite] [--no-resume]``; ``all`` also writes the combined ``index.md`` /
+``index.html``. Each finished job is stored under ``DIR/jobs/NAME/``, so the same command
+run again after a crash resumes (runs only the jobs not stored)."""
 
 from __future__ import annotations
 
@@ -31,6 +33,10 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results of another run (other preset, seed or "
                         "parameters) in --out; the same run always may")
+    parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                        help="reuse the jobs this same run stored in --out/jobs/NAME/ as "
+                        "they finished (after a crash, run the same command again); "
+                        "--no-resume runs every job afresh")
     parser.add_argument("--workers", type=positive_int, default=None,
                         help="processes in parallel (default: min(runs, cores))")
     parser.add_argument("--seed", type=non_negative_int, default=None,
@@ -56,7 +62,7 @@ def run_experiment_command(args: argparse.Namespace) -> int:
         check_experiment_folder(args.out, name, args.preset, parameters, args.overwrite)
     for name in names:
         run = run_experiment(name, args.preset, args.out, command=command,
-                             overwrite=args.overwrite, **overrides)
+                             overwrite=args.overwrite, resume=args.resume, **overrides)
         print(f"{name}: {plural(len(run.frame), 'row')} in {run.seconds:.1f} s -> "
               f"{Path(args.out) / f'{name}.md'}")
     if args.name == "all":

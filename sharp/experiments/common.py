@@ -5,15 +5,28 @@ Every experiment is a function returning a tidy DataFrame (one row per repetitio
 checkpoint × condition, with the repetition's ``seed``) plus a figure function. Jobs are
 module-level functions run as Ray tasks (:mod:`sharp.runs.executor`), so each repetition is
 independent and reproducible from its recorded seed.
+
+Inside :func:`stored_jobs` (what ``sharp experiment --out`` uses) every finished job's frame
+is stored under a name derived from the job's content (:func:`job_id`), and a job whose
+frame is stored already is not run again: a killed run resumes where it stopped. A job is
+the unit: one that is killed mid-way runs again from its start (jobs do not checkpoint
+inside their own loop).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
 import inspect
 import itertools
+import json
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -30,6 +43,7 @@ from sharp.explore.plots import alpha
 from sharp.model.gate import RecallGate
 from sharp.model.memory import Memory
 from sharp.protocol import token_array
+from sharp.runs.checkpoints import atomic_path
 from sharp.runs.executor import Executor, run_tasks
 from sharp.runs.registry import LearnerSpec, baseline_spec, build_learner
 from sharp.runs.stream import run_stream
@@ -66,6 +80,94 @@ class Job:
     labels: dict[str, Any] = field(default_factory=dict)
 
 
+def _content(value: Any) -> Any:
+    """``value`` as plain JSON data that determines it (a dataclass by its type and
+    fields, a class or function by its qualified name, an array by its dtype, shape and
+    bytes' sha256), for :func:`job_id`. Raises TypeError for a value of another kind (its
+    text may not be stable across runs)."""
+    if isinstance(value, type) or inspect.isfunction(value):
+        return {"name": f"{value.__module__}.{value.__qualname__}"}
+    if dataclasses.is_dataclass(value):
+        return {type(value).__qualname__: {f.name: _content(getattr(value, f.name))
+                                           for f in dataclasses.fields(value)}}
+    if isinstance(value, Mapping):
+        return {str(key): _content(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_content(item) for item in value]
+    if isinstance(value, np.ndarray):
+        data = np.ascontiguousarray(value)
+        return {"ndarray": [str(data.dtype), list(data.shape),
+                            hashlib.sha256(data.view(np.uint8)).hexdigest()]}
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise TypeError(f"a job's function, arguments and labels must be plain data, "
+                    f"dataclasses, classes, functions or arrays (to name the job by its "
+                    f"content); got {type(value).__name__}")
+
+
+def job_id(job: Job) -> str:
+    """The sha256 digest (hex) of everything that determines ``job``'s frame: its
+    function (module and name), arguments and labels; the same job gets the same id in
+    every run. Raises TypeError for an argument :func:`_content` cannot name."""
+    content = {"function": _content(job.function), "kwargs": _content(job.kwargs),
+               "labels": _content(job.labels)}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+class JobStore:
+    """The finished jobs' frames of one run, ``<folder>/<job id>.parquet``, each written
+    atomically as its job finishes."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+
+    def path(self, job: Job) -> Path:
+        """Where ``job``'s frame is stored."""
+        return self.folder / f"{job_id(job)}.parquet"
+
+    def load(self, job: Job) -> pd.DataFrame | None:
+        """``job``'s stored frame, or None: not stored, or unreadable (truncated, damaged:
+        a RuntimeWarning names the file, and the job runs again)."""
+        path = self.path(job)
+        if not path.exists():
+            return None
+        try:
+            return pd.read_parquet(path)
+        except (OSError, ValueError) as error:
+            warnings.warn(f"{path} is truncated or damaged ({error}); its job runs again",
+                          RuntimeWarning, stacklevel=2)
+            return None
+
+    def save(self, job: Job, frame: pd.DataFrame) -> None:
+        """Store ``job``'s finished frame atomically."""
+        with atomic_path(self.path(job)) as tmp:
+            frame.to_parquet(tmp, index=False)
+
+    def clear(self) -> None:
+        """Remove every stored frame, and the temporary files of writes that were killed."""
+        for pattern in ("*.parquet", ".*.part"):
+            for path in self.folder.glob(pattern):
+                path.unlink(missing_ok=True)
+
+
+_STORE: ContextVar[JobStore | None] = ContextVar("sharp_job_store", default=None)
+
+
+@contextlib.contextmanager
+def stored_jobs(folder: str | os.PathLike) -> Iterator[JobStore]:
+    """Within the block, :func:`run_jobs` stores every finished job's frame under
+    ``folder`` (a :class:`JobStore`) and reuses the frames stored there (by an earlier,
+    killed run of the same jobs) instead of running their jobs again."""
+    store = JobStore(folder)
+    token = _STORE.set(store)
+    try:
+        yield store
+    finally:
+        _STORE.reset(token)
+
+
 def _run_job(job: Job, report: Callable[[int], None]) -> pd.DataFrame:
     torch.set_num_threads(1)
     frame = job.function(**job.kwargs)
@@ -82,13 +184,27 @@ def run_jobs(jobs: Sequence[Job], workers: int | None = None, *, progress: bool 
              description: str = "experiment") -> pd.DataFrame:
     """Run ``jobs`` (as local Ray tasks when ``workers`` > 1, see
     :mod:`sharp.runs.executor`) and concatenate their frames in job order. ``workers``
-    defaults to min(jobs, cores); ValueError if it is below 1."""
+    defaults to min(jobs, cores); ValueError if it is below 1. Inside :func:`stored_jobs`
+    the jobs whose frames are stored are not run (the progress bar counts them as done)
+    and each other job's frame is stored as soon as it finishes."""
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    workers = default_workers(len(jobs)) if workers is None else workers
-    frames = run_tasks(_run_job, list(jobs), Executor(min(workers, len(jobs))),
-                       total=len(jobs), progress=progress, description=description,
-                       unit="run")
+    store = _STORE.get()
+    frames: list[pd.DataFrame | None] = [None if store is None else store.load(job)
+                                         for job in jobs]
+    todo = [i for i, frame in enumerate(frames) if frame is None]
+    resumed = len(jobs) - len(todo)
+
+    def keep(k: int, frame: pd.DataFrame) -> None:
+        frames[todo[k]] = frame
+        if store is not None:
+            store.save(jobs[todo[k]], frame)
+
+    workers = default_workers(len(todo)) if workers is None else workers
+    run_tasks(_run_job, [jobs[i] for i in todo], Executor(max(1, min(workers, len(todo)))),
+              total=len(jobs), initial=resumed, progress=progress,
+              description=f"{description} ({resumed} resumed)" if resumed else description,
+              unit="run", on_result=keep)
     return pd.concat(frames, ignore_index=True)
 
 

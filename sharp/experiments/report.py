@@ -3,6 +3,7 @@ the combined index of several experiments."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -14,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from sharp.config import SharpConfig
-from sharp.experiments.common import REGISTRY, Experiment
+from sharp.experiments.common import REGISTRY, Experiment, JobStore, stored_jobs
 from sharp.explore.plots import figures_html
 from sharp.runs.checkpoints import atomic_write_text
 from sharp.runs.outputs import check_output_folder, check_replace, plural
@@ -61,18 +62,45 @@ def experiment_identity(name: str, preset: str, parameters: dict[str, Any]) -> d
                                  default=_plain))
 
 
+def jobs_folder(out: str | os.PathLike, name: str) -> Path:
+    """Where a run of experiment ``name`` writing to ``out`` stores its finished jobs'
+    frames: ``<out>/jobs/<name>/``, with ``run.json`` (the run's identity)."""
+    return Path(out) / "jobs" / name
+
+
 def check_experiment_folder(out: str | os.PathLike, name: str, preset: str,
                             parameters: dict[str, Any], overwrite: bool = False) -> Path:
     """Check, before the run, that experiment ``name`` may write its files under ``out``:
     ``out`` must be a writable folder (or creatable), and may hold only this same run's
-    files unless ``overwrite``. Raises FileExistsError (a file where the folder should be,
-    or the results of another run: other preset, seed or parameters), PermissionError (not
-    writable)."""
+    files (results, or the stored jobs of an unfinished run, which it resumes) unless
+    ``overwrite``. Raises FileExistsError (a file where the folder should be, or the
+    results or stored jobs of another run: other preset, seed or parameters),
+    PermissionError (not writable)."""
     out = check_output_folder(out)
-    check_replace(out, experiment_files(name), f"{name}.json",
-                  experiment_identity(name, preset, parameters), overwrite=overwrite,
+    identity = experiment_identity(name, preset, parameters)
+    check_replace(out, experiment_files(name), f"{name}.json", identity, overwrite=overwrite,
                   what=f"{name}'s results")
+    check_replace(jobs_folder(out, name), ("run.json",), "run.json", identity,
+                  overwrite=overwrite, what=f"{name}'s stored jobs")
     return out
+
+
+def start_jobs(out: str | os.PathLike, name: str, preset: str, parameters: dict[str, Any],
+               resume: bool = True) -> Path:
+    """The folder of a run of experiment ``name`` writing to ``out`` for its finished
+    jobs (:func:`jobs_folder`): kept when it holds this same run's jobs and ``resume``,
+    else emptied and marked (``run.json``) as this run's."""
+    store = JobStore(jobs_folder(out, name))
+    identity = experiment_identity(name, preset, parameters)
+    marker = store.folder / "run.json"
+    try:
+        same = json.loads(marker.read_text())["identity"] == identity
+    except (OSError, ValueError, KeyError, TypeError):
+        same = False
+    if not (resume and same):
+        store.clear()
+        atomic_write_text(marker, json.dumps({"identity": identity}, indent=2))
+    return store.folder
 
 
 def write_experiment(out: str | os.PathLike, experiment: Experiment, frame: pd.DataFrame,
@@ -110,7 +138,9 @@ def write_experiment(out: str | os.PathLike, experiment: Experiment, frame: pd.D
         f"- `{paths['html'].name}`: the figure (median and interquartile band across "
         "repetitions; self-contained)",
         f"- `{paths['json'].name}`: this run's record (parameters, preset, command; "
-        "machine-readable)", "",
+        "machine-readable)",
+        *([f"- `jobs/{name}/`: each job's frame, stored as it finished (what a re-run "
+           "resumes from)"] if jobs_folder(out, name).is_dir() else []), "",
     ]
     record = {
         "experiment": name, "number": experiment.number, "preset": preset,
@@ -184,20 +214,29 @@ def write_index(out: str | os.PathLike) -> dict[str, Path]:
 
 
 def run_experiment(name: str, preset: str = "quick", out: str | os.PathLike | None = None,
-                   *, command: str = "", overwrite: bool = False,
+                   *, command: str = "", overwrite: bool = False, resume: bool = True,
                    **overrides: Any) -> ExperimentRun:
     """Run experiment ``name`` with a preset (``tiny``, ``quick``, ``paper``) and
     overrides; with ``out``, also write its CSV, HTML, markdown and record there
     (:func:`write_experiment`). ``out`` is checked before the run
     (:func:`check_experiment_folder`: FileExistsError / PermissionError, e.g. when it
     holds the results of another run and ``overwrite`` is not set); ValueError for an
-    unknown experiment or preset."""
+    unknown experiment or preset.
+
+    With ``out``, each job (repetition × condition) stores its frame under
+    :func:`jobs_folder` as soon as it finishes; when ``resume``, the jobs of this same
+    run stored there (by an earlier run that was killed) are reused, not run again, and
+    the results equal an uninterrupted run's. A job killed mid-way runs again from its
+    start."""
     experiment = get_experiment(name)
     parameters = experiment.parameters(preset, **overrides)
+    storing: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if out is not None:
         check_experiment_folder(out, name, preset, parameters, overwrite)
+        storing = stored_jobs(start_jobs(out, name, preset, parameters, resume))
     start = time.perf_counter()
-    frame = experiment.run(**parameters)
+    with storing:
+        frame = experiment.run(**parameters)
     run = ExperimentRun(experiment, frame, parameters, time.perf_counter() - start)
     if out is not None:
         write_experiment(out, experiment, frame, parameters, preset=preset,
