@@ -1,0 +1,144 @@
+"""Resumable experiments (issue 14, item 3): with ``--out`` every finished job's frame is
+stored as it finishes, and the same command run again (after a crash, a SIGKILL, a damaged
+file) runs only the jobs not stored and writes the CSV an uninterrupted run writes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import sharp.experiments.common as common
+from sharp.cli import main
+from sharp.config import preset
+from sharp.experiments.common import Job, job_id, stream_job
+from sharp.experiments.report import jobs_folder, run_experiment
+from sharp.experiments.text_stream import text_curve_job
+from sharp.runs.registry import LearnerSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "credit_assignment"  # tiny preset: 2 repetitions × 2 conditions = 4 jobs, ~1 s
+ARGV = ["experiment", NAME, "--preset", "tiny", "--workers", "1"]
+#: The subprocess that is killed: the CLI, each job started 1 s late, so that the kill
+#: lands after the first job file is written and before the last.
+SLOW_RUN = """
+import sys, time
+import sharp.experiments.common as common
+from sharp.cli import main
+run_job = common._run_job
+def slow(job, report):
+    time.sleep(1.0)
+    return run_job(job, report)
+common._run_job = slow
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def uninterrupted() -> str:
+    """The CSV text of an uninterrupted run (no output folder, so no stored jobs)."""
+    return run_experiment(NAME, "tiny", progress=False, workers=1).frame.to_csv(index=False)
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[Job]:
+    """The jobs run (not resumed) from now on, in this process."""
+    ran: list[Job] = []
+    run_job = common._run_job
+
+    def counting(job: Job, report):  # type: ignore[no-untyped-def]
+        ran.append(job)
+        return run_job(job, report)
+
+    monkeypatch.setattr(common, "_run_job", counting)
+    return ran
+
+
+def _stored(out: Path) -> list[Path]:
+    return sorted(jobs_folder(out, NAME).glob("*.parquet"))
+
+
+def test_job_ids_are_digests_of_the_jobs_content() -> None:
+    spec = LearnerSpec("sharp", preset("quick").to_dict(), "SHARP")
+    kwargs = {"spec": spec, "task": {"depth": 2, "rule": "hash"}, "samples": 600,
+              "data_seed": 7, "every": 200, "sleep": False}
+    job = Job(stream_job, kwargs, {"rep": 0, "seed": 7})
+    assert job_id(job) == job_id(Job(stream_job, dict(kwargs), {"rep": 0, "seed": 7}))
+    assert len(job_id(job)) == 64 and int(job_id(job), 16) >= 0  # a sha256 digest, in hex
+    others = [Job(stream_job, {**kwargs, "data_seed": 8}, job.labels),
+              Job(stream_job, kwargs, {"rep": 1, "seed": 7}),
+              Job(stream_job, {**kwargs, "spec": spec.with_seed(1)}, job.labels),
+              Job(text_curve_job, kwargs, job.labels)]
+    assert len({job_id(job), *map(job_id, others)}) == 5
+    with pytest.raises(TypeError, match="got object"):
+        job_id(Job(stream_job, {"spec": object()}))
+
+
+def test_a_rerun_computes_only_the_missing_and_damaged_jobs(
+    tmp_path: Path, uninterrupted: str, counted: list[Job],
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [*ARGV, "--out", str(tmp_path)]
+    assert main([*argv, "--quiet"]) == 0
+    assert len(counted) == 4 and len(_stored(tmp_path)) == 4
+    assert (tmp_path / f"{NAME}.csv").read_text() == uninterrupted
+    missing, damaged, *_ = _stored(tmp_path)
+    missing.unlink()
+    damaged.write_bytes(damaged.read_bytes()[:100])  # truncated
+    (tmp_path / f"{NAME}.csv").unlink()
+    capsys.readouterr()
+    with pytest.warns(RuntimeWarning, match=f"{damaged.name} is truncated or damaged"):
+        assert main(argv) == 0  # the same command again, with progress bars
+    assert len(counted) == 6  # only those two ran again
+    err = capsys.readouterr().err
+    assert "credit assignment (2 resumed)" in err and "4/4" in err
+    assert (tmp_path / f"{NAME}.csv").read_text() == uninterrupted
+    assert _stored(tmp_path) == sorted([missing, damaged, *_])
+    assert main([*argv, "--quiet", "--no-resume"]) == 0  # every job afresh
+    assert len(counted) == 10
+    assert (tmp_path / f"{NAME}.csv").read_text() == uninterrupted
+
+
+def test_the_stored_jobs_of_another_run_are_refused_or_replaced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [*ARGV, "--out", str(tmp_path), "--quiet"]
+    assert main([*argv, "--seed", "3"]) == 0
+    for suffix in ("csv", "html", "md", "json"):  # as if killed before writing them
+        (tmp_path / f"{NAME}.{suffix}").unlink()
+    first = _stored(tmp_path)
+    assert main([*argv, "--seed", "4"]) == 2
+    err = capsys.readouterr().err
+    assert f"holds {NAME}'s stored jobs of another run (different seed)" in err
+    assert main([*argv, "--seed", "4", "--overwrite"]) == 0
+    assert len(_stored(tmp_path)) == 4 and not set(first) & set(_stored(tmp_path))
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_csv(
+    tmp_path: Path, uninterrupted: str, counted: list[Job]
+) -> None:
+    argv = [*ARGV, "--out", str(tmp_path), "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-c", SLOW_RUN, *argv], cwd=ROOT, env=env,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None and not _stored(tmp_path):
+            time.sleep(0.02)
+        assert process.poll() is None, "the run ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finally:
+        process.kill()
+        process.wait()
+    stored = len(_stored(tmp_path))
+    assert 1 <= stored < 4 and not (tmp_path / f"{NAME}.csv").exists()
+    assert main(argv) == 0  # the same command again
+    assert len(counted) == 4 - stored
+    assert (tmp_path / f"{NAME}.csv").read_text() == uninterrupted
