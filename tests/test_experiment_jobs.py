@@ -139,6 +139,9 @@ def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_csv(
         process.wait()
     stored = len(_stored(tmp_path))
     assert 1 <= stored < 4 and not (tmp_path / f"{NAME}.csv").exists()
+    part = jobs_folder(tmp_path, NAME) / ".job.parquet.x1y2.part"
+    part.write_bytes(b"PAR1")  # what a write killed half-way leaves
     assert main(argv) == 0  # the same command again
+    assert not part.exists()
     assert len(counted) == 4 - stored
     assert (tmp_path / f"{NAME}.csv").read_text() == uninterrupted

@@ -221,6 +221,7 @@ def test_cli_writes_csv_html_md(tmp_path):
     assert run_experiment_command(args) == 0
     csv = (tmp_path / "drift.csv").read_text()
     assert csv.startswith("condition,tau,rep,seed")
+    assert len(list((tmp_path / "jobs" / "drift").glob("*.parquet"))) == 2  # stored by Ray
     html = (tmp_path / "drift.html").read_text()
     assert "plotly" in html and "<script src=" not in html
     md = (tmp_path / "drift.md").read_text()

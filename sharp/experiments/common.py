@@ -145,11 +145,16 @@ class JobStore:
         with atomic_path(self.path(job)) as tmp:
             frame.to_parquet(tmp, index=False)
 
+    def sweep(self) -> None:
+        """Remove the temporary files of writes that were killed."""
+        for path in self.folder.glob(".*.part"):
+            path.unlink(missing_ok=True)
+
     def clear(self) -> None:
-        """Remove every stored frame, and the temporary files of writes that were killed."""
-        for pattern in ("*.parquet", ".*.part"):
-            for path in self.folder.glob(pattern):
-                path.unlink(missing_ok=True)
+        """Remove every stored frame (and :meth:`sweep`)."""
+        for path in self.folder.glob("*.parquet"):
+            path.unlink(missing_ok=True)
+        self.sweep()
 
 
 _STORE: ContextVar[JobStore | None] = ContextVar("sharp_job_store", default=None)

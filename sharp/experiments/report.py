@@ -88,8 +88,9 @@ def check_experiment_folder(out: str | os.PathLike, name: str, preset: str,
 def start_jobs(out: str | os.PathLike, name: str, preset: str, parameters: dict[str, Any],
                resume: bool = True) -> Path:
     """The folder of a run of experiment ``name`` writing to ``out`` for its finished
-    jobs (:func:`jobs_folder`): kept when it holds this same run's jobs and ``resume``,
-    else emptied and marked (``run.json``) as this run's."""
+    jobs (:func:`jobs_folder`): kept when it holds this same run's jobs and ``resume``
+    (less the temporary files of killed writes), else emptied and marked (``run.json``)
+    as this run's."""
     store = JobStore(jobs_folder(out, name))
     identity = experiment_identity(name, preset, parameters)
     marker = store.folder / "run.json"
@@ -97,7 +98,9 @@ def start_jobs(out: str | os.PathLike, name: str, preset: str, parameters: dict[
         same = json.loads(marker.read_text())["identity"] == identity
     except (OSError, ValueError, KeyError, TypeError):
         same = False
-    if not (resume and same):
+    if resume and same:
+        store.sweep()
+    else:
         store.clear()
         atomic_write_text(marker, json.dumps({"identity": identity}, indent=2))
     return store.folder
