@@ -360,7 +360,8 @@ def estimate_seconds(plan: BenchPlan, steps: int = 200) -> tuple[float, dict[str
     Per job: training steps not yet checkpointed × seconds per step, plus its sleeps ×
     seconds per sleep (SHARP), plus evaluated tokens × seconds per token; summed over jobs
     and divided by the workers, assuming each worker runs at the measured speed (on a
-    busy machine it will not)."""
+    busy machine it will not). It estimates separate learners even when the plan groups
+    them into ensembles (``plan.ensemble``), whose speed and checkpoints it does not see."""
     speeds = {spec.name: measure_speed(spec, plan.corpus.tokens, steps) for spec in plan.specs}
     options = plan.options
     jobs = plan_jobs(plan.specs, plan.corpus, protocol=plan.protocol, segment=options.segment,

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from sharp.data.streams import n_windows
-from sharp.protocol import Diverged, Learner
+from sharp.protocol import LN2, Diverged, Learner, check_finite
 from sharp.runs.checkpoints import (
     CheckpointError,
     atomic_path,
@@ -52,7 +52,13 @@ from sharp.runs.checkpoints import (
     save_checkpoint,
 )
 from sharp.runs.registry import LearnerSpec, build_ensemble, build_learner
-from sharp.runs.stream import Slice, evaluate_slices, run_ensemble_stream, run_stream
+from sharp.runs.stream import (
+    Slice,
+    evaluate_slices,
+    run_ensemble_stream,
+    run_stream,
+    slice_row,
+)
 
 if TYPE_CHECKING:
     from sharp.baselines.ensemble import BaselineEnsemble
@@ -491,9 +497,7 @@ def run_learner_job(
         rows = evaluate_slices(learner, job.slices, job.clip)
     except Diverged as error:
         diverged = str(error)
-        rows = pd.DataFrame({"slice": list(job.slices), "bits": math.nan,
-                             "bits_clipped": math.nan, "accuracy": math.nan, "tokens": 0,
-                             "eval_seconds": math.nan})
+        rows = _diverged_rows(list(job.slices))
     parts = records + unsaved
     frame = pd.concat(parts, ignore_index=True) if parts else _NO_RECORDS
     if diverged:  # only the documents finished before it count
@@ -525,8 +529,9 @@ def run_ensemble_job(
 
     Checkpoints and resumes as :func:`run_learner_job` does (the ensemble's state, the
     per-member records). When the ensemble diverges (a baseline ensemble raises
-    :class:`~sharp.protocol.Diverged` for any member), every member's rows are NaN with
-    the report in ``diverged`` and its curve is empty."""
+    :class:`~sharp.protocol.Diverged` for any member's loss; any ensemble for a member's
+    non-finite evaluation), every member's rows are NaN with the report in ``diverged`` and
+    its curve is empty: one member's divergence stops its ensemble."""
     policy = policy or CheckpointPolicy()
     store = JobFolder(folder) if folder is not None else None
     if store is not None and (stored := store.result()) is not None:
@@ -563,25 +568,21 @@ def run_ensemble_job(
                 records, unsaved = records + unsaved, []
         results = {name: ensemble.evaluate([member.slices[name] for member in job.members])
                    for name in names}
+        for name, evaluated in results.items():
+            check_finite(ensemble, **{f"{name} evaluation (member {m})": result.mean_bits() * LN2
+                                      for m, result in enumerate(evaluated)})
     except Diverged as error:
         diverged = str(error)
-    parts = records + unsaved
-    frame = pd.concat(parts, ignore_index=True) if parts and not diverged else None
+    frame = _NO_RECORDS if diverged else pd.concat(records + unsaved, ignore_index=True)
     outputs = []
     for m, member in enumerate(job.members):
-        if diverged or frame is None:
-            member_records = _NO_RECORDS
-            rows = pd.DataFrame({"slice": names, "bits": math.nan, "bits_clipped": math.nan,
-                                 "accuracy": math.nan, "tokens": 0, "eval_seconds": math.nan})
+        if diverged:
+            member_records, rows = _NO_RECORDS, _diverged_rows(names)
         else:
             member_records = frame[frame["member"] == m].drop(columns="member")
             member_records = member_records.reset_index(drop=True)
-            pooled = [results[name][m] for name in names]
-            rows = pd.DataFrame([{
-                "slice": name, "bits": result.mean_bits(),
-                "bits_clipped": result.mean_bits(member.clip), "accuracy": result.accuracy,
-                "tokens": result.tokens, "eval_seconds": result.seconds,
-            } for name, result in zip(names, pooled, strict=True)])
+            rows = pd.DataFrame([slice_row(name, results[name][m], member.clip)
+                                 for name in names])
         outputs.append(_label(member, ensemble.parameter_count(), member_records, rows,
                               seconds / job.lanes, diverged))
     merged = (pd.concat([rows for rows, _ in outputs], ignore_index=True),
@@ -599,6 +600,12 @@ def run_job(job: Job, report: Report | None = None, *, folder: str | os.PathLike
     if isinstance(job, EnsembleJob):
         return run_ensemble_job(job, report, folder=folder, policy=policy)
     return run_learner_job(job, report, folder=folder, policy=policy)
+
+
+def _diverged_rows(names: list[str]) -> pd.DataFrame:
+    """The rows of a learner that diverged: one per slice, NaN metrics, no tokens."""
+    return pd.DataFrame({"slice": names, "bits": math.nan, "bits_clipped": math.nan,
+                         "accuracy": math.nan, "tokens": 0, "eval_seconds": math.nan})
 
 
 def _label(job: LearnerJob, parameters: int, records: pd.DataFrame, rows: pd.DataFrame,

@@ -155,12 +155,16 @@ def evaluate_slices(
                             np.concatenate([r.correct for r in results]),
                             sum(r.seconds for r in results))
         check_finite(learner, **{f"{name} evaluation": pooled.mean_bits() * LN2})
-        rows.append({
-            "slice": name, "bits": pooled.mean_bits(), "bits_clipped": pooled.mean_bits(clip),
-            "accuracy": pooled.accuracy, "tokens": pooled.tokens,
-            "eval_seconds": pooled.seconds,
-        })
+        rows.append(slice_row(name, pooled, clip))
     return pd.DataFrame(rows)
+
+
+def slice_row(name: str, result: EvalResult, clip: float | None = None) -> dict[str, object]:
+    """The row of a results table for slice ``name`` evaluated as ``result``: bits
+    (unclipped), bits_clipped (at ``clip``), accuracy, tokens and eval_seconds."""
+    return {"slice": name, "bits": result.mean_bits(), "bits_clipped": result.mean_bits(clip),
+            "accuracy": result.accuracy, "tokens": result.tokens,
+            "eval_seconds": result.seconds}
 
 
 def run_curve(
