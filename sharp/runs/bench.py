@@ -245,7 +245,8 @@ def plan_bench(options: BenchOptions) -> BenchPlan:
     and that the output folder holds no report of another run
     (:func:`~sharp.runs.report.check_report_folder`).
 
-    Raises ``ValueError`` (configs, lengths, protocol), ``FileNotFoundError`` (corpus) or
+    Raises ``ValueError`` (configs, lengths, protocol, ensemble mode:
+    :func:`resolve_ensemble`), ``FileNotFoundError`` (corpus) or
     ``FileExistsError`` (another run's report in the folder)."""
     started = time.perf_counter()
     policy = options.policy  # a bad checkpoint setting fails before the corpus is read

@@ -148,9 +148,14 @@ class LearnerJob:
             digest.update(name.encode())
             for part in [value] if isinstance(value, np.ndarray) else value:
                 digest.update(np.ascontiguousarray(part).view(np.uint8))
-        label = re.sub(r"[^A-Za-z0-9._-]+", "_", self.spec.name).strip("_") or "learner"
-        return (f"{label}-{self.index}-s{self.spec.config.get('seed', 0)}-"
+        return (f"{self.folder_label}-{self.index}-s{self.spec.config.get('seed', 0)}-"
                 f"{digest.hexdigest()[:12]}")
+
+    @property
+    def folder_label(self) -> str:
+        """The learner's name as it starts a job id (characters other than letters,
+        digits, ``.``, ``_`` and ``-`` replaced by ``_``)."""
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", self.spec.name).strip("_") or "learner"
 
 
 @dataclass(frozen=True)
@@ -224,8 +229,7 @@ class EnsembleJob:
         keep their checkpoints apart."""
         digest = hashlib.sha256(json.dumps([job.job_id() for job in self.members]).encode())
         first, last = self.members[0], self.members[-1]
-        label = first.job_id().split(f"-{first.index}-s")[0]
-        return (f"{label}-ensemble-{first.index}-{last.index}-s{self.seeds[0]}-"
+        return (f"{first.folder_label}-ensemble-{first.index}-{last.index}-s{self.seeds[0]}-"
                 f"{digest.hexdigest()[:12]}")
 
 
