@@ -12,11 +12,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from sharp.cli import main
 from sharp.runs.bench import resolve_ensemble
+from sharp.runs.benchmark import _gpus, segment_jobs
+from sharp.runs.jobs import group_jobs
 from sharp.runs.registry import LearnerSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,3 +128,12 @@ def test_an_ensemble_job_killed_mid_stream_resumes_to_the_same_results(
     assert main([*bench, "--out", str(out)]) == 0  # the same command again
     same_tables(reference, out, 0.0)
     assert [a["resumed_from"] for a in _manifest(out)["attempts"]] == [0, killed_at]
+
+
+def test_an_ensemble_on_cuda_asks_ray_for_a_share_of_the_gpu() -> None:
+    # Ray hides the GPUs from a task that requests none; ensembles on CUDA share one
+    for device, wanted in (("cpu", 0.0), ("cuda", 0.5)):
+        spec = LearnerSpec("rnn", {"device": device, "window": 3})
+        jobs = segment_jobs([spec], np.zeros(2_000, dtype=np.int64), segment=500,
+                            slice_len=100, learners=2)
+        assert [_gpus(job, 0.5) for job in group_jobs(jobs)] == [wanted]

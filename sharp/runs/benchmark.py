@@ -14,9 +14,11 @@ import pandas as pd
 
 from sharp.data.corpus import Corpus, corpus_splits
 from sharp.data.streams import plan_segments
+from sharp.engines.runtime import resolve_device
 from sharp.runs.executor import Executor, run_tasks
 from sharp.runs.jobs import (
     CheckpointPolicy,
+    EnsembleJob,
     Job,
     JobFolder,
     LearnerJob,
@@ -85,11 +87,22 @@ def _execute(jobs: list[Job], workers: int, progress: bool,
     run_tasks(function, list(zip(jobs, folders, strict=True)),
               Executor(workers, execution.address, execution.resources),
               cpus=lambda item: float(item[0].spec.config.get("threads") or 1),
-              gpus=lambda item: float(str(item[0].spec.config.get("device")).startswith("cuda")),
+              gpus=lambda item: _gpus(item[0], 1 / len(jobs)),
               total=sum(job.total_tokens for job in jobs), initial=initial, progress=progress,
               description=f"{sum(job.lanes for job in jobs)} learners in {len(jobs)} job(s) "
               f"on {workers} worker(s)", on_result=finished)
     return _merge([o for o in outputs if o is not None])
+
+
+def _gpus(job: Job, share: float) -> float:
+    """GPUs a job requests under Ray (which hides the GPUs from a task that requests none):
+    a learner job whose device is named ``cuda`` one; an ensemble job whose device resolves
+    to CUDA as an ensemble's does (``auto`` included) ``share``, so that a run's ensembles
+    can share one GPU."""
+    device = str(job.spec.config.get("device"))
+    if isinstance(job, EnsembleJob):
+        return share if resolve_device(device, "batched").type == "cuda" else 0.0
+    return float(device.startswith("cuda"))
 
 
 def _run(item: tuple[Job, Path | None], report: Report, *,
