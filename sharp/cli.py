@@ -20,6 +20,7 @@ from sharp.config import preset_names
 from sharp.perf.anatomy import wake_anatomy
 from sharp.perf.throughput import machine_line, throughput_table
 from sharp.runs.bench import (
+    ENSEMBLE_MODES,
     RUN_PRESETS,
     BenchOptions,
     BenchPlan,
@@ -89,6 +90,10 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                        help="resume the unfinished jobs of this run in --out from their "
                        "checkpoints and skip finished ones; --no-resume starts them afresh")
+    bench.add_argument("--ensemble", choices=ENSEMBLE_MODES, default="auto",
+                       help="run each model's learners as one ensemble job (SPEC §10; the "
+                       "segment protocol only): auto groups them when they run on CUDA or "
+                       "MPS, never on the CPU, where separate learners were measured faster")
     bench.add_argument("--checkpoint-tokens", type=int, default=50_000,
                        help="each job saves a checkpoint every this many training steps ...")
     bench.add_argument("--checkpoint-minutes", type=float, default=10.0,
@@ -139,7 +144,7 @@ def bench_options(args: argparse.Namespace) -> BenchOptions:
         clip=args.clip, out_dir=args.out, run_name=args.name, overwrite=args.overwrite,
         command=args.command_line, progress=not args.quiet, address=args.address,
         checkpoint_tokens=args.checkpoint_tokens, checkpoint_minutes=args.checkpoint_minutes,
-        keep_checkpoints=args.keep_checkpoints, resume=args.resume,
+        keep_checkpoints=args.keep_checkpoints, resume=args.resume, ensemble=args.ensemble,
     )
 
 

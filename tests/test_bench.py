@@ -31,7 +31,7 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     def started(*args: object, **kwargs: object) -> None:
         raise AssertionError("work started before the run was checked")
 
-    monkeypatch.setattr("sharp.runs.benchmark.run_learner_job", started)
+    monkeypatch.setattr("sharp.runs.benchmark.run_job", started)
     monkeypatch.setattr("sharp.runs.executor.init_ray", started)
     monkeypatch.setattr("sharp.explore.notebooks.execute_notebook", started)
 
@@ -56,6 +56,9 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
         # new-user findings: 0 workers ran as 1; a run name escaped reports/
         (["--workers", "0"], "learners and workers must be >= 1, got 1 and 0"),
         (["--name", "../elsewhere"], "run name '../elsewhere' must be a plain folder name"),
+        # issue 13, item 3: books differ in length, an ensemble streams in lockstep
+        (["--corpus", "books", "--segment", "5000000", "--ensemble", "on"],
+         "the book protocol cannot run learners as ensembles"),
     ],
 )
 def test_every_checkable_option_fails_before_any_learner_starts(

@@ -18,8 +18,10 @@ import numpy as np
 
 from sharp.config import preset_names
 from sharp.data.corpus import Corpus, load_corpus
+from sharp.engines.runtime import resolve_device
 from sharp.protocol import Sleeper
 from sharp.runs.benchmark import (
+    BOOKS_NOT_GROUPED,
     BenchmarkResult,
     Execution,
     check_corpus_protocol,
@@ -63,6 +65,12 @@ RUN_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+#: What ``sharp bench --ensemble`` (notebook: ensemble) accepts.
+ENSEMBLE_MODES = ("auto", "on", "off")
+#: Devices on which ``--ensemble auto`` groups learners into ensembles.
+ENSEMBLE_DEVICES = ("cuda", "mps")
+
+
 def bench_preset_names() -> list[str]:
     """What ``sharp bench --preset`` accepts: SHARP config presets and run presets."""
     return [*preset_names(), *RUN_PRESETS]
@@ -87,6 +95,9 @@ class BenchOptions:
     deletes the folder's job checkpoints first). ``address`` joins a Ray cluster
     (``"auto"``, ``"ray://host:port"``; None: this machine); the output folder must then
     be on a filesystem every node reaches.
+
+    ``ensemble`` (``auto``, ``on``, ``off``): whether each model's learners run as one
+    ensemble job (SPEC §10) in the segment protocol (:func:`resolve_ensemble`).
     """
 
     corpus: str = "wiki"
@@ -113,6 +124,7 @@ class BenchOptions:
     checkpoint_minutes: float = 10.0
     keep_checkpoints: int = 2
     resume: bool = True
+    ensemble: str = "auto"
 
     @property
     def policy(self) -> CheckpointPolicy:
@@ -125,12 +137,15 @@ class BenchOptions:
 class BenchPlan:
     """A checked run: the loaded corpus, the learner specs (seed 0; learner m runs with
     ``seed + m``), the protocol that will run, resolved workers, bits clip (log2 V or
-    None), run name and output folder, and the report metadata known before running."""
+    None), run name and output folder, and the report metadata known before running.
+    ``ensemble``: whether each model's learners run as one ensemble job
+    (:func:`resolve_ensemble`)."""
 
     options: BenchOptions
     corpus: Corpus
     specs: list[LearnerSpec]
     protocol: str
+    ensemble: bool
     workers: int
     clip: float | None
     run_name: str
@@ -144,7 +159,8 @@ class BenchPlan:
         runs = self.options.learners * len(self.specs)
         return (f"corpus {self.corpus.name} ({self.meta['corpus_source']}): "
                 f"{len(self.corpus):,} tokens; models {[s.name for s in self.specs]}; "
-                f"{self.protocol} protocol; {plural(runs, 'run')} on "
+                f"{self.protocol} protocol; {plural(runs, 'run')}"
+                f"{' (each model as one ensemble)' if self.ensemble else ''} on "
                 f"{plural(self.workers, 'worker')}, {plural(self.options.threads, 'thread')} "
                 "each")
 
@@ -201,6 +217,26 @@ def bench_specs(options: BenchOptions, vocab_size: int) -> list[LearnerSpec]:
     ]
 
 
+def resolve_ensemble(option: str, specs: list[LearnerSpec], protocol: str, learners: int
+                     ) -> bool:
+    """Whether each model's learners run as one ensemble job: ``on`` yes, ``off`` no;
+    ``auto`` yes when the learners' device (SHARP's, which every learner shares) resolves
+    to CUDA or MPS as an ensemble resolves it, the segment protocol runs and every model has
+    two or more learners. A measured rule: on a 2-core CPU a SHARP ensemble ran 6-13x slower
+    than as many separate fused-engine learners, baseline ensembles of M >= 3 were faster
+    for RNN / CW-RNN / Transformer, mixed for LSTM / GRU and slower at M = 1, so ``auto``
+    never groups on the CPU. Raises ValueError for another option, and for ``on`` with the
+    book protocol (:data:`~sharp.runs.benchmark.BOOKS_NOT_GROUPED`)."""
+    if option not in ENSEMBLE_MODES:
+        raise ValueError(f"ensemble must be one of {ENSEMBLE_MODES}, got {option!r}")
+    if option == "on" and protocol == "books":
+        raise ValueError(BOOKS_NOT_GROUPED)
+    if option != "auto":
+        return option == "on"
+    device = resolve_device(str(specs[0].config.get("device", "auto")), "batched")
+    return device.type in ENSEMBLE_DEVICES and protocol == "segment" and learners > 1
+
+
 def plan_bench(options: BenchOptions) -> BenchPlan:
     """Load the corpus, build the specs and check the whole run before any learner starts
     (and before a notebook kernel does): the protocol and the corpus's splits before the
@@ -209,7 +245,8 @@ def plan_bench(options: BenchOptions) -> BenchPlan:
     and that the output folder holds no report of another run
     (:func:`~sharp.runs.report.check_report_folder`).
 
-    Raises ``ValueError`` (configs, lengths, protocol), ``FileNotFoundError`` (corpus) or
+    Raises ``ValueError`` (configs, lengths, protocol, ensemble mode:
+    :func:`resolve_ensemble`), ``FileNotFoundError`` (corpus) or
     ``FileExistsError`` (another run's report in the folder)."""
     started = time.perf_counter()
     policy = options.policy  # a bad checkpoint setting fails before the corpus is read
@@ -222,6 +259,7 @@ def plan_bench(options: BenchOptions) -> BenchPlan:
     protocol = preflight(specs, corpus, protocol=protocol, segment=options.segment,
                          slice_len=options.slice_len, learners=options.learners,
                          workers=workers)
+    ensemble = resolve_ensemble(options.ensemble, specs, protocol, options.learners)
     clip = math.log2(corpus.vocab.size) if options.clip else None
     name = options.run_name or default_run_name(options.corpus, options.preset_name)
     if Path(name).name != name or name in (".", ".."):
@@ -234,6 +272,7 @@ def plan_bench(options: BenchOptions) -> BenchPlan:
         "corpus_tokens": len(corpus), "corpus_sha256": corpus.sha256, "protocol": protocol,
         "segment": options.segment, "slice": options.slice_len, "learners": options.learners,
         "seed": options.seed, "workers": workers, "threads": options.threads, "clip": clip,
+        "ensemble": "on" if ensemble else "off", "ensemble_option": options.ensemble,
         "configs": {spec.name: {k: v for k, v in spec.config.items() if k != "seed"}
                     for spec in specs},
         "checkpoints": {"every_tokens": policy.every_tokens,
@@ -244,7 +283,8 @@ def plan_bench(options: BenchOptions) -> BenchPlan:
                                    max_eval_tokens=options.slice_len,
                                    window=learner_window(specs)).counts()
     check_report_folder(out, meta, options.overwrite)
-    return BenchPlan(options, corpus, specs, protocol, workers, clip, name, out, meta, started)
+    return BenchPlan(options, corpus, specs, protocol, ensemble, workers, clip, name, out, meta,
+                     started)
 
 
 def run_bench(plan: BenchPlan) -> BenchmarkResult:
@@ -273,6 +313,7 @@ def run_bench(plan: BenchPlan) -> BenchmarkResult:
         plan.specs, plan.corpus, protocol=plan.protocol, segment=options.segment,
         slice_len=options.slice_len, learners=options.learners, seed=options.seed,
         workers=plan.workers, clip=plan.clip, progress=options.progress, execution=execution,
+        ensemble=plan.ensemble,
     )
     meta = {**plan.meta, "complete": True, "wall_seconds": time.perf_counter() - plan.started}
     write_benchmark_report(plan.out, result, meta)
@@ -320,7 +361,8 @@ def estimate_seconds(plan: BenchPlan, steps: int = 200) -> tuple[float, dict[str
     Per job: training steps not yet checkpointed × seconds per step, plus its sleeps ×
     seconds per sleep (SHARP), plus evaluated tokens × seconds per token; summed over jobs
     and divided by the workers, assuming each worker runs at the measured speed (on a
-    busy machine it will not)."""
+    busy machine it will not). It estimates separate learners even when the plan groups
+    them into ensembles (``plan.ensemble``), whose speed and checkpoints it does not see."""
     speeds = {spec.name: measure_speed(spec, plan.corpus.tokens, steps) for spec in plan.specs}
     options = plan.options
     jobs = plan_jobs(plan.specs, plan.corpus, protocol=plan.protocol, segment=options.segment,

@@ -14,10 +14,24 @@ import pandas as pd
 
 from sharp.data.corpus import Corpus, corpus_splits
 from sharp.data.streams import plan_segments
+from sharp.engines.runtime import resolve_device
 from sharp.runs.executor import Executor, run_tasks
-from sharp.runs.jobs import CheckpointPolicy, JobFolder, LearnerJob, Report, run_learner_job
+from sharp.runs.jobs import (
+    CheckpointPolicy,
+    EnsembleJob,
+    Job,
+    JobFolder,
+    LearnerJob,
+    Report,
+    group_jobs,
+    run_job,
+)
 from sharp.runs.registry import LearnerSpec
 
+#: Why the book protocol never groups learners into ensembles.
+BOOKS_NOT_GROUPED = ("the book protocol cannot run learners as ensembles: its learners' "
+                     "documents (books) differ in length, and an ensemble streams its members "
+                     "in lockstep; use --ensemble off (notebook: ensemble='off') or auto")
 #: Books (or the budget's remnant of one) shorter than this are neither streamed nor
 #: evaluated by the book protocol.
 MIN_BOOK_TOKENS = 100
@@ -52,7 +66,7 @@ class Execution:
     on_partial: Callable[[BenchmarkResult], None] | None = None
 
 
-def _execute(jobs: list[LearnerJob], workers: int, progress: bool,
+def _execute(jobs: list[Job], workers: int, progress: bool,
              execution: Execution | None) -> BenchmarkResult:
     """Run the jobs (:func:`~sharp.runs.executor.run_tasks`), checkpointing them under
     ``execution.jobs_dir`` when given, and hand each partial result (the jobs finished so
@@ -73,17 +87,29 @@ def _execute(jobs: list[LearnerJob], workers: int, progress: bool,
     run_tasks(function, list(zip(jobs, folders, strict=True)),
               Executor(workers, execution.address, execution.resources),
               cpus=lambda item: float(item[0].spec.config.get("threads") or 1),
-              gpus=lambda item: float(str(item[0].spec.config.get("device")).startswith("cuda")),
+              gpus=lambda item: _gpus(item[0], 1 / len(jobs)),
               total=sum(job.total_tokens for job in jobs), initial=initial, progress=progress,
-              description=f"{len(jobs)} learners on {workers} worker(s)", on_result=finished)
+              description=f"{sum(job.lanes for job in jobs)} learners in {len(jobs)} job(s) "
+              f"on {workers} worker(s)", on_result=finished)
     return _merge([o for o in outputs if o is not None])
 
 
-def _run(item: tuple[LearnerJob, Path | None], report: Report, *,
+def _gpus(job: Job, share: float) -> float:
+    """GPUs a job requests under Ray (which hides the GPUs from a task that requests none):
+    a learner job whose device is named ``cuda`` one; an ensemble job whose device resolves
+    to CUDA as an ensemble's does (``auto`` included) ``share``, so that a run's ensembles
+    can share one GPU."""
+    device = str(job.spec.config.get("device"))
+    if isinstance(job, EnsembleJob):
+        return share if resolve_device(device, "batched").type == "cuda" else 0.0
+    return float(device.startswith("cuda"))
+
+
+def _run(item: tuple[Job, Path | None], report: Report, *,
          policy: CheckpointPolicy) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One job of :func:`_execute` (module level, so that Ray can ship it)."""
     job, folder = item
-    return run_learner_job(job, report, folder=folder, policy=policy)
+    return run_job(job, report, folder=folder, policy=policy)
 
 
 def _merge(outputs: list[tuple[pd.DataFrame, pd.DataFrame]]) -> BenchmarkResult:
@@ -180,6 +206,7 @@ def segment_benchmark(
     block: int | None = None,
     progress: bool = True,
     execution: Execution | None = None,
+    ensemble: bool = False,
 ) -> BenchmarkResult:
     """Run every learner recipe on ``learners`` segments (SPEC §6).
 
@@ -188,11 +215,14 @@ def segment_benchmark(
     segment), current (last E) and forward (the corpus's last E tokens). ``workers``
     runs learners in that many Ray workers (:class:`Execution` for a cluster and
     checkpoints); ``clip`` is the per-token bits cap reported in the ``bits_clipped``
-    column (``bits`` is always unclipped).
+    column (``bits`` is always unclipped). ``ensemble``: each recipe's learners run as one
+    ensemble job (SPEC §10, :func:`~sharp.runs.jobs.group_jobs`), with the same results
+    up to floating-point reduction order.
     """
     jobs = segment_jobs(specs, tokens, segment=segment, slice_len=slice_len,
                         learners=learners, seed=seed, clip=clip, block=block)
-    return _execute(jobs, workers, progress, execution)
+    run = group_jobs(jobs) if ensemble else list[Job](jobs)
+    return _execute(run, workers, progress, execution)
 
 
 def book_splits(splits: Iterable[str], corpus: str) -> tuple[str, str]:
@@ -427,7 +457,7 @@ def book_benchmark(
     jobs = book_jobs(specs, corpus, budget=budget, learners=learners,
                      books_per_slice=books_per_slice, max_eval_tokens=max_eval_tokens,
                      seed=seed, clip=clip, block=block)
-    return _execute(jobs, workers, progress, execution)
+    return _execute(list[Job](jobs), workers, progress, execution)
 
 
 def run_benchmark(
@@ -443,20 +473,24 @@ def run_benchmark(
     clip: float | None = None,
     progress: bool = True,
     execution: Execution | None = None,
+    ensemble: bool = False,
 ) -> tuple[BenchmarkResult, str]:
     """The segment benchmark, or the book protocol (``protocol="books"``, or ``"auto"``
     for a corpus with documents, with ``segment`` as the training budget and ``slice_len``
     as the per-book evaluation cap). Returns the result and the protocol's name. Everything
     :func:`preflight` checks raises ``ValueError`` before any learner starts. ``execution``:
-    see :class:`Execution`."""
+    see :class:`Execution`. ``ensemble``: see :func:`segment_benchmark` (the book protocol
+    refuses it with ``ValueError``, :data:`BOOKS_NOT_GROUPED`)."""
     if preflight(specs, corpus, protocol=protocol, segment=segment, slice_len=slice_len,
                  learners=learners, workers=workers) == "books":
+        if ensemble:
+            raise ValueError(BOOKS_NOT_GROUPED)
         return book_benchmark(specs, corpus, budget=segment, learners=learners,
                               max_eval_tokens=slice_len, seed=seed, workers=workers, clip=clip,
                               progress=progress, execution=execution), "books"
     return segment_benchmark(specs, corpus.tokens, segment=segment, slice_len=slice_len,
                              learners=learners, seed=seed, workers=workers, clip=clip,
-                             progress=progress, execution=execution), "segment"
+                             progress=progress, execution=execution, ensemble=ensemble), "segment"
 
 
 def _diverged(results: pd.DataFrame) -> pd.Series:

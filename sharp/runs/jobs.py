@@ -1,7 +1,9 @@
 """Learner jobs that checkpoint and resume (SPEC §12).
 
 A job is one learner's run of the benchmark (SPEC §6): stream its documents in order
-(state reset between them), then evaluate every slice. With a folder, the job saves a
+(state reset between them), then evaluate every slice; or, as an :class:`EnsembleJob`, the
+runs of M learners of one model on M equally long segments, streamed in lockstep by one
+ensemble (SPEC §10) and reported as the M learner jobs would be. With a folder, the job saves a
 checkpoint every ``every_tokens`` steps or ``every_seconds`` seconds, whichever comes first,
 and at the end of training; run again with the same folder, it resumes from its last good
 checkpoint, or returns its stored result when it had finished. Its folder::
@@ -9,8 +11,9 @@ checkpoint, or returns its stored result when it had finished. Its folder::
     <jobs>/<job id>/
       manifest.json                 checkpoints (step, position, file, sha256), record
                                     chunks, attempts (node, pid, step resumed from), result
-      state-<step>.pt               learner state_dict (weights, optimisers, states, RNG)
-      records/<start>-<stop>.npz    per-step records of steps start+1..stop
+      state-<step>.pt               learner (or ensemble) state_dict (weights, optimisers,
+                                    states, RNG)
+      records/<start>-<stop>.npz    per-step records of steps start+1..stop (per member)
       rows.parquet, curve.parquet   the finished job's result
 
 Every file is written atomically and the manifest last, so a job killed at any moment
@@ -34,13 +37,13 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
 
 from sharp.data.streams import n_windows
-from sharp.protocol import Diverged, Learner
+from sharp.protocol import LN2, Diverged, Learner, check_finite
 from sharp.runs.checkpoints import (
     CheckpointError,
     atomic_path,
@@ -48,8 +51,18 @@ from sharp.runs.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
-from sharp.runs.registry import LearnerSpec, build_learner
-from sharp.runs.stream import Slice, evaluate_slices, run_stream
+from sharp.runs.registry import LearnerSpec, build_ensemble, build_learner
+from sharp.runs.stream import (
+    Slice,
+    evaluate_slices,
+    run_ensemble_stream,
+    run_stream,
+    slice_row,
+)
+
+if TYPE_CHECKING:
+    from sharp.baselines.ensemble import BaselineEnsemble
+    from sharp.engines.ensemble import SharpEnsemble
 
 #: Most steps streamed between two looks at the checkpoint policy (and progress reports).
 PIECE = 2_048
@@ -116,6 +129,11 @@ class LearnerJob:
         """Training steps plus evaluated tokens: the job's share of a progress bar."""
         return self.train_steps + self.eval_tokens
 
+    @property
+    def lanes(self) -> int:
+        """Learners the job runs (tokens per checkpointed step): 1."""
+        return 1
+
     def job_id(self) -> str:
         """``<learner>-<index>-s<seed>-<digest>``: a name derived from everything that
         determines the result (kind, config but its speed-only fields, index, documents,
@@ -130,9 +148,107 @@ class LearnerJob:
             digest.update(name.encode())
             for part in [value] if isinstance(value, np.ndarray) else value:
                 digest.update(np.ascontiguousarray(part).view(np.uint8))
-        label = re.sub(r"[^A-Za-z0-9._-]+", "_", self.spec.name).strip("_") or "learner"
-        return (f"{label}-{self.index}-s{self.spec.config.get('seed', 0)}-"
+        return (f"{self.folder_label}-{self.index}-s{self.spec.config.get('seed', 0)}-"
                 f"{digest.hexdigest()[:12]}")
+
+    @property
+    def folder_label(self) -> str:
+        """The learner's name as it starts a job id (characters other than letters,
+        digits, ``.``, ``_`` and ``-`` replaced by ``_``)."""
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", self.spec.name).strip("_") or "learner"
+
+
+@dataclass(frozen=True)
+class EnsembleJob:
+    """The learner jobs ``members`` run as one ensemble (SPEC §10): member m streams job m's
+    document in lockstep with the others, and its rows and curve are job m's (up to
+    floating-point reduction order). Raises ValueError unless the jobs are of one model
+    (kind, label and config but the seed), with distinct seeds, one document each of one
+    length, and one block and clip."""
+
+    members: tuple[LearnerJob, ...]
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise ValueError("an ensemble job needs at least one learner job")
+        first = self.members[0]
+        for job in self.members:
+            spec, config = job.spec, {k: v for k, v in job.spec.config.items() if k != "seed"}
+            if (spec.kind, spec.label, config, job.block, job.clip) != (
+                    first.spec.kind, first.spec.label,
+                    {k: v for k, v in first.spec.config.items() if k != "seed"},
+                    first.block, first.clip):
+                raise ValueError(f"an ensemble job runs learners of one model; {spec.name} "
+                                 f"(segment {job.index}) differs from {first.spec.name} "
+                                 f"(segment {first.index}) beyond its seed")
+            if len(job.documents) != 1 or len(job.documents[0]) != len(first.documents[0]):
+                raise ValueError("an ensemble job streams one document per learner, all of "
+                                 "one length (the segment protocol's segments); run book "
+                                 "jobs separately")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"an ensemble job needs distinct seeds, got {self.seeds}")
+
+    @property
+    def spec(self) -> LearnerSpec:
+        """The first member's spec (the model's config, for the executor's resources)."""
+        return self.members[0].spec
+
+    @property
+    def seeds(self) -> list[int]:
+        """Every member's seed, in member order."""
+        return [int(job.spec.config.get("seed", 0)) for job in self.members]
+
+    @property
+    def window(self) -> int:
+        """The model's window W."""
+        return self.members[0].window
+
+    @property
+    def train_steps(self) -> int:
+        """Training steps of all members."""
+        return sum(job.train_steps for job in self.members)
+
+    @property
+    def eval_tokens(self) -> int:
+        """Tokens predicted when every member's slices are evaluated."""
+        return sum(job.eval_tokens for job in self.members)
+
+    @property
+    def total_tokens(self) -> int:
+        """Training steps plus evaluated tokens of all members."""
+        return self.train_steps + self.eval_tokens
+
+    @property
+    def lanes(self) -> int:
+        """Learners the job runs (tokens per checkpointed step): M."""
+        return len(self.members)
+
+    def job_id(self) -> str:
+        """``<learner>-ensemble-<first>-<last index>-s<first seed>-<digest>``, the digest of
+        its members' job ids: never a member's own id, so that grouped and separate runs
+        keep their checkpoints apart."""
+        digest = hashlib.sha256(json.dumps([job.job_id() for job in self.members]).encode())
+        first, last = self.members[0], self.members[-1]
+        return (f"{first.folder_label}-ensemble-{first.index}-{last.index}-s{self.seeds[0]}-"
+                f"{digest.hexdigest()[:12]}")
+
+
+#: A job :func:`run_job` runs.
+Job = LearnerJob | EnsembleJob
+
+
+def group_jobs(jobs: list[LearnerJob]) -> list[Job]:
+    """``jobs`` with the learner jobs of each model (same kind, label and config but the
+    seed) grouped into one :class:`EnsembleJob`, in the order of each model's first job;
+    a model with a single job stays a :class:`LearnerJob`. Raises what
+    :class:`EnsembleJob` raises (book jobs cannot be grouped)."""
+    models: dict[str, list[LearnerJob]] = {}
+    for job in jobs:
+        config = {k: v for k, v in job.spec.config.items() if k != "seed"}
+        key = json.dumps([job.spec.kind, job.spec.label, config], sort_keys=True)
+        models.setdefault(key, []).append(job)
+    return [EnsembleJob(tuple(group)) if len(group) > 1 else group[0]
+            for group in models.values()]
 
 
 def summarise_records(records: pd.DataFrame, block: int) -> pd.DataFrame:
@@ -146,10 +262,18 @@ def summarise_records(records: pd.DataFrame, block: int) -> pd.DataFrame:
 
 
 def _records(start: int, columns: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Records of global steps start+1, start+2, ... from their column arrays."""
-    count = len(columns["bits"])
-    return pd.DataFrame({"step": np.arange(start + 1, start + count + 1),
-                         **{name: columns[name] for name in RECORD_COLUMNS}})
+    """The records of a chunk from its column arrays; a chunk written without its
+    ``step`` column (before ensemble jobs) holds one learner's steps start+1, start+2, ..."""
+    if "step" not in columns:
+        columns = {"step": np.arange(start + 1, start + len(columns["bits"]) + 1), **columns}
+    return pd.DataFrame(columns)
+
+
+def _build(job: Job) -> Learner | SharpEnsemble | BaselineEnsemble:
+    """A fresh learner of a learner job, or the ensemble of an ensemble job."""
+    if isinstance(job, EnsembleJob):
+        return build_ensemble(job.spec, job.seeds)
+    return build_learner(job.spec)
 
 
 def _sha256(path: Path) -> str:
@@ -175,7 +299,7 @@ class _Resumed:
     """Where a job starts: the learner, global step, document and offset in it, the
     training seconds spent so far and the records of the steps done."""
 
-    learner: Learner
+    learner: Learner | SharpEnsemble | BaselineEnsemble
     step: int = 0
     document: int = 0
     offset: int = 0
@@ -216,17 +340,17 @@ class JobFolder:
         return (pd.read_parquet(self.path / "rows.parquet"),
                 pd.read_parquet(self.path / "curve.parquet"))
 
-    def done_tokens(self, job: LearnerJob) -> int:
+    def done_tokens(self, job: Job) -> int:
         """Tokens of ``job`` done according to the manifest (for a progress bar)."""
         if self.manifest.get("result"):
             return job.total_tokens
         checkpoints = self.manifest.get("checkpoints") or [{"step": 0}]
-        return int(checkpoints[-1]["step"])
+        return int(checkpoints[-1]["step"]) * job.lanes
 
-    def resume(self, spec: LearnerSpec) -> _Resumed:
+    def resume(self, job: Job) -> _Resumed:
         """The newest checkpoint whose files pass their checksums and load, with its
         records; a damaged one is reported (RuntimeWarning naming the file) and the one
-        before it used; none: a fresh learner built from ``spec``. Records and
+        before it used; none: a fresh learner (or ensemble) of ``job``. Records and
         checkpoints after the one used are dropped."""
         entries = self.manifest.get("checkpoints", [])
         for position in range(len(entries) - 1, -1, -1):
@@ -237,7 +361,7 @@ class JobFolder:
                 continue
             try:
                 learner = load_checkpoint(self.path / entry["file"],
-                                          device=spec.config.get("device"))
+                                          device=job.spec.config.get("device"))
             except CheckpointError as error:
                 warnings.warn(f"{error}; using the previous checkpoint", RuntimeWarning,
                               stacklevel=2)
@@ -253,7 +377,7 @@ class JobFolder:
                             entry["train_seconds"], records)
         self.manifest["checkpoints"], self.manifest["records"] = [], []
         self._sweep()
-        return _Resumed(build_learner(spec))
+        return _Resumed(_build(job))
 
     def _sweep(self) -> None:
         """Remove what no manifest entry names: states and record chunks written after
@@ -271,16 +395,17 @@ class JobFolder:
             {"node": _node(), "pid": os.getpid(), "resumed_from": step})
         self._write_manifest()
 
-    def save(self, learner: Learner, records: pd.DataFrame, *, step: int, document: int,
-             offset: int, train_seconds: float, keep: int) -> None:
+    def save(self, learner: Learner | SharpEnsemble | BaselineEnsemble, records: pd.DataFrame,
+             *, step: int, document: int, offset: int, train_seconds: float, keep: int
+             ) -> None:
         """Save a checkpoint after global step ``step``: the records of the steps since the
-        previous one (``records``), the learner state, then the manifest; prune all but
-        the newest ``keep`` states."""
+        previous one (``records``, every column), the learner (or ensemble) state, then the
+        manifest; prune all but the newest ``keep`` states."""
         start = self.manifest["records"][-1]["stop"] if self.manifest["records"] else 0
         if step > start:
             chunk = f"records/{start:012d}-{step:012d}.npz"
             with atomic_path(self.path / chunk) as tmp, open(tmp, "wb") as file:
-                np.savez_compressed(file, **{c: records[c].to_numpy() for c in RECORD_COLUMNS})
+                np.savez_compressed(file, **{c: records[c].to_numpy() for c in records})
             self.manifest["records"].append({"file": chunk, "start": start, "stop": step,
                                              "sha256": _sha256(self.path / chunk)})
         state = f"state-{step:012d}.pt"
@@ -337,10 +462,10 @@ def run_learner_job(
     store = JobFolder(folder) if folder is not None else None
     if store is not None and (stored := store.result()) is not None:
         return stored
-    state = store.resume(job.spec) if store is not None else _Resumed(build_learner(job.spec))
+    state = store.resume(job) if store is not None else _Resumed(build_learner(job.spec))
     if store is not None:
         store.start_attempt(state.step)
-    learner, step, seconds = state.learner, state.step, state.train_seconds
+    learner, step, seconds = cast(Learner, state.learner), state.step, state.train_seconds
     records, unsaved = state.records, []
     saved_step, saved_at = step, time.monotonic()
     finished_documents = state.document
@@ -376,15 +501,13 @@ def run_learner_job(
         rows = evaluate_slices(learner, job.slices, job.clip)
     except Diverged as error:
         diverged = str(error)
-        rows = pd.DataFrame({"slice": list(job.slices), "bits": math.nan,
-                             "bits_clipped": math.nan, "accuracy": math.nan, "tokens": 0,
-                             "eval_seconds": math.nan})
+        rows = _diverged_rows(list(job.slices))
     parts = records + unsaved
     frame = pd.concat(parts, ignore_index=True) if parts else _NO_RECORDS
     if diverged:  # only the documents finished before it count
         done = sum(n_windows(len(d), job.window) for d in job.documents[:finished_documents])
         frame = frame.iloc[:done]
-    rows, curve = _label(job, learner, frame, rows, seconds, diverged)
+    rows, curve = _label(job, learner.parameter_count(), frame, rows, seconds, diverged)
     if report is not None:
         report(job.eval_tokens + job.train_steps - step)
     if store is not None:
@@ -392,11 +515,108 @@ def run_learner_job(
     return rows, curve
 
 
-def _label(job: LearnerJob, learner: Learner, records: pd.DataFrame, rows: pd.DataFrame,
+def run_ensemble_job(
+    job: EnsembleJob,
+    report: Report | None = None,
+    *,
+    folder: str | os.PathLike | None = None,
+    policy: CheckpointPolicy | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train and evaluate the members of an ensemble job as one ensemble
+    (:func:`~sharp.runs.registry.build_ensemble`): every member's segment streamed in
+    lockstep (:func:`~sharp.runs.stream.run_ensemble_stream`, SHARP sleeping at the global
+    steps a separate learner sleeps at), then each member evaluated on its own slices.
+    Returns the members' ``(rows, curve)`` concatenated in member order, with the labels,
+    columns and seeds :func:`run_learner_job` gives each; a member's ``train_seconds`` is
+    its 1/M share of the ensemble's training time (so ``tokens_per_s`` summed over the
+    members is the ensemble's throughput), and its ``eval_seconds`` its share likewise.
+
+    Checkpoints and resumes as :func:`run_learner_job` does (the ensemble's state, the
+    per-member records). When the ensemble diverges (a baseline ensemble raises
+    :class:`~sharp.protocol.Diverged` for any member's loss; any ensemble for a member's
+    non-finite evaluation), every member's rows are NaN with the report in ``diverged`` and
+    its curve is empty: one member's divergence stops its ensemble."""
+    policy = policy or CheckpointPolicy()
+    store = JobFolder(folder) if folder is not None else None
+    if store is not None and (stored := store.result()) is not None:
+        return stored
+    state = store.resume(job) if store is not None else _Resumed(_build(job))
+    if store is not None:
+        store.start_attempt(state.step)
+    ensemble = cast("SharpEnsemble | BaselineEnsemble", state.learner)
+    step, offset, seconds = state.step, state.offset, state.train_seconds
+    records, unsaved = state.records, []
+    saved_step, saved_at = step, time.monotonic()
+    streams = np.stack([member.documents[0] for member in job.members])
+    total = n_windows(streams.shape[1], job.window)
+    names = list(job.members[0].slices)
+    diverged = ""
+    try:
+        while offset < total:
+            stop = min(offset + min(PIECE, policy.every_tokens), total)
+            started = time.perf_counter()
+            part = run_ensemble_stream(ensemble, streams[:, offset : stop + job.window],
+                                       offset=step)
+            seconds += time.perf_counter() - started
+            unsaved.append(part[["step", "member", *RECORD_COLUMNS]])
+            step, offset = step + stop - offset, stop
+            if report is not None:
+                report(len(part))
+            due = (step - saved_step >= policy.every_tokens
+                   or time.monotonic() - saved_at >= policy.every_seconds or offset == total)
+            if store is not None and due:
+                store.save(ensemble, pd.concat(unsaved), step=step, document=0, offset=offset,
+                           train_seconds=seconds, keep=policy.keep)
+                saved_step, saved_at = step, time.monotonic()
+            if due:
+                records, unsaved = records + unsaved, []
+        results = {name: ensemble.evaluate([member.slices[name] for member in job.members])
+                   for name in names}
+        for name, evaluated in results.items():
+            check_finite(ensemble, **{f"{name} evaluation (member {m})": result.mean_bits() * LN2
+                                      for m, result in enumerate(evaluated)})
+    except Diverged as error:
+        diverged = str(error)
+    frame = _NO_RECORDS if diverged else pd.concat(records + unsaved, ignore_index=True)
+    outputs = []
+    for m, member in enumerate(job.members):
+        if diverged:
+            member_records, rows = _NO_RECORDS, _diverged_rows(names)
+        else:
+            member_records = frame[frame["member"] == m].drop(columns="member")
+            member_records = member_records.reset_index(drop=True)
+            rows = pd.DataFrame([slice_row(name, results[name][m], member.clip)
+                                 for name in names])
+        outputs.append(_label(member, ensemble.parameter_count(), member_records, rows,
+                              seconds / job.lanes, diverged))
+    merged = (pd.concat([rows for rows, _ in outputs], ignore_index=True),
+              pd.concat([curve for _, curve in outputs], ignore_index=True))
+    if report is not None:
+        report(job.total_tokens - step * job.lanes)
+    if store is not None:
+        store.finish(*merged)
+    return merged
+
+
+def run_job(job: Job, report: Report | None = None, *, folder: str | os.PathLike | None = None,
+            policy: CheckpointPolicy | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`run_ensemble_job` for an :class:`EnsembleJob`, else :func:`run_learner_job`."""
+    if isinstance(job, EnsembleJob):
+        return run_ensemble_job(job, report, folder=folder, policy=policy)
+    return run_learner_job(job, report, folder=folder, policy=policy)
+
+
+def _diverged_rows(names: list[str]) -> pd.DataFrame:
+    """The rows of a learner that diverged: one per slice, NaN metrics, no tokens."""
+    return pd.DataFrame({"slice": names, "bits": math.nan, "bits_clipped": math.nan,
+                         "accuracy": math.nan, "tokens": 0, "eval_seconds": math.nan})
+
+
+def _label(job: LearnerJob, parameters: int, records: pd.DataFrame, rows: pd.DataFrame,
            train_seconds: float, diverged: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     labels = {
         "learner": job.spec.name, "kind": job.spec.kind, "segment": job.index,
-        "seed": job.spec.config.get("seed", 0), "parameters": learner.parameter_count(),
+        "seed": job.spec.config.get("seed", 0), "parameters": parameters,
         "train_tokens": len(records), "train_seconds": train_seconds,
         "tokens_per_s": len(records) / train_seconds if train_seconds else math.nan,
         "memory_update_rate": records["memory_learned"].mean(),

@@ -121,6 +121,13 @@ def run_seeds(results: pd.DataFrame) -> dict[str, list[int]]:
             for name, group in runs.groupby("learner", sort=False)}
 
 
+def _ensemble_line(meta: dict[str, Any]) -> str:
+    """How the learners ran: as one ensemble per model or separately, and the option."""
+    how = ("as one ensemble job per model (SPEC §10)" if meta.get("ensemble") == "on"
+           else "as separate jobs")
+    return f"{how} (--ensemble {meta.get('ensemble_option', 'off')})"
+
+
 def write_benchmark_report(out: str | os.PathLike, result: BenchmarkResult,
                            meta: dict[str, Any]) -> Path:
     """Write results.csv, curves.csv, figures.html (where plotly is installed; summary.md
@@ -154,7 +161,8 @@ def write_benchmark_report(out: str | os.PathLike, result: BenchmarkResult,
         f"- protocol: {protocol_line(meta)}",
         f"- seeds (learner m of each model runs with seed {meta.get('seed', 0)} + m): {seeds}",
         f"- bits rule: {rule}; wall time {meta['wall_seconds']:.1f} s with "
-        f"{meta['workers']} worker process(es) of {meta.get('threads', 1)} torch thread(s)", "",
+        f"{meta['workers']} worker process(es) of {meta.get('threads', 1)} torch thread(s)",
+        f"- learners ran {_ensemble_line(meta)}", "",
         *_diverged_section(result.results),
         f"## Bits per token (mean ± sample std over {plural(meta['learners'], runs[:-1])})",
         "",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,10 @@ from sharp.protocol import (
     check_stream,
 )
 from sharp.runs.progress import tqdm
+
+if TYPE_CHECKING:
+    from sharp.baselines.ensemble import BaselineEnsemble
+    from sharp.engines.ensemble import SharpEnsemble
 
 StepCallback = Callable[[int, StepResult], None]
 
@@ -90,6 +95,48 @@ def run_stream(
     })
 
 
+def run_ensemble_stream(
+    ensemble: SharpEnsemble | BaselineEnsemble, streams: np.ndarray, *, offset: int = 0
+) -> pd.DataFrame:
+    """Stream row m of ``streams`` (M, n + W) through member m of ``ensemble`` once, all
+    members in lockstep, as :func:`run_stream` streams one learner: a SHARP ensemble sleeps
+    (every pending member, :meth:`~sharp.engines.ensemble.SharpEnsemble.sleep`) after each
+    global step (``offset`` + position, 1-based) that is a multiple of its config's
+    ``sleep_every``, the steps a separate learner sleeps after. Returns one record per step
+    and member, step-major: step, member, bits, correct, recall, memory_learned, slept
+    (``slept`` marks the steps a sleep phase followed, for every member, as
+    :func:`run_stream` marks them). Per-step values stay on the ensemble's device until
+    the end. Raises ValueError for ids outside the vocabulary and what ``learn`` raises
+    (:class:`~sharp.protocol.Diverged` from a baseline ensemble)."""
+    window = ensemble.window
+    members = streams.shape[0]
+    ids = torch.as_tensor(np.ascontiguousarray(streams), dtype=torch.int64)
+    n = n_windows(ids.shape[1], window)
+    sleep_every = (ensemble.config.sleep_every or 0) if isinstance(ensemble, Sleeper) else 0
+    losses, recalls, learned, correct = [], [], [], []
+    slept = np.zeros(n, dtype=bool)
+    for i in range(n):
+        step = ensemble.learn(ids[:, i : i + window], ids[:, i + window])
+        losses.append(step.loss)
+        recalls.append(step.recall)
+        learned.append(step.learned)
+        correct.append(step.logits.argmax(-1) == step.targets)
+        if sleep_every and (offset + i + 1) % sleep_every == 0:
+            ensemble.sleep()
+            slept[i] = True
+
+    def column(values: list[torch.Tensor]) -> np.ndarray:
+        return torch.stack(values).cpu().numpy().reshape(-1) if values else np.empty(0)
+
+    return pd.DataFrame({
+        "step": np.repeat(np.arange(offset + 1, offset + n + 1), members),
+        "member": np.tile(np.arange(members), n),
+        "bits": column(losses) / LN2, "correct": column(correct).astype(bool),
+        "recall": column(recalls), "memory_learned": column(learned).astype(bool),
+        "slept": np.repeat(slept, members),
+    })
+
+
 Slice = np.ndarray | Sequence[np.ndarray]
 
 
@@ -108,12 +155,16 @@ def evaluate_slices(
                             np.concatenate([r.correct for r in results]),
                             sum(r.seconds for r in results))
         check_finite(learner, **{f"{name} evaluation": pooled.mean_bits() * LN2})
-        rows.append({
-            "slice": name, "bits": pooled.mean_bits(), "bits_clipped": pooled.mean_bits(clip),
-            "accuracy": pooled.accuracy, "tokens": pooled.tokens,
-            "eval_seconds": pooled.seconds,
-        })
+        rows.append(slice_row(name, pooled, clip))
     return pd.DataFrame(rows)
+
+
+def slice_row(name: str, result: EvalResult, clip: float | None = None) -> dict[str, object]:
+    """The row of a results table for slice ``name`` evaluated as ``result``: bits
+    (unclipped), bits_clipped (at ``clip``), accuracy, tokens and eval_seconds."""
+    return {"slice": name, "bits": result.mean_bits(), "bits_clipped": result.mean_bits(clip),
+            "accuracy": result.accuracy, "tokens": result.tokens,
+            "eval_seconds": result.seconds}
 
 
 def run_curve(
