@@ -252,11 +252,17 @@ class EvalResult:
         return float(bits.mean()) if self.tokens else math.nan
 
 
-def eval_result(logits: Tensor, targets: Tensor, start: float) -> EvalResult:
-    """Bits and top-1 correctness of ``logits`` (N, V) against ``targets`` (N,), timed
-    from ``start`` (a :func:`time.perf_counter` value)."""
-    nats = nn.functional.cross_entropy(logits, targets, reduction="none")
-    correct = logits.argmax(-1) == targets
+def evaluate_predictions(learner: Any, tokens: TokenIds) -> EvalResult:
+    """SPEC §5 for a learner with ``predict_stream(ids (T,)) -> logits (T - W, V)`` (from a
+    reset state, without learning) and a ``device``: bits and top-1 correctness of every
+    token after the first W of ``tokens``, checked by :func:`token_tensor` (ValueError)."""
+    start = time.perf_counter()
+    ids = token_tensor(tokens, learner.window, learner.vocab_size, learner.device)
+    logits = learner.predict_stream(ids)
+    targets = ids[learner.window :]
+    with torch.inference_mode():
+        nats = nn.functional.cross_entropy(logits, targets, reduction="none")
+        correct = logits.argmax(-1) == targets
     return EvalResult((nats / LN2).cpu().numpy(), correct.cpu().numpy(),
                       time.perf_counter() - start)
 

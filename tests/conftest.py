@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -76,3 +79,22 @@ def ray_shutdown() -> Iterator[None]:
         import ray
 
         ray.shutdown()
+
+
+def sigkill_when(process: subprocess.Popen, ready: Callable[[], bool], *, then: float = 0.0,
+                 timeout: float = 120.0) -> None:
+    """SIGKILL ``process`` once ``ready()`` holds (polled for at most ``timeout`` s) and
+    ``then`` more seconds have passed; the test fails if the process ended before. The
+    process is always reaped."""
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and process.poll() is None and not ready():
+            time.sleep(0.02)
+        time.sleep(then)
+        assert process.poll() is None, "the run ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finally:
+        process.kill()
+        process.wait()
+

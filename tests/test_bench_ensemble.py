@@ -9,12 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import sigkill_when
 
 from sharp.cli import main
 from sharp.runs.bench import resolve_ensemble
@@ -111,18 +111,8 @@ def test_an_ensemble_job_killed_mid_stream_resumes_to_the_same_results(
     command = [sys.executable, "-m", "sharp", *bench, "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None:
-            if any(c["step"] >= 200 for c in _manifest(out).get("checkpoints", [])):
-                break
-            time.sleep(0.02)
-        assert process.poll() is None, "the run ended before it could be killed"
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    finally:
-        process.kill()
-        process.wait()
+    sigkill_when(process, lambda: any(c["step"] >= 200
+                                      for c in _manifest(out).get("checkpoints", [])))
     killed_at = max(c["step"] for c in _manifest(out)["checkpoints"])
     assert 0 < killed_at < 600 and not (out / "summary.md").exists()
     assert main([*bench, "--out", str(out)]) == 0  # the same command again

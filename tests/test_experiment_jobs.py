@@ -8,10 +8,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from conftest import sigkill_when
 
 import sharp.experiments.common as common
 from sharp.cli import main
@@ -127,16 +127,7 @@ def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_csv(
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen([sys.executable, "-c", SLOW_RUN, *argv], cwd=ROOT, env=env,
                                stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None and not _stored(tmp_path):
-            time.sleep(0.02)
-        assert process.poll() is None, "the run ended before it could be killed"
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    finally:
-        process.kill()
-        process.wait()
+    sigkill_when(process, lambda: bool(_stored(tmp_path)))
     stored = len(_stored(tmp_path))
     assert 1 <= stored < 4 and not (tmp_path / f"{NAME}.csv").exists()
     part = jobs_folder(tmp_path, NAME) / ".job.parquet.x1y2.part"

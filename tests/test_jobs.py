@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_config
+from conftest import sigkill_when, tiny_config
 
 from sharp.cli import main
 from sharp.runs.benchmark import Execution, segment_benchmark, segment_jobs
@@ -65,23 +65,12 @@ def test_a_job_killed_mid_stream_or_mid_sleep_resumes_to_the_same_results(
     # the head node runs with token authentication, and a joining node or driver must too
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
-    try:
-        # mid-stream: a random moment shortly after the first checkpoint; mid-sleep: the
-        # sleep at step 1000 starts ~0.04 s after the checkpoint at step 750 and lasts ~1 s
-        wanted = 250 if moment == "stream" else 750
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None:
-            steps = [c["step"] for c in _manifest(out).get("checkpoints", [])]
-            if steps and max(steps) >= wanted:
-                break
-            time.sleep(0.05)
-        time.sleep(random.Random(14).uniform(0.0, 0.08) if moment == "stream" else 0.3)
-        assert process.poll() is None, "the run ended before it could be killed"
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    finally:
-        process.kill()
-        process.wait()
+    # mid-stream: a random moment shortly after the first checkpoint; mid-sleep: the sleep
+    # at step 1000 starts ~0.04 s after the checkpoint at step 750 and lasts ~1 s
+    wanted = 250 if moment == "stream" else 750
+    sigkill_when(process, lambda: max((c["step"] for c in _manifest(out).get("checkpoints", [])),
+                                      default=0) >= wanted,
+                 then=random.Random(14).uniform(0.0, 0.08) if moment == "stream" else 0.3)
     killed_at = max(c["step"] for c in _manifest(out)["checkpoints"])
     assert not (out / "summary.md").exists()
     if moment == "sleep":

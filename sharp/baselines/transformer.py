@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from typing import Any
 
 import torch
@@ -37,7 +36,7 @@ from sharp.protocol import (
     check_finite,
     check_target,
     check_window,
-    eval_result,
+    evaluate_predictions,
     token_tensor,
 )
 
@@ -277,11 +276,7 @@ class TransformerBaseline:
         """Bits and top-1 correctness for every token after the first W of ``tokens`` (a
         list, array or tensor of more than W ids; ValueError otherwise, as for a stream),
         without learning; the learner is left untouched."""
-        start = time.perf_counter()
-        ids = token_tensor(tokens, self.window, self.vocab_size, self.device)
-        logits = self.predict_stream(ids)
-        with torch.inference_mode():
-            return eval_result(logits, ids[self.window :], start)
+        return evaluate_predictions(self, tokens)
 
     # -- checkpoints ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

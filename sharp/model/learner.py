@@ -34,7 +34,7 @@ from sharp.protocol import (
     check_seeds,
     check_target,
     check_window,
-    eval_result,
+    evaluate_predictions,
     token_tensor,
 )
 
@@ -406,11 +406,7 @@ class Sharp:
         """Bits and top-1 correctness for every token after the first W of ``tokens`` (a
         list, array or tensor of more than W ids; ValueError otherwise, as for a stream),
         from a reset state, without learning (SPEC §5). The learner is left untouched."""
-        start = time.perf_counter()
-        ids = token_tensor(tokens, self.window, self.vocab_size, self.device)
-        logits = self.predict_stream(ids)
-        with torch.inference_mode():
-            return eval_result(logits, ids[self.window :], start)
+        return evaluate_predictions(self, tokens)
 
     # -- checkpoints ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
