@@ -40,6 +40,7 @@ BENCH = ["bench", "--no-notebook", "--corpus", "./pg", "--segment", "5000", "--s
          "--learners", "1", "--baselines", "--quiet"]
 
 
+@pytest.mark.filterwarnings("ignore:only 1 training book")  # one book per split
 def test_bench_on_a_local_pg19_folder_runs_the_book_protocol(cache: Path, tmp_path: Path) -> None:
     _write_pg19(tmp_path / "pg", {"train": 300, "validation": 200, "test": 150})
     assert main([*BENCH, "--out", "report"]) == 0
@@ -65,6 +66,7 @@ def test_book_report_states_the_books_it_used(cache: Path, tmp_path: Path) -> No
     assert "mean ± sample std over 1 learner)" in summary
 
 
+@pytest.mark.filterwarnings("ignore:only 1 training book")  # one book per split
 def test_held_out_from_test_when_there_is_no_validation(cache: Path, tmp_path: Path) -> None:
     _write_pg19(tmp_path / "pg", {"train": 300, "test": 30})
     assert main([*BENCH, "--slice", "100", "--out", "report"]) == 0
