@@ -124,6 +124,38 @@ def test_a_truncated_checkpoint_is_detected_and_the_previous_one_used(tmp_path: 
     pd.testing.assert_frame_equal(again[0], rows)
 
 
+
+def test_a_job_killed_mid_checkpoint_write_resumes_to_the_same_results(tmp_path: Path) -> None:
+    """A kill while a checkpoint is written leaves a temporary file (the state's atomic write
+    was cut) or a complete state the manifest does not name yet (the kill fell between the
+    state and the manifest): both are swept, and the job resumes from the last checkpoint
+    the manifest names to the uninterrupted result."""
+    _, (job,) = _tiny_job(tmp_path)
+    policy = CheckpointPolicy(every_tokens=400, keep=2)
+    reference = run_learner_job(job, folder=tmp_path / "reference", policy=policy)
+
+    def crash_after_1300(done: list[int], tokens: int) -> None:
+        done.append(tokens)
+        if sum(done) >= 1_300:
+            raise Crash
+
+    folder = tmp_path / "job"
+    with pytest.raises(Crash):
+        run_learner_job(job, lambda n, done=[]: crash_after_1300(done, n), folder=folder,
+                        policy=policy)
+    newest = folder / "state-000000001200.pt"
+    cut = folder / ".state-000000001600.pt.x1y2.part"
+    cut.write_bytes(newest.read_bytes()[:1000])
+    unnamed = folder / "state-000000001600.pt"
+    unnamed.write_bytes(newest.read_bytes())
+    rows, curve = run_learner_job(job, folder=folder, policy=policy)
+    for got, expected in zip((rows, curve), reference, strict=True):
+        pd.testing.assert_frame_equal(got.drop(columns=TIMING, errors="ignore"),
+                                      expected.drop(columns=TIMING, errors="ignore"))
+    assert not cut.exists()
+    attempts = json.loads((folder / "manifest.json").read_text())["attempts"]
+    assert [a["resumed_from"] for a in attempts] == [0, 1200]
+
 def test_the_ray_executor_gives_the_serial_table(tmp_path: Path) -> None:
     spec, _ = _tiny_job(tmp_path)
     specs = [spec, baseline_spec("rnn", "quick", vocab_size=7, window=3, hidden=16,
