@@ -25,6 +25,7 @@ from sharp.engines.ensemble import SharpEnsemble
 from sharp.engines.ensemble.adam import BatchedAdam
 from sharp.engines.optim import FusedAdam
 from sharp.model.learner import Sharp, SleepReport
+from sharp.protocol import Diverged
 from sharp.runs.checkpoints import load_checkpoint, save_checkpoint
 
 ATOL = 1e-4
@@ -216,3 +217,13 @@ def test_batched_adam_is_fused_adam_per_member_and_masked() -> None:
             assert torch.equal(batched.exp_avg[i][m], optimiser.exp_avg[i])
         assert batched.counts[0, m] == optimiser.steps[0]
     assert batched.counts[0, 2] == 0
+
+
+def test_a_diverging_member_is_reported_as_a_separate_learner_is() -> None:
+    """Issue 12, case 3, for the ensemble: lr=1e9 blows the members up; the step that sees a
+    non-finite or absurd loss raises Diverged naming the member, as Sharp.learn does."""
+    ensemble = SharpEnsemble(config(lr=1e9), SEEDS)
+    streams = np.random.default_rng(0).integers(0, 7, (3, 60))
+    with pytest.raises(Diverged, match=r"\(member \d\) loss is .* with learning rate lr=1e\+09"):
+        for i in range(55):
+            ensemble.learn(streams[:, i : i + 3], streams[:, i + 3])

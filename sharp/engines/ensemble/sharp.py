@@ -44,6 +44,7 @@ from sharp.protocol import (
     EvalResult,
     StepResult,
     TokenIds,
+    check_finite,
     check_member,
     check_seeds,
     check_slices,
@@ -189,7 +190,9 @@ class SharpEnsemble:
         """One wake step of every member (SPEC §3): member m reads window ``windows[m]``
         (W token ids; ``windows`` is (M, W)) and then learns next token ``targets[m]``
         (``targets`` is (M,)). Raises ValueError for wrong shapes or ids outside the
-        vocabulary (nothing changes then)."""
+        vocabulary (nothing changes then); :class:`~sharp.protocol.Diverged` naming the
+        member when a member's prediction or recall loss is not finite, as a separate
+        learner does."""
         x, y = self._windows(windows), self._targets(targets)
         c = self.config
         # 0. Waking up resets the layer states and the step counter, member by member.
@@ -224,6 +227,9 @@ class SharpEnsemble:
         # 6. Prediction loss per member, credit-assigned to that member's heads only.
         p = nn.functional.cross_entropy(logits, y, reduction="none")
         self.head_opt.step(torch.autograd.grad(p.sum(), self._head_params))
+        check_finite(self, **{f"{name} (member {m})": value
+                              for name, losses in (("prediction", p), ("recall", r))
+                              for m, value in enumerate(losses.tolist())})
         # 7. Report.
         return EnsembleStep(logits.detach(), p.detach(), r.detach(), learned, y)
 
@@ -275,6 +281,8 @@ class SharpEnsemble:
                 for report, layer in zip(reports, self._sleep_layer(target, tags), strict=True):
                     if layer is not None:
                         report.layers.append(layer)
+        check_finite(self, **{f"memory-{layer.layer} replay (member {m})": layer.last_loss
+                              for m, report in enumerate(reports) for layer in report.layers})
         for m in np.flatnonzero(self.sleep_pending):
             self.tags[m].clear()
         self.sleep_pending[:] = False
