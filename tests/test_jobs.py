@@ -20,7 +20,7 @@ from conftest import sigkill_when, tiny_config
 
 from sharp.cli import main
 from sharp.runs.benchmark import Execution, segment_benchmark, segment_jobs
-from sharp.runs.jobs import CheckpointPolicy, run_learner_job
+from sharp.runs.jobs import CheckpointPolicy, LearnerJob, run_learner_job
 from sharp.runs.registry import LearnerSpec, baseline_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,7 +92,9 @@ class Crash(Exception):
     """Stands for a job killed after some steps."""
 
 
-def test_a_truncated_checkpoint_is_detected_and_the_previous_one_used(tmp_path: Path) -> None:
+def _crashed_job(tmp_path: Path) -> tuple[LearnerJob, CheckpointPolicy, tuple, Path]:
+    """A tiny job checkpointing every 400 steps (keeping 2), its uninterrupted result, and
+    the folder of the same job crashed after 1,300 steps (checkpoints at 800 and 1200)."""
     _, (job,) = _tiny_job(tmp_path)
     policy = CheckpointPolicy(every_tokens=400, keep=2)
     reference = run_learner_job(job, folder=tmp_path / "reference", policy=policy)
@@ -106,6 +108,17 @@ def test_a_truncated_checkpoint_is_detected_and_the_previous_one_used(tmp_path: 
     with pytest.raises(Crash):
         run_learner_job(job, lambda n, done=[]: crash_after_1300(done, n), folder=folder,
                         policy=policy)
+    return job, policy, reference, folder
+
+
+def _assert_same_result(got: tuple, reference: tuple) -> None:
+    for frame, expected in zip(got, reference, strict=True):
+        pd.testing.assert_frame_equal(frame.drop(columns=TIMING, errors="ignore"),
+                                      expected.drop(columns=TIMING, errors="ignore"))
+
+
+def test_a_truncated_checkpoint_is_detected_and_the_previous_one_used(tmp_path: Path) -> None:
+    job, policy, reference, folder = _crashed_job(tmp_path)
     manifest = json.loads((folder / "manifest.json").read_text())
     assert [c["step"] for c in manifest["checkpoints"]] == [800, 1200]  # 400 was pruned
     assert sorted(p.name for p in folder.glob("state-*.pt")) == [
@@ -114,9 +127,7 @@ def test_a_truncated_checkpoint_is_detected_and_the_previous_one_used(tmp_path: 
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
     with pytest.warns(RuntimeWarning, match=r"state-000000001200\.pt is missing, truncated"):
         rows, curve = run_learner_job(job, folder=folder, policy=policy)
-    for got, expected in zip((rows, curve), reference, strict=True):
-        pd.testing.assert_frame_equal(got.drop(columns=TIMING, errors="ignore"),
-                                      expected.drop(columns=TIMING, errors="ignore"))
+    _assert_same_result((rows, curve), reference)
     attempts = json.loads((folder / "manifest.json").read_text())["attempts"]
     assert [a["resumed_from"] for a in attempts] == [0, 800]
     # a finished job is skipped: its stored result comes back without a learner being built
@@ -124,37 +135,21 @@ def test_a_truncated_checkpoint_is_detected_and_the_previous_one_used(tmp_path: 
     pd.testing.assert_frame_equal(again[0], rows)
 
 
-
 def test_a_job_killed_mid_checkpoint_write_resumes_to_the_same_results(tmp_path: Path) -> None:
     """A kill while a checkpoint is written leaves a temporary file (the state's atomic write
     was cut) or a complete state the manifest does not name yet (the kill fell between the
     state and the manifest): both are swept, and the job resumes from the last checkpoint
     the manifest names to the uninterrupted result."""
-    _, (job,) = _tiny_job(tmp_path)
-    policy = CheckpointPolicy(every_tokens=400, keep=2)
-    reference = run_learner_job(job, folder=tmp_path / "reference", policy=policy)
-
-    def crash_after_1300(done: list[int], tokens: int) -> None:
-        done.append(tokens)
-        if sum(done) >= 1_300:
-            raise Crash
-
-    folder = tmp_path / "job"
-    with pytest.raises(Crash):
-        run_learner_job(job, lambda n, done=[]: crash_after_1300(done, n), folder=folder,
-                        policy=policy)
+    job, policy, reference, folder = _crashed_job(tmp_path)
     newest = folder / "state-000000001200.pt"
     cut = folder / ".state-000000001600.pt.x1y2.part"
     cut.write_bytes(newest.read_bytes()[:1000])
-    unnamed = folder / "state-000000001600.pt"
-    unnamed.write_bytes(newest.read_bytes())
-    rows, curve = run_learner_job(job, folder=folder, policy=policy)
-    for got, expected in zip((rows, curve), reference, strict=True):
-        pd.testing.assert_frame_equal(got.drop(columns=TIMING, errors="ignore"),
-                                      expected.drop(columns=TIMING, errors="ignore"))
+    (folder / "state-000000001600.pt").write_bytes(newest.read_bytes())
+    _assert_same_result(run_learner_job(job, folder=folder, policy=policy), reference)
     assert not cut.exists()
     attempts = json.loads((folder / "manifest.json").read_text())["attempts"]
     assert [a["resumed_from"] for a in attempts] == [0, 1200]
+
 
 def test_the_ray_executor_gives_the_serial_table(tmp_path: Path) -> None:
     spec, _ = _tiny_job(tmp_path)
