@@ -1,11 +1,11 @@
 """The device check (issue 13, item 4): on a GPU machine, measure the figures the issue sets
 targets for, print each next to its target, then run ``pytest -m cuda``.
 
-Run it from the repository root as ``PYTHONPATH=. python3 tools/device_check.py`` (about 6
-minutes on an H200; ``--quick``: about one). It imports torch and numpy only (no pandas,
-plotly, datasets or papermill), so it runs on a machine set up for training alone; with
-``--device cpu --no-tests`` it runs on any machine (slowly: it keeps the paper's sizes; the
-default test suite runs it with tiny ones).
+Run it from the repository root as ``PYTHONPATH=. python3 tools/device_check.py`` (sized
+for about 6 minutes on an H200, ``--quick`` for about one; not yet timed on one). It
+imports torch and numpy only (no pandas, plotly, datasets or papermill), so it runs on a
+machine set up for training alone; with ``--device cpu --no-tests`` it runs on any machine
+(slowly: it keeps the paper's sizes; the default test suite runs it with tiny ones).
 
 Every figure is a short steady-state measurement: a warm-up (excluded) and a few hundred
 timed steps, the device synchronised before the clock stops. Timing never decides pass or
@@ -77,9 +77,9 @@ class Plan:
     baseline_eval_tokens: int = 100_000
 
 
-#: The full check (about 6 minutes on an H200, pytest included).
+#: The full check, pytest included: sized for about 6 minutes on an H200 (not yet timed on one).
 FULL = Plan()
-#: ``--quick``: one preset per figure, about a minute.
+#: ``--quick``: one preset per figure, sized for about a minute.
 QUICK = Plan(sharp=("text8",), members=(9,), baselines=("lstm",), steps=60,
              warmup=10, eval_tokens=200_000, baseline_eval_tokens=20_000)
 
