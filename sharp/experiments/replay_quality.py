@@ -38,6 +38,7 @@ from sharp.experiments.common import (
     COLOURS,
     Experiment,
     Job,
+    Size,
     add_band,
     community_tokens,
     register,
@@ -161,7 +162,7 @@ def replay_quality(
             "samples": samples, "every": every, "tag_every": tag_every,
             "dream_steps": dream_steps, "max_points": max_points,
             "config": config.replace(vocab_size=task.vocab_size, seed=rep_seed),
-            "seed": rep_seed}, {"rep": rep, "seed": rep_seed}))
+            "seed": rep_seed}, {"rep": rep, "seed": rep_seed}, Size("samples", samples)))
     frame = run_jobs(jobs, workers, progress=progress, description="replay quality")
     frame["optimal_error"] = task.optimal_error
     return frame[list(COLUMNS)]
