@@ -71,15 +71,46 @@ def default_workers(jobs: int) -> int:
 
 
 @dataclass(frozen=True)
+class Periodic:
+    """Work a job does every ``every`` units of its size (a sleep, an evaluation):
+    ``change(kwargs, every)`` returns the job's arguments with that period changed, so that
+    a warm-up can turn it off or count its cost per event."""
+
+    every: int
+    change: Callable[[dict[str, Any], int], dict[str, Any]]
+
+
+def periodic_argument(name: str, every: int) -> Periodic:
+    """Work done every ``every`` units, its period the job's keyword argument ``name``."""
+    return Periodic(every, lambda kwargs, period: {**kwargs, name: period})
+
+
+def periodic_config_field(argument: str, name: str, every: int) -> Periodic:
+    """Work done every ``every`` units, its period the field ``name`` of the job's
+    :class:`~sharp.config.SharpConfig` argument ``argument`` (or of its
+    :class:`~sharp.runs.registry.LearnerSpec`'s config)."""
+    def change(kwargs: dict[str, Any], period: int) -> dict[str, Any]:
+        value = kwargs[argument]
+        if isinstance(value, LearnerSpec):
+            value = dataclasses.replace(value, config={**value.config, name: period})
+        else:
+            value = value.replace(**{name: period})
+        return {**kwargs, argument: value}
+
+    return Periodic(every, change)
+
+
+@dataclass(frozen=True)
 class Size:
     """What a job's work grows in proportion to: its keyword argument ``name`` (samples,
-    tokens), ``value`` at full size; a duration warm-up
-    (:func:`~sharp.experiments.estimate.job_seconds`) times the job at ``start`` units
-    and more (the least length at which the job runs)."""
+    tokens), ``value`` at full size, and its ``periodic`` work (sleeps, evaluations); a
+    duration warm-up (:func:`~sharp.experiments.estimate.job_seconds`) times the job at
+    ``start`` units and more (the least length at which the job runs)."""
 
     name: str
     value: int
     start: int = 1_000
+    periodic: tuple[Periodic, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -363,6 +394,12 @@ def rnn_spec(config: SharpConfig, task: CommunityTask, seed: int, label: str,
                          seed=seed, **changes)
 
 
+def _sleeps(condition: Condition) -> tuple[Periodic, ...]:
+    """The periodic work of a condition's stream: its sleeps, if it sleeps on a schedule."""
+    every = condition.spec.config.get("sleep_every") if condition.sleep else None
+    return (periodic_config_field("spec", "sleep_every", every),) if every else ()
+
+
 def community_runs(
     conditions: Callable[[CommunityTask, int], Iterable[Condition]],
     stream: CommunityStream,
@@ -389,7 +426,7 @@ def community_runs(
                     "every": stream.every, "sleep": condition.sleep,
                 }, {"condition": condition.spec.name, **condition.columns, "depth": depth,
                     "context": required_context(depth), "rep": rep, "seed": rep_seed},
-                    Size("samples", stream.samples)))
+                    Size("samples", stream.samples, periodic=_sleeps(condition))))
     frame = run_jobs(jobs, workers, progress=progress, description=description)
     frame["optimal_error"] = CommunityTask().optimal_error
     return frame

@@ -30,6 +30,7 @@ from sharp.experiments.common import (
     add_band,
     community_tokens,
     memory_states,
+    periodic_argument,
     register,
     rep_seeds,
     run_jobs,
@@ -92,7 +93,7 @@ def drift(
         Job(_drift_job, {"config": config.replace(tau=tau), "samples": samples, "every": every,
                          "probe": probe, "seed": rep_seed},
             {"condition": condition_label(tau), "tau": tau, "rep": rep, "seed": rep_seed},
-            Size("samples", samples))
+            Size("samples", samples, periodic=(periodic_argument("every", every),)))
         for rep, rep_seed in enumerate(rep_seeds(seed, reps)) for tau in taus
     ]
     frame = run_jobs(jobs, workers, progress=progress, description="drift")

@@ -5,14 +5,14 @@ machine; nothing is written and no job's result is kept.
 The jobs are those the run would hand to :func:`~sharp.experiments.common.run_jobs`
 (:func:`~sharp.experiments.common.planned_jobs`), less those an earlier run of the same
 command stored already. Jobs that differ only in their seeds have one *shape*; each shape
-is timed once (:func:`job_seconds`): its job runs at a few short lengths (its
-:class:`~sharp.experiments.common.Size`: samples or tokens), doubling from the size's
-``start`` until two consecutive lengths differ by :data:`TARGET_SECONDS`, and the time is
-extrapolated linearly from the last two to the full length. Work a job does less often
-than once per warm-up length (a sleep every 20,000 steps, an evaluation every million
-tokens) is in the figure only as far as the warm-up met it, so for such jobs the figure
-is a lower bound. The jobs are then packed onto the run's workers, longest first
-(:func:`makespan`).
+is timed once (:func:`job_seconds`), on its own arguments (model sizes, periods) but at
+short lengths (its :class:`~sharp.experiments.common.Size`: samples or tokens): its work
+proportional to length is extrapolated linearly from runs at growing lengths, and each
+kind of its periodic work (sleeps every 20,000 steps, evaluations every million tokens),
+which those runs do not reach, is timed per event and counted as often as the full job
+does it. The jobs are then packed onto the run's workers, longest first
+(:func:`makespan`). An event is timed at warm-up length, where a sleep replays fewer tags
+and an evaluation's growing slices are short, so the figure leans low.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ class Estimate:
     """The estimated wall-clock ``seconds`` of the ``left`` jobs (of ``jobs``) of a run of
     experiment ``name`` on ``workers`` workers, from a warm-up of ``shapes`` job shapes
     that took ``warmup_seconds``. The warm-up ran jobs at up to ``longest`` units of their
-    size (``unit``: samples, tokens), ``full`` at full size; ``partial`` says whether some
-    job's time was extrapolated from a shorter run (then periodic work may be missing)."""
+    size (``unit``: samples, tokens), ``full`` at full size; ``periodic``: whether some
+    job's periodic work (sleeps, evaluations) was timed per event."""
 
     name: str
     seconds: float
@@ -65,20 +65,18 @@ class Estimate:
     unit: str
     longest: int
     full: int
-    partial: bool
+    periodic: bool
 
     def line(self) -> str:
         """What ``sharp experiment`` prints."""
         if not self.left:
             return f"{self.name}: every job is stored already; nothing left to run"
-        bound = (f"; work a job does less often than every {self.longest:,} {self.unit} "
-                 "(sleeps, evaluations) is not in it: a lower bound" if self.partial else "")
         return (f"{self.name}: estimated duration {self.seconds / 3600:,.1f} h "
                 f"({self.seconds:,.0f} s) for {plural(self.left, 'job')} left of "
                 f"{self.jobs} on {plural(self.workers, 'worker')}, from a "
                 f"{self.warmup_seconds:,.1f} s warm-up of {plural(self.shapes, 'job shape')} "
-                f"on this machine (up to {self.longest:,} of {self.full:,} {self.unit}"
-                f"{bound})")
+                f"on this machine (runs of up to {self.longest:,} of {self.full:,} "
+                f"{self.unit}{', sleeps and evaluations timed per event' * self.periodic})")
 
 
 def _without_seeds(value: Any) -> Any:
@@ -101,45 +99,75 @@ def shape_key(job: Job) -> str:
                       sort_keys=True)
 
 
-def _timed(job: Job, length: int) -> float:
-    """Seconds ``job`` takes at ``length`` units of its size (its frame is dropped)."""
+def _timed(job: Job, length: int, periods: dict[int, int] | None = None) -> float:
+    """Seconds ``job`` takes at ``length`` units of its size, its periodic work
+    ``size.periodic[i]`` done every ``periods[i]`` units and the rest turned off (its
+    frame is dropped)."""
     assert job.size is not None
     kwargs = {**job.kwargs, job.size.name: length}
+    for i, periodic in enumerate(job.size.periodic):
+        kwargs = periodic.change(kwargs, (periods or {}).get(i, length + 1))
     started = time.perf_counter()
     job.function(**kwargs)
     return time.perf_counter() - started
 
 
-def job_seconds(job: Job, target: float = TARGET_SECONDS) -> tuple[float, int]:
-    """Estimated seconds of ``job`` at its full size, and the longest length it ran at:
-    runs at ``start``, 2 × ``start``, ... units (at least three, the first priming caches),
-    until two consecutive runs differ by ``target`` seconds or the full size is reached
-    (then its time is the answer); else the last two are extrapolated linearly (or in
-    proportion to length, where noise makes the longer one no slower). Runs on one torch
-    thread, as a job does. Raises ValueError for a job without a size."""
-    if job.size is None:
-        raise ValueError(f"job {job.function.__qualname__} declares no size (Job.size), so "
-                         "its duration cannot be extrapolated from a warm-up")
+def _base_seconds(job: Job, target: float) -> tuple[float, int]:
+    """Seconds of ``job`` at full size without its periodic work, and the longest length
+    run: :func:`_timed` at ``start``, 2 × ``start``, ... units (at least three, the first
+    priming caches) until two consecutive runs differ by ``target`` seconds or the full size
+    is reached (then its time is the answer); else the last two extrapolated linearly (or
+    in proportion to length, where noise makes the longer one no slower)."""
+    assert job.size is not None
     full = job.size.value
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        points: list[tuple[int, float]] = []
-        length = min(job.size.start, full)
-        while True:
-            points.append((length, _timed(job, length)))
-            if length >= full:
-                return points[-1][1], length
-            if len(points) >= 3 and points[-1][1] - points[-2][1] >= target:
-                break
-            length = min(2 * length, full)
-    finally:
-        torch.set_num_threads(threads)
+    points: list[tuple[int, float]] = []
+    length = min(job.size.start, full)
+    while True:
+        points.append((length, _timed(job, length)))
+        if length >= full:
+            return points[-1][1], length
+        if len(points) >= 3 and points[-1][1] - points[-2][1] >= target:
+            break
+        length = min(2 * length, full)
     (short, short_seconds), (long, long_seconds) = points[-2:]
     per_unit = (long_seconds - short_seconds) / (long - short)
     if per_unit <= 0:
         per_unit = long_seconds / long
     return long_seconds + per_unit * (full - long), long
+
+
+def event_seconds(job: Job, index: int) -> float:
+    """Seconds one event of ``job``'s periodic work ``size.periodic[index]`` adds: the job
+    at ``start`` units with that work every ``start`` / 4 units, less with it every
+    ``start`` / 2, per event more (the other periodic work off; 0 where noise makes it
+    negative). Measured at that length, so an event whose cost grows with what the job
+    holds (tags to replay, states to compare) is measured small."""
+    assert job.size is not None
+    length = min(job.size.start, job.size.value)
+    often, rarely = max(1, length // 4), max(1, length // 2)
+    extra = _timed(job, length, {index: often}) - _timed(job, length, {index: rarely})
+    return max(0.0, extra / (length // often - length // rarely))
+
+
+def job_seconds(job: Job, target: float = TARGET_SECONDS) -> tuple[float, int]:
+    """Estimated seconds of ``job`` at its full size, and the longest length it ran at:
+    its length-proportional work extrapolated from runs at growing lengths
+    (:func:`_base_seconds`), plus each periodic work's events at full size (full size //
+    its period) × seconds per event (:func:`event_seconds`). Runs on one torch thread, as
+    a job does. Raises ValueError for a job without a size."""
+    if job.size is None:
+        raise ValueError(f"job {job.function.__qualname__} declares no size (Job.size), so "
+                         "its duration cannot be extrapolated from a warm-up")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        seconds, longest = _base_seconds(job, target)
+        for index, periodic in enumerate(job.size.periodic):
+            if periodic.every <= job.size.value:
+                seconds += job.size.value // periodic.every * event_seconds(job, index)
+    finally:
+        torch.set_num_threads(threads)
+    return seconds, longest
 
 
 def makespan(durations: Sequence[float], workers: int) -> float:
@@ -183,4 +211,4 @@ def estimate_experiment(name: str, preset: str = "paper", out: str | None = None
         unit=left[0].size.name if left and left[0].size else "",
         longest=max((run for _, run, _ in shapes.values()), default=0),
         full=max((full for _, _, full in shapes.values()), default=0),
-        partial=any(run < full for _, run, full in shapes.values()))
+        periodic=any(job.size is not None and job.size.periodic for job in left))
