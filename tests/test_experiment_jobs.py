@@ -151,7 +151,8 @@ def test_the_estimate_is_printed_and_no_job_runs(
     printed = capsys.readouterr().out
     assert re.fullmatch(rf"{NAME}: estimated duration [\d.]+ h \([\d,]+ s\) for 4 jobs left "
                         r"of 4 on 1 worker, from a [\d.]+ s warm-up of 2 job shapes on this "
-                        r"machine \(runs of up to 600 of 600 samples[^)]*\)\n", printed), printed
+                        r"machine \(runs of up to 600 of 600 samples(, periodic work \(sleeps, "
+                        r"evaluations\) timed per event)?\)\n", printed), printed
     assert counted == [] and not out.exists()
 
 

@@ -375,7 +375,8 @@ def test_shapes_ignore_seeds_and_the_size_only() -> None:
     assert shape_key(job) not in {shape_key(j) for j in other}
 
 
-def test_jobs_are_packed_onto_the_workers_longest_first() -> None:
-    assert makespan([2, 3, 2, 3, 2], 2) == 7  # 3+2+2 | 3+2
+def test_jobs_are_handed_to_the_first_free_worker_in_order() -> None:
+    assert makespan([2, 3, 2, 3, 2], 2) == 6  # 2+2+2 | 3+3
+    assert makespan([3, 3, 2, 2, 2], 2) == 7  # 3+2+2 | 3+2
     assert makespan([5.0], 4) == 5.0 and makespan([], 3) == 0.0
     assert makespan([1, 1, 1, 1], 1) == 4

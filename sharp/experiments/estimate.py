@@ -10,9 +10,9 @@ short lengths (its :class:`~sharp.experiments.common.Size`: samples or tokens): 
 proportional to length is extrapolated linearly from runs at growing lengths, and each
 kind of its periodic work (sleeps every 20,000 steps, evaluations every million tokens),
 which those runs do not reach, is timed per event and counted as often as the full job
-does it. The jobs are then packed onto the run's workers, longest first
-(:func:`makespan`). An event is timed at warm-up length, where a sleep replays fewer tags
-and an evaluation's growing slices are short, so the figure leans low.
+does it. The jobs are then handed to the run's workers in order (:func:`makespan`). An
+event is timed at warm-up length, where a sleep replays fewer tags and an evaluation's
+growing slices are short, so the figure leans low.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ from sharp.runs.outputs import plural
 TARGET_SECONDS = 0.5
 #: Arguments that make jobs differ without changing their cost.
 SEED_KEYS = frozenset({"seed", "data_seed"})
+#: What the printed estimate adds when some job does periodic work.
+PER_EVENT = ", periodic work (sleeps, evaluations) timed per event"
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class Estimate:
                 f"{self.jobs} on {plural(self.workers, 'worker')}, from a "
                 f"{self.warmup_seconds:,.1f} s warm-up of {plural(self.shapes, 'job shape')} "
                 f"on this machine (runs of up to {self.longest:,} of {self.full:,} "
-                f"{self.unit}{', sleeps and evaluations timed per event' * self.periodic})")
+                f"{self.unit}{PER_EVENT * self.periodic})")
 
 
 def _without_seeds(value: Any) -> Any:
@@ -172,10 +174,10 @@ def job_seconds(job: Job, target: float = TARGET_SECONDS) -> tuple[float, int]:
 
 def makespan(durations: Sequence[float], workers: int) -> float:
     """Seconds until the last of jobs lasting ``durations`` ends on ``workers`` workers
-    that each take the longest job left when free (what a task pool does with jobs handed
-    out longest first; an upper bound for other orders only roughly)."""
+    that each take the next job, in the given order, as soon as they are free (as
+    :func:`~sharp.experiments.common.run_jobs` hands its jobs out)."""
     loads = [0.0] * max(1, min(workers, len(durations)))
-    for duration in sorted(durations, reverse=True):
+    for duration in durations:
         loads[loads.index(min(loads))] += duration
     return max(loads, default=0.0)
 
