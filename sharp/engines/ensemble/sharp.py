@@ -292,10 +292,11 @@ class SharpEnsemble:
             self._block_y[:n].copy_(y[lo : lo + n])
             self._cursor.zero_()
             self._wake.run(n)
-            loss, recall = self._out_loss[:n].cpu(), self._out_recall[:n].cpu()
+            # The one read-back of the block (copies: the buffers are reused).
+            loss, recall, learned, correct = (out[:n].to("cpu", copy=True) for out in (
+                self._out_loss, self._out_recall, self._out_learned, self._out_correct))
             self._check_block(loss, recall, lo)
-            parts.append((loss, recall, self._out_learned[:n].cpu(),
-                          self._out_correct[:n].cpu()))
+            parts.append((loss, recall, learned, correct))
         columns = [torch.cat(column) for column in zip(*parts, strict=True)]
         return EnsembleBlock(*columns, self._last_logits.clone())
 
@@ -468,7 +469,8 @@ class SharpEnsemble:
         # m is active while j covers its tags; its target carry restarts at each tag.
         windows = max(counts) * replay.ticks
         replay.runner.run(windows)
-        values, opened = replay.losses[:windows].cpu(), replay.gates[:windows].cpu()
+        values, opened = (out[:windows].to("cpu", copy=True)
+                          for out in (replay.losses, replay.gates))
         seconds = time.perf_counter() - start
         reports: list[SleepLayerReport | None] = []
         for m, count in enumerate(counts):
