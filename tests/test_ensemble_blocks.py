@@ -61,7 +61,7 @@ def test_blocks_equal_single_steps_bit_for_bit_across_sleeps() -> None:
         blocks.append(ensemble.learn_block(windows[lo:hi], targets[lo:hi]))
         if hi % c.sleep_every == 0:
             ensemble.sleep()
-    assert 300 > BLOCK
+    assert BLOCK < 300
     for key, expected in want.items():
         assert torch.equal(torch.cat([getattr(block, key) for block in blocks]), expected), key
     correct = torch.cat([block.correct for block in blocks])

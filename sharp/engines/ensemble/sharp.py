@@ -314,8 +314,8 @@ class SharpEnsemble:
         b = int(bad.nonzero()[0])
         try:
             check_finite(self, **{f"{name} (member {m})": value
-                                  for name, losses in (("prediction", loss[b]), ("recall", recall[b]))
-                                  for m, value in enumerate(losses.tolist())})
+                                  for name, losses in (("prediction", loss), ("recall", recall))
+                                  for m, value in enumerate(losses[b].tolist())})
         except Diverged as error:
             raise error.at_step(offset + b + 1) from None
 
