@@ -59,15 +59,15 @@ class Figure:
 @dataclass(frozen=True)
 class Plan:
     """What to measure. ``sharp``: presets measured single-stream and as ensembles of
-    each of ``members``; ``sleep``: the preset and member count of the timed
-    ensemble sleep (every member with a full tag buffer); ``overrides``: config fields set
+    each of ``members``, each ensemble also timed through one sleep (every member with a
+    full tag buffer) where ``sleeps``; ``overrides``: config fields set
     on every SHARP preset (tests shrink the sizes with them); ``baselines`` at
     ``baseline_preset`` size; ``steps`` timed after ``warmup``; evaluation over
     ``eval_tokens`` (SHARP) and ``baseline_eval_tokens``."""
 
     sharp: tuple[str, ...] = ("text8", "text8-small")
     members: tuple[int, ...] = (1, 9, 64)
-    sleep: tuple[str, int] = ("text8", 9)
+    sleeps: bool = True
     overrides: dict[str, Any] = field(default_factory=dict)
     baselines: tuple[str, ...] = BASELINE_KINDS
     baseline_preset: str = "paper"
@@ -264,7 +264,8 @@ def measure(plan: Plan, device: torch.device, log: Callable[[str], None] = print
         add(single_stream(name, plan, device))
         for members in plan.members:
             add(ensemble_figures(name, members, plan, device))
-    add([ensemble_sleep(*plan.sleep, plan, device)])
+            if plan.sleeps:
+                add([ensemble_sleep(name, members, plan, device)])
     learner = Sharp(sharp_config(plan.sharp[0], plan, device=str(device)))
     add([evaluation(f"SHARP {plan.sharp[0]}, 1 learner on {device}", learner, plan.eval_tokens,
                     device, EVAL_TARGET)])
