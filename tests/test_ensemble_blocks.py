@@ -104,6 +104,57 @@ def test_bad_blocks_are_refused_and_change_nothing() -> None:
     assert_same_state(ensemble.state_dict(), before, atol=0)
 
 
+class FakeGraph:
+    """Stands in for ``torch.cuda.CUDAGraph``: while capturing, steps are recorded and not
+    taken (as on a GPU); each replay takes the recorded step."""
+
+    capturing = False
+
+    def __init__(self) -> None:
+        self.replays = 0
+
+    def replay(self) -> None:
+        self.replays += 1
+        self.step()
+
+
+def test_a_graphed_runner_takes_every_step_once(monkeypatch) -> None:
+    """StepRunner's bookkeeping without a GPU: WARMUP eager steps (real ones), a capture
+    (no step), then replays; a re-capture after ``invalidate``."""
+    from contextlib import contextmanager, nullcontext
+
+    @contextmanager
+    def capture(graph: FakeGraph):
+        FakeGraph.capturing, graph.step = True, step  # the capture records the step
+        yield
+        FakeGraph.capturing = False
+
+    class Stream:
+        def __init__(self, device: torch.device | None = None) -> None:
+            pass
+
+        def wait_stream(self, other: Stream) -> None:
+            pass
+
+    for name, value in (("CUDAGraph", FakeGraph), ("graph", capture), ("Stream", Stream),
+                        ("current_stream", Stream), ("stream", lambda s: nullcontext())):
+        monkeypatch.setattr(torch.cuda, name, value)
+    taken: list[int] = []
+
+    def step() -> None:
+        if not FakeGraph.capturing:
+            taken.append(len(taken))
+
+    runner = StepRunner(step, torch.device("cuda"), graphed=True)
+    runner.run(2)  # warm-up only
+    assert len(taken) == 2 and runner.graph is None
+    runner.run(5)  # one more warm-up step, the capture, four replays
+    assert len(taken) == 7 and runner.graph.replays == 4
+    runner.invalidate()
+    runner.run(10)
+    assert len(taken) == 17 and runner.graph.replays == 7
+
+
 def test_cuda_graphs_need_a_cuda_device() -> None:
     with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
         SharpEnsemble(config(), SEEDS, graphs=True)
