@@ -74,7 +74,8 @@ class EnsembleStep:
     """What one ensemble wake step reports, member by member: ``logits`` (M, V) on the
     ensemble's device, the prediction made before learning; ``loss`` (M,) its
     cross-entropy p in nats; ``recall`` (M,) memory 0's recall loss r in nats; ``learned``
-    (M,) bool, whether memory 0 learned; ``targets`` (M,) int64."""
+    (M,) bool, whether memory 0 learned (these three on the CPU: the divergence check read
+    them back); ``targets`` (M,) int64."""
 
     logits: Tensor
     loss: Tensor
