@@ -1,6 +1,7 @@
 """Ensemble against separate learners: streaming tokens/s of one ensemble of M members
-(:func:`~sharp.runs.registry.build_ensemble`) and of M separate learners stepped in turn in
-one process, back to back, for SHARP or any baseline kind.
+(:func:`~sharp.runs.registry.build_ensemble`; a SHARP ensemble in device blocks, as the job
+runner streams it: :func:`~sharp.perf.throughput.ensemble_rate`) and of M separate learners
+stepped in turn in one process, back to back, for SHARP or any baseline kind.
 
 A script, not a test: timing never decides pass or fail. Run
 ``python -m sharp.perf.ensemble --kind lstm --preset quick --members 1 3 9``.
