@@ -154,6 +154,17 @@ def test_a_graphed_runner_takes_every_step_once(monkeypatch) -> None:
     runner.run(10)
     assert len(taken) == 17 and runner.graph.replays == 7
 
+    @contextmanager
+    def failing(graph: FakeGraph):
+        raise RuntimeError("operation not permitted when stream is capturing")
+        yield
+
+    monkeypatch.setattr(torch.cuda, "graph", failing)
+    runner.invalidate()
+    with pytest.warns(RuntimeWarning, match="run eagerly: operation not permitted"):
+        runner.run(6)
+    assert len(taken) == 23 and not runner.graphed
+
 
 def test_cuda_graphs_need_a_cuda_device() -> None:
     with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):

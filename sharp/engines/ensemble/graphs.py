@@ -10,6 +10,7 @@ side stream first (they are real steps, counted as such), then the capture of on
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -21,7 +22,9 @@ WARMUP = 3
 class StepRunner:
     """Runs ``step`` (no arguments, no host synchronisation, state updated in place) n times
     per :meth:`run`: eagerly unless ``graphed``, which captures it on ``device`` (a CUDA
-    device) after :data:`WARMUP` eager steps and replays the graph from then on."""
+    device) after :data:`WARMUP` eager steps and replays the graph from then on. A capture
+    that fails (an op that cannot be captured) warns and leaves the runner eager: a
+    capture only records, so no step was taken twice or lost."""
 
     def __init__(self, step: Callable[[], None], device: torch.device, *, graphed: bool
                  ) -> None:
@@ -54,8 +57,15 @@ class StepRunner:
             if n == 0:
                 return
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self.step()
+            try:
+                with torch.cuda.graph(graph):
+                    self.step()
+            except RuntimeError as error:  # a capture records and runs nothing: go eager
+                warnings.warn(f"CUDA graph capture failed, so these steps run eagerly: "
+                              f"{error}", RuntimeWarning, stacklevel=2)
+                self.graphed = False
+                self.run(n)
+                return
             self.graph = graph
         for _ in range(n):
             self.graph.replay()
