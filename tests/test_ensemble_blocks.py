@@ -98,7 +98,8 @@ def test_bad_blocks_are_refused_and_change_nothing() -> None:
     for windows, targets, match in ((good[:, :2], good[:, :2, 0], "shape"),
                                     (good, good[:3, :, 0], "shape"),
                                     (good + 0.5, good[..., 0], "integer"),
-                                    (good + 7, good[..., 0], "outside")):
+                                    (good + 7, good[..., 0], "outside"),
+                                    (good[:0], good[:0, :, 0], "at least one step")):
         with pytest.raises(ValueError, match=match):
             ensemble.learn_block(windows, targets)
     assert_same_state(ensemble.state_dict(), before, atol=0)

@@ -269,8 +269,8 @@ class SharpEnsemble:
         """B wake steps of every member: step b reads ``windows[b]`` (M, W) and learns
         ``targets[b]`` (M,), as B calls of :meth:`learn` do, the losses read back once per
         :data:`BLOCK` steps. ``windows`` is (B, M, W) and ``targets`` (B, M) token ids.
-        Raises ValueError for other shapes, non-integer ids or ids outside the vocabulary
-        (nothing changes then); :class:`~sharp.protocol.Diverged` naming the member, with
+        Raises ValueError for no steps, other shapes, non-integer ids or ids outside the
+        vocabulary (nothing changes then); :class:`~sharp.protocol.Diverged` naming the member, with
         ``step`` the first step (1-based within this call) whose loss is not finite — the
         steps after it in its block of :data:`BLOCK` have been taken too."""
         return self._learn(*self._block(windows, targets))
@@ -414,9 +414,11 @@ class SharpEnsemble:
     def _block(self, windows: Tensor | np.ndarray, targets: Tensor | np.ndarray
                ) -> tuple[Tensor, Tensor]:
         """``windows`` (B, M, W) and ``targets`` (B, M) as (B, M, 1, W) and (B, M) int64 on
-        the device. Raises ValueError for other shapes, non-integer dtypes or ids outside
-        0..V-1."""
+        the device. Raises ValueError for no steps, other shapes, non-integer dtypes or ids
+        outside 0..V-1."""
         x, y = torch.as_tensor(windows), torch.as_tensor(targets)
+        if x.dim() == 0 or len(x) == 0:
+            raise ValueError("a block needs at least one step of windows (B, M, W), B >= 1")
         for name, ids, shape in (("windows", x, (len(x), self.members, self.window)),
                                  ("targets", y, (len(x), self.members))):
             if tuple(ids.shape) != shape:
