@@ -135,3 +135,65 @@ def test_the_segment_benchmark_runs_end_to_end_on_cuda(tmp_path) -> None:
     assert results["learner"].nunique() == 1 + len(BASELINE_KINDS)
     assert np.isfinite(results["bits"]).all()
     assert (out / "summary.md").exists()
+
+
+#: A graphed step replays the kernels its eager twin launches, on the same data: expected
+#: bit-identical; held to GRAPH_ATOL (nats, and per weight) in case cuBLAS picks another
+#: kernel while capturing. Gate decisions and step counts must be equal.
+GRAPH_ATOL = 1e-5
+
+
+def run_blocks(ensemble: SharpEnsemble, ids: np.ndarray, spans: list[tuple[int, int]]
+               ) -> dict[str, torch.Tensor]:
+    """Stream ``ids`` (M, n + W) through ``ensemble`` in the blocks ``spans`` (start, stop),
+    sleeping after each; the (steps, M) losses, recall losses and gate decisions."""
+    w = ensemble.window
+    windows = torch.as_tensor(ids).unfold(1, w, 1).transpose(0, 1)
+    targets = torch.as_tensor(ids[:, w:]).T
+    blocks = []
+    for lo, hi in spans:
+        blocks.append(ensemble.learn_block(windows[lo:hi], targets[lo:hi]))
+        ensemble.sleep()
+    return {key: torch.cat([getattr(block, key) for block in blocks])
+            for key in ("loss", "recall", "learned")}
+
+
+def same_runs(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> None:
+    assert torch.equal(got["learned"], want["learned"])
+    for key in ("loss", "recall"):
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=GRAPH_ATOL)
+
+
+def graph_pair(**overrides: object) -> tuple[SharpEnsemble, SharpEnsemble]:
+    """Twin ensembles of 3 on CUDA (tau = 0.5: gates open and close), eager and graphed."""
+    c = small(layers=3, tau=0.5, device="cuda", **overrides)
+    eager, graphed = (SharpEnsemble(c, [0, 1, 2], graphs=flag) for flag in (False, True))
+    assert graphed.graphs and not eager.graphs
+    return eager, graphed
+
+
+def test_graphed_wake_and_replay_steps_equal_eager_ones_over_500_steps() -> None:
+    eager, graphed = graph_pair()
+    ids = np.stack([tokens(600, seed=s) for s in range(3)])
+    spans = [(0, 300), (300, 520)]  # a sleep after each; the first block is two of BLOCK
+    same_runs(run_blocks(graphed, ids, spans), run_blocks(eager, ids, spans))
+    assert graphed._wake.graph is not None
+    assert all(replay.runner.graph is not None for replay in graphed._replays.values())
+    state, twin = graphed.state_dict(), eager.state_dict()
+    for got, want in zip(state["members"], twin["members"], strict=True):
+        assert got["runtime"]["t"] == want["runtime"]["t"]
+        assert len(got["runtime"]["tags"]) == len(want["runtime"]["tags"])
+        for name, weight in want["weights"].items():
+            torch.testing.assert_close(got["weights"][name], weight, rtol=0, atol=GRAPH_ATOL)
+
+
+def test_a_learning_rate_change_recaptures_the_wake_graph() -> None:
+    eager, graphed = graph_pair()
+    ids = np.stack([tokens(400, seed=s) for s in range(3)])
+    same_runs(run_blocks(graphed, ids, [(0, 100)]), run_blocks(eager, ids, [(0, 100)]))
+    before = graphed._wake.graph
+    for ensemble in (eager, graphed):
+        ensemble.memory_opt.lrs = [lr / 10 for lr in ensemble.memory_opt.lrs]
+        ensemble.head_opt.lrs = [lr / 10 for lr in ensemble.head_opt.lrs]
+    same_runs(run_blocks(graphed, ids, [(100, 300)]), run_blocks(eager, ids, [(100, 300)]))
+    assert graphed._wake.graph is not None and graphed._wake.graph is not before

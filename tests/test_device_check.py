@@ -14,7 +14,7 @@ import torch
 from sharp.perf.device import Figure, Plan, main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = Plan(sharp=("text8-small",), members=(1, 2), sleep=("text8-small", 2),
+TINY = Plan(sharp=("text8-small",), members=(1, 2),
             overrides={"layers": 3, "hidden": 16, "embedding": 8, "tag_buffer": 3,
                        "sleep_steps": 17},
             baselines=("rnn", "transformer"), baseline_preset="quick", steps=4, warmup=2,

@@ -205,7 +205,7 @@ def test_batched_adam_is_fused_adam_per_member_and_masked() -> None:
         grads = [torch.randn_like(p).transpose(-1, -2).contiguous().transpose(-1, -2)
                  for p in stacked]  # non-contiguous, like a batched matmul's weight gradient
         mask = [True, step % 3 != 0, False]
-        batched.step(grads, mask)
+        batched.step(grads, torch.tensor(mask))
         for m, optimiser in enumerate(fused):
             if mask[m]:
                 for p, g in zip(singles[m], grads, strict=True):

@@ -59,15 +59,15 @@ class Figure:
 @dataclass(frozen=True)
 class Plan:
     """What to measure. ``sharp``: presets measured single-stream and as ensembles of
-    each of ``members``; ``sleep``: the preset and member count of the timed
-    ensemble sleep (every member with a full tag buffer); ``overrides``: config fields set
+    each of ``members``, each ensemble also timed through one sleep (every member with a
+    full tag buffer) where ``sleeps``; ``overrides``: config fields set
     on every SHARP preset (tests shrink the sizes with them); ``baselines`` at
     ``baseline_preset`` size; ``steps`` timed after ``warmup``; evaluation over
     ``eval_tokens`` (SHARP) and ``baseline_eval_tokens``."""
 
     sharp: tuple[str, ...] = ("text8", "text8-small")
     members: tuple[int, ...] = (1, 9, 64)
-    sleep: tuple[str, int] = ("text8", 9)
+    sleeps: bool = True
     overrides: dict[str, Any] = field(default_factory=dict)
     baselines: tuple[str, ...] = BASELINE_KINDS
     baseline_preset: str = "paper"
@@ -153,46 +153,77 @@ def single_stream(preset_name: str, plan: Plan, device: torch.device) -> list[Fi
 
 def ensemble_rate(ensemble: SharpEnsemble | BaselineEnsemble, plan: Plan,
                   device: torch.device) -> float:
-    """Wake steps/s of an ensemble, every member on its own random stream."""
+    """Wake steps/s of an ensemble, every member on its own random stream, as the job
+    runner streams it: a SHARP ensemble in device blocks
+    (:meth:`~sharp.engines.ensemble.SharpEnsemble.learn_block`, replayed CUDA graphs on
+    CUDA; one block of ``plan.warmup`` steps, which captures them, then one timed block of
+    ``plan.steps``), a baseline ensemble step by step."""
     members, w = len(ensemble.seeds), ensemble.window
     ids = np.stack([random_tokens(plan.warmup + plan.steps + w + 1, ensemble.vocab_size, seed)
                     for seed in range(members)])
-    return rate(lambda i: ensemble.learn(ids[:, i : i + w], ids[:, i + w]), plan.steps,
-                plan.warmup, device)
+    if not isinstance(ensemble, SharpEnsemble):
+        return rate(lambda i: ensemble.learn(ids[:, i : i + w], ids[:, i + w]), plan.steps,
+                    plan.warmup, device)
+    windows = torch.as_tensor(ids).unfold(1, w, 1).transpose(0, 1)  # (steps, M, W)
+    targets = torch.as_tensor(ids[:, w:]).T
+    ensemble.learn_block(windows[: plan.warmup], targets[: plan.warmup])
+    synchronize(device)
+    start = time.perf_counter()
+    end = plan.warmup + plan.steps
+    ensemble.learn_block(windows[plan.warmup : end], targets[plan.warmup : end])
+    synchronize(device)
+    return plan.steps / (time.perf_counter() - start)
 
 
 def ensemble_figures(preset_name: str, members: int, plan: Plan, device: torch.device
                      ) -> list[Figure]:
-    """Ensemble wake steps/s and tokens/s (members × steps/s) of ``members`` learners."""
+    """Ensemble wake steps/s and tokens/s (members × steps/s) of ``members`` learners,
+    named with the path that ran (CUDA graphs or eager device blocks)."""
     config = sharp_config(preset_name, plan, device=str(device))
-    steps = ensemble_rate(SharpEnsemble(config, list(range(members))), plan, device)
+    ensemble = SharpEnsemble(config, list(range(members)))
+    steps = ensemble_rate(ensemble, plan, device)
     target = ENSEMBLE_TARGETS.get((preset_name, members))
-    name = f"SharpEnsemble {preset_name} M={members} wake"
+    path = "CUDA graphs" if ensemble.graphs else "eager"
+    name = f"SharpEnsemble {preset_name} M={members} wake ({path}, H={config.hidden[0]})"
     return [Figure(name, steps, "steps/s"), Figure(name, steps * members, "tokens/s", target)]
+
+
+def fill_tags(ensemble: SharpEnsemble, seed: int) -> None:
+    """Wake every member on a random stream until its tag ring is full (tau = 0: one tag
+    per step). Raises RuntimeError if a ring is not full then."""
+    c = ensemble.config
+    ids = np.stack([random_tokens(c.tag_buffer + c.window + 2, c.vocab_size, seed + m)
+                    for m in range(ensemble.members)])
+    for i in range(c.tag_buffer + 1):
+        ensemble.learn(ids[:, i : i + c.window], ids[:, i + c.window])
+    if any(count != c.tag_buffer for count in ensemble.tag_count.tolist()):
+        raise RuntimeError("the tag buffers did not fill before the timed sleep")
 
 
 def ensemble_sleep(preset_name: str, members: int, plan: Plan, device: torch.device
                    ) -> Figure:
     """Seconds of one sleep of ``members`` ensemble members, each with a full tag buffer
-    (tau = 0: every replay window learns, the costliest sleep)."""
+    (tau = 0: every replay window learns, the costliest sleep): the second sleep, after a
+    first that warms up (and on CUDA captures the replay step's graphs)."""
     config = sharp_config(preset_name, plan, device=str(device))
     ensemble = SharpEnsemble(config, list(range(members)))
-    ids = np.stack([random_tokens(config.tag_buffer + config.window + 2, config.vocab_size,
-                                  seed) for seed in range(members)])
-    w = config.window
-    for i in range(config.tag_buffer + 1):
-        ensemble.learn(ids[:, i : i + w], ids[:, i + w])
-    if any(len(tags) != config.tag_buffer for tags in ensemble.tags):
-        raise RuntimeError("the tag buffers did not fill before the timed sleep")
+    fill_tags(ensemble, 0)
+    synchronize(device)
+    start = time.perf_counter()
+    ensemble.sleep()
+    synchronize(device)
+    first = time.perf_counter() - start
+    fill_tags(ensemble, members)
     synchronize(device)
     start = time.perf_counter()
     ensemble.sleep()
     synchronize(device)
     seconds = time.perf_counter() - start
     target = SLEEP_TARGET_S if (preset_name, members) == ("text8", 9) else None
+    path = "CUDA graphs" if ensemble.graphs else "eager"
     return Figure(f"SharpEnsemble {preset_name} sleep of M={members} ({config.tag_buffer} tags "
                   f"each, {config.replay_steps} replay steps)", seconds, "s", target,
-                  higher=False)
+                  higher=False, note=f"{path}; the first sleep took {first:.2f} s")
 
 
 def evaluation(label: str, learner: Learner, tokens: int, device: torch.device,
@@ -233,7 +264,8 @@ def measure(plan: Plan, device: torch.device, log: Callable[[str], None] = print
         add(single_stream(name, plan, device))
         for members in plan.members:
             add(ensemble_figures(name, members, plan, device))
-    add([ensemble_sleep(*plan.sleep, plan, device)])
+            if plan.sleeps:
+                add([ensemble_sleep(name, members, plan, device)])
     learner = Sharp(sharp_config(plan.sharp[0], plan, device=str(device)))
     add([evaluation(f"SHARP {plan.sharp[0]}, 1 learner on {device}", learner, plan.eval_tokens,
                     device, EVAL_TARGET)])

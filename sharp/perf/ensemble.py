@@ -1,6 +1,7 @@
 """Ensemble against separate learners: streaming tokens/s of one ensemble of M members
-(:func:`~sharp.runs.registry.build_ensemble`) and of M separate learners stepped in turn in
-one process, back to back, for SHARP or any baseline kind.
+(:func:`~sharp.runs.registry.build_ensemble`; a SHARP ensemble in device blocks, as the job
+runner streams it: :func:`~sharp.perf.throughput.ensemble_rate`) and of M separate learners
+stepped in turn in one process, back to back, for SHARP or any baseline kind.
 
 A script, not a test: timing never decides pass or fail. Run
 ``python -m sharp.perf.ensemble --kind lstm --preset quick --members 1 3 9``.
@@ -39,6 +40,16 @@ def _separate_rate(learners: list[Learner], tokens: np.ndarray, steps: int) -> f
     return steps / (time.perf_counter() - begin)
 
 
+def _step_rate(ensemble: Any, tokens: np.ndarray, steps: int) -> float:
+    """Ensemble steps/s of ``ensemble`` driven one ``learn`` call per step (for SHARP a
+    device block of one, read back every step) on ``tokens`` (M, >= steps + W)."""
+    w = ensemble.window
+    begin = time.perf_counter()
+    for i in range(steps):
+        ensemble.learn(tokens[:, i : i + w], tokens[:, i + w])
+    return steps / (time.perf_counter() - begin)
+
+
 def _specs(kind: str, preset_name: str, threads: int, engines: tuple[str, ...]
            ) -> tuple[LearnerSpec, list[LearnerSpec]]:
     """The ensemble's recipe and those of the separate learners it is held against: SHARP
@@ -57,8 +68,9 @@ def compare_ensemble(kind: str = "sharp", preset_name: str = "quick", members: i
                      ) -> list[dict[str, Any]]:
     """Median streaming throughput over ``repeats`` runs of ``steps`` steps (after
     ``warmup``) of a ``kind`` learner (``sharp`` or a baseline kind) at preset
-    ``preset_name``: one row for the ensemble of ``members`` and one for ``members``
-    separate learners (for SHARP, of each of ``engines``). ``tokens_per_s`` counts tokens
+    ``preset_name``: one row for the ensemble of ``members`` (for SHARP also one driven by
+    per-step ``learn`` calls rather than device blocks) and one for ``members`` separate
+    learners (for SHARP, of each of ``engines``). ``tokens_per_s`` counts tokens
     over all members; ``steps_per_s`` is ensemble steps (or rounds of the separate
     learners) per second. Raises ValueError for an unknown kind or preset."""
     if kind not in LEARNER_KINDS:
@@ -70,6 +82,8 @@ def compare_ensemble(kind: str = "sharp", preset_name: str = "quick", members: i
     tokens = rng.integers(0, ensemble.vocab_size,
                           (members, warmup + repeats * steps + ensemble.window))
     runs: list[tuple[str, Any, Any]] = [("ensemble", ensemble, ensemble_rate)]
+    if kind == "sharp":
+        runs.append(("ensemble (per-step learn)", ensemble, _step_rate))
     for recipe in separate:
         learners = [build_learner(recipe.with_seed(s)) for s in seeds]
         engine = getattr(learners[0], "engine", None)

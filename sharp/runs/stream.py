@@ -102,31 +102,35 @@ def run_ensemble_stream(
     members in lockstep, as :func:`run_stream` streams one learner: a SHARP ensemble sleeps
     (every pending member, :meth:`~sharp.engines.ensemble.SharpEnsemble.sleep`) after each
     global step (``offset`` + position, 1-based) that is a multiple of its config's
-    ``sleep_every``, the steps a separate learner sleeps after. Returns one record per step
-    and member, step-major: step, member, bits, correct, recall, memory_learned, slept
-    (``slept`` marks the steps a sleep phase followed, for every member, as
-    :func:`run_stream` marks them). Per-step values stay on the ensemble's device until
-    the end. Raises ValueError for ids outside the vocabulary and what ``learn`` raises
-    (:class:`~sharp.protocol.Diverged` from a baseline ensemble)."""
+    ``sleep_every``, the steps a separate learner sleeps after, and runs the steps between
+    two sleeps as device blocks (:meth:`~sharp.engines.ensemble.SharpEnsemble.learn_block`,
+    the losses read back once per block). Returns one record per step and member,
+    step-major: step, member, bits, correct, recall, memory_learned, slept (``slept`` marks
+    the steps a sleep phase followed, for every member, as :func:`run_stream` marks them).
+    Raises ValueError for ids outside the vocabulary and what ``learn`` raises
+    (:class:`~sharp.protocol.Diverged`; a SHARP ensemble's names the global step)."""
+    from sharp.engines.ensemble import SharpEnsemble
+
     window = ensemble.window
     members = streams.shape[0]
     ids = torch.as_tensor(np.ascontiguousarray(streams), dtype=torch.int64)
     n = n_windows(ids.shape[1], window)
     sleep_every = (ensemble.config.sleep_every or 0) if isinstance(ensemble, Sleeper) else 0
-    losses, recalls, learned, correct = [], [], [], []
-    slept = np.zeros(n, dtype=bool)
-    for i in range(n):
-        step = ensemble.learn(ids[:, i : i + window], ids[:, i + window])
-        losses.append(step.loss)
-        recalls.append(step.recall)
-        learned.append(step.learned)
-        correct.append(step.logits.argmax(-1) == step.targets)
-        if sleep_every and (offset + i + 1) % sleep_every == 0:
-            ensemble.sleep()
-            slept[i] = True
+    if isinstance(ensemble, SharpEnsemble):
+        losses, recalls, learned, correct, slept = _sharp_blocks(ensemble, ids, n, sleep_every,
+                                                                 offset)
+    else:
+        losses, recalls, learned, correct = [], [], [], []
+        slept = np.zeros(n, dtype=bool)
+        for i in range(n):
+            step = ensemble.learn(ids[:, i : i + window], ids[:, i + window])
+            losses.append(step.loss)
+            recalls.append(step.recall)
+            learned.append(step.learned)
+            correct.append(step.logits.argmax(-1) == step.targets)
 
     def column(values: list[torch.Tensor]) -> np.ndarray:
-        return torch.stack(values).cpu().numpy().reshape(-1) if values else np.empty(0)
+        return torch.cat([v.view(-1) for v in values]).cpu().numpy() if values else np.empty(0)
 
     return pd.DataFrame({
         "step": np.repeat(np.arange(offset + 1, offset + n + 1), members),
@@ -135,6 +139,37 @@ def run_ensemble_stream(
         "recall": column(recalls), "memory_learned": column(learned).astype(bool),
         "slept": np.repeat(slept, members),
     })
+
+
+def _sharp_blocks(ensemble: SharpEnsemble, ids: torch.Tensor, n: int, sleep_every: int,
+                  offset: int) -> tuple[list[torch.Tensor], list[torch.Tensor],
+                                        list[torch.Tensor], list[torch.Tensor], np.ndarray]:
+    """The first ``n`` steps of ``ids`` (M, n + W) through a SHARP ensemble, one
+    :meth:`~sharp.engines.ensemble.SharpEnsemble.learn_block` per run of steps between two
+    sleeps (a block never straddles a sleep). Returns the per-block (B, M) losses, recall
+    losses, gate decisions and top-1 hits, and the (n,) flags of the steps a sleep followed.
+    Raises :class:`~sharp.protocol.Diverged` placed at the global step."""
+    w = ensemble.window
+    windows = ids.unfold(1, w, 1)  # (M, n + 1, W): window i is ids[:, i : i + W]
+    losses, recalls, learned, correct = [], [], [], []
+    slept = np.zeros(n, dtype=bool)
+    lo = 0
+    while lo < n:
+        hi = min(n, lo + sleep_every - (offset + lo) % sleep_every) if sleep_every else n
+        try:
+            block = ensemble.learn_block(windows[:, lo:hi].transpose(0, 1),
+                                         ids[:, lo + w : hi + w].T)
+        except Diverged as error:
+            raise error.at_step(offset + lo + (error.step or 1)) from None
+        losses.append(block.loss)
+        recalls.append(block.recall)
+        learned.append(block.learned)
+        correct.append(block.correct)
+        if sleep_every and (offset + hi) % sleep_every == 0:
+            ensemble.sleep()
+            slept[hi - 1] = True
+        lo = hi
+    return losses, recalls, learned, correct, slept
 
 
 Slice = np.ndarray | Sequence[np.ndarray]

@@ -169,8 +169,8 @@ class BaselineEnsemble:
         that took no part (a clockwork module that did not tick) steps on a zero gradient,
         as in the separate learner."""
         grads = torch.autograd.grad(loss, self.optimiser.params, materialize_grads=True)
-        mask = None if len(members) == self.members else [m in members
-                                                           for m in range(self.members)]
+        mask = None if len(members) == self.members else torch.tensor(
+            [m in members for m in range(self.members)], device=self.device)
         self.optimiser.step(grads, mask)
 
     def reset_state(self, members: Sequence[int] | None = None) -> None:

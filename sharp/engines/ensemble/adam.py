@@ -2,11 +2,14 @@
 arithmetic of :class:`sharp.engines.optim.FusedAdam`.
 
 A stacked parameter is (M, *shape); member m's slice is an ordinary contiguous tensor of
-the single learner's shape. Each step hands the slices of the members that learn to the
-same fused kernel ``FusedAdam`` uses (``torch._fused_adam_``), each slice with its member's
-step count, so every member's update is bit for bit a separate learner's: the kernel's
-vectorised body and scalar tail fall on the same elements as for the unstacked tensor,
-which is why the slices are passed one by one rather than the stacked tensor whole.
+the single learner's shape. Each step hands every member's slices to the same fused kernel
+``FusedAdam`` uses (``torch._fused_adam_``), each slice with its member's step count, so
+every member's update is bit for bit a separate learner's: the kernel's vectorised body and
+scalar tail fall on the same elements as for the unstacked tensor, which is why the slices
+are passed one by one rather than the stacked tensor whole. The per-member mask is a device
+tensor: members outside it are restored with ``torch.where`` rather than left out of the
+kernel's list, so a step never reads the mask back and a CUDA graph can capture it (the
+fused kernel reads the step counts on the device there).
 """
 
 from __future__ import annotations
@@ -61,25 +64,32 @@ class BatchedAdam:
             start += len(group)
 
     @torch.no_grad()
-    def step(self, grads: Sequence[Tensor], learn: Sequence[bool] | None = None) -> None:
+    def step(self, grads: Sequence[Tensor], learn: Tensor | None = None) -> None:
         """One Adam step of every parameter of the members with ``learn[m]`` True (all
-        members when None); ``grads`` are stacked like the parameters, in their order.
-        Raises ValueError for a wrong number of gradients or mask entries."""
+        members when None); ``grads`` are stacked like the parameters, in their order;
+        ``learn`` is an (M,) bool tensor on the parameters' device.
+
+        The mask is applied on the device, without reading it back (so a CUDA graph can
+        capture the step): every member's slice goes through the fused kernel with its own
+        step count, then the weights and moments of the members outside the mask are put
+        back from copies taken before, and their step counts grow by 0. Raises ValueError
+        for a wrong number of gradients or mask entries."""
         if len(grads) != len(self.params):
             raise ValueError(f"{len(grads)} gradients for {len(self.params)} parameters")
-        if learn is not None and len(learn) != self.members:
-            raise ValueError(f"learn mask has {len(learn)} entries for {self.members} members")
-        members = [m for m in range(self.members) if learn is None or learn[m]]
-        if not members:
-            return
+        if learn is not None and tuple(learn.shape) != (self.members,):
+            raise ValueError(f"learn mask has shape {tuple(learn.shape)} for {self.members} "
+                             "members")
+        persistent = [*self.params, *self.exp_avg, *self.exp_avg_sq]
+        saved = None if learn is None else [t.clone() for t in persistent]
         # The kernel reads a gradient's memory as if it were contiguous; a batched matmul's
         # weight gradient is a transposed view, so it is laid out afresh.
         grad_slices = [grad.contiguous().unbind(0) for grad in grads]
         params, exp_avg, exp_avg_sq = self._slices
         beta1, beta2 = self.betas
+        members = range(self.members)
         for span, lr, counts, steps in zip(self._spans, self.lrs, self.counts, self._counts,
                                            strict=True):
-            counts[members] += 1.0
+            counts.add_(1.0 if learn is None else learn.to(counts.dtype))
             torch._fused_adam_(
                 [params[i][m] for i in span for m in members],
                 [grad_slices[i][m] for i in span for m in members],
@@ -89,6 +99,10 @@ class BatchedAdam:
                 lr=lr, beta1=beta1, beta2=beta2, weight_decay=self.weight_decay,
                 eps=self.eps, amsgrad=False, maximize=False,
             )
+        if learn is not None and saved is not None:
+            for tensor, before in zip(persistent, saved, strict=True):
+                keep = learn.view(-1, *[1] * (tensor.dim() - 1))
+                tensor.copy_(torch.where(keep, tensor, before))
 
     def member_state(self, m: int) -> dict[str, Any]:
         """Member ``m``'s slice in :meth:`FusedAdam.state_dict`'s format (copies), so that

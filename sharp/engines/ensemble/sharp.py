@@ -9,12 +9,20 @@ sleep-pending flag; the sleep of SPEC §4 for every pending member at once, drea
 over members × tags (each member drawing from its own generator exactly as a separate learner
 does) and the sequential replay training batched over members, each member's tags in its own
 order. Read it next to :mod:`sharp.model.learner`, whose structure it follows.
+
+Device-side steps. The wake step and the sleep-replay window step never read a value back
+to the host: gates, Adam masks, layer-advance masks, step counters, tag ring buffers and
+the per-step losses all live on the device, and every state tensor is updated in place.
+:meth:`SharpEnsemble.learn_block` runs B wake steps and reads their losses back once (the
+divergence check); on CUDA both steps run as captured CUDA graphs
+(:class:`~sharp.engines.ensemble.graphs.StepRunner`). What a graph bakes in: the learning
+rates (a change is noticed at the next block and forces a re-capture) and the frozen
+config's tau, EMA coefficient, weight decay and betas (fixed for the ensemble's life).
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +34,7 @@ from torch.func import stack_module_state
 
 from sharp.config import SharpConfig, check_instance
 from sharp.engines.ensemble.adam import BatchedAdam
+from sharp.engines.ensemble.graphs import StepRunner
 from sharp.engines.ensemble.stacked import StackedHead, StackedMemory
 from sharp.engines.runtime import load_generator_state, resolve_device, small_kernels
 from sharp.model.gate import RecallGate
@@ -39,8 +48,10 @@ from sharp.model.learner import (
 )
 from sharp.model.memory import tanh_trajectory
 from sharp.protocol import (
+    DIVERGED_LOSS,
     ENSEMBLE_SUFFIX,
     LN2,
+    Diverged,
     EvalResult,
     StepResult,
     TokenIds,
@@ -54,14 +65,17 @@ from sharp.protocol import (
 )
 
 KIND = f"sharp{ENSEMBLE_SUFFIX}"
+#: Most wake steps per device block (one read-back each): the size of the static buffers.
+BLOCK = 256
 
 
 @dataclass(frozen=True)
 class EnsembleStep:
-    """What one ensemble wake step reports, member by member (tensors, so that nothing
-    forces a read-back): ``logits`` (M, V), the prediction made before learning;
-    ``loss`` (M,) its cross-entropy p in nats; ``recall`` (M,) memory 0's recall loss r in
-    nats; ``learned`` (M,) bool, whether memory 0 learned; ``targets`` (M,) int64."""
+    """What one ensemble wake step reports, member by member: ``logits`` (M, V) on the
+    ensemble's device, the prediction made before learning; ``loss`` (M,) its
+    cross-entropy p in nats; ``recall`` (M,) memory 0's recall loss r in nats; ``learned``
+    (M,) bool, whether memory 0 learned (these three on the CPU: the divergence check read
+    them back); ``targets`` (M,) int64."""
 
     logits: Tensor
     loss: Tensor
@@ -76,14 +90,31 @@ class EnsembleStep:
         return [StepResult(logits, p, y, r, learned) for logits, p, y, r, learned in rows]
 
 
+@dataclass(frozen=True)
+class EnsembleBlock:
+    """What B consecutive wake steps of every member report, read back to the CPU once:
+    ``loss`` (B, M) the prediction losses in nats; ``recall`` (B, M) memory 0's recall
+    losses in nats; ``learned`` (B, M) bool, the gate decisions; ``correct`` (B, M) bool,
+    whether the top-1 prediction was the target; ``logits`` (M, V), the last step's
+    predictions, on the ensemble's device."""
+
+    loss: Tensor
+    recall: Tensor
+    learned: Tensor
+    correct: Tensor
+    logits: Tensor
+
+
 class SharpEnsemble:
     """M SHARP learners of ``config``, member m seeded with ``seeds[m]``.
 
     Member m starts with the weights, optimiser state and generator of
     ``Sharp(config.replace(seed=seeds[m], engine="torch"))``; :meth:`member` takes it out as
-    such a learner. Raises TypeError for a ``config`` that is not a
-    :class:`~sharp.config.SharpConfig` and for ``seeds`` that are not a sequence of ints,
-    ValueError for an empty or repeated seed list (:func:`~sharp.protocol.check_seeds`).
+    such a learner. ``graphs``: run the wake and replay steps as CUDA graphs (None: when the
+    device is CUDA; True elsewhere raises ValueError). Raises TypeError for a ``config``
+    that is not a :class:`~sharp.config.SharpConfig` and for ``seeds`` that are not a
+    sequence of ints, ValueError for an empty or repeated seed list
+    (:func:`~sharp.protocol.check_seeds`).
 
     Example:
         >>> from sharp.config import SharpConfig
@@ -94,15 +125,17 @@ class SharpEnsemble:
         ((3, 5), (3,))
     """
 
-    def __init__(self, config: SharpConfig, seeds: Sequence[int]) -> None:
+    def __init__(self, config: SharpConfig, seeds: Sequence[int], *,
+                 graphs: bool | None = None) -> None:
         check_instance(config, SharpConfig, "SharpEnsemble", "sharp.preset('quick')")
         self.config = config
         self.seeds = check_seeds(seeds)
         #: ``device="auto"`` puts an ensemble on an accelerator when there is one.
         self.device = resolve_device(config.device, "batched")
+        self.graphs = self.device.type == "cuda" if graphs is None else graphs
         learners = [Sharp(self.member_config(m)) for m in range(len(self.seeds))]
         c = config
-        self.members = len(learners)
+        self.members = m = len(learners)
         self.vocab_size, self.window, self.strides = c.vocab_size, c.window, c.strides
         params, _ = stack_module_state([learner.net for learner in learners])
         #: Stacked weights (M, ...) by ``Sharp.net`` parameter name.
@@ -122,15 +155,35 @@ class SharpEnsemble:
                                     weight_decay=c.weight_decay)
         self._head_params = self.head_opt.params
         self.generators = [learner.generator for learner in learners]
-        # Per-member runtime: states, carry and EMA on the device; counters and flags here.
-        self.states = [torch.zeros(self.members, 1, h, device=self.device) for h in c.hidden]
-        self.carry = torch.zeros(self.members, 1, c.hidden[0], device=self.device)
-        self.recall_ema = torch.zeros(self.members, dtype=torch.float64, device=self.device)
-        self.t = np.zeros(self.members, dtype=np.int64)
-        self.awake = np.zeros(self.members, dtype=bool)
-        self.sleep_pending = np.zeros(self.members, dtype=bool)
-        self.store_tag = np.zeros(self.members, dtype=bool)
-        self.tags: list[deque[Tag]] = [deque(maxlen=c.tag_buffer) for _ in learners]
+        # Per-member runtime on the device, updated in place (a CUDA graph holds these
+        # tensors): states, carry, EMA, step counters, flags, the tag ring; ``awake`` here.
+        device = self.device
+        self.states = [torch.zeros(m, 1, h, device=device) for h in c.hidden]
+        self.carry = torch.zeros(m, 1, c.hidden[0], device=device)
+        self.recall_ema = torch.zeros(m, dtype=torch.float64, device=device)
+        self.t = torch.zeros(m, dtype=torch.int64, device=device)
+        self.sleep_pending = torch.zeros(m, dtype=torch.bool, device=device)
+        self.store_tag = torch.zeros(m, dtype=torch.bool, device=device)
+        self.awake = np.zeros(m, dtype=bool)
+        #: Tag ring per member: slots (M, tag_buffer, 1, H_0) of layer-0 states and
+        #: contexts; ``tag_count`` (M,) tags held, ``tag_next`` (M,) the slot written next.
+        self.tag_states = torch.zeros(m, c.tag_buffer, 1, c.hidden[0], device=device)
+        self.tag_contexts = torch.zeros_like(self.tag_states)
+        self.tag_count = torch.zeros(m, dtype=torch.int64, device=device)
+        self.tag_next = torch.zeros_like(self.tag_count)
+        # Static block buffers: windows (BLOCK, M, 1, W), targets and per-step outputs
+        # (BLOCK, M), the last logits (M, V), and the row the next step reads (1,).
+        self._block_x = torch.zeros(BLOCK, m, 1, c.window, dtype=torch.int64, device=device)
+        self._block_y = torch.zeros(BLOCK, m, dtype=torch.int64, device=device)
+        self._out_loss = torch.zeros(BLOCK, m, device=device)
+        self._out_recall = torch.zeros(BLOCK, m, device=device)
+        self._out_learned = torch.zeros(BLOCK, m, dtype=torch.bool, device=device)
+        self._out_correct = torch.zeros(BLOCK, m, dtype=torch.bool, device=device)
+        self._last_logits = torch.zeros(m, c.vocab_size, device=device)
+        self._cursor = torch.zeros(1, dtype=torch.int64, device=device)
+        self._wake = StepRunner(self._block_step, device, graphed=self.graphs)
+        self._wake_lrs = self._learning_rates()
+        self._replays: dict[int, Replay] = {}
 
     @classmethod
     def from_learners(cls, learners: Sequence[Sharp]) -> SharpEnsemble:
@@ -165,87 +218,181 @@ class SharpEnsemble:
             [check_member(m, self.members) for m in members], dtype=int)
         rows = torch.as_tensor(index, device=self.device)
         with torch.no_grad():
-            for state in (*self.states, self.carry):
-                state[rows] = 0.0
-            self.recall_ema[rows] = 0.0
-        self.t[index] = 0
-        self.store_tag[index] = False
+            for state in (*self.states, self.carry, self.recall_ema, self.t, self.store_tag,
+                          self.tag_count, self.tag_next):
+                state[rows] = 0
         self.awake[index] = False
-        for m in index:
-            self.tags[m].clear()
 
     def _wake_up(self, index: np.ndarray) -> None:
         """SPEC §3 step 0 for the members ``index``: layer states and t reset; carry, EMA
         and optimisers kept."""
         rows = torch.as_tensor(index, device=self.device)
-        for state in self.states:
-            state[rows] = 0.0
-        self.t[index] = 0
+        for state in (*self.states, self.t):
+            state[rows] = 0
         self.awake[index] = True
 
+    def member_tags(self, m: int) -> list[Tag]:
+        """Member ``m``'s tags, oldest first (copies; what a separate learner's tag deque
+        holds). Reads the ring's counters back."""
+        count, start = int(self.tag_count[m]), int(self.tag_next[m] - self.tag_count[m])
+        slots = [(start + i) % self.config.tag_buffer for i in range(count)]
+        return [Tag(self.tag_states[m, s].clone(), self.tag_contexts[m, s].clone())
+                for s in slots]
+
+    def _set_tags(self, m: int, tags: Sequence[tuple[Tensor, Tensor]]) -> None:
+        """Make ``tags`` ((state, context) pairs, oldest first, at most ``tag_buffer``)
+        member ``m``'s tag ring."""
+        for slot, (state, context) in enumerate(tags):
+            self.tag_states[m, slot].copy_(state)
+            self.tag_contexts[m, slot].copy_(context)
+        self.tag_count[m] = len(tags)
+        self.tag_next[m] = len(tags) % self.config.tag_buffer
+
     # -- wake -----------------------------------------------------------------------
-    @small_kernels()
     def learn(self, windows: Tensor | np.ndarray | Sequence[Sequence[int]],
               targets: Tensor | np.ndarray | Sequence[int]) -> EnsembleStep:
         """One wake step of every member (SPEC §3): member m reads window ``windows[m]``
         (W token ids; ``windows`` is (M, W)) and then learns next token ``targets[m]``
-        (``targets`` is (M,)). Raises ValueError for wrong shapes or ids outside the
-        vocabulary (nothing changes then); :class:`~sharp.protocol.Diverged` naming the
-        member when a member's prediction or recall loss is not finite, as a separate
-        learner does."""
+        (``targets`` is (M,)); a block of one (:meth:`learn_block`). Raises ValueError for
+        wrong shapes or ids outside the vocabulary (nothing changes then);
+        :class:`~sharp.protocol.Diverged` naming the member when a member's prediction or
+        recall loss is not finite, as a separate learner does."""
         x, y = self._windows(windows), self._targets(targets)
-        c = self.config
+        try:
+            block = self._learn(x.unsqueeze(0), y.unsqueeze(0))
+        except Diverged as error:
+            raise Diverged(error.learner, error.lr, error.loss, error.value) from None
+        return EnsembleStep(block.logits, block.loss[0], block.recall[0], block.learned[0], y)
+
+    def learn_block(self, windows: Tensor | np.ndarray, targets: Tensor | np.ndarray
+                    ) -> EnsembleBlock:
+        """B wake steps of every member: step b reads ``windows[b]`` (M, W) and learns
+        ``targets[b]`` (M,), as B calls of :meth:`learn` do, the losses read back once per
+        :data:`BLOCK` steps. ``windows`` is (B, M, W) and ``targets`` (B, M) token ids.
+        Raises ValueError for no steps, other shapes, non-integer ids or ids outside the
+        vocabulary (nothing changes then); :class:`~sharp.protocol.Diverged` naming the member, with
+        ``step`` the first step (1-based within this call) whose loss is not finite — the
+        steps after it in its block of :data:`BLOCK` have been taken too."""
+        return self._learn(*self._block(windows, targets))
+
+    @small_kernels()
+    def _learn(self, x: Tensor, y: Tensor) -> EnsembleBlock:
+        """:meth:`learn_block` on checked ids on the device, ``x`` (B, M, 1, W), ``y``
+        (B, M)."""
         # 0. Waking up resets the layer states and the step counter, member by member.
         if not self.awake.all():
             self._wake_up(np.flatnonzero(~self.awake))
+        lrs = self._learning_rates()
+        if lrs != self._wake_lrs:  # a captured graph holds the learning rates it saw
+            self._wake.invalidate()
+            self._wake_lrs = lrs
+        parts = []
+        for lo in range(0, len(x), BLOCK):
+            n = min(BLOCK, len(x) - lo)
+            self._block_x[:n].copy_(x[lo : lo + n])
+            self._block_y[:n].copy_(y[lo : lo + n])
+            self._cursor.zero_()
+            self._wake.run(n)
+            # The one read-back of the block (copies: the buffers are reused).
+            loss, recall, learned, correct = (out[:n].to("cpu", copy=True) for out in (
+                self._out_loss, self._out_recall, self._out_learned, self._out_correct))
+            self._check_block(loss, recall, lo)
+            parts.append((loss, recall, learned, correct))
+        columns = [torch.cat(column) for column in zip(*parts, strict=True)]
+        return EnsembleBlock(*columns, self._last_logits.clone())
+
+    def _learning_rates(self) -> tuple[float, ...]:
+        """Every learning rate the wake step uses (memory 0's, then each head's)."""
+        return (*self.memory_opt.lrs, *self.head_opt.lrs)
+
+    def _check_block(self, loss: Tensor, recall: Tensor, offset: int) -> None:
+        """:func:`~sharp.protocol.check_finite` on the first step of ``loss``, ``recall``
+        (n, M) that has a non-finite or absurd value; its Diverged is placed at step
+        ``offset`` + its row + 1."""
+        bad = (~(torch.stack([loss, recall]) <= DIVERGED_LOSS)).any(0).any(1)
+        if not bad.any():
+            return
+        b = int(bad.nonzero()[0])
+        try:
+            check_finite(self, **{f"{name} (member {m})": value
+                                  for name, losses in (("prediction", loss), ("recall", recall))
+                                  for m, value in enumerate(losses[b].tolist())})
+        except Diverged as error:
+            raise error.at_step(offset + b + 1) from None
+
+    def _block_step(self) -> None:
+        """One wake step of every member on row ``_cursor`` of the block buffers, its
+        outputs written to that row of the output buffers; the cursor moves on. Reads
+        nothing back: this is the step a CUDA graph captures."""
+        row = self._cursor
+        x = self._block_x.index_select(0, row).squeeze(0)
+        y = self._block_y.index_select(0, row).squeeze(0)
+        logits, p, r, learned = self._wake_step(x, y)
+        for out, value in ((self._out_loss, p), (self._out_recall, r),
+                           (self._out_learned, learned),
+                           (self._out_correct, logits.argmax(-1) == y)):
+            out.index_copy_(0, row, value.unsqueeze(0))
+        self._last_logits.copy_(logits)
+        self._cursor.add_(1)
+
+    def _wake_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """SPEC §3 steps 1–6 for every member on windows ``x`` (M, 1, W) and targets ``y``
+        (M,), in place and on the device. Returns logits (M, V), p (M,), r (M,) and the
+        gate mask (M,) bool, detached."""
+        c = self.config
         # 1.
-        self.t += 1
+        self.t.add_(1)
         # 2. Encode x with memory 0 from each member's carried window state; recall loss r.
         memory0 = self.memories[0]
         recall, _, after_first = memory0.encode(self.params, x, self.carry)
         r = memory0.recall_loss(x, recall)
-        self.carry = after_first.detach()
-        # 3. The recall-EMA gate per member (a mask): only open members' memory 0 learns.
+        # 3. The recall-EMA gate per member (a device mask): only open members' memory 0
+        # learns; the others keep weights, moments and step count (BatchedAdam's mask).
         gate = RecallGate(c.ema, c.tau, self.recall_ema)
         learned = gate.update(r.detach().double())
-        self.recall_ema = gate.value
-        opened = learned.tolist()
-        if any(opened):
-            grads = torch.autograd.grad(r.sum(), self.memory_opt.params)
-            self.memory_opt.step(grads, opened)
+        self.memory_opt.step(torch.autograd.grad(r.sum(), self.memory_opt.params), learned)
+        with torch.no_grad():
+            self.recall_ema.copy_(gate.value)
+            self.carry.copy_(after_first)
         # 4. Bottom-up, no grad: layer l of member m advances when its t is a multiple of a**l.
         self._advance(x[:, :, -1])
         # 5. Top-down through the heads; members whose memory 0 learned store a tag.
         context = self._context()
         logits = self.heads[0](self.params, self.states[0], context).squeeze(1)
-        self.sleep_pending |= opened
-        self.store_tag |= opened
-        if context is not None:
-            for m in np.flatnonzero(self.store_tag):
-                self.tags[m].append(Tag(self.states[0][m].clone(), context[m].detach().clone()))
-            self.store_tag[:] = False
+        with torch.no_grad():
+            self.sleep_pending.logical_or_(learned)
+            self.store_tag.logical_or_(learned)
+            if context is not None:
+                self._store_tags(context)
+                self.store_tag.zero_()
         # 6. Prediction loss per member, credit-assigned to that member's heads only.
         p = nn.functional.cross_entropy(logits, y, reduction="none")
         self.head_opt.step(torch.autograd.grad(p.sum(), self._head_params))
-        check_finite(self, **{f"{name} (member {m})": value
-                              for name, losses in (("prediction", p), ("recall", r))
-                              for m, value in enumerate(losses.tolist())})
-        # 7. Report.
-        return EnsembleStep(logits.detach(), p.detach(), r.detach(), learned, y)
+        return logits.detach(), p.detach(), r.detach(), learned
 
     @torch.no_grad()
     def _advance(self, token: Tensor) -> None:
-        """Advance layer l of every member whose t is a multiple of a**l; ``token`` (M, 1)."""
+        """Advance layer l of every member whose t is a multiple of a**l; ``token`` (M, 1).
+        Every layer is computed and the mask picks (no branch on the device's values)."""
         for level, stride in enumerate(self.strides):
-            ticking = self.t % stride == 0
-            if not ticking.any():
-                break
+            ticking = (self.t % stride == 0).view(-1, 1, 1)
             source = token if level == 0 else self.states[level - 1]
             state = self.memories[level].step(self.params, source, self.states[level])
-            if not ticking.all():
-                mask = torch.as_tensor(ticking, device=self.device).view(-1, 1, 1)
-                state = torch.where(mask, state, self.states[level])
-            self.states[level] = state
+            self.states[level].copy_(torch.where(ticking, state, self.states[level]))
+
+    @torch.no_grad()
+    def _store_tags(self, context: Tensor) -> None:
+        """Write (layer-0 state, ``context`` (M, 1, H_0)) into the tag ring of every member
+        with ``store_tag``; a full ring drops its oldest tag (a deque of ``tag_buffer``)."""
+        size = self.config.tag_buffer
+        store = self.store_tag.view(-1, 1, 1)
+        slots = torch.arange(self.members, device=self.device) * size + self.tag_next
+        for ring, value in ((self.tag_states, self.states[0]), (self.tag_contexts, context)):
+            flat = ring.view(-1, *ring.shape[2:])
+            flat.index_copy_(0, slots, torch.where(store, value, flat.index_select(0, slots)))
+        stored = self.store_tag.long()
+        self.tag_next.copy_((self.tag_next + stored) % size)
+        self.tag_count.copy_((self.tag_count + stored).clamp(max=size))
 
     def _context(self) -> Tensor | None:
         """Heads L-1..1 top-down; head 0's context (M, 1, H_0), None if L == 1."""
@@ -264,6 +411,26 @@ class SharpEnsemble:
         ids = check_targets(targets, self.members, self.vocab_size)
         return torch.tensor(ids, dtype=torch.long, device=self.device)
 
+    def _block(self, windows: Tensor | np.ndarray, targets: Tensor | np.ndarray
+               ) -> tuple[Tensor, Tensor]:
+        """``windows`` (B, M, W) and ``targets`` (B, M) as (B, M, 1, W) and (B, M) int64 on
+        the device. Raises ValueError for no steps, other shapes, non-integer dtypes or ids
+        outside 0..V-1."""
+        x, y = torch.as_tensor(windows), torch.as_tensor(targets)
+        if x.dim() == 0 or len(x) == 0:
+            raise ValueError("a block needs at least one step of windows (B, M, W), B >= 1")
+        for name, ids, shape in (("windows", x, (len(x), self.members, self.window)),
+                                 ("targets", y, (len(x), self.members))):
+            if tuple(ids.shape) != shape:
+                raise ValueError(f"{name} have shape {tuple(ids.shape)}, expected {shape} "
+                                 "(steps, members, ...)")
+            if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+                raise ValueError(f"{name} must be integer token ids, got {ids.dtype}")
+            if ids.numel() and not 0 <= int(ids.min()) <= int(ids.max()) < self.vocab_size:
+                raise ValueError(f"{name} hold ids outside 0..{self.vocab_size - 1}")
+        return (x.to(self.device, torch.int64).unsqueeze(2),
+                y.to(self.device, torch.int64))
+
     # -- sleep ----------------------------------------------------------------------
     @small_kernels()
     def sleep(self) -> list[SleepReport]:
@@ -272,8 +439,9 @@ class SharpEnsemble:
         such a member is left exactly as it was). Every call ends every member's wake
         period, as :meth:`Sharp.sleep` does."""
         self.awake[:] = False
-        reports = [SleepReport(slept=bool(pending)) for pending in self.sleep_pending]
-        tags = [list(self.tags[m]) if self.sleep_pending[m] else [] for m in range(self.members)]
+        pending = self.sleep_pending.tolist()
+        reports = [SleepReport(slept=flag) for flag in pending]
+        tags = [self.member_tags(m) if pending[m] else [] for m in range(self.members)]
         for report, member_tags in zip(reports, tags, strict=True):
             report.tags = len(member_tags)
         if any(tags):
@@ -283,51 +451,36 @@ class SharpEnsemble:
                         report.layers.append(layer)
         check_finite(self, **{f"memory-{layer.layer} replay (member {m})": layer.last_loss
                               for m, report in enumerate(reports) for layer in report.layers})
-        for m in np.flatnonzero(self.sleep_pending):
-            self.tags[m].clear()
-        self.sleep_pending[:] = False
+        rows = self.sleep_pending.nonzero().view(-1)
+        self.tag_count[rows] = 0
+        self.tag_next[rows] = 0
+        self.sleep_pending.zero_()
         return reports
 
     def _sleep_layer(self, target: int, tags: list[list[Tag]]) -> list[SleepLayerReport | None]:
         """Train memory ``target`` of every member with tags on downsampled dreams of its
         tags, in its order (SPEC §4 steps 1–2); a report per member (None without tags)."""
-        c = self.config
         start = time.perf_counter()
-        memory, params = self.memories[target], self._group(self._memory_names[target])
-        # 1. A fresh Adam on memory k only; a window buffer of W zero vectors per member.
-        optimiser = BatchedAdam([params], [c.lr], weight_decay=c.weight_decay)
         counts = [len(member_tags) for member_tags in tags]
         dreams = self._dream(tags, target)  # (M, tags, ticks, H_{k-1})
-        ticks = dreams.shape[2]
-        window = dreams.new_zeros(self.members, 1, c.window, dreams.shape[-1])
-        gate = RecallGate(c.ema, c.tau,
-                          torch.zeros(self.members, dtype=torch.float64, device=self.device))
-        losses, gates = [], []
+        replay = self._replays.get(target)
+        if replay is None:
+            replay = self._replays[target] = Replay(self, target, dreams.shape[2])
+        # 1. A fresh Adam on memory k only; a window buffer of W zero vectors per member.
+        replay.begin(dreams, counts)
         # 2. Sequential replay training: replay window j of every member together; member
         # m is active while j covers its tags; its target carry restarts at each tag.
-        for j in range(max(counts) * ticks):
-            tag, s = divmod(j, ticks)
-            if s == 0:
-                carry = dreams.new_zeros(self.members, 1, c.hidden[target])
-            active = torch.tensor([count > tag for count in counts], device=self.device)
-            window = torch.cat([window[:, :, 1:], dreams[:, tag, s].view(self.members, 1, 1, -1)],
-                               dim=2)
-            recall, _, after_first = memory.encode(self.params, window, carry)
-            carry = after_first.detach()
-            loss = memory.recall_loss(window, recall)
-            learns = gate.update(loss.detach().double(), active).tolist()
-            losses.append(loss.detach())
-            gates.append(learns)
-            if any(learns):
-                optimiser.step(torch.autograd.grad(loss.sum(), params), learns)
+        windows = max(counts) * replay.ticks
+        replay.runner.run(windows)
+        values, opened = (out[:windows].to("cpu", copy=True)
+                          for out in (replay.losses, replay.gates))
         seconds = time.perf_counter() - start
-        values, opened = torch.stack(losses).tolist(), np.array(gates)
         reports: list[SleepLayerReport | None] = []
         for m, count in enumerate(counts):
-            windows = count * ticks
+            n = count * replay.ticks
             reports.append(SleepLayerReport(
-                target, windows, int(opened[:windows, m].sum()), float(values[0][m]),
-                float(values[windows - 1][m]), seconds) if count else None)
+                target, n, int(opened[:n, m].sum()), float(values[0, m]),
+                float(values[n - 1, m]), seconds) if count else None)
         return reports
 
     @torch.no_grad()
@@ -482,7 +635,7 @@ class SharpEnsemble:
             "carry": self.carry[m].clone(), "recall_ema": float(self.recall_ema[m]),
             "sleep_pending": bool(self.sleep_pending[m]), "store_tag": bool(self.store_tag[m]),
             "awake": bool(self.awake[m]),
-            "tags": [(tag.state.clone(), tag.context.clone()) for tag in self.tags[m]],
+            "tags": [(tag.state, tag.context) for tag in self.member_tags(m)],
         }
         return {
             "kind": "sharp", "config": self.member_config(m).to_dict(),
@@ -514,9 +667,7 @@ class SharpEnsemble:
                 self.sleep_pending[m] = runtime["sleep_pending"]
                 self.store_tag[m] = runtime["store_tag"]
                 self.awake[m] = runtime["awake"]
-                self.tags[m].clear()
-                self.tags[m].extend(Tag(s.to(self.device).clone(), c.to(self.device).clone())
-                                    for s, c in runtime["tags"])
+                self._set_tags(m, runtime["tags"])
                 load_generator_state(self.generators[m], state["rng"])
 
     def state_dict(self) -> dict[str, Any]:
@@ -533,3 +684,67 @@ class SharpEnsemble:
             raise ValueError(f"checkpoint has seeds {state['seeds']}, this ensemble {self.seeds}")
         self._load_members(state["members"])
 
+
+
+class Replay:
+    """The sleep-replay window step (SPEC §4 step 2) of memory ``target`` of every member of
+    ``ensemble``, on static buffers so that it runs without host synchronisation (and as a
+    CUDA graph on CUDA): dreams (M, tag_buffer × ``ticks``, H_{k-1}), the window
+    (M, 1, W, H_{k-1}), the target carry (M, 1, H_k), the gate's EMA (M,) float64, each
+    member's tag count (M,), the step's losses (tag_buffer × ticks, M) and gate decisions,
+    and the replay's own Adam, made fresh (zeroed in place) by :meth:`begin`."""
+
+    def __init__(self, ensemble: SharpEnsemble, target: int, ticks: int) -> None:
+        c, m, device = ensemble.config, ensemble.members, ensemble.device
+        self.ensemble, self.ticks = ensemble, ticks
+        self.memory = ensemble.memories[target]
+        self.params = ensemble._group(ensemble._memory_names[target])
+        self.optimiser = BatchedAdam([self.params], [c.lr], weight_decay=c.weight_decay)
+        inputs, steps = c.hidden[target - 1], c.tag_buffer * ticks
+        self.dreams = torch.zeros(m, steps, inputs, device=device)
+        self.window = torch.zeros(m, 1, c.window, inputs, device=device)
+        self.carry = torch.zeros(m, 1, c.hidden[target], device=device)
+        self.ema = torch.zeros(m, dtype=torch.float64, device=device)
+        self.counts = torch.zeros(m, dtype=torch.int64, device=device)
+        self.losses = torch.zeros(steps, m, device=device)
+        self.gates = torch.zeros(steps, m, dtype=torch.bool, device=device)
+        self.cursor = torch.zeros(1, dtype=torch.int64, device=device)
+        self.runner = StepRunner(self.step, device, graphed=ensemble.graphs)
+
+    @torch.no_grad()
+    def begin(self, dreams: Tensor, counts: Sequence[int]) -> None:
+        """Start a replay of ``dreams`` (M, tags, ticks, H_{k-1}), member m's first
+        ``counts[m]`` tags: a fresh Adam (moments and step counts zero), a zero window and
+        EMA, the cursor at window 0."""
+        optimiser = self.optimiser
+        for tensor in (self.window, self.ema, self.cursor, optimiser.counts,
+                       *optimiser.exp_avg, *optimiser.exp_avg_sq):
+            tensor.zero_()
+        flat = dreams.flatten(1, 2)
+        self.dreams[:, : flat.shape[1]].copy_(flat)
+        self.counts.copy_(torch.as_tensor(counts))
+
+    def step(self) -> None:
+        """Replay window ``cursor`` (= tag × ticks + s) of every member: slide dream s of
+        that tag into the window (the carry restarts at s = 0), encode, and learn where the
+        gate is open over the members that still have that tag."""
+        c = self.ensemble.config
+        j = self.cursor
+        with torch.no_grad():
+            active = self.counts > j // self.ticks
+            fresh = (j % self.ticks == 0).view(1, 1, 1)
+            self.carry.copy_(torch.where(fresh, torch.zeros_like(self.carry), self.carry))
+            vector = self.dreams.index_select(1, j).unsqueeze(1)
+            self.window.copy_(torch.cat([self.window[:, :, 1:], vector], dim=2))
+        recall, _, after_first = self.memory.encode(self.ensemble.params, self.window,
+                                                    self.carry)
+        loss = self.memory.recall_loss(self.window, recall)
+        gate = RecallGate(c.ema, c.tau, self.ema)
+        learns = gate.update(loss.detach().double(), active)
+        self.optimiser.step(torch.autograd.grad(loss.sum(), self.params), learns)
+        with torch.no_grad():
+            self.ema.copy_(gate.value)
+            self.carry.copy_(after_first)
+            self.losses.index_copy_(0, j, loss.detach().unsqueeze(0))
+            self.gates.index_copy_(0, j, learns.unsqueeze(0))
+            self.cursor.add_(1)
