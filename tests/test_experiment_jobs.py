@@ -344,8 +344,9 @@ def test_only_jobs_taking_checkpoints_get_them_and_their_ids_stay(tmp_path: Path
     assert given.checkpoints == JobCheckpoints(str((tmp_path / job_id(text)).resolve()),
                                                CheckpointPolicy(every_tokens=7))
     assert job_id(given) == job_id(text)
-    stream = Job(stream_job, {"sleep": False})
-    assert store.checkpointed(stream) is stream
+    drift = common.planned_jobs(common.REGISTRY["drift"].run,
+                                common.REGISTRY["drift"].parameters("tiny"))[0]
+    assert store.checkpointed(drift) is drift  # its function takes no checkpoints
 
 
 @pytest.mark.parametrize(("options", "message"), [
@@ -362,3 +363,33 @@ def test_the_checkpoint_options_are_checked_before_any_work(
     assert main([*TEXT_ARGV, "--out", str(out), *options]) == 2
     assert capsys.readouterr().err == message
     assert not out.exists()
+
+
+# -- checkpoints inside a job: the community-task experiments (2-4) -------------------
+def _community_job(name: str, kind: str) -> Job:
+    """The first job of experiment ``name``'s tiny preset whose learner is a ``kind``, a
+    sleeping one where there is one."""
+    experiment = common.REGISTRY[name]
+    jobs = [job for job in common.planned_jobs(experiment.run, experiment.parameters("tiny"))
+            if job.kwargs["spec"].kind == kind]
+    return max(jobs, key=lambda job: job.kwargs["sleep"])
+
+
+@pytest.mark.parametrize(("name", "kind", "saves"), [
+    ("acceleration", "sharp", 1),  # 196 steps, sleeping at step 100, resumed from 50
+    ("credit_assignment", "rnn", 5),  # the vanilla RNN, 594 steps, resumed from 250
+])
+def test_a_community_job_resumes_exactly_from_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resumed_from: list[int], name: str,
+    kind: str, saves: int
+) -> None:
+    job = _community_job(name, kind)
+    expected = stream_job(**job.kwargs)
+    checkpoints = JobCheckpoints(str(tmp_path / "job"), CheckpointPolicy(every_tokens=50))
+    with monkeypatch.context() as patch:
+        _crash_after(patch, saves)
+        with pytest.raises(Crash):
+            stream_job(**job.kwargs, checkpoints=checkpoints)
+    frame = stream_job(**job.kwargs, checkpoints=checkpoints)
+    assert resumed_from == [0, 50 * saves]
+    pd.testing.assert_frame_equal(frame, expected, check_exact=True)

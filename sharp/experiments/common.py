@@ -26,12 +26,13 @@ import json
 import os
 import re
 import shutil
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -42,14 +43,15 @@ from plotly.subplots import make_subplots
 
 from sharp.config import SharpConfig, preset
 from sharp.data.community import CommunityTask
+from sharp.data.streams import n_windows
 from sharp.engines.optim import FusedAdam
 from sharp.explore.plots import alpha
 from sharp.model.gate import RecallGate
 from sharp.model.memory import Memory
-from sharp.protocol import token_array
-from sharp.runs.checkpoints import atomic_path
+from sharp.protocol import Learner, token_array
+from sharp.runs.checkpoints import atomic_path, load_checkpoint
 from sharp.runs.executor import Executor, run_tasks
-from sharp.runs.jobs import CheckpointPolicy
+from sharp.runs.jobs import PIECE, CheckpointPolicy, JobFolder
 from sharp.runs.registry import LearnerSpec, baseline_spec, build_learner
 from sharp.runs.stream import run_stream
 
@@ -349,14 +351,47 @@ def online_curve(records: pd.DataFrame, every: int) -> pd.DataFrame:
     return curve
 
 
+#: The per-step record columns :func:`online_curve` reads (what a checkpoint keeps).
+CURVE_RECORDS = ("step", "bits", "correct", "memory_learned")
+
+
 def stream_job(spec: LearnerSpec, task: dict[str, Any], samples: int, data_seed: int,
-               every: int, sleep: bool) -> pd.DataFrame:
+               every: int, sleep: bool, checkpoints: JobCheckpoints | None = None
+               ) -> pd.DataFrame:
     """Stream one community-task sequence through a fresh learner once (sleeping on the
-    learner's schedule when ``sleep``) and return its online-error curve."""
-    learner = build_learner(spec)
+    learner's schedule when ``sleep``) and return its online-error curve.
+
+    With ``checkpoints`` the job saves, by their policy, the learner's state and the
+    per-step records so far (:class:`~sharp.runs.jobs.JobFolder`, as a bench job does) and
+    resumes from its last good checkpoint to the curve of an uninterrupted run."""
     tokens = community_tokens(CommunityTask(**task), samples, data_seed)
-    records = run_stream(learner, tokens, sleep_every=None if sleep else 0, progress=False)
-    return online_curve(records, every)
+    folder = None if checkpoints is None else JobFolder(checkpoints.folder)
+    if folder is None:
+        learner, step, records = build_learner(spec), 0, []
+    else:
+        resumed = folder.restore(
+            lambda path: load_checkpoint(path, device=spec.config.get("device")),
+            lambda: build_learner(spec))
+        folder.start_attempt(resumed.step)
+        learner, step, records = cast(Learner, resumed.learner), resumed.step, resumed.records
+    total = n_windows(len(tokens), learner.window)
+    piece = total if checkpoints is None else min(PIECE, checkpoints.policy.every_tokens)
+    saved_step, saved_at = step, time.monotonic()
+    unsaved: list[pd.DataFrame] = []
+    while step < total:
+        stop = min(step + piece, total)
+        part = run_stream(learner, tokens[step : stop + learner.window],
+                          sleep_every=None if sleep else 0, offset=step, progress=False)
+        unsaved.append(part[list(CURVE_RECORDS)])
+        step = stop
+        if folder is not None and checkpoints is not None and step < total and (
+                step - saved_step >= checkpoints.policy.every_tokens
+                or time.monotonic() - saved_at >= checkpoints.policy.every_seconds):
+            folder.save(learner, pd.concat(unsaved), step=step, document=0, offset=step,
+                        train_seconds=0.0, keep=checkpoints.policy.keep)
+            saved_step, saved_at = step, time.monotonic()
+            records, unsaved = records + unsaved, []
+    return online_curve(pd.concat(records + unsaved, ignore_index=True), every)
 
 
 # -- community-task experiments (SPEC §8, 2-4) ----------------------------------------
