@@ -1,6 +1,8 @@
 """Resumable experiments (issue 14, item 3): with ``--out`` every finished job's frame is
 stored as it finishes, and the same command run again (after a crash, a SIGKILL, a damaged
-file) runs only the jobs not stored and writes the CSV an uninterrupted run writes."""
+file) runs only the jobs not stored and writes the CSV an uninterrupted run writes; the
+text (8, 9) and community-task (2-4) jobs also checkpoint inside their loop and resume
+from their last good checkpoint to the uninterrupted frame."""
 
 from __future__ import annotations
 
