@@ -326,16 +326,16 @@ def test_a_truncated_mid_job_checkpoint_falls_back_to_the_previous_one(
     folder = tmp_path / "job"
     checkpoints = JobCheckpoints(str(folder), CheckpointPolicy(every_tokens=50, keep=2))
     with monkeypatch.context() as patch:
-        _crash_after(patch, 4)  # steps 50, 100, 150 (after its evaluation), 200
+        _crash_after(patch, 3)  # steps 50, 100, 150 (after its evaluation)
         with pytest.raises(Crash):
             text_curve_job(**job, checkpoints=checkpoints)
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert [c["step"] for c in manifest["checkpoints"]] == [150, 200]  # 50, 100 pruned
+    assert [c["step"] for c in manifest["checkpoints"]] == [100, 150]  # 50 pruned
     newest = folder / manifest["checkpoints"][-1]["file"]
     newest.write_bytes(newest.read_bytes()[:1000])
     with pytest.warns(RuntimeWarning, match=f"{newest.name} is missing, truncated or damaged"):
         frame = text_curve_job(**job, checkpoints=checkpoints)
-    assert resumed_from == [0, 150]
+    assert resumed_from == [0, 100]  # before the evaluation at 150: its rows are not kept
     pd.testing.assert_frame_equal(frame, expected, check_exact=True)
 
 

@@ -2,9 +2,9 @@
 [--overwrite] [--no-resume] [--checkpoint-tokens N] [--checkpoint-minutes M]
 [--keep-checkpoints K] [--estimate]``; ``all`` also writes the combined ``index.md`` /
 ``index.html``. Each finished job is stored under ``DIR/jobs/NAME/``, so the same command
-run again after a crash resumes (runs only the jobs not stored; the text experiments' jobs
-also checkpoint inside their loop, under ``DIR/jobs/NAME/<job id>/``, and resume from
-there, the checkpoint options as ``sharp bench``'s). ``--estimate`` prints the
+run again after a crash resumes (runs only the jobs not stored; the jobs of experiments
+2-4, 8 and 9 also checkpoint inside their loop, under ``DIR/jobs/NAME/<job id>/``, and
+resume from there, the checkpoint options as ``sharp bench``'s). ``--estimate`` prints the
 duration estimate from a short warm-up of the jobs and exits; ``--preset paper`` prints it
 before every run."""
 
@@ -50,9 +50,8 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
                         help="base seed, an integer >= 0 (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--checkpoint-tokens", type=int, default=50_000,
-                        help="each job of the text experiments (sleep_ablation, "
-                        "threshold_sweep) saves a checkpoint under --out/jobs/NAME/<job id>/ "
-                        "every this many training steps ...")
+                        help="each job of experiments 2-4, 8 and 9 saves a checkpoint "
+                        "under --out/jobs/NAME/<job id>/ every this many training steps ...")
     parser.add_argument("--checkpoint-minutes", type=float, default=10.0,
                         help="... or every this many minutes, whichever comes first")
     parser.add_argument("--keep-checkpoints", type=int, default=2,

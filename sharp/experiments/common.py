@@ -384,9 +384,8 @@ def stream_job(spec: LearnerSpec, task: dict[str, Any], samples: int, data_seed:
                           sleep_every=None if sleep else 0, offset=step, progress=False)
         unsaved.append(part[list(CURVE_RECORDS)])
         step = stop
-        if folder is not None and checkpoints is not None and step < total and (
-                step - saved_step >= checkpoints.policy.every_tokens
-                or time.monotonic() - saved_at >= checkpoints.policy.every_seconds):
+        if (folder is not None and checkpoints is not None and step < total
+                and checkpoints.policy.due(step - saved_step, time.monotonic() - saved_at)):
             folder.save(learner, pd.concat(unsaved), step=step, document=0, offset=step,
                         train_seconds=0.0, keep=checkpoints.policy.keep)
             saved_step, saved_at = step, time.monotonic()

@@ -236,8 +236,8 @@ def run_experiment(name: str, preset: str = "quick", out: str | os.PathLike | No
     With ``out``, each job (repetition × condition) stores its frame under
     :func:`jobs_folder` as soon as it finishes; when ``resume``, the jobs of this same
     run stored there (by an earlier run that was killed) are reused, not run again, and
-    the results equal an uninterrupted run's. The jobs of the text experiments (sleep
-    ablation, threshold sweep) also checkpoint inside their loop, by ``policy`` (default
+    the results equal an uninterrupted run's. The jobs of the community-task (2-4) and
+    text (8, 9) experiments also checkpoint inside their loop, by ``policy`` (default
     :class:`~sharp.runs.jobs.CheckpointPolicy`), under ``jobs_folder/<job id>/``, and a
     killed one resumes from its last checkpoint; the other experiments' jobs killed
     mid-way run again from their start."""

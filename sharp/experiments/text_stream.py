@@ -137,9 +137,8 @@ def text_curve_job(config: SharpConfig, corpus: str, train_tokens: int, eval_tok
                       "sleeps": slept}
                      for row in evaluate_slices(model, slices).itertuples(index=False)]
             learned = slept = 0
-        if folder is not None and checkpoints is not None and offset < total and (
-                offset - saved_step >= checkpoints.policy.every_tokens
-                or time.monotonic() - saved_at >= checkpoints.policy.every_seconds):
+        if (folder is not None and checkpoints is not None and offset < total
+                and checkpoints.policy.due(offset - saved_step, time.monotonic() - saved_at)):
             folder.save(model, None, step=offset, document=0, offset=offset,
                         train_seconds=0.0, keep=checkpoints.policy.keep,
                         extra={"rows": rows, "learned": learned, "slept": slept})

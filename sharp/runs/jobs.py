@@ -20,11 +20,13 @@ Every file is written atomically and the manifest last, so a job killed at any m
 (mid-stream, mid-sleep, mid-evaluation, mid-write) leaves the previous checkpoint intact.
 The learner owns every random generator the job uses (in its ``state_dict``), and the
 sleep schedule follows the global step, so a resumed job computes what an uninterrupted
-one does.
+one does. The experiments' jobs checkpoint in the same layout
+(:meth:`JobFolder.restore` with their own learner, rows kept in a checkpoint's ``extra``).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -96,6 +98,11 @@ class CheckpointPolicy:
         if refused:
             raise ValueError("; ".join(refused) + " (sharp bench, sharp experiment: "
                              "--checkpoint-tokens, --checkpoint-minutes, --keep-checkpoints)")
+
+    def due(self, steps: int, seconds: float) -> bool:
+        """Whether a checkpoint is due ``steps`` training steps and ``seconds`` after the
+        last one."""
+        return steps >= self.every_tokens or seconds >= self.every_seconds
 
 
 def checkpoint_policy(tokens: object, minutes: object, keep: object, *,
@@ -442,9 +449,9 @@ class JobFolder:
              train_seconds: float, keep: int, extra: dict[str, Any] | None = None) -> None:
         """Save a checkpoint after global step ``step``: the records of the steps since the
         previous one (``records``, every column; None: the job keeps none), the learner (or
-        ensemble) state, then the manifest, with ``extra`` (JSON data the job restores
-        itself, e.g. its result rows so far) in the checkpoint's entry; prune all but the
-        newest ``keep`` states."""
+        ensemble) state, then the manifest, with a copy of ``extra`` (JSON data the job
+        restores itself, e.g. its result rows so far) in the checkpoint's entry; prune all
+        but the newest ``keep`` states."""
         start = self.manifest["records"][-1]["stop"] if self.manifest["records"] else 0
         if records is not None and step > start:
             chunk = f"records/{start:012d}-{step:012d}.npz"
@@ -457,7 +464,8 @@ class JobFolder:
         checkpoints = self.manifest["checkpoints"]
         checkpoints.append({"step": step, "document": document, "offset": offset,
                             "file": state, "sha256": _sha256(self.path / state),
-                            "train_seconds": train_seconds, **({"extra": extra} if extra else {})})
+                            "train_seconds": train_seconds,
+                            **({"extra": copy.deepcopy(extra)} if extra else {})})
         pruned, self.manifest["checkpoints"] = checkpoints[:-keep], checkpoints[-keep:]
         self._write_manifest()
         for entry in pruned:
@@ -532,8 +540,7 @@ def run_learner_job(
                 step, offset = step + len(part), stop
                 if report is not None:
                     report(len(part))
-                due = (step - saved_step >= policy.every_tokens
-                       or time.monotonic() - saved_at >= policy.every_seconds
+                due = (policy.due(step - saved_step, time.monotonic() - saved_at)
                        or (offset == total and number == len(job.documents) - 1))
                 if store is not None and due:
                     store.save(learner, pd.concat(unsaved), step=step, document=number,
@@ -606,8 +613,7 @@ def run_ensemble_job(
             step, offset = step + stop - offset, stop
             if report is not None:
                 report(len(part))
-            due = (step - saved_step >= policy.every_tokens
-                   or time.monotonic() - saved_at >= policy.every_seconds or offset == total)
+            due = policy.due(step - saved_step, time.monotonic() - saved_at) or offset == total
             if store is not None and due:
                 store.save(ensemble, pd.concat(unsaved), step=step, document=0, offset=offset,
                            train_seconds=seconds, keep=policy.keep)
