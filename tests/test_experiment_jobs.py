@@ -1,9 +1,12 @@
 """Resumable experiments (issue 14, item 3): with ``--out`` every finished job's frame is
 stored as it finishes, and the same command run again (after a crash, a SIGKILL, a damaged
-file) runs only the jobs not stored and writes the CSV an uninterrupted run writes."""
+file) runs only the jobs not stored and writes the CSV an uninterrupted run writes; the
+text (8, 9) and community-task (2-4) jobs also checkpoint inside their loop and resume
+from their last good checkpoint to the uninterrupted frame."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -19,9 +22,12 @@ from conftest import sigkill_when
 import sharp.experiments.common as common
 from sharp.cli import main
 from sharp.config import preset
-from sharp.experiments.common import Job, job_id, stream_job
+from sharp.experiments.common import Job, JobCheckpoints, job_id, stream_job
 from sharp.experiments.report import jobs_folder, run_experiment
-from sharp.experiments.text_stream import text_curve_job
+from sharp.experiments.sleep_ablation import WakeAllMemories
+from sharp.experiments.text_stream import TINY, text_curve_job
+from sharp.model.learner import Sharp
+from sharp.runs.jobs import CheckpointPolicy, JobFolder
 from sharp.runs.registry import LearnerSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,3 +210,188 @@ def test_a_paper_run_prints_its_estimate_before_any_job(
     events.clear()
     assert main(["experiment", NAME, "--preset", "quick", "--out", str(tmp_path)]) == 0
     assert events == [f"run {NAME}"]  # no estimate below paper unless asked
+
+
+# -- checkpoints inside a job: the text experiments (8, 9) ----------------------------
+TEXT = "sleep_ablation"  # tiny preset: 2 jobs (sleep; wake-only, all memories online)
+TEXT_ARGV = ["experiment", TEXT, "--preset", "tiny", "--workers", "1", "--quiet",
+             "--checkpoint-tokens", "50"]
+#: The subprocess that is killed: the CLI, each checkpoint followed by a 1 s pause, so
+#: that the kill lands after a job's first checkpoint and long before the job ends.
+SLOW_CHECKPOINTS = """
+import sys, time
+from sharp.cli import main
+from sharp.runs.jobs import JobFolder
+save = JobFolder.save
+def slow(self, *args, **kwargs):
+    save(self, *args, **kwargs)
+    time.sleep(1.0)
+JobFolder.save = slow
+sys.exit(main(sys.argv[1:]))
+"""
+#: A tiny text job: 296 training steps, evaluated at 150 and 296, sleeping at step 150.
+TEXT_JOB = {"config": TINY, "corpus": "wiki", "train_tokens": 300, "eval_tokens": 100,
+            "every": 150}
+
+
+def _checkpointed(out: Path) -> list[dict]:
+    """The manifests of the text jobs checkpointing under ``out`` (unfinished jobs)."""
+    manifests = []
+    for path in jobs_folder(out, TEXT).glob("*/manifest.json"):
+        try:
+            manifests.append(json.loads(path.read_text()))
+        except ValueError:  # being replaced
+            continue
+    return manifests
+
+
+@pytest.fixture
+def resumed_from(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The step each job attempt started from, in this process, from now on."""
+    steps: list[int] = []
+    start_attempt = JobFolder.start_attempt
+
+    def record(self: JobFolder, step: int) -> None:
+        steps.append(step)
+        start_attempt(self, step)
+
+    monkeypatch.setattr(JobFolder, "start_attempt", record)
+    return steps
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_a_text_experiment_killed_mid_job_resumes_from_its_checkpoint(
+    tmp_path: Path, resumed_from: list[int]
+) -> None:
+    """Killed (SIGKILL) once its first job's first checkpoint exists, the same command
+    again resumes that job from the checkpoint and writes the CSV of an uninterrupted run;
+    the finished jobs' checkpoint folders are removed."""
+    expected = run_experiment(TEXT, "tiny", progress=False, workers=1).frame.to_csv(index=False)
+    argv = [*TEXT_ARGV, "--out", str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-c", SLOW_CHECKPOINTS, *argv], cwd=ROOT,
+                               env=env, stderr=subprocess.DEVNULL)
+    sigkill_when(process, lambda: any(m.get("checkpoints") for m in _checkpointed(tmp_path)))
+    (manifest,) = _checkpointed(tmp_path)
+    killed_at = manifest["checkpoints"][-1]["step"]
+    assert 0 < killed_at < 296 and not (tmp_path / f"{TEXT}.csv").exists()
+    assert main(argv) == 0  # the same command again
+    assert resumed_from == [killed_at, 0]  # the killed job resumed, the other started
+    assert (tmp_path / f"{TEXT}.csv").read_text() == expected
+    assert [p.name for p in jobs_folder(tmp_path, TEXT).iterdir() if p.is_dir()] == []
+
+
+class Crash(Exception):
+    """What the stand-in of a kill raises."""
+
+
+def _crash_after(monkeypatch: pytest.MonkeyPatch, saves: int) -> None:
+    """Make the ``saves``-th checkpoint of this process end the job (after it is written)."""
+    save, count = JobFolder.save, [0]
+
+    def crashing(self: JobFolder, *args: object, **kwargs: object) -> None:
+        save(self, *args, **kwargs)  # type: ignore[arg-type]
+        count[0] += 1
+        if count[0] == saves:
+            raise Crash
+
+    monkeypatch.setattr(JobFolder, "save", crashing)
+
+
+@pytest.mark.parametrize(("learner", "sleep"), [(Sharp, True), (WakeAllMemories, False)])
+def test_a_text_job_resumes_exactly_from_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resumed_from: list[int],
+    learner: type[Sharp], sleep: bool
+) -> None:
+    """Resumed after its second checkpoint (step 100: before the sleep and the first
+    evaluation at 150), a job returns the uninterrupted frame exactly; the wake-only
+    learner's upper optimisers, windows, carries and gates are part of its state."""
+    job = {**TEXT_JOB, "sleep": sleep, "learner": learner}
+    expected = text_curve_job(**job)
+    checkpoints = JobCheckpoints(str(tmp_path / "job"), CheckpointPolicy(every_tokens=50))
+    with monkeypatch.context() as patch:
+        _crash_after(patch, 2)
+        with pytest.raises(Crash):
+            text_curve_job(**job, checkpoints=checkpoints)
+    frame = text_curve_job(**job, checkpoints=checkpoints)
+    assert resumed_from == [0, 100]
+    pd.testing.assert_frame_equal(frame, expected, check_exact=True)
+
+
+def test_a_truncated_mid_job_checkpoint_falls_back_to_the_previous_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resumed_from: list[int]
+) -> None:
+    job = {**TEXT_JOB, "sleep": True}
+    expected = text_curve_job(**job)
+    folder = tmp_path / "job"
+    checkpoints = JobCheckpoints(str(folder), CheckpointPolicy(every_tokens=50, keep=2))
+    with monkeypatch.context() as patch:
+        _crash_after(patch, 3)  # steps 50, 100, 150 (after its evaluation)
+        with pytest.raises(Crash):
+            text_curve_job(**job, checkpoints=checkpoints)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert [c["step"] for c in manifest["checkpoints"]] == [100, 150]  # 50 pruned
+    newest = folder / manifest["checkpoints"][-1]["file"]
+    newest.write_bytes(newest.read_bytes()[:1000])
+    with pytest.warns(RuntimeWarning, match=f"{newest.name} is missing, truncated or damaged"):
+        frame = text_curve_job(**job, checkpoints=checkpoints)
+    assert resumed_from == [0, 100]  # before the evaluation at 150: its rows are not kept
+    pd.testing.assert_frame_equal(frame, expected, check_exact=True)
+
+
+def test_only_jobs_taking_checkpoints_get_them_and_their_ids_stay(tmp_path: Path) -> None:
+    store = common.JobStore(tmp_path, CheckpointPolicy(every_tokens=7))
+    text = Job(text_curve_job, {**TEXT_JOB, "sleep": True})
+    given = store.checkpointed(text)
+    assert given.checkpoints == JobCheckpoints(str((tmp_path / job_id(text)).resolve()),
+                                               CheckpointPolicy(every_tokens=7))
+    assert job_id(given) == job_id(text)
+    drift = common.planned_jobs(common.REGISTRY["drift"].run,
+                                common.REGISTRY["drift"].parameters("tiny"))[0]
+    assert store.checkpointed(drift) is drift  # its function takes no checkpoints
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--checkpoint-tokens", "0"],
+     "sharp experiment: error: --checkpoint-tokens must be an integer >= 1, got 0\n"),
+    (["--checkpoint-minutes", "nan", "--keep-checkpoints", "-1"],
+     "sharp experiment: error: --checkpoint-minutes must be a number > 0, got nan; "
+     "--keep-checkpoints must be an integer >= 1, got -1\n"),
+])
+def test_the_checkpoint_options_are_checked_before_any_work(
+    tmp_path: Path, options: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert main([*TEXT_ARGV, "--out", str(out), *options]) == 2
+    assert capsys.readouterr().err == message
+    assert not out.exists()
+
+
+# -- checkpoints inside a job: the community-task experiments (2-4) -------------------
+def _community_job(name: str, kind: str) -> Job:
+    """The first job of experiment ``name``'s tiny preset whose learner is a ``kind``, a
+    sleeping one where there is one."""
+    experiment = common.REGISTRY[name]
+    jobs = [job for job in common.planned_jobs(experiment.run, experiment.parameters("tiny"))
+            if job.kwargs["spec"].kind == kind]
+    return max(jobs, key=lambda job: job.kwargs["sleep"])
+
+
+@pytest.mark.parametrize(("name", "kind", "saves"), [
+    ("acceleration", "sharp", 1),  # 196 steps, sleeping at step 100, resumed from 50
+    ("credit_assignment", "rnn", 5),  # the vanilla RNN, 594 steps, resumed from 250
+])
+def test_a_community_job_resumes_exactly_from_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resumed_from: list[int], name: str,
+    kind: str, saves: int
+) -> None:
+    job = _community_job(name, kind)
+    expected = stream_job(**job.kwargs)
+    checkpoints = JobCheckpoints(str(tmp_path / "job"), CheckpointPolicy(every_tokens=50))
+    with monkeypatch.context() as patch:
+        _crash_after(patch, saves)
+        with pytest.raises(Crash):
+            stream_job(**job.kwargs, checkpoints=checkpoints)
+    frame = stream_job(**job.kwargs, checkpoints=checkpoints)
+    assert resumed_from == [0, 50 * saves]
+    pd.testing.assert_frame_equal(frame, expected, check_exact=True)

@@ -1,7 +1,10 @@
 """``sharp experiment NAME|all --preset tiny|quick|paper --out DIR [--workers N] [--seed S]
-[--overwrite] [--no-resume] [--estimate]``; ``all`` also writes the combined ``index.md`` /
+[--overwrite] [--no-resume] [--checkpoint-tokens N] [--checkpoint-minutes M]
+[--keep-checkpoints K] [--estimate]``; ``all`` also writes the combined ``index.md`` /
 ``index.html``. Each finished job is stored under ``DIR/jobs/NAME/``, so the same command
-run again after a crash resumes (runs only the jobs not stored). ``--estimate`` prints the
+run again after a crash resumes (runs only the jobs not stored; the jobs of experiments
+2-4, 8 and 9 also checkpoint inside their loop, under ``DIR/jobs/NAME/<job id>/``, and
+resume from there, the checkpoint options as ``sharp bench``'s). ``--estimate`` prints the
 duration estimate from a short warm-up of the jobs and exits; ``--preset paper`` prints it
 before every run."""
 
@@ -15,6 +18,7 @@ from pathlib import Path
 from sharp.experiments.common import PRESET_NAMES, REGISTRY
 from sharp.experiments.estimate import estimate_experiment
 from sharp.experiments.report import check_experiment_folder, run_experiment, write_index
+from sharp.runs.jobs import checkpoint_policy
 from sharp.runs.options import HelpFormatter, non_negative_int, positive_int
 from sharp.runs.outputs import plural
 
@@ -45,6 +49,13 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     parser.add_argument("--seed", type=non_negative_int, default=None,
                         help="base seed, an integer >= 0 (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--checkpoint-tokens", type=int, default=50_000,
+                        help="each job of experiments 2-4, 8 and 9 saves a checkpoint "
+                        "under --out/jobs/NAME/<job id>/ every this many training steps ...")
+    parser.add_argument("--checkpoint-minutes", type=float, default=10.0,
+                        help="... or every this many minutes, whichever comes first")
+    parser.add_argument("--keep-checkpoints", type=int, default=2,
+                        help="checkpoints kept per job (older ones are pruned)")
     parser.add_argument("--estimate", action="store_true",
                         help="print the run's duration estimate (a short measured warm-up of "
                         "its jobs on this machine) and exit, running no job and writing "
@@ -69,13 +80,17 @@ def print_estimates(names: list[str], preset: str, out: str | None,
 
 
 def run_experiment_command(args: argparse.Namespace) -> int:
-    """Run the experiment(s) named in ``args`` and write their files; returns 0. Every
-    experiment's output is checked (:func:`check_experiment_folder`) before the first
-    starts; then, with ``--estimate`` (which stops there) or ``--preset paper``, the
-    duration estimate is printed (:func:`print_estimates`)."""
+    """Run the experiment(s) named in ``args`` and write their files; returns 0. The
+    checkpoint options are checked first (ValueError naming each bad one as typed, as
+    ``sharp bench`` does), then every experiment's output
+    (:func:`check_experiment_folder`), before the first starts; then, with ``--estimate``
+    (which stops there) or ``--preset paper``, the duration estimate is printed
+    (:func:`print_estimates`)."""
     names = (sorted(REGISTRY, key=lambda n: REGISTRY[n].number) if args.name == "all"
              else [args.name])
     command = getattr(args, "command_line", "sharp " + shlex.join(sys.argv[1:]))
+    policy = checkpoint_policy(args.checkpoint_tokens, args.checkpoint_minutes,
+                               args.keep_checkpoints)
     overrides: dict[str, object] = {"progress": not args.quiet}
     if args.workers is not None:
         overrides["workers"] = args.workers
@@ -90,7 +105,8 @@ def run_experiment_command(args: argparse.Namespace) -> int:
             return 0
     for name in names:
         run = run_experiment(name, args.preset, args.out, command=command,
-                             overwrite=args.overwrite, resume=args.resume, **overrides)
+                             overwrite=args.overwrite, resume=args.resume, policy=policy,
+                             **overrides)
         print(f"{name}: {plural(len(run.frame), 'row')} in {run.seconds:.1f} s -> "
               f"{Path(args.out) / f'{name}.md'}")
     if args.name == "all":

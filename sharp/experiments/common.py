@@ -8,9 +8,11 @@ independent and reproducible from its recorded seed.
 
 Inside :func:`stored_jobs` (what ``sharp experiment --out`` uses) every finished job's frame
 is stored under a name derived from the job's content (:func:`job_id`), and a job whose
-frame is stored already is not run again: a killed run resumes where it stopped. A job is
-the unit: one that is killed mid-way runs again from its start (jobs do not checkpoint
-inside their own loop).
+frame is stored already is not run again: a killed run resumes where it stopped. A job
+whose function takes a ``checkpoints`` keyword also checkpoints inside its own loop: it is
+handed :class:`JobCheckpoints` (its folder ``<jobs>/<job id>/`` and the run's
+:class:`~sharp.runs.jobs.CheckpointPolicy`), and a killed one resumes from its last
+checkpoint; the others run again from their start.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ import inspect
 import itertools
 import json
 import os
+import re
+import shutil
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -38,13 +43,15 @@ from plotly.subplots import make_subplots
 
 from sharp.config import SharpConfig, preset
 from sharp.data.community import CommunityTask
+from sharp.data.streams import n_windows
 from sharp.engines.optim import FusedAdam
 from sharp.explore.plots import alpha
 from sharp.model.gate import RecallGate
 from sharp.model.memory import Memory
-from sharp.protocol import token_array
-from sharp.runs.checkpoints import atomic_path
+from sharp.protocol import Learner, token_array
+from sharp.runs.checkpoints import atomic_path, load_checkpoint
 from sharp.runs.executor import Executor, run_tasks
+from sharp.runs.jobs import PIECE, CheckpointPolicy, JobFolder
 from sharp.runs.registry import LearnerSpec, baseline_spec, build_learner
 from sharp.runs.stream import run_stream
 
@@ -114,15 +121,31 @@ class Size:
 
 
 @dataclass(frozen=True)
+class JobCheckpoints:
+    """Where and when a job checkpoints inside its loop: its own ``folder`` (the layout of
+    :class:`~sharp.runs.jobs.JobFolder`) and the run's ``policy``."""
+
+    folder: str
+    policy: CheckpointPolicy
+
+
+@dataclass(frozen=True)
 class Job:
     """One unit of work: ``function(**kwargs)`` returns a DataFrame; ``labels`` are added
     as columns to it. ``size`` says which argument sets the job's length, for the duration
-    estimate (it is not part of the job's content: :func:`job_id`)."""
+    estimate; ``checkpoints``, set by :func:`run_jobs` for a function that takes that
+    keyword, where it checkpoints (neither is part of the job's content: :func:`job_id`)."""
 
     function: Callable[..., pd.DataFrame]
     kwargs: dict[str, Any]
     labels: dict[str, Any] = field(default_factory=dict)
     size: Size | None = None
+    checkpoints: JobCheckpoints | None = None
+
+    @property
+    def checkpoints_inside(self) -> bool:
+        """Whether the job's function checkpoints inside its loop (takes ``checkpoints``)."""
+        return "checkpoints" in inspect.signature(self.function).parameters
 
 
 def plain_content(value: Any) -> Any:
@@ -163,14 +186,26 @@ def job_id(job: Job) -> str:
 
 class JobStore:
     """The finished jobs' frames of one run, ``<folder>/<job id>.parquet``, each written
-    atomically as its job finishes."""
+    atomically as its job finishes, and the checkpoints of the unfinished ones that
+    checkpoint inside their loop, ``<folder>/<job id>/`` (removed once the frame is
+    stored). ``policy``: when those jobs checkpoint."""
 
-    def __init__(self, folder: str | os.PathLike) -> None:
+    def __init__(self, folder: str | os.PathLike, policy: CheckpointPolicy | None = None
+                 ) -> None:
         self.folder = Path(folder)
+        self.policy = policy or CheckpointPolicy()
 
     def path(self, job: Job) -> Path:
         """Where ``job``'s frame is stored."""
         return self.folder / f"{job_id(job)}.parquet"
+
+    def checkpointed(self, job: Job) -> Job:
+        """``job`` with its :class:`JobCheckpoints` (``<folder>/<job id>/``) when its
+        function takes them, else ``job``."""
+        if not job.checkpoints_inside:
+            return job
+        folder = (self.folder / job_id(job)).resolve()
+        return dataclasses.replace(job, checkpoints=JobCheckpoints(str(folder), self.policy))
 
     def load(self, job: Job) -> pd.DataFrame | None:
         """``job``'s stored frame, or None: not stored, or unreadable (truncated, damaged:
@@ -189,6 +224,7 @@ class JobStore:
         """Store ``job``'s finished frame atomically."""
         with atomic_path(self.path(job)) as tmp:
             frame.to_parquet(tmp, index=False)
+        shutil.rmtree(self.folder / job_id(job), ignore_errors=True)  # its checkpoints
 
     def sweep(self) -> None:
         """Remove the temporary files of writes that were killed."""
@@ -196,9 +232,12 @@ class JobStore:
             path.unlink(missing_ok=True)
 
     def clear(self) -> None:
-        """Remove every stored frame (and :meth:`sweep`)."""
+        """Remove every stored frame and job checkpoint folder (and :meth:`sweep`)."""
         for path in self.folder.glob("*.parquet"):
             path.unlink(missing_ok=True)
+        for path in self.folder.iterdir() if self.folder.is_dir() else ():
+            if path.is_dir() and re.fullmatch(r"[0-9a-f]{64}", path.name):
+                shutil.rmtree(path, ignore_errors=True)
         self.sweep()
 
 
@@ -231,11 +270,14 @@ def planned_jobs(run: Callable[..., pd.DataFrame], parameters: Mapping[str, Any]
 
 
 @contextlib.contextmanager
-def stored_jobs(folder: str | os.PathLike) -> Iterator[JobStore]:
+def stored_jobs(folder: str | os.PathLike, policy: CheckpointPolicy | None = None
+                ) -> Iterator[JobStore]:
     """Within the block, :func:`run_jobs` stores every finished job's frame under
     ``folder`` (a :class:`JobStore`) and reuses the frames stored there (by an earlier,
-    killed run of the same jobs) instead of running their jobs again."""
-    store = JobStore(folder)
+    killed run of the same jobs) instead of running their jobs again; the jobs that
+    checkpoint inside their loop do so there by ``policy`` (default
+    :class:`~sharp.runs.jobs.CheckpointPolicy`) and resume from their checkpoints."""
+    store = JobStore(folder, policy)
     token = _STORE.set(store)
     try:
         yield store
@@ -245,7 +287,8 @@ def stored_jobs(folder: str | os.PathLike) -> Iterator[JobStore]:
 
 def _run_job(job: Job, report: Callable[[int], None]) -> pd.DataFrame:
     torch.set_num_threads(1)
-    frame = job.function(**job.kwargs)
+    extra = {} if job.checkpoints is None else {"checkpoints": job.checkpoints}
+    frame = job.function(**job.kwargs, **extra)
     for key, value in reversed(list(job.labels.items())):
         if key in frame.columns:
             frame[key] = value
@@ -261,8 +304,9 @@ def run_jobs(jobs: Sequence[Job], workers: int | None = None, *, progress: bool 
     :mod:`sharp.runs.executor`) and concatenate their frames in job order. ``workers``
     defaults to min(jobs, cores); ValueError if it is below 1. Inside :func:`planned_jobs`
     it runs nothing and raises :class:`JobsPlanned`. Inside :func:`stored_jobs`
-    the jobs whose frames are stored are not run (the progress bar counts them as done)
-    and each other job's frame is stored as soon as it finishes."""
+    the jobs whose frames are stored are not run (the progress bar counts them as done),
+    each other job's frame is stored as soon as it finishes, and the jobs whose function
+    takes a ``checkpoints`` keyword are handed theirs (:meth:`JobStore.checkpointed`)."""
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if _PLANNING.get():
@@ -279,7 +323,8 @@ def run_jobs(jobs: Sequence[Job], workers: int | None = None, *, progress: bool 
             store.save(jobs[todo[k]], frame)
 
     workers = default_workers(len(todo)) if workers is None else workers
-    run_tasks(_run_job, [jobs[i] for i in todo], Executor(max(1, min(workers, len(todo)))),
+    items = [jobs[i] if store is None else store.checkpointed(jobs[i]) for i in todo]
+    run_tasks(_run_job, items, Executor(max(1, min(workers, len(todo)))),
               total=len(jobs), initial=resumed, progress=progress,
               description=f"{description} ({resumed} resumed)" if resumed else description,
               unit="run", on_result=keep)
@@ -306,14 +351,46 @@ def online_curve(records: pd.DataFrame, every: int) -> pd.DataFrame:
     return curve
 
 
+#: The per-step record columns :func:`online_curve` reads (what a checkpoint keeps).
+CURVE_RECORDS = ("step", "bits", "correct", "memory_learned")
+
+
 def stream_job(spec: LearnerSpec, task: dict[str, Any], samples: int, data_seed: int,
-               every: int, sleep: bool) -> pd.DataFrame:
+               every: int, sleep: bool, checkpoints: JobCheckpoints | None = None
+               ) -> pd.DataFrame:
     """Stream one community-task sequence through a fresh learner once (sleeping on the
-    learner's schedule when ``sleep``) and return its online-error curve."""
-    learner = build_learner(spec)
+    learner's schedule when ``sleep``) and return its online-error curve.
+
+    With ``checkpoints`` the job saves, by their policy, the learner's state and the
+    per-step records so far (:class:`~sharp.runs.jobs.JobFolder`, as a bench job does) and
+    resumes from its last good checkpoint to the curve of an uninterrupted run."""
     tokens = community_tokens(CommunityTask(**task), samples, data_seed)
-    records = run_stream(learner, tokens, sleep_every=None if sleep else 0, progress=False)
-    return online_curve(records, every)
+    folder = None if checkpoints is None else JobFolder(checkpoints.folder)
+    if folder is None:
+        learner, step, records = build_learner(spec), 0, []
+    else:
+        resumed = folder.restore(
+            lambda path: load_checkpoint(path, device=spec.config.get("device")),
+            lambda: build_learner(spec))
+        folder.start_attempt(resumed.step)
+        learner, step, records = cast(Learner, resumed.learner), resumed.step, resumed.records
+    total = n_windows(len(tokens), learner.window)
+    piece = total if checkpoints is None else min(PIECE, checkpoints.policy.every_tokens)
+    saved_step, saved_at = step, time.monotonic()
+    unsaved: list[pd.DataFrame] = []
+    while step < total:
+        stop = min(step + piece, total)
+        part = run_stream(learner, tokens[step : stop + learner.window],
+                          sleep_every=None if sleep else 0, offset=step, progress=False)
+        unsaved.append(part[list(CURVE_RECORDS)])
+        step = stop
+        if (folder is not None and checkpoints is not None and step < total
+                and checkpoints.policy.due(step - saved_step, time.monotonic() - saved_at)):
+            folder.save(learner, pd.concat(unsaved), step=step, document=0, offset=step,
+                        train_seconds=0.0, keep=checkpoints.policy.keep)
+            saved_step, saved_at = step, time.monotonic()
+            records, unsaved = records + unsaved, []
+    return online_curve(pd.concat(records + unsaved, ignore_index=True), every)
 
 
 # -- community-task experiments (SPEC §8, 2-4) ----------------------------------------

@@ -18,6 +18,7 @@ from sharp.config import SharpConfig
 from sharp.experiments.common import REGISTRY, Experiment, JobStore, stored_jobs
 from sharp.explore.plots import figures_html
 from sharp.runs.checkpoints import atomic_write_text
+from sharp.runs.jobs import CheckpointPolicy
 from sharp.runs.outputs import check_output_folder, check_replace, plural
 from sharp.runs.report import machine_info
 
@@ -224,7 +225,7 @@ def write_index(out: str | os.PathLike) -> dict[str, Path]:
 
 def run_experiment(name: str, preset: str = "quick", out: str | os.PathLike | None = None,
                    *, command: str = "", overwrite: bool = False, resume: bool = True,
-                   **overrides: Any) -> ExperimentRun:
+                   policy: CheckpointPolicy | None = None, **overrides: Any) -> ExperimentRun:
     """Run experiment ``name`` with a preset (``tiny``, ``quick``, ``paper``) and
     overrides; with ``out``, also write its CSV, HTML, markdown and record there
     (:func:`write_experiment`). ``out`` is checked before the run
@@ -235,14 +236,17 @@ def run_experiment(name: str, preset: str = "quick", out: str | os.PathLike | No
     With ``out``, each job (repetition × condition) stores its frame under
     :func:`jobs_folder` as soon as it finishes; when ``resume``, the jobs of this same
     run stored there (by an earlier run that was killed) are reused, not run again, and
-    the results equal an uninterrupted run's. A job killed mid-way runs again from its
-    start."""
+    the results equal an uninterrupted run's. The jobs of the community-task (2-4) and
+    text (8, 9) experiments also checkpoint inside their loop, by ``policy`` (default
+    :class:`~sharp.runs.jobs.CheckpointPolicy`), under ``jobs_folder/<job id>/``, and a
+    killed one resumes from its last checkpoint; the other experiments' jobs killed
+    mid-way run again from their start."""
     experiment = get_experiment(name)
     parameters = experiment.parameters(preset, **overrides)
     storing: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if out is not None:
         check_experiment_folder(out, name, preset, parameters, overwrite)
-        storing = stored_jobs(start_jobs(out, name, preset, parameters, resume))
+        storing = stored_jobs(start_jobs(out, name, preset, parameters, resume), policy)
     start = time.perf_counter()
     with storing:
         frame = experiment.run(**parameters)

@@ -21,9 +21,10 @@ slowing the upper heads' learning rate helps.
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from collections.abc import Sequence
-from typing import Unpack
+from typing import Any, Unpack
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -96,6 +97,37 @@ class WakeAllMemories(Sharp):
         super().reset_state()
         if hasattr(self, "upper_opts"):
             self._reset_upper()
+
+    def state_dict(self) -> dict[str, Any]:
+        """:meth:`Sharp.state_dict` plus the upper memories' optimisers, windows, carries,
+        recall EMAs and update count (``upper``), so a resumed stream continues exactly."""
+        state = super().state_dict()
+        state["upper"] = copy.deepcopy({
+            "opts": [self.upper_opts[level].state_dict() for level in self._levels],
+            "windows": [list(self.upper_windows[level]) for level in self._levels],
+            "carry": [self.upper_carry[level] for level in self._levels],
+            "ema": [float(self.upper_gates[level].value) for level in self._levels],
+            "updates": self.upper_updates,
+        })
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; a state without ``upper`` (a plain SHARP learner's)
+        raises KeyError."""
+        super().load_state_dict(state)
+        upper = copy.deepcopy(state["upper"])
+        for i, level in enumerate(self._levels):
+            self.upper_opts[level].load_state_dict(upper["opts"][i])
+            self.upper_windows[level].clear()
+            self.upper_windows[level].extend(t.to(self.device) for t in upper["windows"][i])
+            self.upper_carry[level] = upper["carry"][i].to(self.device)
+            self.upper_gates[level].value = float(upper["ema"][i])
+        self.upper_updates = int(upper["updates"])
+
+    @property
+    def _levels(self) -> range:
+        """The upper memories' levels, 1..L-1."""
+        return range(1, self.config.layers)
 
     def advance(self, token: Tensor) -> None:
         """Advance the layers as :meth:`Sharp.advance`, then let every upper memory that

@@ -15,17 +15,21 @@ Every condition of a repetition uses the same seed and stream.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypedDict, Unpack
+from pathlib import Path
+from typing import Any, TypedDict, Unpack, cast
 
 import numpy as np
 import pandas as pd
+import torch
 
 from sharp.config import SharpConfig, preset
 from sharp.data.corpus import load_corpus
 from sharp.experiments.common import (
     Job,
+    JobCheckpoints,
     Size,
     periodic_argument,
     periodic_config_field,
@@ -33,6 +37,8 @@ from sharp.experiments.common import (
     run_jobs,
 )
 from sharp.model.learner import Sharp
+from sharp.runs.checkpoints import CheckpointError
+from sharp.runs.jobs import PIECE, JobFolder
 from sharp.runs.stream import evaluate_slices, run_stream
 
 SLICES = ("forward", "current", "backward")
@@ -83,35 +89,73 @@ class TextCondition:
 
 
 def text_curve_job(config: SharpConfig, corpus: str, train_tokens: int, eval_tokens: int,
-                   every: int, sleep: bool, learner: type[Sharp] = Sharp) -> pd.DataFrame:
+                   every: int, sleep: bool, learner: type[Sharp] = Sharp,
+                   checkpoints: JobCheckpoints | None = None) -> pd.DataFrame:
     """Stream the first ``train_tokens`` tokens of ``corpus`` through a fresh ``learner``
     once, evaluating the three slices every ``every`` steps. One row per checkpoint ×
-    slice; ``memory_update_rate`` is memory 0's over the interval."""
+    slice; ``memory_update_rate`` is memory 0's over the interval.
+
+    With ``checkpoints`` the job saves, by their policy, the learner's state, the rows so
+    far and the stream offset (:class:`~sharp.runs.jobs.JobFolder`: atomic writes, the
+    manifest last) and resumes from its last good checkpoint: a job killed at any moment
+    returns the frame an uninterrupted one does."""
     tokens = load_corpus(corpus).tokens.astype(np.int64)
     if train_tokens + eval_tokens > len(tokens):
         raise ValueError(f"corpus {corpus!r} has {len(tokens)} tokens, fewer than "
                          f"train_tokens + eval_tokens = {train_tokens + eval_tokens}")
-    model = learner(config)
+    folder = None if checkpoints is None else JobFolder(checkpoints.folder)
+    if folder is None:
+        model, offset, saved = learner(config), 0, {}
+    else:
+        resumed = folder.restore(lambda path: _restore(learner, config, path),
+                                 lambda: learner(config))
+        folder.start_attempt(resumed.step)
+        model, offset, saved = cast(Sharp, resumed.learner), resumed.offset, resumed.extra
     window = model.window
     train = tokens[:train_tokens]
-    forward = tokens[-eval_tokens:]
-    backward = train[:eval_tokens]
+    slices = {"forward": tokens[-eval_tokens:], "current": train[:0],
+              "backward": train[:eval_tokens]}
     total = len(train) - window
-    rows = []
-    for start in range(0, total, every):
-        stop = min(start + every, total)
-        records = run_stream(model, train[start : stop + window],
-                             sleep_every=None if sleep else 0, offset=start, progress=False)
-        seen = stop + window
-        current = train[max(0, seen - eval_tokens) : seen]
-        evaluation = evaluate_slices(model, {"forward": forward, "current": current,
-                                             "backward": backward})
-        for row in evaluation.itertuples(index=False):
-            rows.append({"samples": stop, "slice": row.slice, "bits": row.bits,
-                         "accuracy": row.accuracy,
-                         "memory_update_rate": float(records["memory_learned"].mean()),
-                         "sleeps": int(records["slept"].sum())})
+    rows: list[dict[str, Any]] = saved.get("rows", [])
+    learned, slept = saved.get("learned", 0), saved.get("slept", 0)
+    piece = every if checkpoints is None else min(PIECE, checkpoints.policy.every_tokens)
+    saved_step, saved_at = offset, time.monotonic()
+    while offset < total:
+        end = min((offset // every + 1) * every, total)  # the next evaluation
+        stop = min(offset + piece, end)
+        records = run_stream(model, train[offset : stop + window],
+                             sleep_every=None if sleep else 0, offset=offset, progress=False)
+        learned += int(records["memory_learned"].sum())
+        slept += int(records["slept"].sum())
+        offset = stop
+        if offset == end:
+            seen = end + window
+            slices["current"] = train[max(0, seen - eval_tokens) : seen]
+            rate = learned / (end - (end - 1) // every * every)
+            rows += [{"samples": end, "slice": row.slice, "bits": float(row.bits),
+                      "accuracy": float(row.accuracy), "memory_update_rate": rate,
+                      "sleeps": slept}
+                     for row in evaluate_slices(model, slices).itertuples(index=False)]
+            learned = slept = 0
+        if (folder is not None and checkpoints is not None and offset < total
+                and checkpoints.policy.due(offset - saved_step, time.monotonic() - saved_at)):
+            folder.save(model, None, step=offset, document=0, offset=offset,
+                        train_seconds=0.0, keep=checkpoints.policy.keep,
+                        extra={"rows": rows, "learned": learned, "slept": slept})
+            saved_step, saved_at = offset, time.monotonic()
     return pd.DataFrame(rows)
+
+
+def _restore(learner: type[Sharp], config: SharpConfig, path: Path) -> Sharp:
+    """A ``learner`` of ``config`` restored from the state file at ``path``. Raises
+    :class:`~sharp.runs.checkpoints.CheckpointError` for a file that cannot be restored."""
+    model = learner(config)
+    try:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as error:  # a damaged file can fail anywhere in the unpickler
+        raise CheckpointError(f"{path} cannot be restored: {type(error).__name__}: "
+                              f"{error}") from error
+    return model
 
 
 def text_curves(conditions: Sequence[TextCondition], *, description: str,

@@ -33,7 +33,14 @@ from sharp.runs.benchmark import (
     run_benchmark,
 )
 from sharp.runs.checkpoints import atomic_write_text
-from sharp.runs.jobs import CheckpointPolicy, EnsembleJob, Job, JobFolder, group_jobs
+from sharp.runs.jobs import (
+    CheckpointPolicy,
+    EnsembleJob,
+    Job,
+    JobFolder,
+    checkpoint_policy,
+    group_jobs,
+)
 from sharp.runs.outputs import plural
 from sharp.runs.registry import (
     BASELINE_KINDS,
@@ -133,23 +140,8 @@ class BenchOptions:
         """The jobs' checkpoint policy. Raises ValueError naming the option (and the
         notebook parameter) for a checkpoint setting that is not a positive number (an
         integer for tokens and kept checkpoints)."""
-        checks = (("--checkpoint-tokens", self.checkpoint_tokens, True),
-                  ("--checkpoint-minutes", self.checkpoint_minutes, False),
-                  ("--keep-checkpoints", self.keep_checkpoints, True))
-        refused = [f"{option} (notebook: {option[2:].replace('-', '_')}) must be "
-                   f"{'an integer >= 1' if integer else 'a number > 0'}, got {value!r}"
-                   for option, value, integer in checks if not _positive(value, integer=integer)]
-        if refused:
-            raise ValueError("; ".join(refused))
-        return CheckpointPolicy(self.checkpoint_tokens, self.checkpoint_minutes * 60,
-                                self.keep_checkpoints)
-
-
-def _positive(value: object, *, integer: bool) -> bool:
-    """Whether ``value`` is a number > 0 (not NaN, not a bool), and an int when
-    ``integer``."""
-    kinds = (int,) if integer else (int, float)
-    return isinstance(value, kinds) and not isinstance(value, bool) and value > 0
+        return checkpoint_policy(self.checkpoint_tokens, self.checkpoint_minutes,
+                                 self.keep_checkpoints, notebook=True)
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,13 @@ Every file is written atomically and the manifest last, so a job killed at any m
 (mid-stream, mid-sleep, mid-evaluation, mid-write) leaves the previous checkpoint intact.
 The learner owns every random generator the job uses (in its ``state_dict``), and the
 sleep schedule follows the global step, so a resumed job computes what an uninterrupted
-one does.
+one does. The experiments' jobs checkpoint in the same layout
+(:meth:`JobFolder.restore` with their own learner, rows kept in a checkpoint's ``extra``).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -94,8 +96,43 @@ class CheckpointPolicy:
                                        ("every_seconds", self.every_seconds),
                                        ("keep", self.keep)) if not value > 0]
         if refused:
-            raise ValueError("; ".join(refused) + " (sharp bench: --checkpoint-tokens, "
-                             "--checkpoint-minutes, --keep-checkpoints)")
+            raise ValueError("; ".join(refused) + " (sharp bench, sharp experiment: "
+                             "--checkpoint-tokens, --checkpoint-minutes, --keep-checkpoints)")
+
+    def due(self, steps: int, seconds: float) -> bool:
+        """Whether a checkpoint is due ``steps`` training steps and ``seconds`` after the
+        last one."""
+        return steps >= self.every_tokens or seconds >= self.every_seconds
+
+
+def checkpoint_policy(tokens: object, minutes: object, keep: object, *,
+                      notebook: bool = False) -> CheckpointPolicy:
+    """The policy of the command-line options ``--checkpoint-tokens``,
+    ``--checkpoint-minutes`` and ``--keep-checkpoints`` (shared by ``sharp bench`` and
+    ``sharp experiment``). Raises ValueError naming every option as typed (and, when
+    ``notebook``, its notebook parameter) whose value is not a positive number (an integer
+    for tokens and kept checkpoints)."""
+    checks = (("--checkpoint-tokens", tokens, True), ("--checkpoint-minutes", minutes, False),
+              ("--keep-checkpoints", keep, True))
+    refused = [f"{_option_name(option, notebook)} must be "
+               f"{'an integer >= 1' if integer else 'a number > 0'}, got {value!r}"
+               for option, value, integer in checks if not _positive(value, integer=integer)]
+    if refused:
+        raise ValueError("; ".join(refused))
+    return CheckpointPolicy(cast(int, tokens), cast(float, minutes) * 60, cast(int, keep))
+
+
+def _option_name(option: str, notebook: bool) -> str:
+    """``--checkpoint-tokens``, or with ``notebook`` ``--checkpoint-tokens (notebook:
+    checkpoint_tokens)``."""
+    return f"{option} (notebook: {option[2:].replace('-', '_')})" if notebook else option
+
+
+def _positive(value: object, *, integer: bool) -> bool:
+    """Whether ``value`` is a number > 0 (not NaN, not a bool), and an int when
+    ``integer``."""
+    kinds = (int,) if integer else (int, float)
+    return isinstance(value, kinds) and not isinstance(value, bool) and value > 0
 
 
 @dataclass(frozen=True)
@@ -300,7 +337,8 @@ def _node() -> str:
 @dataclass
 class _Resumed:
     """Where a job starts: the learner, global step, document and offset in it, the
-    training seconds spent so far and the records of the steps done."""
+    training seconds spent so far, the records of the steps done and the job's own
+    ``extra`` state saved with the checkpoint (JSON data)."""
 
     learner: Learner | SharpEnsemble | BaselineEnsemble
     step: int = 0
@@ -308,6 +346,7 @@ class _Resumed:
     offset: int = 0
     train_seconds: float = 0.0
     records: list[pd.DataFrame] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class JobFolder:
@@ -355,6 +394,14 @@ class JobFolder:
         records; a damaged one is reported (RuntimeWarning naming the file) and the one
         before it used; none: a fresh learner (or ensemble) of ``job``. Records and
         checkpoints after the one used are dropped."""
+        return self.restore(
+            lambda path: load_checkpoint(path, device=job.spec.config.get("device")),
+            lambda: _build(job))
+
+    def restore(self, load: Callable[[Path], Any], build: Callable[[], Any]) -> _Resumed:
+        """What :meth:`resume` does, for any job: ``load(path)`` rebuilds the learner of a
+        state file (raising :class:`~sharp.runs.checkpoints.CheckpointError` for one that
+        cannot be restored), ``build()`` makes a fresh one."""
         entries = self.manifest.get("checkpoints", [])
         for position in range(len(entries) - 1, -1, -1):
             entry = entries[position]
@@ -363,8 +410,7 @@ class JobFolder:
                     and all(self._verified(c["file"], c["sha256"]) for c in chunks)):
                 continue
             try:
-                learner = load_checkpoint(self.path / entry["file"],
-                                          device=job.spec.config.get("device"))
+                learner = load(self.path / entry["file"])
             except CheckpointError as error:
                 warnings.warn(f"{error}; using the previous checkpoint", RuntimeWarning,
                               stacklevel=2)
@@ -377,10 +423,10 @@ class JobFolder:
             self.manifest["records"] = chunks
             self._sweep()
             return _Resumed(learner, entry["step"], entry["document"], entry["offset"],
-                            entry["train_seconds"], records)
+                            entry["train_seconds"], records, entry.get("extra", {}))
         self.manifest["checkpoints"], self.manifest["records"] = [], []
         self._sweep()
-        return _Resumed(_build(job))
+        return _Resumed(build())
 
     def _sweep(self) -> None:
         """Remove what no manifest entry names: states and record chunks written after
@@ -398,14 +444,16 @@ class JobFolder:
             {"node": _node(), "pid": os.getpid(), "resumed_from": step})
         self._write_manifest()
 
-    def save(self, learner: Learner | SharpEnsemble | BaselineEnsemble, records: pd.DataFrame,
-             *, step: int, document: int, offset: int, train_seconds: float, keep: int
-             ) -> None:
+    def save(self, learner: Learner | SharpEnsemble | BaselineEnsemble,
+             records: pd.DataFrame | None, *, step: int, document: int, offset: int,
+             train_seconds: float, keep: int, extra: dict[str, Any] | None = None) -> None:
         """Save a checkpoint after global step ``step``: the records of the steps since the
-        previous one (``records``, every column), the learner (or ensemble) state, then the
-        manifest; prune all but the newest ``keep`` states."""
+        previous one (``records``, every column; None: the job keeps none), the learner (or
+        ensemble) state, then the manifest, with a copy of ``extra`` (JSON data the job
+        restores itself, e.g. its result rows so far) in the checkpoint's entry; prune all
+        but the newest ``keep`` states."""
         start = self.manifest["records"][-1]["stop"] if self.manifest["records"] else 0
-        if step > start:
+        if records is not None and step > start:
             chunk = f"records/{start:012d}-{step:012d}.npz"
             with atomic_path(self.path / chunk) as tmp, open(tmp, "wb") as file:
                 np.savez_compressed(file, **{c: records[c].to_numpy() for c in records})
@@ -416,7 +464,8 @@ class JobFolder:
         checkpoints = self.manifest["checkpoints"]
         checkpoints.append({"step": step, "document": document, "offset": offset,
                             "file": state, "sha256": _sha256(self.path / state),
-                            "train_seconds": train_seconds})
+                            "train_seconds": train_seconds,
+                            **({"extra": copy.deepcopy(extra)} if extra else {})})
         pruned, self.manifest["checkpoints"] = checkpoints[:-keep], checkpoints[-keep:]
         self._write_manifest()
         for entry in pruned:
@@ -491,8 +540,7 @@ def run_learner_job(
                 step, offset = step + len(part), stop
                 if report is not None:
                     report(len(part))
-                due = (step - saved_step >= policy.every_tokens
-                       or time.monotonic() - saved_at >= policy.every_seconds
+                due = (policy.due(step - saved_step, time.monotonic() - saved_at)
                        or (offset == total and number == len(job.documents) - 1))
                 if store is not None and due:
                     store.save(learner, pd.concat(unsaved), step=step, document=number,
@@ -565,8 +613,7 @@ def run_ensemble_job(
             step, offset = step + stop - offset, stop
             if report is not None:
                 report(len(part))
-            due = (step - saved_step >= policy.every_tokens
-                   or time.monotonic() - saved_at >= policy.every_seconds or offset == total)
+            due = policy.due(step - saved_step, time.monotonic() - saved_at) or offset == total
             if store is not None and due:
                 store.save(ensemble, pd.concat(unsaved), step=step, document=0, offset=offset,
                            train_seconds=seconds, keep=policy.keep)
