@@ -172,10 +172,10 @@ def _offline_message(repo_id: str, why: str) -> str:
 
 def _hub_offline() -> bool:
     """Whether ``HF_HUB_OFFLINE`` is set now (huggingface_hub reads it only at import)."""
-    import huggingface_hub
+    from huggingface_hub import constants
 
     flag = os.environ.get("HF_HUB_OFFLINE", "").strip().lower()
-    return flag in ("1", "on", "yes", "true") or bool(huggingface_hub.constants.HF_HUB_OFFLINE)
+    return flag in ("1", "on", "yes", "true") or bool(constants.HF_HUB_OFFLINE)
 
 
 def _hub_tokenizer(repo_id: str) -> Tokenizer:
