@@ -226,3 +226,18 @@ def test_bench_refuses_a_tokenizer_for_a_corpus_without_books(
     assert main(["bench", "--no-notebook", "--corpus", "wiki", "--tokenizer", "gpt2",
                  "--quiet"]) == 2
     assert "'wiki' has no books: run it without a tokenizer" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # encodes every bundled book: ~35 s on two busy cores
+def test_the_bundled_books_as_bpe_tokens_decode_to_their_text_and_are_cached(
+        bpe_cache: Path, bpe: TextTokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    corpus = load_corpus("books", tokenizer=bpe, cache_dir=bpe_cache, progress=False)
+    for row in corpus.documents.itertuples():
+        text = stored_text(row.id)
+        assert bpe.decode(corpus.tokens[row.start:row.stop]) == text, row.id
+        assert corpus.chars[row.start:row.stop].sum() == len(text), row.id
+    monkeypatch.setattr(TextTokenizer, "encode_with_chars", None)  # no encoding from here on
+    held = load_corpus("books", split="validation", tokenizer=bpe, cache_dir=bpe_cache)
+    assert held.documents["id"].tolist() == ["shakespeare-tempest", "austen-northanger-abbey"]
+    assert held.characters == sum(len(stored_text(i)) for i in held.documents["id"]) + len(
+        BOOK_SEPARATOR)  # the blank line between the two books
