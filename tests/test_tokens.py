@@ -9,6 +9,7 @@ from pathlib import Path
 
 import huggingface_hub
 import huggingface_hub.constants
+import huggingface_hub.errors
 import numpy as np
 import pandas as pd
 import pytest
@@ -127,6 +128,31 @@ def test_a_hub_id_offline_says_which_folder_to_place(tmp_path: Path,
     assert "'gpt2' is not on this machine" in message and "HF_HUB_OFFLINE" in message
     assert "save_pretrained('tokenizers/gpt2')" in message
     assert "--tokenizer tokenizers/gpt2" in message and "--tokenizer bpe" in message
+
+
+def test_a_hub_id_loads_through_the_hugging_face_cache(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The online path with huggingface_hub's download stubbed (no request is made)."""
+    file = tmp_path / "tokenizer.json"
+    _tiny_backend("the whale and the sea " * 50).save(str(file))
+    asked = []
+
+    def download(repo_id: str, filename: str) -> str:
+        asked.append((repo_id, filename))
+        return str(file)
+
+    def unreachable(repo_id: str, filename: str) -> str:
+        raise huggingface_hub.errors.LocalEntryNotFoundError("cannot reach the hub")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    loaded = load_tokenizer("someone/tiny")
+    assert loaded.name == "someone/tiny" and asked == [("someone/tiny", "tokenizer.json")]
+    assert loaded.sha256 == load_tokenizer(str(file)).sha256
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
+    with pytest.raises(RuntimeError, match="--tokenizer tokenizers/someone--tiny"):
+        load_tokenizer("someone/tiny")
 
 
 def test_token_corpus_is_cached_once_as_memory_maps(tmp_path: Path, bpe: TextTokenizer,

@@ -180,8 +180,9 @@ def _hub_offline() -> bool:
 
 def _hub_tokenizer(repo_id: str) -> Tokenizer:
     """``tokenizer.json`` of hub repository ``repo_id``: from huggingface_hub's cache, else
-    downloaded into it. Offline (``HF_HUB_OFFLINE``) no request is made. Raises
-    RuntimeError saying which folder to place when it cannot be had."""
+    downloaded into it. Offline (``HF_HUB_OFFLINE``) no request is made; without it and
+    without network, huggingface_hub retries for about 30 s first. Raises RuntimeError
+    saying which folder to place when it cannot be had."""
     import huggingface_hub
     from huggingface_hub import errors
 
@@ -193,11 +194,13 @@ def _hub_tokenizer(repo_id: str) -> Tokenizer:
                                             "in the Hugging Face cache"))
     try:
         path = huggingface_hub.hf_hub_download(repo_id, "tokenizer.json")
+    except errors.LocalEntryNotFoundError as err:  # the hub unreachable (after its retries)
+        raise RuntimeError(_offline_message(repo_id, str(err))) from None
     except (errors.RepositoryNotFoundError, errors.EntryNotFoundError) as err:
         raise RuntimeError(f"the hub has no tokenizer.json for {repo_id!r} ({err}); give a hub "
                            f"id of a model with a fast tokenizer, a local folder, or "
                            f"{BPE_SOURCE!r}") from None
-    except (errors.LocalEntryNotFoundError, errors.HfHubHTTPError, OSError) as err:
+    except (errors.HfHubHTTPError, OSError) as err:
         raise RuntimeError(_offline_message(repo_id, f"{type(err).__name__}: {err}")) from None
     return _from_file(Path(path))
 
