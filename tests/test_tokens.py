@@ -64,6 +64,10 @@ def test_bpe_trained_on_the_bundled_books_round_trips_text_exactly(bpe: TextToke
         same, chars = bpe.encode_with_chars(text)
         np.testing.assert_array_equal(same, ids)
         assert chars.sum() == len(text) and (chars >= 0).all()
+    texts = [held_out, ODD_TEXT, ""]
+    for (ids, chars), text in zip(bpe.encode_batch_with_chars(texts), texts, strict=True):
+        np.testing.assert_array_equal(ids, bpe.encode(text))  # in parallel, the same
+        np.testing.assert_array_equal(chars, bpe.encode_with_chars(text)[1])
     assert len(bpe.encode(held_out)) < len(held_out) / 3  # sub-words, not bytes
     with pytest.raises(ValueError, match="outside tokenizer 'bpe'"):
         bpe.decode([BPE_VOCAB_SIZE])
@@ -175,6 +179,7 @@ def test_token_corpus_is_cached_once_as_memory_maps(tmp_path: Path, bpe: TextTok
         raise AssertionError("the cached corpus was encoded again")
 
     monkeypatch.setattr(TextTokenizer, "encode_with_chars", no_encoding)
+    monkeypatch.setattr(TextTokenizer, "encode_batch_with_chars", no_encoding)
     again = load_corpus(str(tmp_path / "pg"), tokenizer=bpe, cache_dir=cache, progress=False)
     assert again.sha256 == corpus.sha256 and isinstance(again.tokens, np.memmap)
     np.testing.assert_array_equal(again.chars, corpus.chars)
@@ -262,7 +267,8 @@ def test_the_bundled_books_as_bpe_tokens_decode_to_their_text_and_are_cached(
         text = stored_text(row.id)
         assert bpe.decode(corpus.tokens[row.start:row.stop]) == text, row.id
         assert corpus.chars[row.start:row.stop].sum() == len(text), row.id
-    monkeypatch.setattr(TextTokenizer, "encode_with_chars", None)  # no encoding from here on
+    for method in ("encode_with_chars", "encode_batch_with_chars"):  # no encoding from here
+        monkeypatch.setattr(TextTokenizer, method, None)
     held = load_corpus("books", split="validation", tokenizer=bpe, cache_dir=bpe_cache)
     assert held.documents["id"].tolist() == ["shakespeare-tempest", "austen-northanger-abbey"]
     assert held.characters == sum(len(stored_text(i)) for i in held.documents["id"]) + len(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -171,9 +172,14 @@ BOOK_SEPARATOR = "\n\n"
 """The text between two books of a token corpus (a blank line)."""
 
 
+#: Books encoded at once (in parallel) by :func:`tokenize_books`.
+TOKENIZE_BATCH = 8
+
+
 def tokenize_books(books: Iterable[Book], tokenizer: TextTokenizer
                    ) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, Any] | None]]:
-    """Encode the raw text of books one by one with ``tokenizer`` (no normalisation).
+    """Encode the raw text of books with ``tokenizer`` (no normalisation), in order,
+    :data:`TOKENIZE_BATCH` books at a time in parallel.
 
     Yields ``(ids, chars, row)`` triples as :func:`encode_books` yields pairs: ``chars``
     gives each token's characters (:meth:`~sharp.data.tokenizer.TextTokenizer.
@@ -181,20 +187,22 @@ def tokenize_books(books: Iterable[Book], tokenizer: TextTokenizer
     ``row=None``. Books that encode to no token (empty text) are left out with a warning."""
     offset = 0
     separator = tokenizer.encode_with_chars(BOOK_SEPARATOR)
-    for book in books:
-        ids, chars = tokenizer.encode_with_chars(book.text)
-        if ids.size == 0:
-            warnings.warn(f"book {book.id!r} ({book.split}, {book.source or 'no source'}) has "
-                          "no text; left out of the corpus", stacklevel=2)
-            continue
-        if offset:
-            yield *separator, None
-            offset += int(separator[0].size)
-        row = {"id": book.id, "title": book.title, "year": book.year, "split": book.split,
-               "start": offset, "stop": offset + int(ids.size), "licence": book.licence,
-               "source": book.source}
-        offset += int(ids.size)
-        yield ids, chars, row
+    stream = iter(books)
+    while batch := list(itertools.islice(stream, TOKENIZE_BATCH)):
+        encoded = tokenizer.encode_batch_with_chars([book.text for book in batch])
+        for book, (ids, chars) in zip(batch, encoded, strict=True):
+            if ids.size == 0:
+                warnings.warn(f"book {book.id!r} ({book.split}, {book.source or 'no source'}) "
+                              "has no text; left out of the corpus", stacklevel=2)
+                continue
+            if offset:
+                yield *separator, None
+                offset += int(separator[0].size)
+            row = {"id": book.id, "title": book.title, "year": book.year, "split": book.split,
+                   "start": offset, "stop": offset + int(ids.size), "licence": book.licence,
+                   "source": book.source}
+            offset += int(ids.size)
+            yield ids, chars, row
 
 
 def documents_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
