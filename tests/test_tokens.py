@@ -22,6 +22,7 @@ from sharp.data.bundled import stored_text
 from sharp.data.corpus import BOOK_SEPARATOR, load_corpus
 from sharp.data.tokenizer import BPE_VOCAB_SIZE, TextTokenizer, bpe_cache_path, load_tokenizer
 from sharp.runs.benchmark import run_benchmark
+from sharp.runs.jobs import with_bits_per_char
 from sharp.runs.registry import LearnerSpec, baseline_spec
 
 #: Text no bundled training book holds: accents, a dash, CJK, emoji, tabs, a CRLF.
@@ -202,6 +203,9 @@ def test_bits_per_character_of_a_character_model_is_its_bits_per_token() -> None
     assert (rows["chars"] == rows["tokens"]).all()
     assert (rows["bits_per_char"] == rows["bits"]).all()  # exactly, not approximately
     assert (rows["bits_per_char_clipped"] == rows["bits_clipped"]).all()
+    # a job folder finished before these columns existed gives them on resume
+    stored = rows.drop(columns=["chars", "bits_per_char", "bits_per_char_clipped"])
+    pd.testing.assert_frame_equal(with_bits_per_char(stored)[rows.columns], rows)
 
 
 def test_bits_per_character_of_a_token_model_counts_the_slice_characters(
