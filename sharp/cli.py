@@ -180,7 +180,7 @@ def bench(args: argparse.Namespace) -> int:
         from sharp.explore.notebooks import execute_notebook
 
         parameters = {**dataclasses.asdict(plan.options), "out_dir": str(plan.out.resolve()),
-                      "run_sweep": False, "interactive": False}
+                      "run_sweep": False, "run_tokens": False, "interactive": False}
         execute_notebook("05_evaluation", plan.out, parameters, progress=not args.quiet,
                          cwd=os.getcwd())
         results = pd.read_csv(plan.out / "results.csv")
