@@ -156,15 +156,18 @@ def bench_options(args: argparse.Namespace) -> BenchOptions:
     )
 
 
-def print_estimate(plan: BenchPlan) -> None:
-    """Print the duration estimate of a planned run and the speeds it comes from."""
-    seconds, speeds = estimate_seconds(plan)
+def print_estimate(plan: BenchPlan, steps: int = 200) -> None:
+    """Print the duration estimate of a planned run and the speeds it comes from (a warm-up
+    of ``steps`` steps of each model, :func:`~sharp.runs.bench.estimate_seconds`)."""
+    seconds, speeds = estimate_seconds(plan, steps)
     for name, speed in speeds.items():
         sleep = f", {speed.sleep_seconds:.2f} s per sleep" if speed.sleep_seconds else ""
+        each = f" (each, for all {speed.members} members in lockstep)" if speed.members > 1 else ""
         print(f"  {name}: {1 / speed.step_seconds:,.0f} training steps/s, "
-              f"{1 / speed.eval_seconds:,.0f} evaluated tokens/s{sleep}")
+              f"{1 / speed.eval_seconds:,.0f} evaluated tokens/s{sleep}{each}")
+    grouped = " (as the ensemble its learners run as)" if plan.ensemble else ""
     print(f"estimated duration: {seconds / 3600:,.1f} h ({seconds:,.0f} s) on {plan.workers} "
-          "worker(s), from a 200-step warm-up of each model on this machine")
+          f"worker(s), from a {steps}-step warm-up of each model{grouped} on this machine")
 
 
 def bench(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from sharp.cli import main
+from sharp.cli import main, print_estimate
 from sharp.explore.notebooks import notebook_path
 from sharp.runs.bench import BenchOptions, default_run_name, plan_bench
 from sharp.runs.report import check_report_folder
@@ -59,6 +59,16 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
         # issue 13, item 3: books differ in length, an ensemble streams in lockstep
         (["--corpus", "books", "--segment", "5000000", "--ensemble", "on"],
          "the book protocol cannot run learners as ensembles"),
+        # issue 14: the checkpoint options are named as typed, not as policy fields
+        (["--checkpoint-tokens", "0"],
+         r"^sharp bench: error: --checkpoint-tokens \(notebook: checkpoint_tokens\) must be "
+         r"an integer >= 1, got 0$"),
+        (["--checkpoint-minutes", "nan"],
+         r"--checkpoint-minutes \(notebook: checkpoint_minutes\) must be a number > 0, "
+         r"got nan$"),
+        (["--keep-checkpoints", "-1", "--checkpoint-minutes", "0"],
+         r"--checkpoint-minutes .* > 0, got 0.0; --keep-checkpoints \(notebook: "
+         r"keep_checkpoints\) must be an integer >= 1, got -1$"),
     ],
 )
 def test_every_checkable_option_fails_before_any_learner_starts(
@@ -310,3 +320,39 @@ def test_a_local_file_is_reported_as_the_file_it_is(
     assert re.search(r"\| RNN \(tbptt\) \| [\d,]+ \| 2,996 \| [\d.,]+ \| [\d.,]+ \| — \| 0 \|",
                      summary), summary
 
+
+
+@pytest.mark.parametrize("ensemble", ["off", "on"])
+def test_the_estimate_measures_the_jobs_that_will_run(
+    no_training: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], ensemble: str,
+) -> None:
+    """issue 14, item 3: the estimate is printed before any work, writes nothing, and with
+    --ensemble on measures each model as the ensemble it runs as (not as M learners)."""
+    out = tmp_path / "run"
+    plan = plan_bench(BenchOptions(segment=700, slice_len=100, learners=2, sleep_every=300,
+                                   overrides={"sleep_steps": 40, "hidden": 32},
+                                   baselines=["rnn"], ensemble=ensemble, workers=2,
+                                   out_dir=str(out)))
+    print_estimate(plan, steps=20)
+    printed = capsys.readouterr().out
+    assert re.search(r"estimated duration: [\d.]+ h \([\d,]+ s\) on 2 worker\(s\), from a "
+                     r"20-step warm-up of each model", printed), printed
+    grouped = ensemble == "on"
+    assert ("(as the ensemble its learners run as)" in printed) == grouped
+    for name in ("SHARP", "RNN (tbptt)"):
+        label = f"{name} (ensemble of 2): " if grouped else f"{name}: "
+        assert f"  {label}" in printed, printed
+    assert ("for all 2 members in lockstep" in printed) == grouped
+    assert not out.exists()
+
+
+def test_bench_estimate_prints_and_exits_before_any_work(
+    no_training: None, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("sharp.cli.estimate_seconds", lambda plan, steps: (7200.0, {}))
+    out = tmp_path / "run"
+    assert main(["bench", "--no-notebook", "--quiet", "--learners", "1", "--baselines",
+                 "--estimate", "--out", str(out)]) == 0
+    assert "estimated duration: 2.0 h (7,200 s) on 1 worker(s)" in capsys.readouterr().out
+    assert not out.exists()

@@ -5,11 +5,14 @@ file) runs only the jobs not stored and writes the CSV an uninterrupted run writ
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 from conftest import sigkill_when
 
@@ -136,3 +139,68 @@ def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_csv(
     assert not part.exists()
     assert len(counted) == 4 - stored
     assert (tmp_path / f"{NAME}.csv").read_text() == uninterrupted
+
+
+def test_the_estimate_is_printed_and_no_job_runs(
+    tmp_path: Path, counted: list[Job], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--estimate`` times a warm-up of the jobs, prints the duration and exits: no job
+    runs through the executor and nothing is written, not even the output folder."""
+    out = tmp_path / "out"
+    assert main([*ARGV, "--out", str(out), "--estimate"]) == 0
+    printed = capsys.readouterr().out
+    assert re.fullmatch(rf"{NAME}: estimated duration [\d.]+ h \([\d,]+ s\) for 4 jobs left "
+                        r"of 4 on 1 worker, from a [\d.]+ s warm-up of 2 job shapes on this "
+                        r"machine \(runs of up to 600 of 600 samples(, periodic work \(sleeps, "
+                        r"evaluations\) timed per event)?\)\n", printed), printed
+    assert counted == [] and not out.exists()
+
+
+def test_the_estimate_counts_only_the_jobs_a_resumed_run_would_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [*ARGV, "--out", str(tmp_path), "--quiet"]
+    assert main(argv) == 0
+    stored = _stored(tmp_path)
+    capsys.readouterr()
+    assert main([*argv, "--estimate"]) == 0
+    assert capsys.readouterr().out == f"{NAME}: every job is stored already; nothing left to run\n"
+    stored[0].unlink()
+    assert main([*argv, "--estimate"]) == 0
+    assert "for 1 job left of 4 on 1 worker" in capsys.readouterr().out
+    assert main([*argv, "--estimate", "--no-resume"]) == 0  # a run that starts afresh
+    assert "for 4 jobs left of 4" in capsys.readouterr().out
+    assert _stored(tmp_path) == stored[1:]  # the estimates wrote nothing
+
+
+def test_a_paper_run_prints_its_estimate_before_any_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every ``--preset paper`` run prints the estimate first (here of ``all``, with the
+    total), then runs; the warm-up and the runs are stand-ins that record the order."""
+    import sharp.experiments.cli as cli
+
+    events: list[str] = []
+
+    def estimate(name: str, preset: str, out: str | None, **overrides: object) -> object:
+        events.append(f"estimate {name} {preset} {out}")
+        return SimpleNamespace(seconds=3600.0, line=lambda: f"{name}: estimated 1 h")
+
+    def run(name: str, preset: str, out: str, **kwargs: object) -> object:
+        events.append(f"run {name}")
+        return SimpleNamespace(frame=pd.DataFrame(), seconds=0.0)
+
+    monkeypatch.setattr(cli, "estimate_experiment", estimate)
+    monkeypatch.setattr(cli, "run_experiment", run)
+    monkeypatch.setattr(cli, "write_index", lambda out: {"md": "index.md", "html": "index.html"})
+    assert main(["experiment", "all", "--preset", "paper", "--out", str(tmp_path)]) == 0
+    names = sorted(common.REGISTRY, key=lambda n: common.REGISTRY[n].number)
+    assert events == ([f"estimate {n} paper {tmp_path}" for n in names]
+                      + [f"run {n}" for n in names])
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[: len(names)] == [f"{n}: estimated 1 h" for n in names]
+    assert printed[len(names)] == (f"all {len(names)} experiments, one after another: "
+                                   "estimated duration 9.0 h (32,400 s)")
+    events.clear()
+    assert main(["experiment", NAME, "--preset", "quick", "--out", str(tmp_path)]) == 0
+    assert events == [f"run {NAME}"]  # no estimate below paper unless asked

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+import sharp.experiments.common as common
 from sharp.config import SharpConfig, preset
 from sharp.data.community import CommunityTask
 from sharp.experiments import REGISTRY, mmd2_unbiased, probe_error, rep_seeds
@@ -18,14 +20,19 @@ from sharp.experiments.cli import add_experiment_parser, run_experiment_command
 from sharp.experiments.common import (
     CommunityStream,
     Condition,
+    Job,
+    Size,
     community_runs,
     late_error,
     memory_states,
+    periodic_argument,
+    planned_jobs,
     sharp_spec,
     train_memory,
     window_error,
 )
 from sharp.experiments.credit_assignment import COLUMNS as CREDIT_COLUMNS
+from sharp.experiments.estimate import job_seconds, makespan, shape_key
 from sharp.experiments.memory_capacity import make_sequence
 from sharp.experiments.report import plural, run_experiment, write_index
 from sharp.experiments.sleep_ablation import WakeAllMemories
@@ -315,3 +322,61 @@ def test_index_is_rebuilt_whenever_an_experiment_is_rewritten(tmp_path):
     assert all(line in md for line in on_disk)
     assert "1 row;" not in (tmp_path / "drift.md").read_text()
     assert plural(1, "row") == "1 row" and plural(2_000, "run") == "2,000 runs"
+
+
+# -- the duration estimate (issue 14, item 3) -------------------------------------------
+@pytest.mark.parametrize("preset_name", ["tiny", "paper"])
+def test_every_experiment_plans_its_jobs_with_their_sizes_without_running_them(
+    preset_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a job ran while its experiment was only planned")
+
+    monkeypatch.setattr(common, "_run_job", refuse)
+    for name, experiment in REGISTRY.items():
+        parameters = experiment.parameters(preset_name, progress=False)
+        jobs = planned_jobs(experiment.run, parameters)
+        assert jobs and all(isinstance(job.size, Size) for job in jobs), name
+        for job in jobs:
+            assert job.kwargs[job.size.name] in (job.size.value, None), name
+            assert all(p.every > 0 for p in job.size.periodic), name
+
+
+def _sleeping(n: int, every: int, fixed: float) -> pd.DataFrame:
+    """A stand-in job: ``fixed`` s, 10 µs per unit of ``n`` and 10 ms per event every
+    ``every`` units."""
+    time.sleep(fixed + n * 1e-5 + n // every * 1e-2)
+    return pd.DataFrame()
+
+
+def test_a_jobs_duration_is_extrapolated_from_its_warm_up_with_its_periodic_work() -> None:
+    full = 1_000_000
+    job = Job(_sleeping, {"n": full, "every": 100_000, "fixed": 0.02},
+              size=Size("n", full, start=1_000, periodic=(periodic_argument("every",
+                                                                              100_000),)))
+    started = time.perf_counter()
+    seconds, longest = job_seconds(job, target=0.05)
+    assert time.perf_counter() - started < 2.0  # a short warm-up of a 10 s job
+    assert longest < full
+    assert seconds == pytest.approx(0.02 + 10.0 + 10 * 0.01, rel=0.1)
+
+
+def test_shapes_ignore_seeds_and_the_size_only() -> None:
+    spec = common.sharp_spec(preset("quick"), CommunityTask(), seed=1)
+    kwargs = {"spec": spec, "task": {"depth": 2}, "samples": 600, "data_seed": 1,
+              "every": 200, "sleep": True}
+    def stream(**changes: object) -> Job:
+        return Job(common.stream_job, {**kwargs, **changes}, size=Size("samples", 600))
+
+    job = stream()
+    same = [stream(spec=spec.with_seed(2), data_seed=2), stream(samples=1_200)]
+    other = [stream(every=100), stream(sleep=False)]
+    assert {shape_key(j) for j in same} == {shape_key(job)}
+    assert shape_key(job) not in {shape_key(j) for j in other}
+
+
+def test_jobs_are_handed_to_the_first_free_worker_in_order() -> None:
+    assert makespan([2, 3, 2, 3, 2], 2) == 6  # 2+2+2 | 3+3
+    assert makespan([3, 3, 2, 2, 2], 2) == 7  # 3+2+2 | 3+2
+    assert makespan([5.0], 4) == 5.0 and makespan([], 3) == 0.0
+    assert makespan([1, 1, 1, 1], 1) == 4

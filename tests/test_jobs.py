@@ -246,3 +246,10 @@ def test_a_job_on_a_second_node_is_retried_and_resumed_after_its_worker_is_kille
         same_tables(reference, out)
     finally:
         subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True)
+
+
+def test_a_bad_checkpoint_policy_names_its_fields_and_the_cli_options() -> None:
+    with pytest.raises(ValueError, match=r"CheckpointPolicy.every_tokens must be > 0, got 0; "
+                       r"CheckpointPolicy.keep must be > 0, got 0 \(sharp bench: "
+                       r"--checkpoint-tokens, --checkpoint-minutes, --keep-checkpoints\)"):
+        CheckpointPolicy(every_tokens=0, keep=0)

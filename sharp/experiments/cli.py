@@ -1,7 +1,9 @@
 """``sharp experiment NAME|all --preset tiny|quick|paper --out DIR [--workers N] [--seed S]
-[--overwrite] [--no-resume]``; ``all`` also writes the combined ``index.md`` /
+[--overwrite] [--no-resume] [--estimate]``; ``all`` also writes the combined ``index.md`` /
 ``index.html``. Each finished job is stored under ``DIR/jobs/NAME/``, so the same command
-run again after a crash resumes (runs only the jobs not stored)."""
+run again after a crash resumes (runs only the jobs not stored). ``--estimate`` prints the
+duration estimate from a short warm-up of the jobs and exits; ``--preset paper`` prints it
+before every run."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import sys
 from pathlib import Path
 
 from sharp.experiments.common import PRESET_NAMES, REGISTRY
+from sharp.experiments.estimate import estimate_experiment
 from sharp.experiments.report import check_experiment_folder, run_experiment, write_index
 from sharp.runs.options import HelpFormatter, non_negative_int, positive_int
 from sharp.runs.outputs import plural
@@ -42,13 +45,34 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     parser.add_argument("--seed", type=non_negative_int, default=None,
                         help="base seed, an integer >= 0 (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--estimate", action="store_true",
+                        help="print the run's duration estimate (a short measured warm-up of "
+                        "its jobs on this machine) and exit, running no job and writing "
+                        "nothing; --preset paper prints it before every run")
     return parser
+
+
+def print_estimates(names: list[str], preset: str, out: str | None,
+                    overrides: dict[str, object]) -> None:
+    """Print the duration estimate of each experiment in ``names``
+    (:func:`~sharp.experiments.estimate.estimate_experiment`; jobs stored in ``out`` by
+    an earlier run of the same command not counted), and their total when there are
+    several (they run one after another)."""
+    total = 0.0
+    for name in names:
+        estimate = estimate_experiment(name, preset, out, **overrides)
+        print(estimate.line(), flush=True)
+        total += estimate.seconds
+    if len(names) > 1:
+        print(f"all {len(names)} experiments, one after another: estimated duration "
+              f"{total / 3600:,.1f} h ({total:,.0f} s)", flush=True)
 
 
 def run_experiment_command(args: argparse.Namespace) -> int:
     """Run the experiment(s) named in ``args`` and write their files; returns 0. Every
     experiment's output is checked (:func:`check_experiment_folder`) before the first
-    starts."""
+    starts; then, with ``--estimate`` (which stops there) or ``--preset paper``, the
+    duration estimate is printed (:func:`print_estimates`)."""
     names = (sorted(REGISTRY, key=lambda n: REGISTRY[n].number) if args.name == "all"
              else [args.name])
     command = getattr(args, "command_line", "sharp " + shlex.join(sys.argv[1:]))
@@ -60,6 +84,10 @@ def run_experiment_command(args: argparse.Namespace) -> int:
     for name in names:
         parameters = REGISTRY[name].parameters(args.preset, **overrides)
         check_experiment_folder(args.out, name, args.preset, parameters, args.overwrite)
+    if args.estimate or args.preset == "paper":
+        print_estimates(names, args.preset, args.out if args.resume else None, overrides)
+        if args.estimate:
+            return 0
     for name in names:
         run = run_experiment(name, args.preset, args.out, command=command,
                              overwrite=args.overwrite, resume=args.resume, **overrides)

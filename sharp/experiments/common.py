@@ -71,16 +71,61 @@ def default_workers(jobs: int) -> int:
 
 
 @dataclass(frozen=True)
+class Periodic:
+    """Work a job does every ``every`` units of its size (a sleep, an evaluation):
+    ``change(kwargs, every)`` returns the job's arguments with that period changed, so that
+    a warm-up can turn it off or count its cost per event."""
+
+    every: int
+    change: Callable[[dict[str, Any], int], dict[str, Any]]
+
+
+def periodic_argument(name: str, every: int) -> Periodic:
+    """Work done every ``every`` units, its period the job's keyword argument ``name``."""
+    return Periodic(every, lambda kwargs, period: {**kwargs, name: period})
+
+
+def periodic_config_field(argument: str, name: str, every: int) -> Periodic:
+    """Work done every ``every`` units, its period the field ``name`` of the job's
+    :class:`~sharp.config.SharpConfig` argument ``argument`` (or of its
+    :class:`~sharp.runs.registry.LearnerSpec`'s config)."""
+    def change(kwargs: dict[str, Any], period: int) -> dict[str, Any]:
+        value = kwargs[argument]
+        if isinstance(value, LearnerSpec):
+            value = dataclasses.replace(value, config={**value.config, name: period})
+        else:
+            value = value.replace(**{name: period})
+        return {**kwargs, argument: value}
+
+    return Periodic(every, change)
+
+
+@dataclass(frozen=True)
+class Size:
+    """What a job's work grows in proportion to: its keyword argument ``name`` (samples,
+    tokens), ``value`` at full size, and its ``periodic`` work (sleeps, evaluations); a
+    duration warm-up (:func:`~sharp.experiments.estimate.job_seconds`) times the job at
+    ``start`` units and more (the least length at which the job runs)."""
+
+    name: str
+    value: int
+    start: int = 1_000
+    periodic: tuple[Periodic, ...] = ()
+
+
+@dataclass(frozen=True)
 class Job:
     """One unit of work: ``function(**kwargs)`` returns a DataFrame; ``labels`` are added
-    as columns to it."""
+    as columns to it. ``size`` says which argument sets the job's length, for the duration
+    estimate (it is not part of the job's content: :func:`job_id`)."""
 
     function: Callable[..., pd.DataFrame]
     kwargs: dict[str, Any]
     labels: dict[str, Any] = field(default_factory=dict)
+    size: Size | None = None
 
 
-def _content(value: Any) -> Any:
+def plain_content(value: Any) -> Any:
     """``value`` as plain JSON data that determines it (a dataclass by its type and
     fields, a class or function by its qualified name, an array by its dtype, shape and
     bytes' sha256), for :func:`job_id`. Raises TypeError for a value of another kind (its
@@ -88,12 +133,12 @@ def _content(value: Any) -> Any:
     if isinstance(value, type) or inspect.isfunction(value):
         return {"name": f"{value.__module__}.{value.__qualname__}"}
     if dataclasses.is_dataclass(value):
-        return {type(value).__qualname__: {f.name: _content(getattr(value, f.name))
+        return {type(value).__qualname__: {f.name: plain_content(getattr(value, f.name))
                                            for f in dataclasses.fields(value)}}
     if isinstance(value, Mapping):
-        return {str(key): _content(item) for key, item in value.items()}
+        return {str(key): plain_content(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_content(item) for item in value]
+        return [plain_content(item) for item in value]
     if isinstance(value, np.ndarray):
         data = np.ascontiguousarray(value)
         return {"ndarray": [str(data.dtype), list(data.shape),
@@ -110,9 +155,9 @@ def _content(value: Any) -> Any:
 def job_id(job: Job) -> str:
     """The sha256 digest (hex) of everything that determines ``job``'s frame: its
     function (module and name), arguments and labels; the same job gets the same id in
-    every run. Raises TypeError for an argument :func:`_content` cannot name."""
-    content = {"function": _content(job.function), "kwargs": _content(job.kwargs),
-               "labels": _content(job.labels)}
+    every run. Raises TypeError for an argument :func:`plain_content` cannot name."""
+    content = {"function": plain_content(job.function), "kwargs": plain_content(job.kwargs),
+               "labels": plain_content(job.labels)}
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
@@ -158,6 +203,31 @@ class JobStore:
 
 
 _STORE: ContextVar[JobStore | None] = ContextVar("sharp_job_store", default=None)
+_PLANNING: ContextVar[bool] = ContextVar("sharp_planning_jobs", default=False)
+
+
+class JobsPlanned(Exception):
+    """What :func:`run_jobs` raises inside :func:`planned_jobs`: the ``jobs`` an experiment
+    would run, raised before any of them runs (so the experiment stops there)."""
+
+    def __init__(self, jobs: Sequence[Job]) -> None:
+        super().__init__(f"{len(jobs)} jobs planned")
+        self.jobs = list(jobs)
+
+
+def planned_jobs(run: Callable[..., pd.DataFrame], parameters: Mapping[str, Any]) -> list[Job]:
+    """The jobs ``run(**parameters)`` (an experiment) hands to :func:`run_jobs`, without
+    running any of them. Raises RuntimeError if ``run`` returns without calling
+    :func:`run_jobs`."""
+    token = _PLANNING.set(True)
+    try:
+        run(**parameters)
+    except JobsPlanned as planned:
+        return planned.jobs
+    finally:
+        _PLANNING.reset(token)
+    raise RuntimeError(f"{getattr(run, '__name__', run)} ran no jobs through run_jobs, so "
+                       "its jobs cannot be planned")
 
 
 @contextlib.contextmanager
@@ -189,11 +259,14 @@ def run_jobs(jobs: Sequence[Job], workers: int | None = None, *, progress: bool 
              description: str = "experiment") -> pd.DataFrame:
     """Run ``jobs`` (as local Ray tasks when ``workers`` > 1, see
     :mod:`sharp.runs.executor`) and concatenate their frames in job order. ``workers``
-    defaults to min(jobs, cores); ValueError if it is below 1. Inside :func:`stored_jobs`
+    defaults to min(jobs, cores); ValueError if it is below 1. Inside :func:`planned_jobs`
+    it runs nothing and raises :class:`JobsPlanned`. Inside :func:`stored_jobs`
     the jobs whose frames are stored are not run (the progress bar counts them as done)
     and each other job's frame is stored as soon as it finishes."""
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if _PLANNING.get():
+        raise JobsPlanned(jobs)
     store = _STORE.get()
     frames: list[pd.DataFrame | None] = [None if store is None else store.load(job)
                                          for job in jobs]
@@ -321,6 +394,12 @@ def rnn_spec(config: SharpConfig, task: CommunityTask, seed: int, label: str,
                          seed=seed, **changes)
 
 
+def _sleeps(condition: Condition) -> tuple[Periodic, ...]:
+    """The periodic work of a condition's stream: its sleeps, if it sleeps on a schedule."""
+    every = condition.spec.config.get("sleep_every") if condition.sleep else None
+    return (periodic_config_field("spec", "sleep_every", every),) if every else ()
+
+
 def community_runs(
     conditions: Callable[[CommunityTask, int], Iterable[Condition]],
     stream: CommunityStream,
@@ -346,7 +425,8 @@ def community_runs(
                     "samples": stream.samples, "data_seed": stream.data_seed(rep_seed),
                     "every": stream.every, "sleep": condition.sleep,
                 }, {"condition": condition.spec.name, **condition.columns, "depth": depth,
-                    "context": required_context(depth), "rep": rep, "seed": rep_seed}))
+                    "context": required_context(depth), "rep": rep, "seed": rep_seed},
+                    Size("samples", stream.samples, periodic=_sleeps(condition))))
     frame = run_jobs(jobs, workers, progress=progress, description=description)
     frame["optimal_error"] = CommunityTask().optimal_error
     return frame

@@ -26,9 +26,11 @@ from sharp.experiments.common import (
     COLOURS,
     Experiment,
     Job,
+    Size,
     add_band,
     community_tokens,
     memory_states,
+    periodic_argument,
     register,
     rep_seeds,
     run_jobs,
@@ -90,7 +92,8 @@ def drift(
     jobs = [
         Job(_drift_job, {"config": config.replace(tau=tau), "samples": samples, "every": every,
                          "probe": probe, "seed": rep_seed},
-            {"condition": condition_label(tau), "tau": tau, "rep": rep, "seed": rep_seed})
+            {"condition": condition_label(tau), "tau": tau, "rep": rep, "seed": rep_seed},
+            Size("samples", samples, periodic=(periodic_argument("every", every),)))
         for rep, rep_seed in enumerate(rep_seeds(seed, reps)) for tau in taus
     ]
     frame = run_jobs(jobs, workers, progress=progress, description="drift")

@@ -33,6 +33,7 @@ from sharp.experiments.common import (
     COLOURS,
     Experiment,
     Job,
+    Size,
     add_band,
     community_tokens,
     memory_states,
@@ -128,7 +129,7 @@ def memory_capacity(
             "config": config.replace(window=window), "datasets": tuple(datasets),
             "lags": tuple(lags), "train_samples": train_samples,
             "probe_samples": probe_samples, "ridge": ridge, "seed": rep_seed,
-        }, {"rep": rep, "seed": rep_seed})
+        }, {"rep": rep, "seed": rep_seed}, Size("train_samples", train_samples))
         for rep, rep_seed in enumerate(rep_seeds(seed, reps)) for window in windows
     ]
     frame = run_jobs(jobs, workers, progress=progress, description="memory capacity")

@@ -23,7 +23,7 @@ import plotly.graph_objects as go
 from sharp.data.corpus import load_corpus
 from sharp.data.stats import default_lags, text8_on_disk
 from sharp.data.stats import nonstationarity as nonstationarity_curve
-from sharp.experiments.common import COLOURS, Experiment, Job, register, run_jobs
+from sharp.experiments.common import COLOURS, Experiment, Job, Size, register, run_jobs
 
 COLUMNS = ("corpus", "rep", "seed", "lag", "lag_tokens", "hellinger", "std", "pairs",
            "shuffled", "tokens")
@@ -45,6 +45,13 @@ def _corpus_job(corpus: str, window: int, max_tokens: int | None, lags: int,
     return frame
 
 
+def _size(corpus: str, window: int, max_tokens: int | None) -> Size:
+    """A job's length in tokens (``max_tokens``, or the whole corpus), from 4 windows (the
+    fewest that give a lag) up."""
+    tokens = len(load_corpus(corpus).tokens) if max_tokens is None else max_tokens
+    return Size("max_tokens", tokens, start=4 * window)
+
+
 def nonstationarity(
     *,
     corpora: Sequence[str] | None = None,
@@ -60,7 +67,8 @@ def nonstationarity(
     corpora = available_corpora() if corpora is None else tuple(corpora)
     jobs = [Job(_corpus_job, {"corpus": name, "window": window, "max_tokens": max_tokens,
                               "lags": lags, "seed": seed},
-                {"corpus": name, "rep": 0, "seed": seed}) for name in corpora]
+                {"corpus": name, "rep": 0, "seed": seed}, _size(name, window, max_tokens))
+            for name in corpora]
     frame = run_jobs(jobs, workers, progress=progress, description="non-stationarity")
     return frame[list(COLUMNS)]
 

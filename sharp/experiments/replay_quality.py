@@ -38,8 +38,11 @@ from sharp.experiments.common import (
     COLOURS,
     Experiment,
     Job,
+    Size,
     add_band,
     community_tokens,
+    periodic_argument,
+    periodic_config_field,
     register,
     rep_seeds,
     run_jobs,
@@ -161,7 +164,10 @@ def replay_quality(
             "samples": samples, "every": every, "tag_every": tag_every,
             "dream_steps": dream_steps, "max_points": max_points,
             "config": config.replace(vocab_size=task.vocab_size, seed=rep_seed),
-            "seed": rep_seed}, {"rep": rep, "seed": rep_seed}))
+            "seed": rep_seed}, {"rep": rep, "seed": rep_seed}, Size("samples", samples, periodic=(
+                periodic_argument("every", every),
+                *([periodic_config_field("config", "sleep_every", config.sleep_every)]
+                  if config.sleep_every else [])))))
     frame = run_jobs(jobs, workers, progress=progress, description="replay quality")
     frame["optimal_error"] = task.optimal_error
     return frame[list(COLUMNS)]

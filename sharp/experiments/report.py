@@ -93,17 +93,23 @@ def start_jobs(out: str | os.PathLike, name: str, preset: str, parameters: dict[
     as this run's."""
     store = JobStore(jobs_folder(out, name))
     identity = experiment_identity(name, preset, parameters)
-    marker = store.folder / "run.json"
-    try:
-        same = json.loads(marker.read_text())["identity"] == identity
-    except (OSError, ValueError, KeyError, TypeError):
-        same = False
-    if resume and same:
+    if resume and holds_jobs_of(out, name, identity):
         store.sweep()
     else:
         store.clear()
-        atomic_write_text(marker, json.dumps({"identity": identity}, indent=2))
+        atomic_write_text(store.folder / "run.json", json.dumps({"identity": identity},
+                                                                indent=2))
     return store.folder
+
+
+def holds_jobs_of(out: str | os.PathLike, name: str, identity: dict[str, Any]) -> bool:
+    """Whether :func:`jobs_folder` of ``out`` is marked (``run.json``) as the folder of the
+    run of experiment ``name`` with ``identity`` (:func:`experiment_identity`)."""
+    try:
+        marker = json.loads((jobs_folder(out, name) / "run.json").read_text())
+        return bool(marker["identity"] == identity)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def write_experiment(out: str | os.PathLike, experiment: Experiment, frame: pd.DataFrame,

@@ -24,7 +24,14 @@ import pandas as pd
 
 from sharp.config import SharpConfig, preset
 from sharp.data.corpus import load_corpus
-from sharp.experiments.common import Job, rep_seeds, run_jobs
+from sharp.experiments.common import (
+    Job,
+    Size,
+    periodic_argument,
+    periodic_config_field,
+    rep_seeds,
+    run_jobs,
+)
 from sharp.model.learner import Sharp
 from sharp.runs.stream import evaluate_slices, run_stream
 
@@ -126,6 +133,10 @@ def text_curves(conditions: Sequence[TextCondition], *, description: str,
                 "train_tokens": options["train_tokens"], "eval_tokens": options["eval_tokens"],
                 "every": options["every"], "sleep": condition.sleep,
                 "learner": condition.learner,
-            }, {**condition.labels, "rep": rep, "seed": rep_seed}))
+            }, {**condition.labels, "rep": rep, "seed": rep_seed},
+                Size("train_tokens", options["train_tokens"], periodic=(
+                    periodic_argument("every", options["every"]),
+                    *([periodic_config_field("config", "sleep_every", changed.sleep_every)]
+                      if condition.sleep and changed.sleep_every else [])))))
     return run_jobs(jobs, options["workers"], progress=options["progress"],
                     description=description)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from sharp.config import preset_names
 from sharp.data.corpus import Corpus, corpus_splits, load_corpus
@@ -33,12 +34,13 @@ from sharp.runs.benchmark import (
     run_benchmark,
 )
 from sharp.runs.checkpoints import atomic_write_text
-from sharp.runs.jobs import CheckpointPolicy, JobFolder
+from sharp.runs.jobs import CheckpointPolicy, EnsembleJob, Job, JobFolder, group_jobs
 from sharp.runs.outputs import plural
 from sharp.runs.registry import (
     BASELINE_KINDS,
     LearnerSpec,
     baseline_spec,
+    build_ensemble,
     build_learner,
     sharp_spec,
 )
@@ -135,9 +137,26 @@ class BenchOptions:
 
     @property
     def policy(self) -> CheckpointPolicy:
-        """The jobs' checkpoint policy (ValueError for a non-positive setting)."""
+        """The jobs' checkpoint policy. Raises ValueError naming the option (and the
+        notebook parameter) for a checkpoint setting that is not a positive number (an
+        integer for tokens and kept checkpoints)."""
+        checks = (("--checkpoint-tokens", self.checkpoint_tokens, True),
+                  ("--checkpoint-minutes", self.checkpoint_minutes, False),
+                  ("--keep-checkpoints", self.keep_checkpoints, True))
+        refused = [f"{option} (notebook: {option[2:].replace('-', '_')}) must be "
+                   f"{'an integer >= 1' if integer else 'a number > 0'}, got {value!r}"
+                   for option, value, integer in checks if not _positive(value, integer=integer)]
+        if refused:
+            raise ValueError("; ".join(refused))
         return CheckpointPolicy(self.checkpoint_tokens, self.checkpoint_minutes * 60,
                                 self.keep_checkpoints)
+
+
+def _positive(value: object, *, integer: bool) -> bool:
+    """Whether ``value`` is a number > 0 (not NaN, not a bool), and an int when
+    ``integer``."""
+    kinds = (int,) if integer else (int, float)
+    return isinstance(value, kinds) and not isinstance(value, bool) and value > 0
 
 
 @dataclass(frozen=True)
@@ -357,11 +376,13 @@ def run_bench(plan: BenchPlan) -> BenchmarkResult:
 @dataclass(frozen=True)
 class Speed:
     """A learner's measured cost: seconds per training step, per evaluated token, and per
-    sleep phase (0 for a learner without one)."""
+    sleep phase (0 for a learner without one); for an ensemble of ``members`` learners,
+    per step, token and sleep of all members at once (in lockstep)."""
 
     step_seconds: float
     eval_seconds: float
     sleep_seconds: float
+    members: int = 1
 
 
 def measure_speed(spec: LearnerSpec, tokens: np.ndarray, steps: int = 200) -> Speed:
@@ -388,28 +409,79 @@ def measure_speed(spec: LearnerSpec, tokens: np.ndarray, steps: int = 200) -> Sp
     return Speed(step, evaluate, sleep)
 
 
+def measure_ensemble_speed(spec: LearnerSpec, seeds: list[int], tokens: np.ndarray,
+                           steps: int = 200) -> Speed:
+    """Time ``steps`` lockstep training steps and an evaluation of as many tokens per member
+    by a fresh ensemble of ``spec`` with ``seeds`` (:func:`~sharp.runs.registry.build_ensemble`,
+    on the device it resolves to; every member reads the first ``steps`` + W tokens of
+    ``tokens``), then one sleep of every member if it has one. Each figure is for all
+    members at once: seconds per lockstep step, per lockstep evaluated token, per sleep.
+    Raises ValueError when ``tokens`` is too short."""
+    ensemble = build_ensemble(spec, seeds)
+    window = ensemble.window
+    if len(tokens) < steps + window + 1:
+        raise ValueError(f"measuring {steps} steps needs {steps + window + 1} tokens, got "
+                         f"{len(tokens)}")
+    ids = torch.as_tensor(np.stack([tokens[: steps + window]] * len(seeds)), dtype=torch.int64)
+    started = time.perf_counter()
+    for i in range(steps):
+        last = ensemble.learn(ids[:, i : i + window], ids[:, i + window])
+    last.loss.cpu()  # wait for a device's queued work
+    step = (time.perf_counter() - started) / steps
+    started = time.perf_counter()
+    ensemble.evaluate([tokens[: steps + window]] * len(seeds))
+    evaluate = (time.perf_counter() - started) / steps
+    sleep = 0.0
+    if isinstance(ensemble, Sleeper):
+        started = time.perf_counter()
+        ensemble.sleep()
+        sleep = time.perf_counter() - started
+    return Speed(step, evaluate, sleep, len(seeds))
+
+
+def speed_name(job: Job) -> str:
+    """The name :func:`estimate_seconds` gives a job's measured speed: the model's, with
+    ``(ensemble of M)`` for an ensemble job."""
+    return job.spec.name + (f" (ensemble of {job.lanes})" if job.lanes > 1 else "")
+
+
+def _measure(job: Job, tokens: np.ndarray, steps: int) -> Speed:
+    """:func:`measure_ensemble_speed` for an ensemble job, else :func:`measure_speed`."""
+    if isinstance(job, EnsembleJob):
+        return measure_ensemble_speed(job.spec, job.seeds, tokens, steps)
+    return measure_speed(job.spec, tokens, steps)
+
+
 def estimate_seconds(plan: BenchPlan, steps: int = 200) -> tuple[float, dict[str, Speed]]:
     """Estimated wall-clock seconds of the work left in a planned run, and the measured
-    :class:`Speed` of each model (a warm-up of ``steps`` steps each, :func:`measure_speed`).
+    :class:`Speed` of each model (a warm-up of ``steps`` steps each, :func:`measure_speed`)
+    or, where the plan groups a model's learners into one ensemble job (``plan.ensemble``),
+    of that ensemble (:func:`measure_ensemble_speed`), named by :func:`speed_name`.
 
     Per job: training steps not yet checkpointed × seconds per step, plus its sleeps ×
-    seconds per sleep (SHARP), plus evaluated tokens × seconds per token; summed over jobs
-    and divided by the workers, assuming each worker runs at the measured speed (on a
-    busy machine it will not). It estimates separate learners even when the plan groups
-    them into ensembles (``plan.ensemble``), whose speed and checkpoints it does not see."""
-    speeds = {spec.name: measure_speed(spec, plan.corpus.tokens, steps) for spec in plan.specs}
+    seconds per sleep (SHARP), plus evaluated tokens × seconds per token (an ensemble job's
+    steps and tokens counted per member, its members running in lockstep); summed over
+    jobs and divided by the workers, assuming each worker runs at the measured speed (on a
+    busy machine it will not)."""
     options = plan.options
     jobs = plan_jobs(plan.specs, plan.corpus, protocol=plan.protocol, segment=options.segment,
                      slice_len=options.slice_len, learners=options.learners, seed=options.seed,
                      clip=plan.clip)
+    run: list[Job] = group_jobs(jobs) if plan.ensemble else list(jobs)
+    speeds: dict[str, Speed] = {}
     total = 0.0
-    for job in jobs:
-        speed = speeds[job.spec.name]
-        done = JobFolder(plan.out / "jobs" / job.job_id()).done_tokens(job)
-        left = max(job.train_steps - done, 0)
+    for job in run:
+        name = speed_name(job)
+        if name not in speeds:
+            speeds[name] = _measure(job, plan.corpus.tokens, steps)
+        speed = speeds[name]
+        lanes = job.lanes
+        train = job.train_steps // lanes
+        done = JobFolder(plan.out / "jobs" / job.job_id()).done_tokens(job) // lanes
+        left = max(train - done, 0)
         every = job.spec.config.get("sleep_every") or 0
-        sleeps = (job.train_steps // every - min(done, job.train_steps) // every) if every else 0
-        evaluate = job.eval_tokens if done < job.total_tokens else 0
+        sleeps = (train // every - min(done, train) // every) if every else 0
+        evaluate = job.eval_tokens / lanes if done < job.total_tokens // lanes else 0
         total += left * speed.step_seconds + sleeps * speed.sleep_seconds + (
             evaluate * speed.eval_seconds)
     return total / max(plan.workers, 1), speeds

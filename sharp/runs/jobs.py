@@ -89,10 +89,13 @@ class CheckpointPolicy:
     keep: int = 2
 
     def __post_init__(self) -> None:
-        if self.every_tokens < 1 or self.every_seconds <= 0 or self.keep < 1:
-            raise ValueError(f"checkpoint every_tokens, every_seconds and keep must be "
-                             f"positive, got {self.every_tokens}, {self.every_seconds}, "
-                             f"{self.keep}")
+        refused = [f"CheckpointPolicy.{name} must be > 0, got {value!r}"
+                   for name, value in (("every_tokens", self.every_tokens),
+                                       ("every_seconds", self.every_seconds),
+                                       ("keep", self.keep)) if not value > 0]
+        if refused:
+            raise ValueError("; ".join(refused) + " (sharp bench: --checkpoint-tokens, "
+                             "--checkpoint-minutes, --keep-checkpoints)")
 
 
 @dataclass(frozen=True)
