@@ -35,7 +35,7 @@ from sharp.runs.options import HelpFormatter, non_negative_int, positive_int
 from sharp.runs.outputs import check_output_folder, check_replace
 from sharp.runs.reference import max_abs_difference, reference_curve
 from sharp.runs.registry import BASELINE_KINDS
-from sharp.runs.report import markdown_table, speed_table
+from sharp.runs.report import bits_per_char_column, markdown_table, speed_table
 
 
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,6 +44,13 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--corpus", default="wiki",
                        help="wiki | books | text8 | pg19 | path to a local text file | path to a "
                        "folder in PG-19 layout (train/ plus validation/ or test/)")
+    bench.add_argument("--tokenizer", default=None,
+                       help="read a book corpus as sub-word tokens: bpe (a byte-level BPE "
+                       "trained offline on the bundled books' training split, cached), the "
+                       "path of a tokenizer.json or of a folder saved by transformers' "
+                       "save_pretrained, or a Hugging Face hub id such as gpt2 (needs the "
+                       "network once); the report adds bits per character (default: "
+                       "characters)")
     bench.add_argument("--preset", default="quick", choices=bench_preset_names(),
                        help="SHARP config preset, or a run preset that also sets the scale "
                        "(paper: text8 table, 9 x 10M tokens, 1M slices, sleep every 20k, "
@@ -145,6 +152,7 @@ def bench_options(args: argparse.Namespace) -> BenchOptions:
         command=args.command_line, progress=not args.quiet, address=args.address,
         checkpoint_tokens=args.checkpoint_tokens, checkpoint_minutes=args.checkpoint_minutes,
         keep_checkpoints=args.keep_checkpoints, resume=args.resume, ensemble=args.ensemble,
+        tokenizer=args.tokenizer,
     )
 
 
@@ -175,7 +183,7 @@ def bench(args: argparse.Namespace) -> int:
         from sharp.explore.notebooks import execute_notebook
 
         parameters = {**dataclasses.asdict(plan.options), "out_dir": str(plan.out.resolve()),
-                      "run_sweep": False, "interactive": False}
+                      "run_sweep": False, "run_tokens": False, "interactive": False}
         execute_notebook("05_evaluation", plan.out, parameters, progress=not args.quiet,
                          cwd=os.getcwd())
         results = pd.read_csv(plan.out / "results.csv")
@@ -184,6 +192,9 @@ def bench(args: argparse.Namespace) -> int:
     rule = f"clipped per token at log2 V = {plan.clip:.3f}" if plan.clip else "unclipped"
     print(f"bits per token ({rule}; mean ± sample std over runs):")
     print(markdown_table(summary_table(results, "bits_clipped" if plan.clip else "bits")))
+    if plan.tokenizer is not None:
+        print(f"bits per character ({rule}; a slice's total bits over its characters):")
+        print(markdown_table(summary_table(results, bits_per_char_column(plan.clip))))
     print("training:")
     print(markdown_table(speed_table(results)))
     print(f"wall time {time.perf_counter() - plan.started:.1f} s; report written to "

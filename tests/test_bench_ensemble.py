@@ -34,7 +34,7 @@ BENCH = ["bench", "--no-notebook", "--quiet", "--corpus", "wiki", "--segment", "
 TOLERANCE = 1e-4
 #: Wall-clock columns, and the bits compared within TOLERANCE; every other column is equal.
 TIMING = ["train_seconds", "tokens_per_s", "eval_seconds"]
-BITS = ["bits", "bits_clipped"]
+BITS = ["bits", "bits_clipped", "bits_per_char", "bits_per_char_clipped"]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Corpora, vocabularies and the community task."""
+"""Corpora, vocabularies and tokenizers, and the community task."""
 
 from sharp.data.bundled import load_books, load_wiki, provenance, stored_text
 from sharp.data.community import CommunityTask
@@ -6,6 +6,7 @@ from sharp.data.corpus import Book, Corpus, corpus_splits, load_corpus, tokens_s
 from sharp.data.normalize import fold_unicode, normalize_text8, normalize_text8_stream, wikifil
 from sharp.data.pg19 import load_pg19, pg19_splits
 from sharp.data.text8 import load_text8
+from sharp.data.tokenizer import TextTokenizer, load_tokenizer
 from sharp.data.vocab import TEXT8, Vocabulary, char_vocabulary
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "Book",
     "CommunityTask",
     "Corpus",
+    "TextTokenizer",
     "Vocabulary",
     "char_vocabulary",
     "corpus_splits",
@@ -21,6 +23,7 @@ __all__ = [
     "load_corpus",
     "load_pg19",
     "load_text8",
+    "load_tokenizer",
     "load_wiki",
     "normalize_text8",
     "normalize_text8_stream",

@@ -10,14 +10,32 @@ import functools
 import hashlib
 import io
 import lzma
+import os
 import tarfile
+from collections.abc import Iterator
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from sharp.data.corpus import SPLITS, Book, Corpus, book_corpus, tokens_sha256
+from sharp.data.corpus import (
+    SPLITS,
+    Book,
+    Corpus,
+    book_corpus,
+    cache_root,
+    documents_frame,
+    open_token_cache,
+    open_token_chars,
+    tokenize_books,
+    tokens_sha256,
+    write_token_cache,
+)
 from sharp.data.vocab import TEXT8
+
+if TYPE_CHECKING:
+    from sharp.data.tokenizer import TextTokenizer
 
 _REBUILD = (
     "the bundled corpus in sharp/data/bundle/ is damaged or incomplete: reinstall sharp, "
@@ -99,36 +117,67 @@ def load_wiki() -> Corpus:
     return Corpus("wiki", tokens.copy(), TEXT8, sha)
 
 
+def _bundled_books() -> Iterator[Book]:
+    """The bundled books (raw text), in split order as PROVENANCE.csv lists them."""
+    rows = _provenance()
+    for row in rows[rows["split"].isin(SPLITS)].itertuples():
+        yield Book(id=row.id, title=row.title, year=int(row.year), split=row.split,
+                   text=stored_text(row.id), licence=row.licence,
+                   source=f"{row.source_package} {row.source_version}")
+
+
 @functools.cache
 def _books() -> Corpus:
-    rows = _provenance()
-    rows = rows[rows["split"].isin(SPLITS)]
-    corpus = book_corpus(
-        "books",
-        (
-            Book(
-                id=row.id,
-                title=row.title,
-                year=int(row.year),
-                split=row.split,
-                text=stored_text(row.id),
-                licence=row.licence,
-                source=f"{row.source_package} {row.source_version}",
-            )
-            for row in rows.itertuples()
-        ),
-    )
+    corpus = book_corpus("books", _bundled_books())
     corpus.tokens.flags.writeable = False
     return corpus
 
 
-def load_books(split: str | None = None) -> Corpus:
+def _token_books(tokenizer: TextTokenizer, cache_dir: str | os.PathLike[str] | None,
+                 progress: bool) -> Corpus:
+    """The bundled books' raw text encoded with ``tokenizer``, from the token cache (keyed
+    by the books' sha256 and the tokenizer's), encoded into it first if absent."""
+    rows = _provenance()
+    rows = rows[rows["split"].isin(SPLITS)]
+    identity = {"bundled_books": [[i, sha] for i, sha in zip(rows["id"], rows["sha256"],
+                                                             strict=True)],
+                **tokenizer.identity()}
+    root = cache_root(cache_dir)
+    cached = open_token_cache(root, "books", identity)
+    if cached is None:
+        documents: list[dict] = []
+
+        def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            for ids, chars, row in tokenize_books(_bundled_books(), tokenizer):
+                if row is not None:
+                    documents.append(row)
+                yield ids, chars
+
+        cached = write_token_cache(root, "books", identity, chunks(), dtype=tokenizer.dtype,
+                                   chars=True,
+                                   extra=lambda: {"documents": documents}, progress=progress)
+    tokens, meta = cached
+    return Corpus("books", tokens, tokenizer, meta["sha256"], documents_frame(meta["documents"]),
+                  open_token_chars(root, "books", identity))
+
+
+def load_books(split: str | None = None, *, tokenizer: TextTokenizer | None = None,
+               cache_dir: str | os.PathLike[str] | None = None, progress: bool = True
+               ) -> Corpus:
     """The bundled books, normalised with ``normalize_text8``, as a PG-19 style corpus.
 
     Books follow each other in split order (train, validation, test), one space
     apart; ``documents`` gives each book's offsets. ``split`` selects one split.
     Every call returns its own copy of the tokens.
+
+    With a ``tokenizer`` the books' raw text is encoded instead (a blank line between
+    books, per-token character counts in ``chars``), cached under ``cache_dir`` (else
+    ``$SHARP_CACHE``, else ``~/.cache/sharp``) as memory-mapped arrays and read from there
+    the next time (a progress bar while encoding when ``progress``).
     """
+    if tokenizer is not None:
+        corpus = _token_books(tokenizer, cache_dir, progress)
+        return corpus if split is None else corpus.split(split)
     books = _books()
     corpus = Corpus(books.name, books.tokens.copy(), TEXT8, books.sha256, books.documents.copy())
     return corpus if split is None else corpus.split(split)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -12,7 +13,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,9 @@ from sharp.data.normalize import NORMALIZATION_VERSION, normalize_text8, normali
 from sharp.data.vocab import TEXT8, Vocabulary
 from sharp.runs.checkpoints import atomic_path, atomic_write_bytes
 from sharp.runs.progress import tqdm
+
+if TYPE_CHECKING:
+    from sharp.data.tokenizer import TextTokenizer
 
 SPLITS = ("train", "validation", "test")
 """Book-corpus splits, in the order their documents are concatenated."""
@@ -58,18 +62,32 @@ class Corpus:
     corpora with the same hash hold the same sequence. Book corpora also carry
     ``documents`` (columns ``DOCUMENT_COLUMNS``): one row per book with its token
     offsets ``start``/``stop``; books follow each other in split order
-    (train, validation, test), separated by one space token.
+    (train, validation, test), separated by one space token (by the tokens of a blank
+    line, ``BOOK_SEPARATOR``, in a token corpus).
+
+    A token corpus (``vocab`` a :class:`~sharp.data.tokenizer.TextTokenizer`) also carries
+    ``chars``: each token's number of characters of the raw text, shape (T,), which
+    bits per character are computed from; None means one character per token.
     """
 
     name: str
     tokens: np.ndarray
-    vocab: Vocabulary
+    vocab: Vocabulary | TextTokenizer
     sha256: str
     documents: pd.DataFrame | None = None
+    chars: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.tokens.ndim != 1:
             raise ValueError(f"corpus tokens must be 1-D, got shape {self.tokens.shape}")
+        if self.chars is not None and self.chars.shape != self.tokens.shape:
+            raise ValueError(f"corpus chars {self.chars.shape} must match its tokens "
+                             f"{self.tokens.shape}: one character count per token")
+
+    @property
+    def characters(self) -> int:
+        """Characters of the text the tokens encode (their number without ``chars``)."""
+        return len(self) if self.chars is None else int(self.chars.sum(dtype=np.int64))
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
@@ -100,6 +118,7 @@ class Corpus:
             vocab=self.vocab,
             sha256=tokens_sha256(tokens),
             documents=docs.reset_index(drop=True),
+            chars=None if self.chars is None else self.chars[start:stop],
         )
 
 
@@ -149,6 +168,43 @@ def encode_books(books: Iterable[Book]) -> Iterator[tuple[np.ndarray, dict[str, 
         yield ids, row
 
 
+BOOK_SEPARATOR = "\n\n"
+"""The text between two books of a token corpus (a blank line)."""
+
+
+#: Books encoded at once (in parallel) by :func:`tokenize_books`.
+TOKENIZE_BATCH = 8
+
+
+def tokenize_books(books: Iterable[Book], tokenizer: TextTokenizer
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, Any] | None]]:
+    """Encode the raw text of books with ``tokenizer`` (no normalisation), in order,
+    :data:`TOKENIZE_BATCH` books at a time in parallel.
+
+    Yields ``(ids, chars, row)`` triples as :func:`encode_books` yields pairs: ``chars``
+    gives each token's characters (:meth:`~sharp.data.tokenizer.TextTokenizer.
+    encode_with_chars`); between two books the tokens of ``BOOK_SEPARATOR`` come with
+    ``row=None``. Books that encode to no token (empty text) are left out with a warning."""
+    offset = 0
+    separator = tokenizer.encode_with_chars(BOOK_SEPARATOR)
+    stream = iter(books)
+    while batch := list(itertools.islice(stream, TOKENIZE_BATCH)):
+        encoded = tokenizer.encode_batch_with_chars([book.text for book in batch])
+        for book, (ids, chars) in zip(batch, encoded, strict=True):
+            if ids.size == 0:
+                warnings.warn(f"book {book.id!r} ({book.split}, {book.source or 'no source'}) "
+                              "has no text; left out of the corpus", stacklevel=2)
+                continue
+            if offset:
+                yield *separator, None
+                offset += int(separator[0].size)
+            row = {"id": book.id, "title": book.title, "year": book.year, "split": book.split,
+                   "start": offset, "stop": offset + int(ids.size), "licence": book.licence,
+                   "source": book.source}
+            offset += int(ids.size)
+            yield ids, chars, row
+
+
 def documents_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """The ``documents`` DataFrame of a book corpus from its rows."""
     frame = pd.DataFrame(rows, columns=list(DOCUMENT_COLUMNS))
@@ -196,18 +252,30 @@ def _entry_paths(root: Path, name: str, identity: Mapping[str, Any]) -> tuple[Pa
     return stem.with_suffix(".npy"), stem.with_suffix(".json")
 
 
+def _chars_path(npy: Path) -> Path:
+    """The per-token character counts stored next to a token corpus's ``.npy``."""
+    return npy.with_suffix(".chars.npy")
+
+
+#: Dtype of stored per-token character counts.
+CHARS_DTYPE = np.dtype(np.uint16)
+
+
 def open_token_cache(
     root: Path, name: str, identity: Mapping[str, Any]
 ) -> tuple[np.ndarray, dict[str, Any]] | None:
     """The memory-mapped tokens and metadata of a cache entry, or None if absent.
 
     The map is copy-on-write: writes to the array stay in memory, the file never changes.
+    An entry written with character counts has ``meta["chars_file_bytes"]``; read them with
+    :func:`open_token_chars`.
 
     A partial or corrupt entry (unreadable metadata, missing or truncated array,
     wrong dtype or length) is reported with a warning, deleted, and None returned
     so that the caller rebuilds it.
     """
     npy, meta_path = _entry_paths(root, name, identity)
+    chars_npy = _chars_path(npy)
     if not meta_path.exists() and not npy.exists():
         return None
     try:
@@ -218,6 +286,8 @@ def open_token_cache(
             or tokens.shape != (meta["length"],)
             or tokens.dtype != np.dtype(meta["dtype"])
             or npy.stat().st_size != meta["file_bytes"]
+            or ("chars_file_bytes" in meta
+                and chars_npy.stat().st_size != meta["chars_file_bytes"])
         ):
             raise ValueError("metadata does not match the array")
     except (OSError, ValueError, KeyError, TypeError) as err:
@@ -225,29 +295,54 @@ def open_token_cache(
             f"cache entry {npy} is incomplete or corrupt ({err}); rebuilding it",
             stacklevel=3,
         )
-        npy.unlink(missing_ok=True)
-        meta_path.unlink(missing_ok=True)
+        for path in (npy, chars_npy, meta_path):
+            path.unlink(missing_ok=True)
         return None
     return tokens, meta
+
+
+def open_token_chars(root: Path, name: str, identity: Mapping[str, Any]) -> np.ndarray:
+    """The memory-mapped (copy-on-write) per-token character counts of a cache entry that
+    :func:`write_token_cache` wrote with ``chars=True`` (open it first with
+    :func:`open_token_cache`). Raises FileNotFoundError when the entry has none."""
+    npy, _ = _entry_paths(root, name, identity)
+    return np.load(_chars_path(npy), mmap_mode="c")
+
+
+def _write_npy(raw: Any, path: Path, dtype: np.dtype, length: int) -> int:
+    """Write the ``length`` items of ``dtype`` in the raw file ``raw`` as the ``.npy`` file
+    ``path``, atomically; returns its size in bytes."""
+    raw.seek(0)
+    with atomic_path(path) as tmp, tmp.open("wb") as out:
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                  "fortran_order": False, "shape": (length,)}
+        np.lib.format.write_array_header_1_0(out, header)
+        shutil.copyfileobj(raw, out, length=TEXT_CHUNK_BYTES)
+    return path.stat().st_size
 
 
 def write_token_cache(
     root: Path,
     name: str,
     identity: Mapping[str, Any],
-    chunks: Iterable[np.ndarray],
+    chunks: Iterable[np.ndarray] | Iterable[tuple[np.ndarray, np.ndarray]],
     *,
     dtype: np.dtype,
     total: int | None = None,
     extra: Callable[[], dict[str, Any]] | None = None,
     progress: bool = True,
+    chars: bool = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Stream token chunks into a new cache entry and return it memory-mapped.
 
     The array is written as ``.npy`` and its metadata (length, dtype, sha256 of the
     token bytes, plus ``extra()`` evaluated after the last chunk) as ``.json``; both
     atomically, metadata last, so an interrupted build leaves no valid-looking entry.
-    ``total`` (tokens expected) only sizes the progress bar, shown when ``progress``.
+    With ``chars`` the chunks are ``(ids, chars)`` pairs and the per-token character
+    counts go to a ``.chars.npy`` next to it (:data:`CHARS_DTYPE`; read with
+    :func:`open_token_chars`). ``total`` (tokens expected) only sizes the progress bar,
+    shown when ``progress``. Raises ValueError for a token of more characters than
+    :data:`CHARS_DTYPE` holds.
     """
     npy, meta_path = _entry_paths(root, name, identity)
     npy.parent.mkdir(parents=True, exist_ok=True)
@@ -255,32 +350,32 @@ def write_token_cache(
     length = 0
     with (
         tempfile.TemporaryFile(dir=npy.parent, suffix=".raw") as raw,
-        atomic_path(npy) as tmp_npy,
+        tempfile.TemporaryFile(dir=npy.parent, suffix=".raw") as raw_chars,
     ):
         with tqdm(total=total, unit="tok", unit_scale=True, desc=f"encoding {name}",
                   disable=not progress) as bar:
             for chunk in chunks:
-                data = np.ascontiguousarray(chunk, dtype=dtype)
+                ids, counts = chunk if chars else (chunk, None)
+                data = np.ascontiguousarray(ids, dtype=dtype)
                 raw.write(data.tobytes())
                 digest.update(data.view(np.uint8))
+                if counts is not None:
+                    if counts.size and int(counts.max()) > np.iinfo(CHARS_DTYPE).max:
+                        raise ValueError(f"a token of {int(counts.max())} characters does not "
+                                         f"fit the {CHARS_DTYPE} character counts")
+                    raw_chars.write(np.ascontiguousarray(counts, dtype=CHARS_DTYPE).tobytes())
                 length += int(data.size)
                 bar.update(int(data.size))
-        raw.seek(0)
-        with tmp_npy.open("wb") as out:
-            header = {
-                "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
-                "fortran_order": False,
-                "shape": (length,),
-            }
-            np.lib.format.write_array_header_1_0(out, header)
-            shutil.copyfileobj(raw, out, length=TEXT_CHUNK_BYTES)
-        file_bytes = tmp_npy.stat().st_size
+        file_bytes = _write_npy(raw, npy, dtype, length)
+        chars_bytes = (_write_npy(raw_chars, _chars_path(npy), CHARS_DTYPE, length)
+                       if chars else None)
     meta = {
         "identity": identity,
         "length": length,
         "dtype": np.dtype(dtype).str,
         "sha256": digest.hexdigest(),
         "file_bytes": file_bytes,
+        **({"chars_file_bytes": chars_bytes} if chars else {}),
         **(extra() if extra is not None else {}),
     }
     atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
@@ -357,6 +452,7 @@ def load_corpus(
     split: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    tokenizer: TextTokenizer | None = None,
 ) -> Corpus:
     """Load a corpus by name, optionally one split of a book corpus.
 
@@ -366,25 +462,36 @@ def load_corpus(
     file (normalised with ``normalize_text8`` in chunks and cached by content). Book
     corpora hold every split they have unless ``split`` names one (``corpus_splits``
     tells which without loading). ``progress=False`` shows no progress bar (downloads,
-    encoding, Hugging Face ``datasets``' own bars). Raises ValueError for an unknown name,
-    a split the corpus lacks, or a text file (or book) that is not UTF-8 or has no
-    letters a-z.
+    encoding, Hugging Face ``datasets``' own bars).
+
+    With a ``tokenizer`` (:func:`~sharp.data.tokenizer.load_tokenizer`) a book corpus
+    (``books``, ``pg19``, a PG-19 folder) is read as raw text, not normalised, and encoded
+    into token ids with per-token character counts (``Corpus.chars``), cached once per
+    (corpus, tokenizer) as memory-mapped arrays. Raises ValueError for an unknown name,
+    a split the corpus lacks, a tokenizer with a corpus that has no books, or a text file
+    (or book) that is not UTF-8 or has no letters a-z.
     """
     from sharp.data.bundled import load_books, load_wiki
     from sharp.data.pg19 import load_pg19
     from sharp.data.text8 import load_text8
 
     path = Path(name).expanduser()
+    if tokenizer is not None and name != "books" and name != "pg19" and not path.is_dir():
+        raise ValueError(f"a tokenizer reads the raw text of book corpora ('books', 'pg19' "
+                         f"or a folder in PG-19 layout); {name!r} is stored normalised to "
+                         "27 symbols: use it without a tokenizer")
     if name == "wiki":
         corpus = load_wiki()
     elif name == "books":
-        return load_books(split)
+        return load_books(split, tokenizer=tokenizer, cache_dir=cache_dir, progress=progress)
     elif name == "text8":
         corpus = load_text8(cache_dir, progress=progress)
     elif name == "pg19":
-        return load_pg19(split=split, cache_dir=cache_dir, progress=progress)
+        return load_pg19(split=split, cache_dir=cache_dir, progress=progress,
+                         tokenizer=tokenizer)
     elif path.is_dir():
-        return load_pg19(str(path), split=split, cache_dir=cache_dir, progress=progress)
+        return load_pg19(str(path), split=split, cache_dir=cache_dir, progress=progress,
+                         tokenizer=tokenizer)
     elif path.is_file():
         corpus = _load_text_file(path, cache_dir, progress)
     else:

@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -21,10 +21,15 @@ from sharp.data.corpus import (
     documents_frame,
     encode_books,
     open_token_cache,
+    open_token_chars,
     read_utf8,
+    tokenize_books,
     write_token_cache,
 )
 from sharp.data.vocab import TEXT8
+
+if TYPE_CHECKING:
+    from sharp.data.tokenizer import TextTokenizer
 
 PG19_HUB_ID = "deepmind/pg19"
 METADATA_COLUMNS = ("id", "short_book_title", "publication_date", "url")
@@ -211,8 +216,11 @@ def load_pg19(
     max_books: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    tokenizer: TextTokenizer | None = None,
 ) -> Corpus:
-    """PG-19 as a book corpus (normalised to ``TEXT8``, one space between books).
+    """PG-19 as a book corpus (normalised to ``TEXT8``, one space between books; or, with
+    a ``tokenizer``, its raw text as token ids with per-token character counts, a blank
+    line between books, cached per tokenizer).
 
     ``split=None`` loads every split the source has (``pg19_splits``: train, then
     validation, then test, as ``Corpus.split`` expects), so the book protocol finds its
@@ -238,18 +246,23 @@ def load_pg19(
     root = cache_root(cache_dir)
     folder = Path(source).expanduser()
     with _datasets_progress(progress):
-        tokens, meta = _load_cached(source, folder, splits, max_books, root, progress)
+        tokens, meta, chars = _load_cached(source, folder, splits, max_books, root, progress,
+                                           tokenizer)
     if not meta["documents"]:
-        raise ValueError(f"no book in the {'/'.join(splits)} split of {source} has letters a-z")
+        what = "text" if tokenizer is not None else "letters a-z"
+        raise ValueError(f"no book in the {'/'.join(splits)} split of {source} has {what}")
     documents = documents_frame(meta["documents"])
-    return Corpus("pg19" if split is None else f"pg19:{split}", tokens, TEXT8, meta["sha256"],
-                  documents)
+    return Corpus("pg19" if split is None else f"pg19:{split}", tokens,
+                  TEXT8 if tokenizer is None else tokenizer, meta["sha256"], documents, chars)
 
 
 def _load_cached(source: str, folder: Path, splits: tuple[str, ...], max_books: int | None,
-                 root: Path, progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
-    """The cached tokens and metadata of ``splits`` of ``source`` (a local folder or a hub
-    id), encoded into the cache first if they are not there."""
+                 root: Path, progress: bool, tokenizer: TextTokenizer | None
+                 ) -> tuple[np.ndarray, dict[str, Any], np.ndarray | None]:
+    """The cached tokens, metadata and (with a ``tokenizer``) per-token character counts
+    of ``splits`` of ``source`` (a local folder or a hub id), encoded into the cache first
+    if they are not there."""
+    keyed = {} if tokenizer is None else tokenizer.identity()
     if folder.is_dir():
         files = {
             name: [
@@ -262,32 +275,39 @@ def _load_cached(source: str, folder: Path, splits: tuple[str, ...], max_books: 
         meta_stat = None
         if meta_file.is_file():
             meta_stat = (meta_file.stat().st_size, meta_file.stat().st_mtime_ns)
-        identity: dict[str, Any] = {"folder": files, "metadata": meta_stat, "splits": splits}
+        identity: dict[str, Any] = {"folder": files, "metadata": meta_stat, "splits": splits,
+                                    **keyed}
         cached = open_token_cache(root, "pg19", identity)
         if cached is None:
             books = chain.from_iterable(
                 _books(_folder_dataset(folder, files[name], root / "hf"), name, str(folder))
                 for name in splits
             )
-            cached = _encode(root, identity, books, progress)
+            cached = _encode(root, identity, books, progress, tokenizer)
     else:
         datasets = {name: _hub_dataset(source, name, max_books) for name in splits}
         identity = {
             "hub": source,
             "fingerprints": {name: data._fingerprint for name, data in datasets.items()},
+            **keyed,
         }
         cached = open_token_cache(root, "pg19", identity)
         if cached is None:
             books = chain.from_iterable(
                 _books(data, name, source) for name, data in datasets.items()
             )
-            cached = _encode(root, identity, books, progress)
-    return cached
+            cached = _encode(root, identity, books, progress, tokenizer)
+    tokens, meta = cached
+    chars = None if tokenizer is None else open_token_chars(root, "pg19", identity)
+    return tokens, meta, chars
 
 
 def _encode(
-    root: Path, identity: dict[str, Any], books: Iterable[Book], progress: bool
+    root: Path, identity: dict[str, Any], books: Iterable[Book], progress: bool,
+    tokenizer: TextTokenizer | None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
+    """Encode ``books`` into the cache entry ``identity``: normalised to ``TEXT8``, or with
+    ``tokenizer`` (token ids and per-token character counts)."""
     rows: list[dict[str, Any]] = []
 
     def chunks() -> Iterator[np.ndarray]:
@@ -296,7 +316,14 @@ def _encode(
                 rows.append(row)
             yield ids
 
-    return write_token_cache(
-        root, "pg19", identity, chunks(), dtype=TEXT8.dtype,
-        extra=lambda: {"documents": rows}, progress=progress,
-    )
+    def token_chunks(tok: TextTokenizer) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for ids, chars, row in tokenize_books(books, tok):
+            if row is not None:
+                rows.append(row)
+            yield ids, chars
+
+    if tokenizer is None:
+        return write_token_cache(root, "pg19", identity, chunks(), dtype=TEXT8.dtype,
+                                 extra=lambda: {"documents": rows}, progress=progress)
+    return write_token_cache(root, "pg19", identity, token_chunks(tokenizer), dtype=tokenizer.dtype,
+                             extra=lambda: {"documents": rows}, progress=progress, chars=True)

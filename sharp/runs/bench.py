@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from sharp.config import preset_names
-from sharp.data.corpus import Corpus, load_corpus
+from sharp.data.corpus import Corpus, corpus_splits, load_corpus
+from sharp.data.tokenizer import TextTokenizer, load_tokenizer
 from sharp.engines.runtime import resolve_device
 from sharp.protocol import Sleeper
 from sharp.runs.benchmark import (
@@ -58,7 +59,7 @@ from sharp.runs.stream import run_stream
 RUN_FIELDS = {
     "seed": "--seed (notebook: seed); learner m of each model runs with seed + m",
     "threads": "--threads (notebook: threads), for every learner",
-    "vocab_size": "the corpus's vocabulary",
+    "vocab_size": "the corpus's vocabulary (the tokenizer's with --tokenizer)",
     "name": "--preset (notebook: preset_name)",
 }
 #: Stream-facing fields every learner shares: SHARP's value (preset or override) is
@@ -107,6 +108,11 @@ class BenchOptions:
 
     ``ensemble`` (``auto``, ``on``, ``off``): whether each model's learners run as one
     ensemble job (SPEC §10) in the segment protocol (:func:`resolve_ensemble`).
+
+    ``tokenizer`` (None: characters): ``"bpe"``, the path of a tokenizer.json or of a folder
+    holding one, or a Hugging Face hub id (:func:`~sharp.data.tokenizer.load_tokenizer`); the
+    book corpus is then read as token ids, every learner's ``vocab_size`` is the
+    tokenizer's, and the report gives bits per character next to bits per token.
     """
 
     corpus: str = "wiki"
@@ -134,6 +140,7 @@ class BenchOptions:
     keep_checkpoints: int = 2
     resume: bool = True
     ensemble: str = "auto"
+    tokenizer: str | None = None
 
     @property
     def policy(self) -> CheckpointPolicy:
@@ -146,14 +153,16 @@ class BenchOptions:
 
 @dataclass(frozen=True)
 class BenchPlan:
-    """A checked run: the loaded corpus, the learner specs (seed 0; learner m runs with
-    ``seed + m``), the protocol that will run, resolved workers, bits clip (log2 V or
-    None), run name and output folder, and the report metadata known before running.
+    """A checked run: the loaded corpus and its tokenizer (None: characters), the learner
+    specs (seed 0; learner m runs with ``seed + m``), the protocol that will run, resolved
+    workers, bits clip (log2 V or None), run name and output folder, and the report
+    metadata known before running.
     ``ensemble``: whether each model's learners run as one ensemble job
     (:func:`resolve_ensemble`)."""
 
     options: BenchOptions
     corpus: Corpus
+    tokenizer: TextTokenizer | None
     specs: list[LearnerSpec]
     protocol: str
     ensemble: bool
@@ -168,8 +177,11 @@ class BenchPlan:
     def headline(self) -> str:
         """One line: corpus, models, runs and workers."""
         runs = self.options.learners * len(self.specs)
+        tokens = (f"{len(self.corpus):,} tokens" if self.tokenizer is None else
+                  f"{len(self.corpus):,} tokens of tokenizer {self.tokenizer.name} (V = "
+                  f"{self.tokenizer.size:,}) for {self.corpus.characters:,} characters")
         return (f"corpus {self.corpus.name} ({self.meta['corpus_source']}): "
-                f"{len(self.corpus):,} tokens; models {[s.name for s in self.specs]}; "
+                f"{tokens}; models {[s.name for s in self.specs]}; "
                 f"{self.protocol} protocol; {plural(runs, 'run')}"
                 f"{' (each model as one ensemble)' if self.ensemble else ''} on "
                 f"{plural(self.workers, 'worker')}, {plural(self.options.threads, 'thread')} "
@@ -187,14 +199,20 @@ def corpus_source(corpus: str) -> str:
     return str(Path(corpus).expanduser().resolve())
 
 
-def default_run_name(corpus: str, preset_name: str) -> str:
-    """``bench-<label>-<preset>``: the corpus name, or a file's full stem
-    (``data/exp.alpha.txt`` -> ``exp.alpha``) or a folder's name, with characters other
-    than letters, digits, ``.``, ``_`` and ``-`` replaced by ``_``."""
-    path = Path(corpus).expanduser()
-    label = path.resolve().name if path.is_dir() else path.stem if path.is_file() else corpus
-    label = re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._") or "corpus"
-    return f"bench-{label}-{preset_name}"
+def default_run_name(corpus: str, preset_name: str, tokenizer: str | None = None) -> str:
+    """``bench-<label>-<preset>`` (``bench-<label>-<tokenizer>-<preset>`` with a tokenizer):
+    the corpus name, or a file's full stem (``data/exp.alpha.txt`` -> ``exp.alpha``) or a
+    folder's name, likewise for the tokenizer (``bpe``, a hub id, a path's name), with
+    characters other than letters, digits, ``.``, ``_`` and ``-`` replaced by ``_``."""
+    labels = [_label(corpus)] + ([] if tokenizer is None else [_label(tokenizer)])
+    return f"bench-{'-'.join(labels)}-{preset_name}"
+
+
+def _label(source: str) -> str:
+    """A corpus or tokenizer source as part of a run name (:func:`default_run_name`)."""
+    path = Path(source).expanduser()
+    label = path.resolve().name if path.is_dir() else path.stem if path.is_file() else source
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._") or "corpus"
 
 
 def bench_specs(options: BenchOptions, vocab_size: int) -> list[LearnerSpec]:
@@ -256,13 +274,25 @@ def plan_bench(options: BenchOptions) -> BenchPlan:
     and that the output folder holds no report of another run
     (:func:`~sharp.runs.report.check_report_folder`).
 
+    With ``options.tokenizer`` the tokenizer is loaded (trained, for ``bpe``) before the
+    corpus, and refused for a corpus without books; the corpus is then encoded with it, so
+    the book protocol's checks count tokens of that tokenizer.
+
     Raises ``ValueError`` (configs, lengths, protocol, ensemble mode:
-    :func:`resolve_ensemble`), ``FileNotFoundError`` (corpus) or
-    ``FileExistsError`` (another run's report in the folder)."""
+    :func:`resolve_ensemble`, a tokenizer with a corpus without books),
+    ``FileNotFoundError`` (corpus, tokenizer path), ``RuntimeError`` (a hub tokenizer
+    offline) or ``FileExistsError`` (another run's report in the folder)."""
     started = time.perf_counter()
     policy = options.policy  # a bad checkpoint setting fails before the corpus is read
     protocol = check_corpus_protocol(options.corpus, options.protocol)  # before any download
-    corpus = load_corpus(options.corpus, progress=options.progress)
+    tokenizer = None
+    if options.tokenizer is not None:
+        if corpus_splits(options.corpus) is None:
+            raise ValueError(f"--tokenizer (notebook: tokenizer) reads the raw text of a book "
+                             f"corpus ('books', 'pg19' or a folder in PG-19 layout); "
+                             f"{options.corpus!r} has no books: run it without a tokenizer")
+        tokenizer = load_tokenizer(options.tokenizer, progress=options.progress)
+    corpus = load_corpus(options.corpus, progress=options.progress, tokenizer=tokenizer)
     specs = bench_specs(options, corpus.vocab.size)
     runs = options.learners * len(specs)
     workers = min(os.cpu_count() or 1 if options.workers is None else options.workers,
@@ -272,7 +302,8 @@ def plan_bench(options: BenchOptions) -> BenchPlan:
                          workers=workers)
     ensemble = resolve_ensemble(options.ensemble, specs, protocol, options.learners)
     clip = math.log2(corpus.vocab.size) if options.clip else None
-    name = options.run_name or default_run_name(options.corpus, options.preset_name)
+    name = options.run_name or default_run_name(options.corpus, options.preset_name,
+                                                options.tokenizer)
     if Path(name).name != name or name in (".", ".."):
         raise ValueError(f"run name {name!r} must be a plain folder name (it becomes "
                          "reports/<name>); give a path with --out instead")
@@ -281,6 +312,9 @@ def plan_bench(options: BenchOptions) -> BenchPlan:
         "run": name, "command": options.command, "corpus": corpus.name,
         "corpus_source": corpus_source(options.corpus),
         "corpus_tokens": len(corpus), "corpus_sha256": corpus.sha256, "protocol": protocol,
+        **({} if tokenizer is None else {"tokenizer": {
+            "source": tokenizer.name, "sha256": tokenizer.sha256, "vocab_size": tokenizer.size,
+            "corpus_chars": corpus.characters}}),
         "segment": options.segment, "slice": options.slice_len, "learners": options.learners,
         "seed": options.seed, "workers": workers, "threads": options.threads, "clip": clip,
         "ensemble": "on" if ensemble else "off", "ensemble_option": options.ensemble,
@@ -294,8 +328,8 @@ def plan_bench(options: BenchOptions) -> BenchPlan:
                                    max_eval_tokens=options.slice_len,
                                    window=learner_window(specs)).counts()
     check_report_folder(out, meta, options.overwrite)
-    return BenchPlan(options, corpus, specs, protocol, ensemble, workers, clip, name, out, meta,
-                     started)
+    return BenchPlan(options, corpus, tokenizer, specs, protocol, ensemble, workers, clip, name,
+                     out, meta, started)
 
 
 def run_bench(plan: BenchPlan) -> BenchmarkResult:

@@ -178,9 +178,12 @@ def segment_jobs(
     seed: int = 0,
     clip: float | None = None,
     block: int | None = None,
+    chars: np.ndarray | None = None,
 ) -> list[LearnerJob]:
     """The jobs of the segment benchmark (see :func:`segment_benchmark`), in run order:
-    every recipe's learners 0..M-1. Raises ValueError for lengths that do not fit."""
+    every recipe's learners 0..M-1. ``chars``: per-token character counts of ``tokens``
+    (a token corpus's ``Corpus.chars``), for bits per character. Raises ValueError for
+    lengths that do not fit."""
     check_lengths(specs, segment=segment, slice_len=slice_len)
     plans = plan_segments(len(tokens), segment, slice_len, learners)
     block = block or max(1, math.ceil(segment / 200))
@@ -188,7 +191,9 @@ def segment_jobs(
         LearnerJob(spec.with_seed(seed + plan.index), plan.index,
                    [np.asarray(plan.train.take(tokens))],
                    {name: np.asarray(span.take(tokens)) for name, span in plan.slices().items()},
-                   block, clip)
+                   block, clip,
+                   None if chars is None else {name: np.asarray(span.take(chars))
+                                               for name, span in plan.slices().items()})
         for spec in specs for plan in plans
     ]
 
@@ -207,6 +212,7 @@ def segment_benchmark(
     progress: bool = True,
     execution: Execution | None = None,
     ensemble: bool = False,
+    chars: np.ndarray | None = None,
 ) -> BenchmarkResult:
     """Run every learner recipe on ``learners`` segments (SPEC §6).
 
@@ -217,10 +223,12 @@ def segment_benchmark(
     checkpoints); ``clip`` is the per-token bits cap reported in the ``bits_clipped``
     column (``bits`` is always unclipped). ``ensemble``: each recipe's learners run as one
     ensemble job (SPEC §10, :func:`~sharp.runs.jobs.group_jobs`), with the same results
-    up to floating-point reduction order.
+    up to floating-point reduction order. ``chars``: per-token character counts of
+    ``tokens`` (token corpora), from which each row's ``bits_per_char`` is computed
+    (None: one character per token).
     """
     jobs = segment_jobs(specs, tokens, segment=segment, slice_len=slice_len,
-                        learners=learners, seed=seed, clip=clip, block=block)
+                        learners=learners, seed=seed, clip=clip, block=block, chars=chars)
     run = group_jobs(jobs) if ensemble else list[Job](jobs)
     return _execute(run, workers, progress, execution)
 
@@ -277,13 +285,15 @@ class BookPlan:
     """What every learner of the book protocol streams and is evaluated on: ``train``
     (token arrays of the training books, the last one cut at the budget, in order) and
     ``slices`` (forward / backward / current: lists of books, each capped), with the
-    ids of the books used and the held-out split."""
+    ids of the books used and the held-out split; ``chars``: the slices' per-token
+    character counts, shaped as ``slices`` (token corpora; None: one per token)."""
 
     train: list[np.ndarray]
     slices: dict[str, list[np.ndarray]]
     train_ids: list[str]
     forward_ids: list[str]
     held_out: str
+    chars: dict[str, list[np.ndarray]] | None = None
 
     def counts(self) -> dict[str, int]:
         """How many books each part uses: ``train``, ``backward``, ``current``, ``forward``."""
@@ -348,11 +358,11 @@ def plan_books(
     books, ids, short_ids, short_lengths, used = [], [], [], [], 0
     for book_id, start, stop in zip(train.documents["id"], train.documents["start"],
                                     train.documents["stop"], strict=True):
-        book = train.tokens[start : min(stop, start + budget - used)]
-        if len(book) >= MIN_BOOK_TOKENS:
-            books.append(book)
+        span = slice(start, min(stop, start + budget - used))
+        if span.stop - span.start >= MIN_BOOK_TOKENS:
+            books.append(span)
             ids.append(str(book_id))
-            used += len(book)
+            used += span.stop - span.start
         elif stop - start < MIN_BOOK_TOKENS:
             short_ids.append(str(book_id))
             short_lengths.append(int(stop - start))
@@ -370,7 +380,7 @@ def plan_books(
     for book_id, start, stop in zip(held.documents["id"], held.documents["start"],
                                     held.documents["stop"], strict=True):
         if stop - start >= need:
-            forward.append(held.tokens[start:stop])
+            forward.append(slice(start, stop))
             forward_ids.append(str(book_id))
         else:
             short_ids.append(str(book_id))
@@ -383,13 +393,20 @@ def plan_books(
             f"{held_split} book of corpus {corpus.name!r} is that long: "
             f"{_too_short(short_ids, short_lengths)}; use longer held-out books"
         )
-    cap = slice(None, max_eval_tokens)
-    slices = {
-        "forward": [np.asarray(book[cap]) for book in forward],
-        "backward": [np.asarray(book[cap]) for book in books[:books_per_slice]],
-        "current": [np.asarray(book[cap]) for book in books[-books_per_slice:]],
-    }
-    return BookPlan([np.asarray(book) for book in books], slices, ids, forward_ids, held_split)
+    cap = max_eval_tokens
+
+    def cut(spans: list[slice], array: np.ndarray) -> list[np.ndarray]:
+        return [np.asarray(array[s.start: s.stop if cap is None else min(s.stop, s.start + cap)])
+                for s in spans]
+
+    parts = {"forward": (forward, held), "backward": (books[:books_per_slice], train),
+             "current": (books[-books_per_slice:], train)}
+    slices = {name: cut(spans, part.tokens) for name, (spans, part) in parts.items()}
+    chars = None if corpus.chars is None else {
+        name: cut(spans, part.chars) for name, (spans, part) in parts.items()
+        if part.chars is not None}
+    return BookPlan([np.asarray(train.tokens[s]) for s in books], slices, ids, forward_ids,
+                    held_split, chars)
 
 
 def book_jobs(
@@ -409,7 +426,8 @@ def book_jobs(
     plan = plan_books(corpus, budget=budget, books_per_slice=books_per_slice,
                       max_eval_tokens=max_eval_tokens, window=learner_window(specs))
     block = block or max(1, math.ceil(budget / 200))
-    return [LearnerJob(spec.with_seed(seed + m), m, plan.train, plan.slices, block, clip)
+    return [LearnerJob(spec.with_seed(seed + m), m, plan.train, plan.slices, block, clip,
+                       plan.chars)
             for spec in specs for m in range(learners)]
 
 
@@ -430,7 +448,7 @@ def plan_jobs(
         return book_jobs(specs, corpus, budget=segment, learners=learners,
                          max_eval_tokens=slice_len, seed=seed, clip=clip)
     return segment_jobs(specs, corpus.tokens, segment=segment, slice_len=slice_len,
-                        learners=learners, seed=seed, clip=clip)
+                        learners=learners, seed=seed, clip=clip, chars=corpus.chars)
 
 
 def book_benchmark(
@@ -490,7 +508,8 @@ def run_benchmark(
                               progress=progress, execution=execution), "books"
     return segment_benchmark(specs, corpus.tokens, segment=segment, slice_len=slice_len,
                              learners=learners, seed=seed, workers=workers, clip=clip,
-                             progress=progress, execution=execution, ensemble=ensemble), "segment"
+                             progress=progress, execution=execution, ensemble=ensemble,
+                             chars=corpus.chars), "segment"
 
 
 def _diverged(results: pd.DataFrame) -> pd.Series:

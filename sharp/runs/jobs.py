@@ -139,7 +139,9 @@ def _positive(value: object, *, integer: bool) -> bool:
 class LearnerJob:
     """One learner's run: stream ``documents`` in order (state reset between them), then
     evaluate every slice; ``index`` is the segment (or learner) number, ``block`` the
-    curve's block size in steps, ``clip`` the bits cap of ``bits_clipped``."""
+    curve's block size in steps, ``clip`` the bits cap of ``bits_clipped``.
+    ``slice_chars``: each slice's per-token character counts, arrays shaped as its tokens
+    (token corpora); None means one character per token."""
 
     spec: LearnerSpec
     index: int
@@ -147,6 +149,7 @@ class LearnerJob:
     slices: dict[str, Slice]
     block: int
     clip: float | None
+    slice_chars: dict[str, Slice] | None = None
     window: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -169,6 +172,19 @@ class LearnerJob:
         """Training steps plus evaluated tokens: the job's share of a progress bar."""
         return self.train_steps + self.eval_tokens
 
+    def slice_characters(self) -> dict[str, int]:
+        """Per slice, the characters of the tokens it predicts (every part's tokens after
+        its first W): the sum of their ``slice_chars``, or their number without them."""
+        counts = {}
+        for name, value in self.slices.items():
+            source = value if self.slice_chars is None else self.slice_chars[name]
+            parts = [source] if isinstance(source, np.ndarray) else list(source)
+            counts[name] = sum(
+                n_windows(len(part), self.window) if self.slice_chars is None
+                else int(np.asarray(part[self.window:]).sum(dtype=np.int64))
+                for part in parts)
+        return counts
+
     @property
     def lanes(self) -> int:
         """Learners the job runs (tokens per checkpointed step): 1."""
@@ -177,7 +193,8 @@ class LearnerJob:
     def job_id(self) -> str:
         """``<learner>-<index>-s<seed>-<digest>``: a name derived from everything that
         determines the result (kind, config but its speed-only fields, index, documents,
-        slices, block, clip), so that the same job run again finds its folder."""
+        slices, block, clip, the slices' character counts when given), so that the same
+        job run again finds its folder."""
         digest = hashlib.sha256()
         config = {k: v for k, v in self.spec.config.items() if k not in SPEED_FIELDS}
         digest.update(json.dumps([self.spec.kind, self.spec.name, config, self.index,
@@ -186,6 +203,10 @@ class LearnerJob:
             digest.update(np.ascontiguousarray(document).view(np.uint8))
         for name, value in self.slices.items():
             digest.update(name.encode())
+            for part in [value] if isinstance(value, np.ndarray) else value:
+                digest.update(np.ascontiguousarray(part).view(np.uint8))
+        for name, value in (self.slice_chars or {}).items():
+            digest.update(f"chars:{name}".encode())
             for part in [value] if isinstance(value, np.ndarray) else value:
                 digest.update(np.ascontiguousarray(part).view(np.uint8))
         return (f"{self.folder_label}-{self.index}-s{self.spec.config.get('seed', 0)}-"
@@ -379,7 +400,7 @@ class JobFolder:
         stored = self.manifest.get("result")
         if not stored or not all(self._verified(name, sha) for name, sha in stored.items()):
             return None
-        return (pd.read_parquet(self.path / "rows.parquet"),
+        return (with_bits_per_char(pd.read_parquet(self.path / "rows.parquet")),
                 pd.read_parquet(self.path / "curve.parquet"))
 
     def done_tokens(self, job: Job) -> int:
@@ -656,6 +677,22 @@ def run_job(job: Job, report: Report | None = None, *, folder: str | os.PathLike
     return run_learner_job(job, report, folder=folder, policy=policy)
 
 
+def with_bits_per_char(rows: pd.DataFrame, chars: pd.Series | None = None) -> pd.DataFrame:
+    """``rows`` with ``chars`` (the characters each slice's predicted tokens encode; given,
+    else kept, else one per token for rows stored before the column existed),
+    ``bits_per_char`` and ``bits_per_char_clipped``: a slice's total bits over its
+    characters, ``bits * (tokens / chars)``, so that a character model's equal its bits
+    per token exactly."""
+    if chars is None and "chars" in rows and "bits_per_char" in rows:
+        return rows
+    rows = rows.copy()
+    rows["chars"] = rows["tokens"] if chars is None else chars.to_numpy()
+    ratio = rows["tokens"] / rows["chars"].where(rows["chars"] > 0)
+    rows["bits_per_char"] = rows["bits"] * ratio
+    rows["bits_per_char_clipped"] = rows["bits_clipped"] * ratio
+    return rows
+
+
 def _diverged_rows(names: list[str]) -> pd.DataFrame:
     """The rows of a learner that diverged: one per slice, NaN metrics, no tokens."""
     return pd.DataFrame({"slice": names, "bits": math.nan, "bits_clipped": math.nan,
@@ -674,6 +711,7 @@ def _label(job: LearnerJob, parameters: int, records: pd.DataFrame, rows: pd.Dat
     }
     for column, value in reversed(labels.items()):
         rows.insert(0, column, value)
+    rows = with_bits_per_char(rows, rows["slice"].map(job.slice_characters()))
     rows["diverged"] = diverged
     curve = summarise_records(records, job.block)
     curve.insert(0, "segment", job.index)

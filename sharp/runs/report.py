@@ -85,8 +85,8 @@ REPORT_FILES = ("results.csv", "curves.csv", "figures.html", "summary.md", "run.
                 "05_evaluation.ipynb", "05_evaluation.html")
 #: Metadata that says what ran; the rest (command, date, wall time, workers, threads,
 #: the seeds actually used) says how it ran.
-IDENTITY_KEYS = ("corpus", "corpus_sha256", "corpus_tokens", "protocol", "segment", "slice",
-                 "learners", "seed", "clip", "configs")
+IDENTITY_KEYS = ("corpus", "corpus_sha256", "corpus_tokens", "tokenizer", "protocol", "segment",
+                 "slice", "learners", "seed", "clip", "configs")
 
 
 def run_identity(meta: dict[str, Any]) -> dict[str, Any]:
@@ -157,6 +157,7 @@ def write_benchmark_report(out: str | os.PathLike, result: BenchmarkResult,
         f"- machine: {json.dumps(machine_info())}",
         f"- corpus: **{meta['corpus']}** ({meta.get('corpus_source', '')}), "
         f"{meta['corpus_tokens']:,} tokens, "
+        f"{_tokenizer_words(meta)}"
         f"sha256 `{meta['corpus_sha256']}`",
         f"- protocol: {protocol_line(meta)}",
         f"- seeds (learner m of each model runs with seed {meta.get('seed', 0)} + m): {seeds}",
@@ -167,6 +168,7 @@ def write_benchmark_report(out: str | os.PathLike, result: BenchmarkResult,
         f"## Bits per token (mean ± sample std over {plural(meta['learners'], runs[:-1])})",
         "",
         markdown_table(summary_table(result.results, bits_column)), "",
+        *_bits_per_char_section(result.results, meta, runs),
         "## Top-1 accuracy", "",
         markdown_table(summary_table(result.results, "accuracy")), "",
         "## Training speed", "",
@@ -188,6 +190,33 @@ def write_benchmark_report(out: str | os.PathLike, result: BenchmarkResult,
     for name, text in files.items():
         atomic_write_text(out / name, text)
     return out
+
+
+def _tokenizer_words(meta: dict[str, Any]) -> str:
+    """Words on the corpus line for a token corpus (its tokenizer, V and characters); ""
+    for a character corpus."""
+    tokenizer = meta.get("tokenizer")
+    if not tokenizer:
+        return ""
+    return (f"of tokenizer `{tokenizer['source']}` (V = {tokenizer['vocab_size']:,}, sha256 "
+            f"`{tokenizer['sha256'][:12]}…`) for {tokenizer['corpus_chars']:,} characters, ")
+
+
+def bits_per_char_column(clip: float | None) -> str:
+    """The results column of bits per character under the run's bits rule."""
+    return "bits_per_char_clipped" if clip else "bits_per_char"
+
+
+def _bits_per_char_section(results: pd.DataFrame, meta: dict[str, Any], runs: str
+                           ) -> list[str]:
+    """The bits-per-character table of a token run (a slice's total bits over its
+    characters; the same rule as bits per token); none for a character run, whose bits
+    per character are its bits per token."""
+    if not meta.get("tokenizer"):
+        return []
+    return [f"## Bits per character (a slice's total bits over its characters; mean ± sample "
+            f"std over {plural(meta['learners'], runs[:-1])})", "",
+            markdown_table(summary_table(results, bits_per_char_column(meta.get("clip")))), ""]
 
 
 def _figures(result: BenchmarkResult, bits_column: str, rule: str, title: str) -> str | None:
