@@ -28,6 +28,7 @@ from sharp.baselines.config import TransformerConfig
 from sharp.config import check_instance
 from sharp.engines.optim import FusedAdam
 from sharp.engines.runtime import prepare_runtime, small_kernels
+from sharp.model.inputs import check_table_state, input_layer, input_table, table_state
 from sharp.model.learner import check_compatible
 from sharp.protocol import (
     EvalResult,
@@ -100,12 +101,13 @@ class DecoderBlock(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Embedding -> decoder blocks -> RMSNorm -> read-out to V (no biases)."""
+    """Embedding (or frozen ``table`` vectors through a linear) -> decoder blocks ->
+    RMSNorm -> read-out to V (no biases)."""
 
-    def __init__(self, config: TransformerConfig) -> None:
+    def __init__(self, config: TransformerConfig, table: Tensor | None = None) -> None:
         super().__init__()
         c = config
-        self.embed = nn.Embedding(c.vocab_size, c.d_model)
+        self.embed = input_layer(c.vocab_size, c.d_model, table)
         self.blocks = nn.ModuleList(DecoderBlock(c.d_model, c.heads, c.ff)
                                     for _ in range(c.layers))
         self.norm = nn.RMSNorm(c.d_model, eps=1e-6)
@@ -131,20 +133,25 @@ class Decoder(nn.Module):
 
 class TransformerBaseline:
     """Transformer baseline implementing the learner protocol (see the module docstring).
-    Raises TypeError for a ``config`` that is not a :class:`TransformerConfig`."""
+    ``table``: the frozen input table of a config with ``inputs="dense"`` (None: read from
+    its ``input_table``). Raises TypeError for a ``config`` that is not a
+    :class:`TransformerConfig`, what :func:`~sharp.model.inputs.input_table` raises for a
+    missing or mis-shaped table."""
 
     kind = "transformer"
 
-    def __init__(self, config: TransformerConfig) -> None:
+    def __init__(self, config: TransformerConfig, table: Tensor | None = None) -> None:
         check_instance(config, TransformerConfig, "TransformerBaseline",
                        "sharp.baselines.baseline_preset('transformer')")
         self.config = config
         self.device = prepare_runtime(config.threads, config.device, "batched")
+        #: The frozen input table (V, D), or None for a learned embedding.
+        self.table = input_table(config, table, self.device)
         self.vocab_size = config.vocab_size
         self.window = config.window
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            self.model = Decoder(config)
+            self.model = Decoder(config, self.table)
         self.model.to(self.device)
         self.optimiser = FusedAdam([self.model.parameters()], [config.lr],
                                    weight_decay=config.weight_decay)
@@ -287,16 +294,21 @@ class TransformerBaseline:
             "cache_block": self.cache_block,
             "cache": self.cache[:, :, :, : self.cache_len],
         }
-        return copy.deepcopy({
+        state = copy.deepcopy({
             "kind": self.kind, "config": self.config.to_dict(),
             "weights": self.model.state_dict(), "optimiser": self.optimiser.state_dict(),
             "runtime": runtime,
         })
+        if self.table is not None:
+            state["inputs"] = table_state(self.table, self.config)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; a checkpoint of another kind or configuration
-        raises ValueError naming what differs."""
+        raises ValueError naming what differs (also another frozen input table)."""
         check_compatible(state, self.kind, self.config)
+        if self.table is not None:
+            check_table_state(state["inputs"], self.table)
         state = copy.deepcopy(state)
         self.model.load_state_dict(state["weights"])
         self.optimiser.load_state_dict(state["optimiser"])
