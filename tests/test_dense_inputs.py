@@ -204,6 +204,12 @@ def test_prediction_covers_the_whole_vocabulary(table: torch.Tensor) -> None:
     assert learner.learn(STREAM[:4], STREAM[4]).logits.shape == (V,)
     result = learner.evaluate(STREAM[:60])
     assert result.tokens == 56 and np.isfinite(result.mean_bits())
+    # scored block by block (a large vocabulary never holds every logit at once), the same
+    logits = learner.predict_stream(STREAM[:60])
+    assert torch.equal(torch.cat(list(learner.predict_blocks(STREAM[:60], chunk=7))), logits)
+    nats = torch.nn.functional.cross_entropy(logits, torch.as_tensor(STREAM[4:60]),
+                                             reduction="none")
+    assert np.array_equal(result.bits, (nats / np.log(2)).numpy())
 
 
 # -- checkpoints ---------------------------------------------------------------------------

@@ -389,10 +389,16 @@ class Sharp:
         return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
     # -- evaluation -----------------------------------------------------------------
-    @torch.inference_mode()
     def predict_stream(self, tokens: TokenIds, chunk: int = 4096) -> Tensor:
-        """Logits for every token of ``tokens`` after the first W, from a reset state and
-        with the wake step's state updates (same strides), without learning.
+        """Logits (T - W, V) for every token of ``tokens`` (T ids) after the first W, from
+        a reset state and with the wake step's state updates (same strides), without
+        learning: :meth:`predict_blocks` joined."""
+        return torch.cat(list(self.predict_blocks(tokens, chunk)))
+
+    @torch.inference_mode()
+    def predict_blocks(self, tokens: TokenIds, chunk: int = 4096) -> Iterator[Tensor]:
+        """:meth:`predict_stream`'s logits as consecutive blocks of at most ``chunk`` rows
+        (chunk, V), each computed when it is asked for.
 
         The wake step at step t feeds layer 0 the last token of its window; layer l then
         holds output floor(t / a**l) of its encoder. This computes every layer's
@@ -412,7 +418,6 @@ class Sharp:
                 inputs = trajectories[-1][every - 1 :: every]
             trajectories.append(memory.trajectory(inputs, self._zeros(c.hidden[level])[0]))
         t = torch.arange(1, steps + 1, device=self.device)
-        logits = []
         for lo in range(0, steps, chunk):
             tt = t[lo : lo + chunk]
             states = []
@@ -423,14 +428,14 @@ class Sharp:
             context = None
             for level in range(c.layers - 1, 0, -1):
                 context = self.heads[level](states[level], context)
-            logits.append(self.heads[0](states[0], context))
-        return torch.cat(logits)
+            yield self.heads[0](states[0], context)
 
     def evaluate(self, tokens: TokenIds) -> EvalResult:
         """Bits and top-1 correctness for every token after the first W of ``tokens`` (a
         list, array or tensor of more than W ids; ValueError otherwise, as for a stream),
-        from a reset state, without learning (SPEC §5). The learner is left untouched."""
-        return evaluate_predictions(self, tokens)
+        from a reset state, without learning (SPEC §5), scored block by block
+        (:meth:`predict_blocks`). The learner is left untouched."""
+        return evaluate_predictions(self, tokens, self.predict_blocks)
 
     # -- checkpoints ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
