@@ -20,8 +20,9 @@ from sharp.engines.ensemble import SharpEnsemble
 from sharp.engines.kernels import KernelUnavailable
 from sharp.model.inputs import read_table
 from sharp.model.learner import Sharp
+from sharp.runs.bench import resolve_ensemble
 from sharp.runs.checkpoints import load_checkpoint, save_checkpoint
-from sharp.runs.registry import BASELINE_KINDS, baseline_spec, build_learner
+from sharp.runs.registry import BASELINE_KINDS, LearnerSpec, baseline_spec, build_learner
 
 V, D = 40, 12
 #: A repeating stream over part of the vocabulary (period 10).
@@ -292,3 +293,10 @@ def test_every_baseline_learns_from_the_frozen_table(tmp_path: Path, folder: Pat
 def test_a_baseline_without_a_table_says_how_to_give_one() -> None:
     with pytest.raises(ValueError, match=r"table=.*input_table"):
         RecurrentBaseline(baseline_preset("rnn", vocab_size=V, inputs="dense", input_dim=D))
+
+
+def test_a_benchmark_never_groups_dense_learners_into_ensembles_on_its_own() -> None:
+    dense = [LearnerSpec("sharp", {"device": "cuda", "inputs": "dense"})]
+    learned = [LearnerSpec("sharp", {"device": "cuda"})]
+    assert resolve_ensemble("auto", learned, "segment", 4) is True
+    assert resolve_ensemble("auto", dense, "segment", 4) is False
