@@ -300,3 +300,17 @@ def test_a_benchmark_never_groups_dense_learners_into_ensembles_on_its_own() -> 
     learned = [LearnerSpec("sharp", {"device": "cuda"})]
     assert resolve_ensemble("auto", learned, "segment", 4) is True
     assert resolve_ensemble("auto", dense, "segment", 4) is False
+
+
+@pytest.mark.parametrize("mode", ["tbptt", "paper"])
+def test_a_recurrent_baseline_scores_block_by_block(monkeypatch: pytest.MonkeyPatch,
+                                                    table: torch.Tensor, mode: str) -> None:
+    monkeypatch.setattr("sharp.baselines.recurrent.EVAL_CHUNK", 7)
+    learner = RecurrentBaseline(baseline_preset("gru", vocab_size=V, inputs="dense",
+                                                input_dim=D, mode=mode, **SMALL["gru"]), table)
+    blocks = list(learner.predict_blocks(STREAM[:40]))
+    assert len(blocks) > 1 and all(block.shape[0] <= 7 for block in blocks)
+    logits = learner.predict_stream(STREAM[:40])
+    nats = torch.nn.functional.cross_entropy(logits, torch.as_tensor(STREAM[4:40]),
+                                             reduction="none")
+    assert np.array_equal(learner.evaluate(STREAM[:40]).bits, (nats / np.log(2)).numpy())

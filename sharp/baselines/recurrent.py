@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -263,28 +264,34 @@ class StreamingRecurrent:
         return StepResult(logits.detach(), loss.item(), y)
 
     # -- evaluation -----------------------------------------------------------------
-    @torch.inference_mode()
     def predict_stream(self, tokens: TokenIds) -> Tensor:
-        """Logits for every token of ``tokens`` after the first W, from a fresh state and
-        without learning, by the learner's own streaming rule (``tbptt``: every token fed
-        once, in chunks of :data:`EVAL_CHUNK`; ``paper``: window by window)."""
+        """Logits (T - W, V) for every token of ``tokens`` (T ids) after the first W, from
+        a fresh state and without learning: :meth:`predict_blocks` joined."""
+        return torch.cat(list(self.predict_blocks(tokens)))
+
+    @torch.inference_mode()
+    def predict_blocks(self, tokens: TokenIds) -> Iterator[Tensor]:
+        """:meth:`predict_stream`'s logits as consecutive blocks of at most
+        :data:`EVAL_CHUNK` rows, each computed when it is asked for, by the learner's own
+        streaming rule (``tbptt``: every token fed once, in chunks; ``paper``: window by
+        window)."""
         ids = token_tensor(tokens, self.window, self.vocab_size, self.device)
         if self.config.mode == "paper":
-            return self._predict_paper(ids)
+            yield from self._predict_paper(ids)
+            return
         core, w = self.core, self.window
-        state, inputs, logits = core.initial_state(), ids[:-1], []
+        state, inputs = core.initial_state(), ids[:-1]
         for lo in range(0, inputs.numel(), EVAL_CHUNK):
             outputs, state = core.run(inputs[lo : lo + EVAL_CHUNK], state, lo)
             first = max(0, w - 1 - lo)
             if first < outputs.shape[0]:
-                logits.append(core.readout(outputs[first:]))
-        return torch.cat(logits)
+                yield core.readout(outputs[first:])
 
-    def _predict_paper(self, ids: Tensor) -> Tensor:
+    def _predict_paper(self, ids: Tensor) -> Iterator[Tensor]:
+        """``paper`` mode's logits, window by window, in blocks of :data:`EVAL_CHUNK` rows."""
         core, w = self.core, self.window
-        state, clock = core.initial_state(), 0
-        logits = ids.new_empty(ids.numel() - w, self.vocab_size, dtype=torch.float32)
-        for i in range(logits.shape[0]):
+        state, clock, rows = core.initial_state(), 0, []
+        for i in range(ids.numel() - w):
             x = ids[i : i + w]
             if self.config.carry == "first":
                 outputs, state_next = core.run(x[:1], state, clock)
@@ -295,14 +302,20 @@ class StreamingRecurrent:
                 outputs, state_next = core.run(x, state, clock)
                 clock += w
             state = state_next
-            logits[i] = core.readout(outputs[-1])
-        return logits
+            rows.append(core.readout(outputs[-1]))
+            if len(rows) == EVAL_CHUNK:
+                yield torch.stack(rows)
+                rows = []
+        if rows:
+            yield torch.stack(rows)
 
     def evaluate(self, tokens: TokenIds) -> EvalResult:
         """Bits and top-1 correctness for every token after the first W of ``tokens`` (a
         list, array or tensor of more than W ids; ValueError otherwise, as for a stream),
-        from a fresh state, without learning; the learner is left untouched."""
-        return evaluate_predictions(self, tokens)
+        from a fresh state, without learning, scored block by block (:meth:`predict_blocks`;
+        a large vocabulary never holds every logit at once); the learner is left
+        untouched."""
+        return evaluate_predictions(self, tokens, self.predict_blocks)
 
     # -- checkpoints ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
