@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from sharp.baselines import RecurrentBaseline, baseline_preset
+from sharp.baselines import RecurrentBaseline, TransformerBaseline, baseline_preset
 from sharp.baselines.config import RecurrentConfig, TransformerConfig
 from sharp.baselines.ensemble import baseline_ensemble
 from sharp.config import ConfigError, SharpConfig, preset
@@ -314,3 +314,18 @@ def test_a_recurrent_baseline_scores_block_by_block(monkeypatch: pytest.MonkeyPa
     nats = torch.nn.functional.cross_entropy(logits, torch.as_tensor(STREAM[4:40]),
                                              reduction="none")
     assert np.array_equal(learner.evaluate(STREAM[:40]).bits, (nats / np.log(2)).numpy())
+
+
+@pytest.mark.parametrize("eval_mode", ["full", "paper"])
+def test_the_transformer_scores_block_by_block(monkeypatch: pytest.MonkeyPatch,
+                                               table: torch.Tensor, eval_mode: str) -> None:
+    monkeypatch.setattr("sharp.baselines.transformer.EVAL_TOKENS", 16)
+    learner = TransformerBaseline(baseline_preset(
+        "transformer", vocab_size=V, inputs="dense", input_dim=D, eval_mode=eval_mode,
+        **{**SMALL["transformer"], "context": 8, "stride": 4}), table)
+    blocks = list(learner.predict_blocks(STREAM[:60]))
+    logits = learner.predict_stream(STREAM[:60])
+    assert len(blocks) > 2 and logits.shape == (56, V)
+    nats = torch.nn.functional.cross_entropy(logits, torch.as_tensor(STREAM[4:60]),
+                                             reduction="none")
+    assert np.array_equal(learner.evaluate(STREAM[:60]).bits, (nats / np.log(2)).numpy())

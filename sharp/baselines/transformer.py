@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -234,26 +235,35 @@ class TransformerBaseline:
         self.cache_block = -1  # the weights changed: the next prediction refills the cache
 
     # -- evaluation -----------------------------------------------------------------
-    @torch.inference_mode()
     def predict_stream(self, tokens: TokenIds) -> Tensor:
-        """Logits for every token of ``tokens`` after the first W, without learning:
-        by the streaming context rule (``eval_mode="full"``) or from each token's W-token
-        window (``"paper"``), batched over the slice."""
+        """Logits (T - W, V) for every token of ``tokens`` (T ids) after the first W,
+        without learning: :meth:`predict_blocks` joined."""
+        return torch.cat(list(self.predict_blocks(tokens)))
+
+    @torch.inference_mode()
+    def predict_blocks(self, tokens: TokenIds) -> Iterator[Tensor]:
+        """:meth:`predict_stream`'s logits as consecutive blocks of rows (a batch of about
+        :data:`EVAL_TOKENS` positions each), each computed when it is asked for: by the
+        streaming context rule (``eval_mode="full"``) or from each token's W-token window
+        (``"paper"``), batched over the slice."""
         ids = token_tensor(tokens, self.window, self.vocab_size, self.device)
         if self.config.eval_mode == "paper":
             rows = ids.unfold(0, self.window, 1)[:-1]
-            return self._batched(rows, 1)[:, 0]
-        return self._predict_full(ids)[self.window :]
+            for logits in self._batched(rows, 1):
+                yield logits[:, 0]
+            return
+        yield from self._predict_full(ids)
 
-    def _batched(self, rows: Tensor, last: int) -> Tensor:
-        """Logits (N, last, V) of the last ``last`` positions of equal-length rows (N, T),
-        in batches."""
+    def _batched(self, rows: Tensor, last: int) -> Iterator[Tensor]:
+        """Logits (batch, last, V) of the last ``last`` positions of equal-length rows
+        (N, T), batch by batch."""
         per_batch = max(1, EVAL_TOKENS // rows.shape[1])
-        return torch.cat([self.model(rows[lo : lo + per_batch])[:, -last:]
-                          for lo in range(0, rows.shape[0], per_batch)])
+        for lo in range(0, rows.shape[0], per_batch):
+            yield self.model(rows[lo : lo + per_batch])[:, -last:]
 
-    def _predict_full(self, ids: Tensor) -> Tensor:
-        """Logits (n, V) whose row p predicts token p (row 0 unused) by the context rule.
+    def _predict_full(self, ids: Tensor) -> Iterator[Tensor]:
+        """Logits of rows p = W..n-1 (row p predicts token p) by the context rule, in
+        consecutive blocks.
 
         Blocks whose context starts at 0 are prefixes of one row ``t[0:C]`` (causal
         attention makes a prefix's outputs those of the longer row); every later block k
@@ -262,28 +272,26 @@ class TransformerBaseline:
         """
         c, n = self.config, ids.numel()
         size, stride = c.context, c.block
-        logits = torch.zeros(n, self.vocab_size, device=self.device)
-        head = min(size, n - 1)
-        logits[1 : head + 1] = self.model(ids[None, :head])[0]
+        head = min(size, n - 1)  # >= W: the context holds a window, the slice more
+        yield self.model(ids[None, :head])[0, self.window - 1 :]  # rows W..head
         # ends (k+1)S <= n-1 of the blocks after the first row: none if n <= C+S
         ends = torch.arange(size + stride, max(n, size + stride), stride, device=self.device)
-        if ends.numel():
+        if ends.numel():  # rows C+1..ends[-1]
             rows = ids[(ends - size)[:, None] + torch.arange(size, device=self.device)]
-            block_logits = self._batched(rows, stride)
-            first = int(ends[0]) - stride + 1
-            logits[first : int(ends[-1]) + 1] = block_logits.reshape(-1, self.vocab_size)
+            for block in self._batched(rows, stride):
+                yield block.reshape(-1, self.vocab_size)
         done = int(ends[-1]) if ends.numel() else head
-        if done < n - 1:  # the last block, cut short by the slice's end
+        if done < n - 1:  # the last block, cut short by the slice's end: rows done+1..n-1
             block_end = (done // stride + 1) * stride
             start = block_end - size
-            logits[done + 1 :] = self.model(ids[None, start : n - 1])[0, done - start :]
-        return logits
+            yield self.model(ids[None, start : n - 1])[0, done - start :]
 
     def evaluate(self, tokens: TokenIds) -> EvalResult:
         """Bits and top-1 correctness for every token after the first W of ``tokens`` (a
         list, array or tensor of more than W ids; ValueError otherwise, as for a stream),
-        without learning; the learner is left untouched."""
-        return evaluate_predictions(self, tokens)
+        without learning, scored block by block (:meth:`predict_blocks`; a large
+        vocabulary never holds every logit at once); the learner is left untouched."""
+        return evaluate_predictions(self, tokens, self.predict_blocks)
 
     # -- checkpoints ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
