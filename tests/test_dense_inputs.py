@@ -21,7 +21,7 @@ from sharp.engines.kernels import KernelUnavailable
 from sharp.model.inputs import read_table
 from sharp.model.learner import Sharp
 from sharp.runs.bench import resolve_ensemble
-from sharp.runs.checkpoints import load_checkpoint, save_checkpoint
+from sharp.runs.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from sharp.runs.registry import BASELINE_KINDS, LearnerSpec, baseline_spec, build_learner
 
 V, D = 40, 12
@@ -329,3 +329,18 @@ def test_the_transformer_scores_block_by_block(monkeypatch: pytest.MonkeyPatch,
     nats = torch.nn.functional.cross_entropy(logits, torch.as_tensor(STREAM[4:60]),
                                              reduction="none")
     assert np.array_equal(learner.evaluate(STREAM[:60]).bits, (nats / np.log(2)).numpy())
+
+
+def test_a_checkpoint_reads_its_table_from_a_moved_folder(tmp_path: Path, folder: Path,
+                                                          table: torch.Tensor) -> None:
+    learner = Sharp(dense_config(folder))
+    stream(learner, 0, 20)
+    path = save_checkpoint(learner, tmp_path / "dense.pt")
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    (moved / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+    resumed = load_checkpoint(path, input_table=str(moved))
+    assert resumed.config.input_table == str(moved) and torch.equal(resumed.table, table)
+    save_file({"wte.weight": table + 1}, str(moved / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"another frozen input table"):
+        load_checkpoint(path, input_table=str(moved))
