@@ -14,6 +14,7 @@ from typing import Any, Literal
 HeadType = Literal["film", "concat"]
 InitType = Literal["default", "reservoir"]
 EngineType = Literal["auto", "fused", "torch"]
+InputType = Literal["embedding", "dense"]
 
 
 class ConfigError(ValueError):
@@ -88,6 +89,23 @@ def check_field_types(config: Any) -> None:
         object.__setattr__(config, name, normal)
 
 
+def input_checks(inputs: str, input_dim: int | None, input_table: str | None
+                 ) -> list[tuple[bool, str]]:
+    """The checks of the input fields every config shares (SPEC §11), as (ok, message)
+    pairs: ``inputs="dense"`` needs the vector size ``input_dim`` (e.g. 768 for GPT-2);
+    ``inputs="embedding"`` (a learned embedding) takes neither ``input_dim`` nor
+    ``input_table`` (a model folder or safetensors file holding the frozen table)."""
+    dense = inputs == "dense"
+    return [
+        (not dense or (input_dim is not None and input_dim >= 1),
+         f"inputs='dense' needs input_dim, the size D of the frozen input vectors (e.g. 768 "
+         f"for GPT-2), >= 1; got {input_dim}"),
+        (dense or (input_dim is None and input_table is None),
+         f"input_dim ({input_dim}) and input_table ({input_table!r}) describe a frozen input "
+         "table: set inputs='dense' to use one, or leave both None for a learned embedding"),
+    ]
+
+
 def check_instance(value: object, expected: type | tuple[type, ...], owner: str,
                    example: str) -> None:
     """Raise TypeError unless ``value`` is an ``expected`` (a class or a tuple of them):
@@ -108,6 +126,14 @@ class SharpConfig:
     ``hidden`` may be given as one int (the same size for every layer) or one size per
     layer; it is stored as a tuple. ``accel=None`` means ``a = window`` and
     ``sleep_steps=None`` means ``window**layers + 1`` (1025 for the defaults).
+    ``inputs`` says how memory 0 reads a token (SPEC §2, §11): ``embedding`` (a learned
+    embedding V -> E; memory 0 recalls tokens by cross-entropy) or ``dense`` (the token's row
+    of a frozen (V, ``input_dim``) table given from outside, through a linear to E; memory 0
+    recalls those vectors by mean squared error, so ``tau`` is then in squared units). The
+    table is passed to :class:`~sharp.model.learner.Sharp` or read from ``input_table``, a
+    local model folder or safetensors file (:func:`~sharp.model.inputs.read_table`). In
+    sleep, dreamed tokens are sampled with ``temperature`` and ``top_k`` (None: the full
+    softmax) and re-embedded with the same frozen table.
     ``engine`` picks how wake and sleep run: ``fused`` (the C kernels of
     :mod:`sharp.engines.fused`), ``torch`` (eager torch ops, the readable reference) or ``auto``
     (fused where it can be built, else torch); all compute the same thing. ``device="auto"``
@@ -119,6 +145,9 @@ class SharpConfig:
     layers: int = 5
     hidden: tuple[int, ...] | int = 512
     embedding: int = 100
+    inputs: InputType = "embedding"
+    input_dim: int | None = None
+    input_table: str | None = None
     window: int = 4
     accel: int | None = None
     head_type: HeadType = "film"
@@ -198,6 +227,7 @@ class SharpConfig:
             (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
             (self.threads is None or self.threads >= 1,
              f"threads must be None or >= 1, got {self.threads}"),
+            *input_checks(self.inputs, self.input_dim, self.input_table),
         ]
         for ok, message in checks:
             if not ok:
@@ -238,6 +268,20 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "tag_buffer": 100,
     },
     "quick": {"hidden": 128, "embedding": 30, "sleep_every": 5_000},
+    # SPEC §11: the authors' token-level PG-19 run, GPT-2's frozen 50,257 x 768 input
+    # embeddings read through input_table (or passed as a tensor); W**L + 1 = 257 replay
+    # steps. The fused kernels read token ids only, so it runs the torch engine.
+    "pg19-gpt2": {
+        "vocab_size": 50_257, "layers": 4, "hidden": 512, "embedding": 128, "head_layers": 4,
+        "lr": 1e-4, "lr_slowdown": 0.5, "tag_buffer": 50, "tau": 1e-2, "sleep_every": 20_000,
+        "top_k": 50, "inputs": "dense", "input_dim": 768, "engine": "torch",
+    },
+    # The same shape scaled to run in minutes on a CPU, for a small tokenizer with a
+    # learned embedding (give vocab_size=<the tokenizer's size>).
+    "tokens-small": {
+        "vocab_size": 4_096, "layers": 4, "hidden": 128, "embedding": 32, "lr_slowdown": 0.5,
+        "sleep_every": 5_000, "top_k": 50,
+    },
 }
 
 
@@ -248,7 +292,7 @@ def preset_names() -> list[str]:
 
 def preset(name: str, **overrides: Any) -> SharpConfig:
     """The named configuration (``text8``, ``text8-small``, ``pg19-char``, ``simulation``,
-    ``quick``) with ``overrides`` applied."""
+    ``quick``, ``pg19-gpt2``, ``tokens-small``) with ``overrides`` applied."""
     if name not in _PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {preset_names()}")
     return SharpConfig.from_dict({**_PRESETS[name], "name": name, **overrides})

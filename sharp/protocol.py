@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import operator
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, runtime_checkable
 
@@ -252,18 +252,28 @@ class EvalResult:
         return float(bits.mean()) if self.tokens else math.nan
 
 
-def evaluate_predictions(learner: Any, tokens: TokenIds) -> EvalResult:
+def evaluate_predictions(learner: Any, tokens: TokenIds,
+                         blocks: Callable[[Tensor], Iterable[Tensor]] | None = None
+                         ) -> EvalResult:
     """SPEC §5 for a learner with ``predict_stream(ids (T,)) -> logits (T - W, V)`` (from a
     reset state, without learning) and a ``device``: bits and top-1 correctness of every
-    token after the first W of ``tokens``, checked by :func:`token_tensor` (ValueError)."""
+    token after the first W of ``tokens``, checked by :func:`token_tensor` (ValueError).
+
+    ``blocks`` (ids -> the same logits as consecutive blocks of rows) scores block by
+    block instead, so that a large vocabulary never holds every logit at once (50,257
+    floats are 0.2 MB a token: 20 GB for a 100,000-token book)."""
     start = time.perf_counter()
     ids = token_tensor(tokens, learner.window, learner.vocab_size, learner.device)
-    logits = learner.predict_stream(ids)
     targets = ids[learner.window :]
+    bits, correct, done = [], [], 0
     with torch.inference_mode():
-        nats = nn.functional.cross_entropy(logits, targets, reduction="none")
-        correct = logits.argmax(-1) == targets
-    return EvalResult((nats / LN2).cpu().numpy(), correct.cpu().numpy(),
+        for logits in [learner.predict_stream(ids)] if blocks is None else blocks(ids):
+            wanted = targets[done : done + logits.shape[0]]
+            nats = nn.functional.cross_entropy(logits, wanted, reduction="none")
+            bits.append((nats / LN2).cpu())
+            correct.append((logits.argmax(-1) == wanted).cpu())
+            done += logits.shape[0]
+    return EvalResult(torch.cat(bits).numpy(), torch.cat(correct).numpy(),
                       time.perf_counter() - start)
 
 

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from sharp.baselines.config import ClockworkConfig
 from sharp.baselines.recurrent import RecurrentCore, State, StreamingRecurrent
 from sharp.config import check_instance
+from sharp.model.inputs import input_layer
 
 
 def active_modules(t: int, modules: int) -> int:
@@ -42,7 +43,7 @@ def readable_modules(module: int, modules: int, reads_slower: bool) -> range:
 class ClockworkCore(RecurrentCore):
     """Embedding -> clockwork modules (block-triangular recurrence) -> linear read-out."""
 
-    def __init__(self, config: ClockworkConfig) -> None:
+    def __init__(self, config: ClockworkConfig, table: Tensor | None = None) -> None:
         super().__init__()
         c = config
         self.modules_count, self.hidden = c.modules, c.hidden
@@ -53,7 +54,7 @@ class ClockworkCore(RecurrentCore):
             (min(r) * c.hidden, (max(r) + 1) * c.hidden)
             for r in (readable_modules(i, c.modules, reads_slower) for i in range(c.modules))
         ]
-        self.embed = nn.Embedding(c.vocab_size, c.embedding)
+        self.embed = input_layer(c.vocab_size, c.embedding, table)
         self.w_in = nn.Parameter(torch.empty(size, c.embedding))
         self.bias = nn.Parameter(torch.zeros(size))
         self.recurrent = nn.ParameterList(
@@ -107,10 +108,10 @@ class ClockworkRNN(StreamingRecurrent):
 
     kind = "clockwork"
 
-    def __init__(self, config: ClockworkConfig) -> None:
+    def __init__(self, config: ClockworkConfig, table: Tensor | None = None) -> None:
         check_instance(config, ClockworkConfig, "ClockworkRNN",
                        "sharp.baselines.baseline_preset('clockwork')")
-        super().__init__(config)
+        super().__init__(config, table)
 
     def _build_core(self) -> RecurrentCore:
-        return ClockworkCore(self.config)  # type: ignore[arg-type]
+        return ClockworkCore(self.config, self.table)  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
-from sharp.config import ConfigError, check_field_types
+from sharp.config import ConfigError, InputType, check_field_types, input_checks
 from sharp.engines.runtime import check_device
 
 Cell = Literal["rnn", "lstm", "gru"]
@@ -27,9 +27,16 @@ EvalMode = Literal["full", "paper"]
 @dataclass(frozen=True)
 class BaselineConfig:
     """Fields every baseline has. Defaults are the authors' text8 settings (Adam with
-    lr 1e-4 and weight decay 1e-12, window W = 4)."""
+    lr 1e-4 and weight decay 1e-12, window W = 4).
+
+    ``inputs`` as for :class:`~sharp.config.SharpConfig`: ``embedding`` (learned) or
+    ``dense`` (each token's row of a frozen (V, ``input_dim``) table given from outside or
+    read from ``input_table``, through a trained linear to the model's input width)."""
 
     vocab_size: int = 27
+    inputs: InputType = "embedding"
+    input_dim: int | None = None
+    input_table: str | None = None
     window: int = 4
     lr: float = 1e-4
     weight_decay: float = 1e-12
@@ -55,6 +62,7 @@ class BaselineConfig:
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
             (self.threads is None or self.threads >= 1,
              f"threads must be None or >= 1, got {self.threads}"),
+            *input_checks(self.inputs, self.input_dim, self.input_table),
         ]
 
     def validate(self) -> None:

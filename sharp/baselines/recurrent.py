@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -33,6 +34,7 @@ from sharp.baselines.config import ClockworkConfig, RecurrentConfig
 from sharp.config import check_instance
 from sharp.engines.optim import FusedAdam
 from sharp.engines.runtime import exact_float32, prepare_runtime, small_kernels
+from sharp.model.inputs import check_table_state, input_layer, input_table, table_state
 from sharp.model.learner import check_compatible
 from sharp.protocol import (
     EvalResult,
@@ -59,7 +61,9 @@ def detach_state(state: State) -> State:
 
 
 class RecurrentCore(nn.Module):
-    """A recurrent model over one token stream: :meth:`run` plus a ``readout`` to V."""
+    """A recurrent model over one token stream: :meth:`run` plus a ``readout`` to V. Its
+    input layer is a learned embedding, or a frozen table's vectors through a trained
+    linear (:func:`~sharp.model.inputs.input_layer`)."""
 
     readout: nn.Linear
 
@@ -84,17 +88,18 @@ ONEDNN_WEIGHTS_PER_STEP = 250_000
 
 
 class StackCore(RecurrentCore):
-    """Embedding E -> ``layers`` x ``hidden`` RNN/LSTM/GRU (PyTorch's kernels) -> V.
+    """Embedding E (or frozen ``table`` vectors -> E) -> ``layers`` x ``hidden``
+    RNN/LSTM/GRU (PyTorch's kernels) -> V.
 
     A single token goes through PyTorch's fused cell functions layer by layer (the same
     arithmetic as the stacked module, at half its fixed cost per call); longer sequences
     go through the stacked module.
     """
 
-    def __init__(self, config: RecurrentConfig) -> None:
+    def __init__(self, config: RecurrentConfig, table: Tensor | None = None) -> None:
         super().__init__()
         c = config
-        self.embed = nn.Embedding(c.vocab_size, c.embedding)
+        self.embed = input_layer(c.vocab_size, c.embedding, table)
         kinds: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
         self.rnn = kinds[c.cell](c.embedding, c.hidden, c.layers, batch_first=True)
         self.readout = nn.Linear(c.hidden, c.vocab_size)
@@ -136,14 +141,19 @@ class StackCore(RecurrentCore):
 
 
 class StreamingRecurrent:
-    """The learner protocol for a :class:`RecurrentCore` (``tbptt`` and ``paper`` modes)."""
+    """The learner protocol for a :class:`RecurrentCore` (``tbptt`` and ``paper`` modes).
+    ``table``: the frozen input table of a config with ``inputs="dense"`` (None: read from
+    its ``input_table``; :func:`~sharp.model.inputs.input_table`)."""
 
     kind: str
     config: RecurrentConfig | ClockworkConfig
 
-    def __init__(self, config: RecurrentConfig | ClockworkConfig) -> None:
+    def __init__(self, config: RecurrentConfig | ClockworkConfig,
+                 table: Tensor | None = None) -> None:
         self.config = config
         self.device = prepare_runtime(config.threads, config.device, "batched")
+        #: The frozen input table (V, D), or None for a learned embedding.
+        self.table = input_table(config, table, self.device)
         self.vocab_size = config.vocab_size
         self.window = config.window
         with torch.random.fork_rng(devices=[]):
@@ -155,6 +165,7 @@ class StreamingRecurrent:
         self.reset_state()
 
     def _build_core(self) -> RecurrentCore:
+        """The model, built from :attr:`config` and :attr:`table`."""
         raise NotImplementedError
 
     # -- state ----------------------------------------------------------------------
@@ -253,28 +264,34 @@ class StreamingRecurrent:
         return StepResult(logits.detach(), loss.item(), y)
 
     # -- evaluation -----------------------------------------------------------------
-    @torch.inference_mode()
     def predict_stream(self, tokens: TokenIds) -> Tensor:
-        """Logits for every token of ``tokens`` after the first W, from a fresh state and
-        without learning, by the learner's own streaming rule (``tbptt``: every token fed
-        once, in chunks of :data:`EVAL_CHUNK`; ``paper``: window by window)."""
+        """Logits (T - W, V) for every token of ``tokens`` (T ids) after the first W, from
+        a fresh state and without learning: :meth:`predict_blocks` joined."""
+        return torch.cat(list(self.predict_blocks(tokens)))
+
+    @torch.inference_mode()
+    def predict_blocks(self, tokens: TokenIds) -> Iterator[Tensor]:
+        """:meth:`predict_stream`'s logits as consecutive blocks of at most
+        :data:`EVAL_CHUNK` rows, each computed when it is asked for, by the learner's own
+        streaming rule (``tbptt``: every token fed once, in chunks; ``paper``: window by
+        window)."""
         ids = token_tensor(tokens, self.window, self.vocab_size, self.device)
         if self.config.mode == "paper":
-            return self._predict_paper(ids)
+            yield from self._predict_paper(ids)
+            return
         core, w = self.core, self.window
-        state, inputs, logits = core.initial_state(), ids[:-1], []
+        state, inputs = core.initial_state(), ids[:-1]
         for lo in range(0, inputs.numel(), EVAL_CHUNK):
             outputs, state = core.run(inputs[lo : lo + EVAL_CHUNK], state, lo)
             first = max(0, w - 1 - lo)
             if first < outputs.shape[0]:
-                logits.append(core.readout(outputs[first:]))
-        return torch.cat(logits)
+                yield core.readout(outputs[first:])
 
-    def _predict_paper(self, ids: Tensor) -> Tensor:
+    def _predict_paper(self, ids: Tensor) -> Iterator[Tensor]:
+        """``paper`` mode's logits, window by window, in blocks of :data:`EVAL_CHUNK` rows."""
         core, w = self.core, self.window
-        state, clock = core.initial_state(), 0
-        logits = ids.new_empty(ids.numel() - w, self.vocab_size, dtype=torch.float32)
-        for i in range(logits.shape[0]):
+        state, clock, rows = core.initial_state(), 0, []
+        for i in range(ids.numel() - w):
             x = ids[i : i + w]
             if self.config.carry == "first":
                 outputs, state_next = core.run(x[:1], state, clock)
@@ -285,14 +302,20 @@ class StreamingRecurrent:
                 outputs, state_next = core.run(x, state, clock)
                 clock += w
             state = state_next
-            logits[i] = core.readout(outputs[-1])
-        return logits
+            rows.append(core.readout(outputs[-1]))
+            if len(rows) == EVAL_CHUNK:
+                yield torch.stack(rows)
+                rows = []
+        if rows:
+            yield torch.stack(rows)
 
     def evaluate(self, tokens: TokenIds) -> EvalResult:
         """Bits and top-1 correctness for every token after the first W of ``tokens`` (a
         list, array or tensor of more than W ids; ValueError otherwise, as for a stream),
-        from a fresh state, without learning; the learner is left untouched."""
-        return evaluate_predictions(self, tokens)
+        from a fresh state, without learning, scored block by block (:meth:`predict_blocks`;
+        a large vocabulary never holds every logit at once); the learner is left
+        untouched."""
+        return evaluate_predictions(self, tokens, self.predict_blocks)
 
     # -- checkpoints ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -303,16 +326,21 @@ class StreamingRecurrent:
             "block_state": self.block_state, "block_clock": self.block_clock,
             "block_inputs": self.block_inputs, "block_targets": self.block_targets,
         }
-        return copy.deepcopy({
+        state = copy.deepcopy({
             "kind": self.kind, "config": self.config.to_dict(),
             "weights": self.core.state_dict(), "optimiser": self.optimiser.state_dict(),
             "runtime": runtime,
         })
+        if self.table is not None:
+            state["inputs"] = table_state(self.table, self.config)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; a checkpoint of another kind or configuration
-        raises ValueError naming what differs."""
+        raises ValueError naming what differs (also another frozen input table)."""
         check_compatible(state, self.kind, self.config)
+        if self.table is not None:
+            check_table_state(state["inputs"], self.table)
         state = copy.deepcopy(state)
         self.core.load_state_dict(state["weights"])
         self.optimiser.load_state_dict(state["optimiser"])
@@ -336,12 +364,12 @@ class RecurrentBaseline(StreamingRecurrent):
     """RNN, LSTM or GRU baseline (``config.cell``) implementing the learner protocol.
     Raises TypeError for a ``config`` that is not a :class:`RecurrentConfig`."""
 
-    def __init__(self, config: RecurrentConfig) -> None:
+    def __init__(self, config: RecurrentConfig, table: Tensor | None = None) -> None:
         check_instance(config, RecurrentConfig, "RecurrentBaseline",
                        "sharp.baselines.baseline_preset('lstm')")
         self.kind = config.cell
-        super().__init__(config)
+        super().__init__(config, table)
 
     def _build_core(self) -> RecurrentCore:
-        return StackCore(self.config)  # type: ignore[arg-type]
+        return StackCore(self.config, self.table)  # type: ignore[arg-type]
 

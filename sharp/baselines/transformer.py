@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -28,6 +29,7 @@ from sharp.baselines.config import TransformerConfig
 from sharp.config import check_instance
 from sharp.engines.optim import FusedAdam
 from sharp.engines.runtime import prepare_runtime, small_kernels
+from sharp.model.inputs import check_table_state, input_layer, input_table, table_state
 from sharp.model.learner import check_compatible
 from sharp.protocol import (
     EvalResult,
@@ -100,12 +102,13 @@ class DecoderBlock(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Embedding -> decoder blocks -> RMSNorm -> read-out to V (no biases)."""
+    """Embedding (or frozen ``table`` vectors through a linear) -> decoder blocks ->
+    RMSNorm -> read-out to V (no biases)."""
 
-    def __init__(self, config: TransformerConfig) -> None:
+    def __init__(self, config: TransformerConfig, table: Tensor | None = None) -> None:
         super().__init__()
         c = config
-        self.embed = nn.Embedding(c.vocab_size, c.d_model)
+        self.embed = input_layer(c.vocab_size, c.d_model, table)
         self.blocks = nn.ModuleList(DecoderBlock(c.d_model, c.heads, c.ff)
                                     for _ in range(c.layers))
         self.norm = nn.RMSNorm(c.d_model, eps=1e-6)
@@ -131,20 +134,25 @@ class Decoder(nn.Module):
 
 class TransformerBaseline:
     """Transformer baseline implementing the learner protocol (see the module docstring).
-    Raises TypeError for a ``config`` that is not a :class:`TransformerConfig`."""
+    ``table``: the frozen input table of a config with ``inputs="dense"`` (None: read from
+    its ``input_table``). Raises TypeError for a ``config`` that is not a
+    :class:`TransformerConfig`, what :func:`~sharp.model.inputs.input_table` raises for a
+    missing or mis-shaped table."""
 
     kind = "transformer"
 
-    def __init__(self, config: TransformerConfig) -> None:
+    def __init__(self, config: TransformerConfig, table: Tensor | None = None) -> None:
         check_instance(config, TransformerConfig, "TransformerBaseline",
                        "sharp.baselines.baseline_preset('transformer')")
         self.config = config
         self.device = prepare_runtime(config.threads, config.device, "batched")
+        #: The frozen input table (V, D), or None for a learned embedding.
+        self.table = input_table(config, table, self.device)
         self.vocab_size = config.vocab_size
         self.window = config.window
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            self.model = Decoder(config)
+            self.model = Decoder(config, self.table)
         self.model.to(self.device)
         self.optimiser = FusedAdam([self.model.parameters()], [config.lr],
                                    weight_decay=config.weight_decay)
@@ -227,26 +235,35 @@ class TransformerBaseline:
         self.cache_block = -1  # the weights changed: the next prediction refills the cache
 
     # -- evaluation -----------------------------------------------------------------
-    @torch.inference_mode()
     def predict_stream(self, tokens: TokenIds) -> Tensor:
-        """Logits for every token of ``tokens`` after the first W, without learning:
-        by the streaming context rule (``eval_mode="full"``) or from each token's W-token
-        window (``"paper"``), batched over the slice."""
+        """Logits (T - W, V) for every token of ``tokens`` (T ids) after the first W,
+        without learning: :meth:`predict_blocks` joined."""
+        return torch.cat(list(self.predict_blocks(tokens)))
+
+    @torch.inference_mode()
+    def predict_blocks(self, tokens: TokenIds) -> Iterator[Tensor]:
+        """:meth:`predict_stream`'s logits as consecutive blocks of rows (a batch of about
+        :data:`EVAL_TOKENS` positions each), each computed when it is asked for: by the
+        streaming context rule (``eval_mode="full"``) or from each token's W-token window
+        (``"paper"``), batched over the slice."""
         ids = token_tensor(tokens, self.window, self.vocab_size, self.device)
         if self.config.eval_mode == "paper":
             rows = ids.unfold(0, self.window, 1)[:-1]
-            return self._batched(rows, 1)[:, 0]
-        return self._predict_full(ids)[self.window :]
+            for logits in self._batched(rows, 1):
+                yield logits[:, 0]
+            return
+        yield from self._predict_full(ids)
 
-    def _batched(self, rows: Tensor, last: int) -> Tensor:
-        """Logits (N, last, V) of the last ``last`` positions of equal-length rows (N, T),
-        in batches."""
+    def _batched(self, rows: Tensor, last: int) -> Iterator[Tensor]:
+        """Logits (batch, last, V) of the last ``last`` positions of equal-length rows
+        (N, T), batch by batch."""
         per_batch = max(1, EVAL_TOKENS // rows.shape[1])
-        return torch.cat([self.model(rows[lo : lo + per_batch])[:, -last:]
-                          for lo in range(0, rows.shape[0], per_batch)])
+        for lo in range(0, rows.shape[0], per_batch):
+            yield self.model(rows[lo : lo + per_batch])[:, -last:]
 
-    def _predict_full(self, ids: Tensor) -> Tensor:
-        """Logits (n, V) whose row p predicts token p (row 0 unused) by the context rule.
+    def _predict_full(self, ids: Tensor) -> Iterator[Tensor]:
+        """Logits of rows p = W..n-1 (row p predicts token p) by the context rule, in
+        consecutive blocks.
 
         Blocks whose context starts at 0 are prefixes of one row ``t[0:C]`` (causal
         attention makes a prefix's outputs those of the longer row); every later block k
@@ -255,28 +272,26 @@ class TransformerBaseline:
         """
         c, n = self.config, ids.numel()
         size, stride = c.context, c.block
-        logits = torch.zeros(n, self.vocab_size, device=self.device)
-        head = min(size, n - 1)
-        logits[1 : head + 1] = self.model(ids[None, :head])[0]
+        head = min(size, n - 1)  # >= W: the context holds a window, the slice more
+        yield self.model(ids[None, :head])[0, self.window - 1 :]  # rows W..head
         # ends (k+1)S <= n-1 of the blocks after the first row: none if n <= C+S
         ends = torch.arange(size + stride, max(n, size + stride), stride, device=self.device)
-        if ends.numel():
+        if ends.numel():  # rows C+1..ends[-1]
             rows = ids[(ends - size)[:, None] + torch.arange(size, device=self.device)]
-            block_logits = self._batched(rows, stride)
-            first = int(ends[0]) - stride + 1
-            logits[first : int(ends[-1]) + 1] = block_logits.reshape(-1, self.vocab_size)
+            for block in self._batched(rows, stride):
+                yield block.reshape(-1, self.vocab_size)
         done = int(ends[-1]) if ends.numel() else head
-        if done < n - 1:  # the last block, cut short by the slice's end
+        if done < n - 1:  # the last block, cut short by the slice's end: rows done+1..n-1
             block_end = (done // stride + 1) * stride
             start = block_end - size
-            logits[done + 1 :] = self.model(ids[None, start : n - 1])[0, done - start :]
-        return logits
+            yield self.model(ids[None, start : n - 1])[0, done - start :]
 
     def evaluate(self, tokens: TokenIds) -> EvalResult:
         """Bits and top-1 correctness for every token after the first W of ``tokens`` (a
         list, array or tensor of more than W ids; ValueError otherwise, as for a stream),
-        without learning; the learner is left untouched."""
-        return evaluate_predictions(self, tokens)
+        without learning, scored block by block (:meth:`predict_blocks`; a large
+        vocabulary never holds every logit at once); the learner is left untouched."""
+        return evaluate_predictions(self, tokens, self.predict_blocks)
 
     # -- checkpoints ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -287,16 +302,21 @@ class TransformerBaseline:
             "cache_block": self.cache_block,
             "cache": self.cache[:, :, :, : self.cache_len],
         }
-        return copy.deepcopy({
+        state = copy.deepcopy({
             "kind": self.kind, "config": self.config.to_dict(),
             "weights": self.model.state_dict(), "optimiser": self.optimiser.state_dict(),
             "runtime": runtime,
         })
+        if self.table is not None:
+            state["inputs"] = table_state(self.table, self.config)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; a checkpoint of another kind or configuration
-        raises ValueError naming what differs."""
+        raises ValueError naming what differs (also another frozen input table)."""
         check_compatible(state, self.kind, self.config)
+        if self.table is not None:
+            check_table_state(state["inputs"], self.table)
         state = copy.deepcopy(state)
         self.model.load_state_dict(state["weights"])
         self.optimiser.load_state_dict(state["optimiser"])

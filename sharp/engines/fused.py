@@ -247,6 +247,10 @@ class FusedEngine:
             raise KernelUnavailable(f"the fused engine runs on the CPU, not {learner.device}")
         if c.layers > MAX_LAYERS:
             raise KernelUnavailable(f"the fused engine supports up to {MAX_LAYERS} layers")
+        if c.inputs != "embedding":
+            raise KernelUnavailable(
+                f"the fused kernels read token ids through a learned embedding, not the dense "
+                f"input vectors of inputs={c.inputs!r}")
         self.lib = _library()
         memories, heads = _Binder(learner.memory_opt), _Binder(learner.head_opt)
         self._logits = torch.zeros(c.vocab_size)

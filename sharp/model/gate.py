@@ -48,7 +48,8 @@ class RecallGate:
 class WakeOutcome:
     """What one wake step computed (SPEC §3 steps 2–6), whichever engine ran it.
 
-    ``p``: the prediction loss in nats; ``r``: memory 0's recall loss in nats;
+    ``p``: the prediction loss in nats; ``r``: memory 0's recall loss (nats; mean squared
+    error with dense inputs);
     ``learned``: whether the gate let memory 0 learn; ``logits``: the prediction made
     before learning, shape (V,); ``context``: head 0's context, shape (1, H_0), None for a
     single layer.

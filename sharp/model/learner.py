@@ -25,6 +25,7 @@ from sharp.engines.optim import FusedAdam
 from sharp.engines.runtime import load_generator_state, prepare_runtime, small_kernels
 from sharp.model.gate import RecallGate, ReplayOutcome, WakeOutcome
 from sharp.model.heads import make_head
+from sharp.model.inputs import check_table_state, input_table, table_state
 from sharp.model.memory import Memory
 from sharp.protocol import (
     EvalResult,
@@ -71,14 +72,20 @@ class SleepReport:
 class Sharp:
     r"""A SHARP learner over one token stream (batch 1), implementing the learner protocol.
 
-    ``memories`` and ``heads`` are ``nn.ModuleList``\ s; ``net`` holds both. Raises
-    TypeError for a ``config`` that is not a :class:`~sharp.config.SharpConfig`.
+    ``memories`` and ``heads`` are ``nn.ModuleList``\ s; ``net`` holds both. With
+    ``config.inputs == "dense"``, ``table`` is the frozen (V, D) input table (None: read
+    from ``config.input_table``); it is kept as :attr:`table`, in no optimiser. Raises
+    TypeError for a ``config`` that is not a :class:`~sharp.config.SharpConfig`, and what
+    :func:`~sharp.model.inputs.input_table` raises (ValueError, FileNotFoundError) for a
+    missing or mis-shaped table.
     """
 
-    def __init__(self, config: SharpConfig) -> None:
+    def __init__(self, config: SharpConfig, table: Tensor | None = None) -> None:
         check_instance(config, SharpConfig, "Sharp", "sharp.preset('quick')")
         self.config = config
         self.device = prepare_runtime(config.threads, config.device, "stream")
+        #: The frozen input table (V, D), or None for a learned token embedding.
+        self.table = input_table(config, table, self.device)
         self.vocab_size = config.vocab_size
         self.window = config.window
         self.strides = config.strides
@@ -87,11 +94,11 @@ class Sharp:
             torch.manual_seed(c.seed)
             self.memories = nn.ModuleList(
                 Memory(
-                    c.vocab_size if level == 0 else c.hidden[level - 1],
+                    self._memory_inputs(level),
                     c.hidden[level],
                     c.embedding,
                     c.window,
-                    tokens=level == 0,
+                    tokens=level == 0 and self.table is None,
                     reservoir=c.init == "reservoir" and level > 0,
                 )
                 for level in range(c.layers)
@@ -126,6 +133,20 @@ class Sharp:
     def engine(self) -> str:
         """The engine that runs wake and sleep: ``fused`` or ``torch``."""
         return "torch" if self.kernels is None else "fused"
+
+    def _memory_inputs(self, level: int) -> int:
+        """Input size of memory ``level``: V token ids or D dense vectors for layer 0,
+        H_{level-1} state vectors above."""
+        c = self.config
+        if level > 0:
+            return c.hidden[level - 1]
+        return c.vocab_size if self.table is None else self.table.shape[1]
+
+    def inputs(self, ids: Tensor) -> Tensor:
+        """What memory 0 reads for token ``ids`` (any shape, int64): the ids themselves
+        (learned embedding) or their rows of the frozen table, shape (*ids.shape, D)
+        (dense inputs, SPEC §11)."""
+        return ids if self.table is None else self.table[ids]
 
     # -- state ----------------------------------------------------------------------
     def _zeros(self, size: int, batch: int = 1) -> Tensor:
@@ -195,10 +216,12 @@ class Sharp:
     def _wake_torch(self, x: Tensor, y: Tensor, gate: RecallGate) -> WakeOutcome:
         """SPEC §3 steps 2–6 with torch ops on window ``x`` (1, W) and target ``y`` (1,);
         ``gate`` holds memory 0's recall EMA and is updated."""
-        # 2. Encode x with memory 0 from the carried window state; recall loss r.
+        # 2. Encode x with memory 0 from the carried window state; recall loss r
+        # (cross-entropy over the tokens, or squared error over their dense vectors).
         memory0 = self.memories[0]
-        recall, _, after_first = memory0.encode(x, self.carry)
-        r = memory0.recall_loss(x, recall)
+        inputs = self.inputs(x)
+        recall, _, after_first = memory0.encode(inputs, self.carry)
+        r = memory0.recall_loss(inputs, recall)
         self.carry = after_first.detach()
         # 3. The recall-EMA gate: memory 0 learns only while its recall is poor.
         r_value = r.item()
@@ -231,12 +254,13 @@ class Sharp:
     @torch.no_grad()
     def advance(self, token: Tensor) -> None:
         """SPEC §3 step 4: advance every layer whose stride divides the step ``t``, bottom
-        up and without gradient; layer 0 steps on ``token`` (1,) (the window's last id),
-        layer l > 0 on layer l-1's new state (1, H_{l-1}). :attr:`states` are replaced."""
+        up and without gradient; layer 0 steps on ``token`` (1,) (the window's last id,
+        read through :meth:`inputs`), layer l > 0 on layer l-1's new state (1, H_{l-1}).
+        :attr:`states` are replaced."""
         for level, stride in enumerate(self.strides):
             if self.t % stride:
                 break
-            source = token if level == 0 else self.states[level - 1]
+            source = self.inputs(token) if level == 0 else self.states[level - 1]
             self.states[level] = self.memories[level].step(source, self.states[level])
 
     def context(self) -> Tensor | None:
@@ -344,13 +368,13 @@ class Sharp:
                     generator: torch.Generator | None = None) -> Iterator[tuple[Tensor, Tensor]]:
         """Sleep's teacher: from layer-0 states (B, H_0), head 0 under the fixed
         ``context`` samples a token (temperature, top-k; the learner's RNG unless
-        ``generator``) and memory 0 steps on it. Yields (tokens (B,), new states) ``steps``
-        times."""
+        ``generator``) and memory 0 steps on it (on its frozen vector with dense inputs).
+        Yields (tokens (B,), new states) ``steps`` times."""
         head = self.heads[0]
         condition = head.condition(context)  # constant while dreaming: computed once
         for _ in range(steps):
             token = self._sample(head.conditioned(state, condition), generator)
-            state = self.memories[0].step(token, state)
+            state = self.memories[0].step(self.inputs(token), state)
             yield token, state
 
     def _sample(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -365,10 +389,16 @@ class Sharp:
         return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
     # -- evaluation -----------------------------------------------------------------
-    @torch.inference_mode()
     def predict_stream(self, tokens: TokenIds, chunk: int = 4096) -> Tensor:
-        """Logits for every token of ``tokens`` after the first W, from a reset state and
-        with the wake step's state updates (same strides), without learning.
+        """Logits (T - W, V) for every token of ``tokens`` (T ids) after the first W, from
+        a reset state and with the wake step's state updates (same strides), without
+        learning: :meth:`predict_blocks` joined."""
+        return torch.cat(list(self.predict_blocks(tokens, chunk)))
+
+    @torch.inference_mode()
+    def predict_blocks(self, tokens: TokenIds, chunk: int = 4096) -> Iterator[Tensor]:
+        """:meth:`predict_stream`'s logits as consecutive blocks of at most ``chunk`` rows
+        (chunk, V), each computed when it is asked for.
 
         The wake step at step t feeds layer 0 the last token of its window; layer l then
         holds output floor(t / a**l) of its encoder. This computes every layer's
@@ -382,13 +412,12 @@ class Sharp:
         trajectories: list[Tensor] = []
         for level, memory in enumerate(self.memories):
             if level == 0:
-                inputs = ids[c.window - 1 : -1]
+                inputs = self.inputs(ids[c.window - 1 : -1])
             else:
                 every = self.strides[level] // self.strides[level - 1]
                 inputs = trajectories[-1][every - 1 :: every]
             trajectories.append(memory.trajectory(inputs, self._zeros(c.hidden[level])[0]))
         t = torch.arange(1, steps + 1, device=self.device)
-        logits = []
         for lo in range(0, steps, chunk):
             tt = t[lo : lo + chunk]
             states = []
@@ -399,26 +428,28 @@ class Sharp:
             context = None
             for level in range(c.layers - 1, 0, -1):
                 context = self.heads[level](states[level], context)
-            logits.append(self.heads[0](states[0], context))
-        return torch.cat(logits)
+            yield self.heads[0](states[0], context)
 
     def evaluate(self, tokens: TokenIds) -> EvalResult:
         """Bits and top-1 correctness for every token after the first W of ``tokens`` (a
         list, array or tensor of more than W ids; ValueError otherwise, as for a stream),
-        from a reset state, without learning (SPEC §5). The learner is left untouched."""
-        return evaluate_predictions(self, tokens)
+        from a reset state, without learning (SPEC §5), scored block by block
+        (:meth:`predict_blocks`). The learner is left untouched."""
+        return evaluate_predictions(self, tokens, self.predict_blocks)
 
     # -- checkpoints ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Weights, optimiser moments, states, carry, counters, EMA, tags, flags and RNG:
-        everything needed to resume the stream bit-exactly."""
+        everything needed to resume the stream bit-exactly. With dense inputs, also the
+        frozen table's ``inputs`` entry (:func:`~sharp.model.inputs.table_state`: its
+        digest, and the table itself when the config gives no ``input_table``)."""
         runtime = {
             "states": self.states, "t": self.t, "carry": self.carry,
             "recall_ema": self.recall_ema, "sleep_pending": self.sleep_pending,
             "store_tag": self.store_tag, "awake": self.awake,
             "tags": [(tag.state, tag.context) for tag in self.tags],
         }
-        return copy.deepcopy({
+        state = copy.deepcopy({
             "kind": "sharp",
             "config": self.config.to_dict(),
             "weights": self.net.state_dict(),
@@ -427,14 +458,20 @@ class Sharp:
             "runtime": runtime,
             "rng": self.generator.get_state(),
         })
+        if self.table is not None:
+            state["inputs"] = table_state(self.table, self.config)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (saved on any device); a checkpoint of another
         configuration raises ValueError naming the fields that differ. A state saved on
         another device type continues its stream with a generator seeded from the saved
         one (:func:`~sharp.engines.runtime.load_generator_state`): the dreams of the next
-        sleep differ from the ones the saving device would have drawn."""
+        sleep differ from the ones the saving device would have drawn. A learner with
+        dense inputs raises ValueError for a checkpoint saved with another table."""
         check_compatible(state, "sharp", self.config)
+        if self.table is not None:
+            check_table_state(state["inputs"], self.table)
         state = copy.deepcopy(state)
         self.net.load_state_dict(state["weights"])
         self.memory_opt.load_state_dict(state["memory_opt"])
@@ -455,7 +492,9 @@ class Sharp:
 
 
 #: Config fields that may differ between a checkpoint and the learner loading it.
-RUNTIME_FIELDS = ("device", "threads", "engine", "name")
+#: (``input_table`` says where the frozen input table is read from, not which it is: a
+#: checkpoint names the table by its digest, :func:`~sharp.model.inputs.check_table_state`.)
+RUNTIME_FIELDS = ("device", "threads", "engine", "name", "input_table")
 
 
 def config_differences(mine: dict[str, Any], theirs: dict[str, Any],

@@ -1,7 +1,8 @@
 """Memory layers: recurrent autoencoders over windows of W inputs (SPEC §2).
 
 A memory never receives gradient from the prediction loss. Layer 0 reads tokens and
-recalls them with cross-entropy; layers above read the state vectors of the layer below
+recalls them with cross-entropy (or, with dense inputs, reads each token's frozen vector
+and is a vector memory: SPEC §11); layers above read the state vectors of the layer below
 and recall them with mean squared error.
 """
 

@@ -20,6 +20,7 @@ from torch.profiler import profile
 from sharp.config import preset
 from sharp.engines.runtime import small_kernels
 from sharp.model.learner import Sharp
+from sharp.perf.throughput import stand_in_table
 
 #: Bytes one Adam step moves per float32 parameter: read p, g, m, v; write p, m, v.
 ADAM_BYTES_PER_PARAMETER = 7 * 4
@@ -82,7 +83,7 @@ def wake_anatomy(preset_name: str, *, threads: int = 1, steps: int = 300,
     step and per sleep window, and the floors they imply: one row per quantity."""
     config = preset(preset_name, threads=threads, seed=seed, tau=0.0, sleep_steps=65,
                     engine="torch")
-    learner = Sharp(config)
+    learner = Sharp(config, stand_in_table(config, seed))
     rng = np.random.default_rng(seed)
     tokens = torch.from_numpy(rng.integers(0, config.vocab_size, 4 * steps + 10))
     targets = tokens.tolist()
@@ -96,13 +97,14 @@ def wake_anatomy(preset_name: str, *, threads: int = 1, steps: int = 300,
     step = _per_call(learn, steps // 3, repeats=3)
     launches = _kernel_launches(learn, 20)
     x = tokens[:w].view(1, -1)
+    inputs = learner.inputs(x)  # the ids, or their frozen vectors for dense inputs
     y = tokens[w : w + 1]
     memory0 = learner.memories[0]
 
     def memory_backward() -> None:
-        recall, _, _ = memory0.encode(x, learner.carry)
+        recall, _, _ = memory0.encode(inputs, learner.carry)
         learner.memory_opt.zero_grad()
-        memory0.recall_loss(x, recall).backward()
+        memory0.recall_loss(inputs, recall).backward()
 
     def heads_backward() -> None:
         logits = learner.heads[0](learner.states[0], learner.context())

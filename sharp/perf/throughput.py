@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sharp.config import preset
+from sharp.config import SharpConfig, preset
 from sharp.engines.ensemble import SharpEnsemble
 from sharp.model.learner import Sharp
 from sharp.protocol import Learner
@@ -41,6 +41,17 @@ def check_counts(**counts: int | None) -> None:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+def stand_in_table(config: SharpConfig, seed: int = 0) -> torch.Tensor | None:
+    """For a dense-input config that names no ``input_table`` (e.g. ``pg19-gpt2``), a
+    random frozen table of its shape (vocab_size, input_dim), N(0, 0.1²) like GPT-2's: a
+    step costs the same whatever the table holds; else None (the config's own inputs)."""
+    if config.inputs != "dense" or config.input_table is not None:
+        return None
+    assert config.input_dim is not None
+    generator = torch.Generator().manual_seed(seed)
+    return 0.1 * torch.randn(config.vocab_size, config.input_dim, generator=generator)
+
+
 def measure_sharp(preset_name: str, *, hidden: int | None = None, embedding: int | None = None,
                   threads: int = 1, engine: str = "fused", steps: int = 1_000,
                   repeats: int = 3, eval_tokens: int | None = None, seed: int = 0
@@ -50,7 +61,8 @@ def measure_sharp(preset_name: str, *, hidden: int | None = None, embedding: int
     e.g. when ``steps`` is below its size), evaluation tokens/s over ``eval_tokens``
     tokens (default min(50 * steps, 50,000), at least W + 1), and one sleep phase's wall
     time with a full tag buffer (the preset's replay steps, whatever ``steps``), for one
-    ``engine`` (``fused`` or ``torch``). Raises ValueError for a count below 1."""
+    ``engine`` (``fused`` or ``torch``). A dense-input preset without an ``input_table``
+    reads a :func:`stand_in_table`. Raises ValueError for a count below 1."""
     check_counts(steps=steps, repeats=repeats, eval_tokens=eval_tokens)
     overrides: dict[str, Any] = {"threads": threads, "seed": seed, "tau": 0.0,
                                  "engine": engine}
@@ -59,7 +71,7 @@ def measure_sharp(preset_name: str, *, hidden: int | None = None, embedding: int
     if embedding is not None:
         overrides["embedding"] = embedding
     config = preset(preset_name, **overrides)
-    learner = Sharp(config)
+    learner = Sharp(config, stand_in_table(config, seed))
     if eval_tokens is None:
         eval_tokens = max(min(50 * steps, 50_000), config.window + 1)
     rng = np.random.default_rng(seed)

@@ -250,10 +250,12 @@ def resolve_ensemble(option: str, specs: list[LearnerSpec], protocol: str, learn
                      ) -> bool:
     """Whether each model's learners run as one ensemble job: ``on`` yes, ``off`` no;
     ``auto`` yes when the learners' device (SHARP's, which every learner shares) resolves
-    to CUDA or MPS as an ensemble resolves it, the segment protocol runs and every model has
-    two or more learners. A measured rule: on a 2-core CPU a SHARP ensemble ran 6-13x slower
-    than as many separate fused-engine learners, baseline ensembles of M >= 3 were faster
-    for RNN / CW-RNN / Transformer, mixed for LSTM / GRU and slower at M = 1, so ``auto``
+    to CUDA or MPS as an ensemble resolves it, the segment protocol runs, every model has
+    two or more learners and reads learned embeddings (the ensembles have no path for
+    dense inputs, ``inputs="dense"``). A measured rule: on a 2-core CPU a SHARP ensemble
+    ran 6-13x slower than as many separate fused-engine learners, baseline ensembles of
+    M >= 3 were faster for RNN / CW-RNN / Transformer, mixed for LSTM / GRU and slower at
+    M = 1, so ``auto``
     never groups on the CPU. Raises ValueError for another option, and for ``on`` with the
     book protocol (:data:`~sharp.runs.benchmark.BOOKS_NOT_GROUPED`)."""
     if option not in ENSEMBLE_MODES:
@@ -263,7 +265,9 @@ def resolve_ensemble(option: str, specs: list[LearnerSpec], protocol: str, learn
     if option != "auto":
         return option == "on"
     device = resolve_device(str(specs[0].config.get("device", "auto")), "batched")
-    return device.type in ENSEMBLE_DEVICES and protocol == "segment" and learners > 1
+    learned = all(spec.config.get("inputs", "embedding") == "embedding" for spec in specs)
+    return (device.type in ENSEMBLE_DEVICES and protocol == "segment" and learners > 1
+            and learned)
 
 
 def plan_bench(options: BenchOptions) -> BenchPlan:

@@ -97,7 +97,8 @@ def save_checkpoint(learner: Learner | SharpEnsemble | BaselineEnsemble,
     return Path(path)
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | None = None
+def load_checkpoint(path: str | os.PathLike, device: str | None = None,
+                    input_table: str | None = None
                     ) -> Learner | SharpEnsemble | BaselineEnsemble:
     """A learner (or an ensemble, with its seeds) rebuilt from a checkpoint's own config
     and restored bit-exactly.
@@ -106,11 +107,15 @@ def load_checkpoint(path: str | os.PathLike, device: str | None = None
     device; one this machine does not have raises :class:`~sharp.config.ConfigError`
     (:func:`~sharp.engines.runtime.check_device`) before the file is read. By default the
     saved device is kept when this machine has it, else the learner runs on the CPU, with
-    a RuntimeWarning saying so. The file is read with ``torch.load(weights_only=True)``: no
-    code in it is run. Raises :class:`CheckpointError` naming the path and what is wrong
-    for a file that is empty, truncated or not a sharp checkpoint, that lacks an entry,
-    holds an invalid or partial config, or weights that do not match its config (whatever
-    the damage); FileNotFoundError / PermissionError for a file that cannot be opened.
+    a RuntimeWarning saying so. ``input_table`` overrides where a learner with dense
+    inputs reads its frozen table (a model folder moved since it was saved; the table must
+    be the one saved with, checked by its digest). The file is read with
+    ``torch.load(weights_only=True)``: no code in it is run. Raises
+    :class:`CheckpointError` naming the path and what is wrong for a file that is empty,
+    truncated or not a sharp checkpoint, that lacks an entry, holds an invalid or partial
+    config, or weights that do not match its config (whatever the damage) or its frozen
+    input table; FileNotFoundError / PermissionError for a file that cannot be opened
+    (FileNotFoundError also for a model folder to place, saying which).
     """
     if device is not None:
         check_device(device)
@@ -128,6 +133,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | None = None
         raise CheckpointError(f"{path} is not a sharp learner checkpoint")
     config = dict(state["config"])
     saved = config.get("device", "auto")
+    if input_table is not None:
+        config["input_table"] = input_table
     if device is not None:
         config["device"] = device
     elif not device_available(saved):

@@ -10,6 +10,8 @@ from sharp.config import SharpConfig, check_instance, preset
 from sharp.protocol import ENSEMBLE_SUFFIX, Learner
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from sharp.baselines.ensemble import BaselineEnsemble
     from sharp.engines.ensemble import SharpEnsemble
 
@@ -59,28 +61,31 @@ def baseline_spec(
 _SPEC_EXAMPLE = "sharp.runs.registry.sharp_spec('quick')"
 
 
-def build_learner(spec: LearnerSpec) -> Learner:
-    """Instantiate the learner a :class:`LearnerSpec` describes. Raises TypeError for
-    anything but a :class:`LearnerSpec`, ValueError for an unknown kind,
-    :class:`~sharp.config.ConfigError` for an invalid config."""
+def build_learner(spec: LearnerSpec, table: Tensor | None = None) -> Learner:
+    """Instantiate the learner a :class:`LearnerSpec` describes; ``table`` is the frozen
+    input table of a config with ``inputs="dense"`` (None: read from its ``input_table``).
+    Raises TypeError for anything but a :class:`LearnerSpec`, ValueError for an unknown
+    kind, :class:`~sharp.config.ConfigError` for an invalid config."""
     check_instance(spec, LearnerSpec, "build_learner", _SPEC_EXAMPLE)
     if spec.kind == "sharp":
         from sharp.model.learner import Sharp
 
-        return Sharp(SharpConfig.from_dict(spec.config))
+        return Sharp(SharpConfig.from_dict(spec.config), table)
     if spec.kind in ("rnn", "lstm", "gru"):
         from sharp.baselines import RecurrentBaseline, RecurrentConfig, baseline_config
 
-        return RecurrentBaseline(cast(RecurrentConfig, baseline_config(spec.kind, spec.config)))
+        return RecurrentBaseline(cast(RecurrentConfig, baseline_config(spec.kind, spec.config)),
+                                 table)
     if spec.kind == "clockwork":
         from sharp.baselines import ClockworkConfig, ClockworkRNN, baseline_config
 
-        return ClockworkRNN(cast(ClockworkConfig, baseline_config(spec.kind, spec.config)))
+        return ClockworkRNN(cast(ClockworkConfig, baseline_config(spec.kind, spec.config)),
+                            table)
     if spec.kind == "transformer":
         from sharp.baselines import TransformerBaseline, TransformerConfig, baseline_config
 
         return TransformerBaseline(
-            cast(TransformerConfig, baseline_config(spec.kind, spec.config))
+            cast(TransformerConfig, baseline_config(spec.kind, spec.config)), table
         )
     raise ValueError(f"unknown learner kind {spec.kind!r}; known kinds: {list(LEARNER_KINDS)}")
 
@@ -88,13 +93,14 @@ def build_learner(spec: LearnerSpec) -> Learner:
 def build_from_state(state: dict[str, Any]) -> Learner | SharpEnsemble | BaselineEnsemble:
     """The learner or ensemble (kind ``<kind>-ensemble``, with the state's ``seeds``) of a
     ``state_dict()``'s kind and config, freshly built: load the state into it to restore
-    it. Raises KeyError for a missing ``kind``, ``config`` or ``seeds`` and what
-    :func:`build_learner` / :func:`build_ensemble` raise."""
+    it. A learner with dense inputs gets the frozen table the state holds, if it holds one
+    (else its config's ``input_table`` is read). Raises KeyError for a missing ``kind``,
+    ``config`` or ``seeds`` and what :func:`build_learner` / :func:`build_ensemble` raise."""
     kind, config = state["kind"], state["config"]
     if isinstance(kind, str) and kind.endswith(ENSEMBLE_SUFFIX):
         return build_ensemble(LearnerSpec(kind.removesuffix(ENSEMBLE_SUFFIX), config),
                               state["seeds"])
-    return build_learner(LearnerSpec(kind, config))
+    return build_learner(LearnerSpec(kind, config), state.get("inputs", {}).get("table"))
 
 
 def build_ensemble(spec: LearnerSpec, seeds: Sequence[int]) -> SharpEnsemble | BaselineEnsemble:

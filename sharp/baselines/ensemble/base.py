@@ -19,6 +19,7 @@ from sharp.engines.ensemble import EnsembleStep
 from sharp.engines.ensemble.adam import BatchedAdam
 from sharp.engines.ensemble.stacked import Params
 from sharp.engines.runtime import small_kernels
+from sharp.model.inputs import check_learned_inputs
 from sharp.model.learner import check_compatible, ensemble_seeds
 from sharp.protocol import (
     ENSEMBLE_SUFFIX,
@@ -60,6 +61,7 @@ class BaselineEnsemble:
     def __init__(self, config: BaselineConfig, seeds: Sequence[int]) -> None:
         check_instance(config, BaselineConfig, type(self).__name__,
                        "sharp.baselines.baseline_preset('lstm')")
+        check_learned_inputs(config, type(self).__name__)
         self.config = config
         self.seeds = check_seeds(seeds)
         learners = [self._learner(self.member_config(m)) for m in range(len(self.seeds))]

@@ -38,6 +38,7 @@ from sharp.engines.ensemble.graphs import StepRunner
 from sharp.engines.ensemble.stacked import StackedHead, StackedMemory
 from sharp.engines.runtime import load_generator_state, resolve_device, small_kernels
 from sharp.model.gate import RecallGate
+from sharp.model.inputs import check_learned_inputs
 from sharp.model.learner import (
     Sharp,
     SleepLayerReport,
@@ -128,6 +129,7 @@ class SharpEnsemble:
     def __init__(self, config: SharpConfig, seeds: Sequence[int], *,
                  graphs: bool | None = None) -> None:
         check_instance(config, SharpConfig, "SharpEnsemble", "sharp.preset('quick')")
+        check_learned_inputs(config, "SharpEnsemble")
         self.config = config
         self.seeds = check_seeds(seeds)
         #: ``device="auto"`` puts an ensemble on an accelerator when there is one.
