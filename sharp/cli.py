@@ -140,7 +140,8 @@ def bench_options(args: argparse.Namespace) -> BenchOptions:
     else BenchOptions' default."""
     scale = RUN_PRESETS.get(args.preset, {})
     given = {"segment": args.segment, "slice_len": args.slice, "learners": args.learners,
-             "sleep_every": args.sleep_every, "baseline_preset": args.baseline_preset}
+             "sleep_every": args.sleep_every, "baseline_preset": args.baseline_preset,
+             "tokenizer": args.tokenizer}
     defaults = BenchOptions()
     chosen = {key: value if value is not None else scale.get(key, getattr(defaults, key))
               for key, value in given.items()}
@@ -152,7 +153,6 @@ def bench_options(args: argparse.Namespace) -> BenchOptions:
         command=args.command_line, progress=not args.quiet, address=args.address,
         checkpoint_tokens=args.checkpoint_tokens, checkpoint_minutes=args.checkpoint_minutes,
         keep_checkpoints=args.keep_checkpoints, resume=args.resume, ensemble=args.ensemble,
-        tokenizer=args.tokenizer,
     )
 
 

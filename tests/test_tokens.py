@@ -254,6 +254,62 @@ def test_bench_with_the_bpe_tokenizer_reports_bits_per_token_and_character(
 
 
 
+def _model_folder(folder: Path, text: str, dim: int) -> Tokenizer:
+    """A model folder as transformers' save_pretrained leaves it: tokenizer.json and
+    model.safetensors with GPT-2's key for the input embeddings (random, dim wide)."""
+    import safetensors.torch
+    import torch
+
+    folder.mkdir()
+    backend = _tiny_backend(text)
+    backend.save(str(folder / "tokenizer.json"))
+    table = torch.randn(backend.get_vocab_size(), dim, generator=torch.Generator().manual_seed(0))
+    safetensors.torch.save_file({"wte.weight": table}, str(folder / "model.safetensors"))
+    return backend
+
+
+def test_bench_with_a_model_folder_gives_every_learner_its_frozen_dense_inputs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """--tokenizer PATH of a model folder and a dense config: SHARP and the baselines read
+    the folder's frozen table (the authors' GPT-2 setting, at toy size)."""
+    monkeypatch.chdir(tmp_path)
+    books = _pg19_folder(tmp_path / "pg")
+    _model_folder(tmp_path / "model", "".join(books.values()), dim=8)
+    argv = ["bench", "--no-notebook", "--corpus", "./pg", "--tokenizer", "model",
+            "--learners", "1", "--baselines", "rnn", "--segment", "1200", "--slice", "300",
+            "--set", "inputs=dense", "--set", "input_dim=8", "--set", "layers=2",
+            "--set", "hidden=16", "--set", "embedding=8", "--set", "tag_buffer=4",
+            "--set", "sleep_steps=9", "--set", "engine=torch", "--sleep-every", "500",
+            "--workers", "1", "--quiet"]
+    assert main([*argv, "--out", "report"]) == 0
+    results = pd.read_csv(tmp_path / "report" / "results.csv")
+    assert set(results["learner"]) == {"SHARP", "RNN (tbptt)"}
+    assert results[["bits", "bits_per_char"]].notna().all().all()
+    configs = json.loads((tmp_path / "report" / "run.json").read_text())["configs"]
+    for config in configs.values():
+        assert (config["inputs"], config["input_dim"]) == ("dense", 8)
+        assert Path(config["input_table"]).resolve() == (tmp_path / "model").resolve()
+    # a table of another width is refused before any learner starts, saying what to set
+    wrong = [("input_dim=5" if arg == "input_dim=8" else arg) for arg in argv]
+    assert main([*wrong, "--out", "wrong"]) == 2
+    error = capsys.readouterr().err
+    assert "(vocab_size, input_dim) =" in error and "--set input_dim=8" in error
+    assert not (tmp_path / "wrong" / "results.csv").exists()
+
+
+def test_dense_inputs_without_a_model_folder_say_what_to_give(
+        tmp_path: Path, bpe_cache: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SHARP_CACHE", str(bpe_cache))
+    monkeypatch.chdir(tmp_path)
+    _pg19_folder(tmp_path / "pg")
+    assert main(["bench", "--no-notebook", "--corpus", "./pg", "--tokenizer", "bpe",
+                 "--set", "inputs=dense", "--set", "input_dim=8", "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "--tokenizer PATH of a folder holding tokenizer.json and model.safetensors" in error
+
+
 def test_bench_refuses_a_tokenizer_for_a_corpus_without_books(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:

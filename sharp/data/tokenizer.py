@@ -147,7 +147,7 @@ def load_tokenizer(source: str, *, cache_dir: str | os.PathLike[str] | None = No
     if source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source:
         raise FileNotFoundError(f"no tokenizer at {path}: give a tokenizer.json file or a "
                                 f"folder holding one, {BPE_SOURCE!r}, or a hub id such as gpt2")
-    return TextTokenizer.from_backend(source, _hub_tokenizer(source))
+    return TextTokenizer.from_backend(source, _from_file(hub_file(source, "tokenizer.json")))
 
 
 def _tokenizer_file(path: Path) -> Path:
@@ -171,13 +171,15 @@ def _from_file(path: Path) -> Tokenizer:
         raise ValueError(f"{path} is not a Hugging Face tokenizer.json ({err})") from None
 
 
-def _offline_message(repo_id: str, why: str) -> str:
+def _offline_message(repo_id: str, filename: str, why: str) -> str:
     folder = f"tokenizers/{repo_id.replace('/', '--')}"
-    return (f"the tokenizer {repo_id!r} is not on this machine and cannot be fetched from the "
-            f"Hugging Face hub ({why}). On a machine with network, save it with transformers' "
-            f"save_pretrained: python -c \"from transformers import AutoTokenizer; "
-            f"AutoTokenizer.from_pretrained('{repo_id}').save_pretrained('{folder}')\" (or "
-            f"`hf download {repo_id} tokenizer.json --local-dir {folder}`), copy that folder "
+    files = "tokenizer.json" if filename == "tokenizer.json" else f"tokenizer.json {filename}"
+    return (f"{filename} of {repo_id!r} is not on this machine and cannot be fetched from the "
+            f"Hugging Face hub ({why}). On a machine with network, save the model folder with "
+            f"transformers' save_pretrained (python -c \"from transformers import AutoModel, "
+            f"AutoTokenizer; AutoTokenizer.from_pretrained('{repo_id}').save_pretrained("
+            f"'{folder}'); AutoModel.from_pretrained('{repo_id}').save_pretrained('{folder}')\")"
+            f" or `hf download {repo_id} {files} --local-dir {folder}`, copy that folder "
             f"here and pass --tokenizer {folder} (notebook: tokenizer='{folder}'); or use "
             f"--tokenizer {BPE_SOURCE}, trained offline on the bundled books")
 
@@ -190,8 +192,8 @@ def _hub_offline() -> bool:
     return flag in ("1", "on", "yes", "true") or bool(constants.HF_HUB_OFFLINE)
 
 
-def _hub_tokenizer(repo_id: str) -> Tokenizer:
-    """``tokenizer.json`` of hub repository ``repo_id``: from huggingface_hub's cache, else
+def hub_file(repo_id: str, filename: str) -> Path:
+    """File ``filename`` of hub repository ``repo_id``: from huggingface_hub's cache, else
     downloaded into it. Offline (``HF_HUB_OFFLINE``) no request is made; without it and
     without network, huggingface_hub retries for about 30 s first. Raises RuntimeError
     saying which folder to place when it cannot be had."""
@@ -199,22 +201,22 @@ def _hub_tokenizer(repo_id: str) -> Tokenizer:
     from huggingface_hub import errors
 
     if _hub_offline():
-        cached = huggingface_hub.try_to_load_from_cache(repo_id, "tokenizer.json")
+        cached = huggingface_hub.try_to_load_from_cache(repo_id, filename)
         if isinstance(cached, str):
-            return _from_file(Path(cached))
-        raise RuntimeError(_offline_message(repo_id, "HF_HUB_OFFLINE is set and it is not "
-                                            "in the Hugging Face cache"))
+            return Path(cached)
+        raise RuntimeError(_offline_message(repo_id, filename, "HF_HUB_OFFLINE is set and "
+                                            "it is not in the Hugging Face cache"))
     try:
-        path = huggingface_hub.hf_hub_download(repo_id, "tokenizer.json")
+        return Path(huggingface_hub.hf_hub_download(repo_id, filename))
     except errors.LocalEntryNotFoundError as err:  # the hub unreachable (after its retries)
-        raise RuntimeError(_offline_message(repo_id, str(err))) from None
+        raise RuntimeError(_offline_message(repo_id, filename, str(err))) from None
     except (errors.RepositoryNotFoundError, errors.EntryNotFoundError) as err:
-        raise RuntimeError(f"the hub has no tokenizer.json for {repo_id!r} ({err}); give a hub "
+        raise RuntimeError(f"the hub has no {filename} for {repo_id!r} ({err}); give a hub "
                            f"id of a model with a fast tokenizer, a local folder, or "
                            f"{BPE_SOURCE!r}") from None
     except (errors.HfHubHTTPError, OSError) as err:
-        raise RuntimeError(_offline_message(repo_id, f"{type(err).__name__}: {err}")) from None
-    return _from_file(Path(path))
+        raise RuntimeError(_offline_message(repo_id, filename,
+                                            f"{type(err).__name__}: {err}")) from None
 
 
 def bpe_cache_path(cache_dir: str | os.PathLike[str] | None = None) -> Path:

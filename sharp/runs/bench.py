@@ -19,8 +19,9 @@ import torch
 
 from sharp.config import preset_names
 from sharp.data.corpus import Corpus, corpus_splits, load_corpus
-from sharp.data.tokenizer import TextTokenizer, load_tokenizer
+from sharp.data.tokenizer import BPE_SOURCE, TextTokenizer, hub_file, load_tokenizer
 from sharp.engines.runtime import resolve_device
+from sharp.model.inputs import MODEL_FILE, read_table, table_files
 from sharp.protocol import Sleeper
 from sharp.runs.benchmark import (
     BOOKS_NOT_GROUPED,
@@ -64,7 +65,7 @@ RUN_FIELDS = {
 }
 #: Stream-facing fields every learner shares: SHARP's value (preset or override) is
 #: given to every baseline too, so that all read the same windows on the same device.
-SHARED_FIELDS = ("window", "device")
+SHARED_FIELDS = ("window", "device", "inputs", "input_dim", "input_table")
 #: Run presets of ``sharp bench --preset``: a SHARP config preset and the protocol's scale,
 #: the defaults of every option they name. ``paper``: the text8 table of SPEC §6 (9
 #: learners × 10M tokens, 1M-token slices, sleep every 20k steps, H=512, every baseline at
@@ -72,6 +73,11 @@ SHARED_FIELDS = ("window", "device")
 RUN_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"sharp_preset": "text8", "segment": 10_000_000, "slice_len": 1_000_000,
               "learners": 9, "sleep_every": 20_000, "baseline_preset": "paper"},
+    # The authors' token-level PG-19 run (issue 15): 25M training tokens of GPT-2, held-out
+    # books of at most 100k tokens, GPT-2's frozen input embeddings for every learner.
+    "pg19-gpt2": {"sharp_preset": "pg19-gpt2", "segment": 25_000_000, "slice_len": 100_000,
+                  "learners": 1, "sleep_every": 20_000, "baseline_preset": "paper",
+                  "tokenizer": "gpt2"},
 }
 
 
@@ -238,12 +244,52 @@ def bench_specs(options: BenchOptions, vocab_size: int) -> list[LearnerSpec]:
                          "baselines run; name them with --baselines (notebook: baselines)")
     name = RUN_PRESETS.get(options.preset_name, {}).get("sharp_preset", options.preset_name)
     sharp = sharp_spec(name, **overrides, **options.overrides)
+    if sharp.config["inputs"] == "dense" and sharp.config["input_table"] is None:
+        overrides["input_table"] = str(model_folder(options.tokenizer))
+        sharp = sharp_spec(name, **overrides, **options.overrides)
+    if sharp.config["inputs"] == "dense":
+        check_table(sharp.config)
     shared = {key: sharp.config[key] for key in SHARED_FIELDS}
     return [sharp] + [
         baseline_spec(kind, options.baseline_preset or "quick", threads=options.threads,
                       vocab_size=vocab_size, **shared)
         for kind in options.baselines
     ]
+
+
+def model_folder(tokenizer: str | None) -> Path:
+    """Where a dense-input run reads its frozen input table when the config names none: the
+    tokenizer's own local folder (a model folder saved by ``transformers``' save_pretrained
+    holds ``tokenizer.json`` and ``model.safetensors``), or for a hub id its
+    ``model.safetensors`` from the Hugging Face cache (downloaded where the network allows).
+
+    Raises ValueError without a tokenizer or with ``bpe`` (no pretrained table: use a
+    learned embedding) and FileNotFoundError / RuntimeError saying which folder to place."""
+    if tokenizer is None or tokenizer == BPE_SOURCE:
+        raise ValueError(
+            "inputs='dense' reads a frozen input table from a model folder: give --tokenizer "
+            "PATH of a folder holding tokenizer.json and model.safetensors (e.g. GPT-2 saved "
+            "with transformers' save_pretrained), or --set input_table=PATH; the bundled "
+            f"{BPE_SOURCE!r} tokenizer has no pretrained table (its presets learn an embedding)")
+    path = Path(tokenizer).expanduser()
+    if path.exists():
+        folder = path if path.is_dir() else path.parent
+        table_files(folder)  # FileNotFoundError saying what to place there
+        return folder
+    return hub_file(tokenizer, MODEL_FILE)
+
+
+def check_table(config: dict[str, Any]) -> None:
+    """Check, before any learner starts, that a dense config's input table exists and is
+    (vocab_size, input_dim). Raises ValueError naming both shapes, and what
+    :func:`~sharp.model.inputs.read_table` raises."""
+    shape = tuple(read_table(config["input_table"]).shape)
+    expected = (config["vocab_size"], config["input_dim"])
+    if shape != expected:
+        raise ValueError(
+            f"the input table in {config['input_table']} is {shape} but the learners need "
+            f"(vocab_size, input_dim) = {expected}: use the tokenizer of the same model, and "
+            f"--set input_dim={shape[1]}")
 
 
 def resolve_ensemble(option: str, specs: list[LearnerSpec], protocol: str, learners: int
