@@ -31,7 +31,12 @@ from sharp.runs.bench import (
 )
 from sharp.runs.benchmark import diverged_runs, summary_table
 from sharp.runs.checkpoints import atomic_write_text
-from sharp.runs.options import HelpFormatter, non_negative_int, positive_int
+from sharp.runs.options import (
+    HelpFormatter,
+    add_checkpoint_options,
+    non_negative_int,
+    positive_int,
+)
 from sharp.runs.outputs import check_output_folder, check_replace
 from sharp.runs.reference import max_abs_difference, reference_curve
 from sharp.runs.registry import BASELINE_KINDS
@@ -101,12 +106,7 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
                        help="run each model's learners as one ensemble job (SPEC §10; the "
                        "segment protocol only): auto groups them when they run on CUDA or "
                        "MPS, never on the CPU, where separate learners were measured faster")
-    bench.add_argument("--checkpoint-tokens", type=int, default=50_000,
-                       help="each job saves a checkpoint every this many training steps ...")
-    bench.add_argument("--checkpoint-minutes", type=float, default=10.0,
-                       help="... or every this many minutes, whichever comes first")
-    bench.add_argument("--keep-checkpoints", type=int, default=2,
-                       help="checkpoints kept per job (older ones are pruned)")
+    add_checkpoint_options(bench, "each job")
     bench.add_argument("--estimate", action="store_true",
                        help="print the run's duration estimate (a measured warm-up of each "
                        "model) and exit; a run preset prints it before every run")

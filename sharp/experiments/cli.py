@@ -19,7 +19,12 @@ from sharp.experiments.common import PRESET_NAMES, REGISTRY
 from sharp.experiments.estimate import estimate_experiment
 from sharp.experiments.report import check_experiment_folder, run_experiment, write_index
 from sharp.runs.jobs import checkpoint_policy
-from sharp.runs.options import HelpFormatter, non_negative_int, positive_int
+from sharp.runs.options import (
+    HelpFormatter,
+    add_checkpoint_options,
+    non_negative_int,
+    positive_int,
+)
 from sharp.runs.outputs import plural
 
 
@@ -49,13 +54,8 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     parser.add_argument("--seed", type=non_negative_int, default=None,
                         help="base seed, an integer >= 0 (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--checkpoint-tokens", type=int, default=50_000,
-                        help="each job of experiments 2-4, 8 and 9 saves a checkpoint "
-                        "under --out/jobs/NAME/<job id>/ every this many training steps ...")
-    parser.add_argument("--checkpoint-minutes", type=float, default=10.0,
-                        help="... or every this many minutes, whichever comes first")
-    parser.add_argument("--keep-checkpoints", type=int, default=2,
-                        help="checkpoints kept per job (older ones are pruned)")
+    add_checkpoint_options(parser, "each job of experiments 2-4, 8 and 9 (under "
+                           "--out/jobs/NAME/<job id>/)")
     parser.add_argument("--estimate", action="store_true",
                         help="print the run's duration estimate (a short measured warm-up of "
                         "its jobs on this machine) and exit, running no job and writing "

@@ -30,6 +30,18 @@ def _int_at_least(text: str, low: int) -> int:
     return value
 
 
+def add_checkpoint_options(parser: argparse.ArgumentParser, saves: str) -> None:
+    """``--checkpoint-tokens``, ``--checkpoint-minutes`` and ``--keep-checkpoints`` (the
+    run's checkpoint policy, checked with the run's other settings before any work);
+    ``saves`` says what saves a checkpoint, e.g. ``"each job"``."""
+    parser.add_argument("--checkpoint-tokens", type=int, default=50_000,
+                        help=f"{saves} saves a checkpoint every this many training steps ...")
+    parser.add_argument("--checkpoint-minutes", type=float, default=10.0,
+                        help="... or every this many minutes, whichever comes first")
+    parser.add_argument("--keep-checkpoints", type=int, default=2,
+                        help="checkpoints kept per job (older ones are pruned)")
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """``ArgumentDefaultsHelpFormatter`` that adds ``(default: X)`` only where the help does
     not already say what the default is (it mentions "default") and the default is a
