@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from sharp.config import preset_names
+from sharp.config import preset, preset_names
 from sharp.perf.anatomy import wake_anatomy
 from sharp.perf.throughput import machine_line, throughput_table
 from sharp.runs.bench import (
@@ -313,6 +313,10 @@ def throughput(args: argparse.Namespace) -> int:
                   what=f"the {stem} tables")
     if args.anatomy:
         return _anatomy(args, identity)
+    dense = [p for p in args.presets if preset(p).inputs == "dense"]
+    if dense and "fused" in args.engines:  # checked before the first measurement
+        raise ValueError(f"preset(s) {', '.join(dense)} read dense input vectors, which the "
+                         "fused engine does not: measure them with --engines torch")
     configs: list[dict[str, Any]] = [
         {"preset_name": p, "threads": t, "engine": e}
         for p in args.presets for e in args.engines for t in args.threads

@@ -17,7 +17,6 @@ from sharp.baselines.config import RecurrentConfig, TransformerConfig
 from sharp.baselines.ensemble import baseline_ensemble
 from sharp.config import ConfigError, SharpConfig, preset
 from sharp.engines.ensemble import SharpEnsemble
-from sharp.engines.kernels import KernelUnavailable
 from sharp.model.inputs import read_table
 from sharp.model.learner import Sharp
 from sharp.runs.bench import resolve_ensemble
@@ -248,8 +247,8 @@ def test_a_checkpoint_refuses_another_table(table: torch.Tensor) -> None:
 # -- engines that read token ids only ----------------------------------------------------
 def test_the_fused_engine_refuses_dense_inputs_and_auto_falls_back(table: torch.Tensor
                                                                    ) -> None:
-    with pytest.raises(KernelUnavailable, match=r"dense input vectors.*use engine='torch'"):
-        Sharp(dense_config(engine="fused"), table)
+    with pytest.raises(ConfigError, match=r"not dense input vectors: use engine='torch'"):
+        dense_config(engine="fused")  # refused with the config, before any run starts
     with pytest.warns(RuntimeWarning, match=r"torch engine.*dense input vectors"):
         learner = Sharp(dense_config(engine="auto"), table)
     assert learner.engine == "torch"
@@ -344,3 +343,12 @@ def test_a_checkpoint_reads_its_table_from_a_moved_folder(tmp_path: Path, folder
     save_file({"wte.weight": table + 1}, str(moved / "model.safetensors"))
     with pytest.raises(CheckpointError, match=r"another frozen input table"):
         load_checkpoint(path, input_table=str(moved))
+
+
+def test_throughput_refuses_the_fused_engine_for_a_dense_preset_before_measuring(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sharp.cli import main
+
+    assert main(["throughput", "--presets", "quick", "pg19-gpt2", "--out", str(tmp_path)]) == 2
+    assert "pg19-gpt2 read dense input vectors" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing measured, nothing written

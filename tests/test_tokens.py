@@ -254,7 +254,7 @@ def test_bench_with_the_bpe_tokenizer_reports_bits_per_token_and_character(
 
 
 
-def _model_folder(folder: Path, text: str, dim: int) -> Tokenizer:
+def _model_folder(folder: Path, text: str, dim: int, seed: int = 0) -> Tokenizer:
     """A model folder as transformers' save_pretrained leaves it: tokenizer.json and
     model.safetensors with GPT-2's key for the input embeddings (random, dim wide)."""
     import safetensors.torch
@@ -263,7 +263,8 @@ def _model_folder(folder: Path, text: str, dim: int) -> Tokenizer:
     folder.mkdir()
     backend = _tiny_backend(text)
     backend.save(str(folder / "tokenizer.json"))
-    table = torch.randn(backend.get_vocab_size(), dim, generator=torch.Generator().manual_seed(0))
+    table = torch.randn(backend.get_vocab_size(), dim,
+                        generator=torch.Generator().manual_seed(seed))
     safetensors.torch.save_file({"wte.weight": table}, str(folder / "model.safetensors"))
     return backend
 
@@ -296,6 +297,37 @@ def test_bench_with_a_model_folder_gives_every_learner_its_frozen_dense_inputs(
     error = capsys.readouterr().err
     assert "(vocab_size, input_dim) =" in error and "--set input_dim=8" in error
     assert not (tmp_path / "wrong" / "results.csv").exists()
+    # the run's identity follows the table's content: a replaced table is refused, not
+    # resumed as if its results were the old table's
+    assert json.loads((tmp_path / "report" / "run.json").read_text())["input_table_sha256"]
+    _model_folder(tmp_path / "model2", "".join(books.values()), dim=8, seed=1)
+    (tmp_path / "model2" / "model.safetensors").replace(tmp_path / "model" / "model.safetensors")
+    assert main([*argv, "--out", "report"]) == 2
+    assert "different input_table_sha256" in capsys.readouterr().err
+    assert main([*argv, "--out", "report", "--overwrite"]) == 0  # runs afresh, no old job
+    again = pd.read_csv(tmp_path / "report" / "results.csv")
+    assert not np.allclose(again["bits"], results["bits"])
+
+
+def test_a_table_under_an_unknown_name_and_fused_dense_are_refused_before_work(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import safetensors.torch
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    books = _pg19_folder(tmp_path / "pg")
+    vocab = _model_folder(tmp_path / "model", "".join(books.values()), dim=8).get_vocab_size()
+    safetensors.torch.save_file({"foo": torch.zeros(vocab, 8)},
+                                str(tmp_path / "model" / "model.safetensors"))
+    argv = ["bench", "--no-notebook", "--corpus", "./pg", "--tokenizer", "model", "--quiet",
+            "--set", "inputs=dense", "--set", "input_dim=8"]
+    assert main([*argv, "--out", "a"]) == 2
+    assert "save the table under one of those names (GPT-2's is wte.weight)" in \
+        capsys.readouterr().err
+    assert main([*argv, "--set", "engine=fused", "--out", "b"]) == 2
+    assert "--set engine=torch" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_dense_inputs_without_a_model_folder_say_what_to_give(

@@ -120,7 +120,8 @@ def input_table(config: Any, table: Tensor | None, device: torch.device | str = 
         got = tuple(table.shape) if isinstance(table, Tensor) else type(table).__name__
         raise ValueError(f"the frozen input table must be a tensor of shape (vocab_size, "
                          f"input_dim) = {expected}, got {got}")
-    return table.detach().to(device=device, dtype=torch.float32).contiguous()
+    # a copy: the caller's tensor may change later, the learner's table must not
+    return table.detach().to(device=device, dtype=torch.float32, copy=True).contiguous()
 
 
 def table_digest(table: Tensor) -> str:

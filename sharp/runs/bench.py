@@ -21,7 +21,7 @@ from sharp.config import preset_names
 from sharp.data.corpus import Corpus, corpus_splits, load_corpus
 from sharp.data.tokenizer import BPE_SOURCE, TextTokenizer, hub_file, load_tokenizer
 from sharp.engines.runtime import resolve_device
-from sharp.model.inputs import MODEL_FILE, read_table, table_files
+from sharp.model.inputs import MODEL_FILE, TABLE_KEYS, read_table, table_digest, table_files
 from sharp.protocol import Sleeper
 from sharp.runs.benchmark import (
     BOOKS_NOT_GROUPED,
@@ -52,7 +52,7 @@ from sharp.runs.registry import (
     build_learner,
     sharp_spec,
 )
-from sharp.runs.report import check_report_folder, write_benchmark_report
+from sharp.runs.report import check_report_folder, same_run, write_benchmark_report
 from sharp.runs.stream import run_stream
 
 #: SHARP config fields the run sets for every learner, and where they come from:
@@ -89,7 +89,7 @@ ENSEMBLE_DEVICES = ("cuda", "mps")
 
 def bench_preset_names() -> list[str]:
     """What ``sharp bench --preset`` accepts: SHARP config presets and run presets."""
-    return [*preset_names(), *RUN_PRESETS]
+    return list(dict.fromkeys([*preset_names(), *RUN_PRESETS]))  # pg19-gpt2 is both
 
 
 @dataclass(frozen=True)
@@ -273,7 +273,7 @@ def model_folder(tokenizer: str | None) -> Path:
             f"{BPE_SOURCE!r} tokenizer has no pretrained table (its presets learn an embedding)")
     path = Path(tokenizer).expanduser()
     if path.exists():
-        folder = path if path.is_dir() else path.parent
+        folder = (path if path.is_dir() else path.parent).resolve()
         table_files(folder)  # FileNotFoundError saying what to place there
         return folder
     return hub_file(tokenizer, MODEL_FILE)
@@ -283,7 +283,11 @@ def check_table(config: dict[str, Any]) -> None:
     """Check, before any learner starts, that a dense config's input table exists and is
     (vocab_size, input_dim). Raises ValueError naming both shapes, and what
     :func:`~sharp.model.inputs.read_table` raises."""
-    shape = tuple(read_table(config["input_table"]).shape)
+    try:
+        shape = tuple(read_table(config["input_table"]).shape)
+    except KeyError as error:  # a tensor name the kit does not know
+        raise ValueError(f"{error.args[0].split('; pass key=')[0]}: save the table under "
+                         f"one of those names (GPT-2's is {TABLE_KEYS[0]})") from None
     expected = (config["vocab_size"], config["input_dim"])
     if shape != expected:
         raise ValueError(
@@ -342,6 +346,7 @@ def plan_bench(options: BenchOptions) -> BenchPlan:
                              f"corpus ('books', 'pg19' or a folder in PG-19 layout); "
                              f"{options.corpus!r} has no books: run it without a tokenizer")
         tokenizer = load_tokenizer(options.tokenizer, progress=options.progress)
+        bench_specs(options, tokenizer.size)  # configs and the input table before encoding
     corpus = load_corpus(options.corpus, progress=options.progress, tokenizer=tokenizer)
     specs = bench_specs(options, corpus.vocab.size)
     runs = options.learners * len(specs)
@@ -370,6 +375,8 @@ def plan_bench(options: BenchOptions) -> BenchPlan:
         "ensemble": "on" if ensemble else "off", "ensemble_option": options.ensemble,
         "configs": {spec.name: {k: v for k, v in spec.config.items() if k != "seed"}
                     for spec in specs},
+        **({} if specs[0].config["input_table"] is None else {
+            "input_table_sha256": table_digest(read_table(specs[0].config["input_table"]))}),
         "checkpoints": {"every_tokens": policy.every_tokens,
                         "every_seconds": policy.every_seconds, "keep": policy.keep},
     }
@@ -393,8 +400,8 @@ def run_bench(plan: BenchPlan) -> BenchmarkResult:
     """
     options = plan.options
     jobs_dir = plan.out / "jobs"
-    if not options.resume:
-        shutil.rmtree(jobs_dir, ignore_errors=True)
+    if not options.resume or not same_run(plan.out, plan.meta):  # --overwrite of another
+        shutil.rmtree(jobs_dir, ignore_errors=True)  # run: its jobs are not this run's
     atomic_write_text(plan.out / "run.json", json.dumps({**plan.meta, "complete": False},
                                                         indent=2))
 

@@ -85,8 +85,18 @@ REPORT_FILES = ("results.csv", "curves.csv", "figures.html", "summary.md", "run.
                 "05_evaluation.ipynb", "05_evaluation.html")
 #: Metadata that says what ran; the rest (command, date, wall time, workers, threads,
 #: the seeds actually used) says how it ran.
-IDENTITY_KEYS = ("corpus", "corpus_sha256", "corpus_tokens", "tokenizer", "protocol", "segment",
-                 "slice", "learners", "seed", "clip", "configs")
+IDENTITY_KEYS = ("corpus", "corpus_sha256", "corpus_tokens", "tokenizer", "input_table_sha256",
+                 "protocol", "segment", "slice", "learners", "seed", "clip", "configs")
+
+
+def same_run(out: str | os.PathLike, meta: dict[str, Any]) -> bool:
+    """Whether ``out/run.json`` records the run ``meta`` describes (equal
+    :func:`run_identity`); False when there is none or it cannot be read."""
+    try:
+        previous = json.loads((Path(out) / "run.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return run_identity(previous) == run_identity(meta)
 
 
 def run_identity(meta: dict[str, Any]) -> dict[str, Any]:
