@@ -90,6 +90,8 @@ def test_auto_groups_on_an_accelerator_only() -> None:
         assert resolve_ensemble("auto", specs, "books", 4) is False
         assert resolve_ensemble("auto", specs, "segment", 1) is False
         assert resolve_ensemble("on", specs, "segment", 4) is True
+        with pytest.raises(ValueError, match="with --learners 1 there is nothing to group"):
+            resolve_ensemble("on", specs, "segment", 1)  # it would run (and report) alone
         assert resolve_ensemble("off", specs, "segment", 4) is False
     with pytest.raises(ValueError, match="ensemble must be one of"):
         resolve_ensemble("yes", specs, "segment", 4)

@@ -312,6 +312,10 @@ def resolve_ensemble(option: str, specs: list[LearnerSpec], protocol: str, learn
         raise ValueError(f"ensemble must be one of {ENSEMBLE_MODES}, got {option!r}")
     if option == "on" and protocol == "books":
         raise ValueError(BOOKS_NOT_GROUPED)
+    if option == "on" and learners < 2:
+        raise ValueError("--ensemble on (notebook: ensemble) groups each model's learners into "
+                         "one job; with --learners 1 there is nothing to group: give "
+                         "--learners 2 or more, or --ensemble off")
     if option != "auto":
         return option == "on"
     device = resolve_device(str(specs[0].config.get("device", "auto")), "batched")
