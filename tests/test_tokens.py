@@ -269,6 +269,7 @@ def _model_folder(folder: Path, text: str, dim: int, seed: int = 0) -> Tokenizer
     return backend
 
 
+@pytest.mark.filterwarnings("ignore:only 1 training book:RuntimeWarning")  # a toy budget
 def test_bench_with_a_model_folder_gives_every_learner_its_frozen_dense_inputs(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
