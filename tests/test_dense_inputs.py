@@ -352,3 +352,17 @@ def test_throughput_refuses_the_fused_engine_for_a_dense_preset_before_measuring
     assert main(["throughput", "--presets", "quick", "pg19-gpt2", "--out", str(tmp_path)]) == 2
     assert "pg19-gpt2 read dense input vectors" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing measured, nothing written
+
+
+def test_a_table_is_taken_from_numpy_and_refused_with_nan(table: torch.Tensor) -> None:
+    learner = Sharp(dense_config(), table.numpy())
+    torch.testing.assert_close(learner.table, table, rtol=0, atol=0)
+    broken = table.clone()
+    broken[3, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN or infinite values \(token ids \[3\]\)"):
+        Sharp(dense_config(), broken)
+
+
+def test_dreaming_from_no_tags_says_so(table: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match="dream needs one or more tags"):
+        Sharp(dense_config(), table).dream([], 1)

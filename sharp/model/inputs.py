@@ -98,9 +98,10 @@ def input_table(config: Any, table: Tensor | None, device: torch.device | str = 
     ``device`` and without gradient: None for a learned embedding, else ``table`` if given
     or the one read from ``config.input_table``.
 
-    Raises ValueError for a table given to a learned-embedding config, for a dense config
-    with neither a table nor ``input_table`` (saying how to give one) and for a table that
-    is not (vocab_size, input_dim); what :func:`read_table` raises.
+    ``table`` may be a tensor or an array (e.g. numpy); it is copied. Raises ValueError for
+    a table given to a learned-embedding config, for a dense config with neither a table
+    nor ``input_table`` (saying how to give one), for a table that is not (vocab_size,
+    input_dim) and for one holding NaN or infinite values; what :func:`read_table` raises.
     """
     if config.inputs != "dense":
         if table is not None:
@@ -115,13 +116,19 @@ def input_table(config: Any, table: Tensor | None, device: torch.device | str = 
                 f"holding {MODEL_FILE} (e.g. GPT-2's, with {TABLE_KEYS[0]})"
             )
         table = read_table(config.input_table)
+    elif not isinstance(table, Tensor) and hasattr(table, "__array__"):
+        table = torch.as_tensor(table)
     expected = (config.vocab_size, config.input_dim)
     if not isinstance(table, Tensor) or tuple(table.shape) != expected:
         got = tuple(table.shape) if isinstance(table, Tensor) else type(table).__name__
         raise ValueError(f"the frozen input table must be a tensor of shape (vocab_size, "
                          f"input_dim) = {expected}, got {got}")
-    # a copy: the caller's tensor may change later, the learner's table must not
-    return table.detach().to(device=device, dtype=torch.float32, copy=True).contiguous()
+    table = table.detach().to(device=device, dtype=torch.float32, copy=True).contiguous()
+    if not bool(torch.isfinite(table).all()):  # else every loss is NaN and blames the lr
+        rows = torch.nonzero(~torch.isfinite(table).all(dim=1)).flatten()[:5].tolist()
+        raise ValueError(f"the frozen input table holds NaN or infinite values (token ids "
+                         f"{rows}{' ...' if len(rows) == 5 else ''}): a learner cannot read it")
+    return table  # a copy: the caller's tensor may change later, the learner's must not
 
 
 def table_digest(table: Tensor) -> str:

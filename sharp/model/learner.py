@@ -346,8 +346,12 @@ class Sharp:
         """SPEC §4 step 1's dreams for memory ``target`` (1..L-1): dream from ``tags`` (a
         batch, with the learner's RNG) and return what layer ``target`` sees, the
         layer-(target-1) state at every replay step s with s mod a**target == 0; shape
-        (len(tags), ticks, H_{target-1})."""
+        (len(tags), ticks, H_{target-1}). Raises ValueError for no tags (nothing to dream
+        from) or a ``target`` outside 1..L-1."""
         c = self.config
+        if not tags or not 1 <= target < c.layers:
+            raise ValueError(f"dream needs one or more tags and a target memory in "
+                             f"1..{c.layers - 1}, got {len(tags)} tags and target {target}")
         start = torch.cat([tag.state for tag in tags])
         dreaming = self.dream_steps(start, torch.cat([tag.context for tag in tags]),
                                     c.replay_steps)
