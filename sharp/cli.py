@@ -160,6 +160,9 @@ def print_estimate(plan: BenchPlan, steps: int = 200) -> None:
     """Print the duration estimate of a planned run and the speeds it comes from (a warm-up
     of ``steps`` steps of each model, :func:`~sharp.runs.bench.estimate_seconds`)."""
     seconds, speeds = estimate_seconds(plan, steps)
+    if not speeds:
+        print(f"estimated duration: 0 s: every job of this run is finished in {plan.out}/")
+        return
     for name, speed in speeds.items():
         sleep = f", {speed.sleep_seconds:.2f} s per sleep" if speed.sleep_seconds else ""
         each = f" (each, for all {speed.members} members in lockstep)" if speed.members > 1 else ""

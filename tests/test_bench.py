@@ -19,7 +19,14 @@ import pytest
 
 from sharp.cli import main, print_estimate
 from sharp.explore.notebooks import notebook_path
-from sharp.runs.bench import BenchOptions, default_run_name, plan_bench
+from sharp.runs.bench import (
+    BenchOptions,
+    Speed,
+    default_run_name,
+    estimate_seconds,
+    plan_bench,
+)
+from sharp.runs.jobs import JobFolder
 from sharp.runs.report import check_report_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -350,9 +357,42 @@ def test_bench_estimate_prints_and_exits_before_any_work(
     no_training: None, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("sharp.cli.estimate_seconds", lambda plan, steps: (7200.0, {}))
+    speeds = {"SHARP": Speed(1e-3, 1e-4, 0.0)}
+    monkeypatch.setattr("sharp.cli.estimate_seconds", lambda plan, steps: (7200.0, speeds))
     out = tmp_path / "run"
     assert main(["bench", "--no-notebook", "--quiet", "--learners", "1", "--baselines",
                  "--estimate", "--out", str(out)]) == 0
     assert "estimated duration: 2.0 h (7,200 s) on 1 worker(s)" in capsys.readouterr().out
     assert not out.exists()
+
+
+def test_the_estimate_times_only_work_that_is_left(
+    no_training: None, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A model is timed sleeping only when its run sleeps (a warm-up sleep at V = 73k once
+    took minutes to estimate a run that never sleeps), and a finished run measures nothing."""
+    import sharp.runs.bench as bench_module
+
+    measured: list[tuple[str, bool]] = []
+    real = bench_module.measure_speed
+
+    def spy(job: object, tokens: object, steps: int = 200, *, sleep: bool = True) -> object:
+        measured.append((job.spec.name, sleep))  # type: ignore[attr-defined]
+        return real(job, tokens, steps, sleep=sleep)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bench_module, "measure_speed", spy)
+    options = {"segment": 700, "slice_len": 100, "learners": 1, "baselines": ["rnn"],
+               "overrides": {"sleep_steps": 40, "hidden": 32}, "out_dir": str(tmp_path / "r")}
+    for sleep_every, sleeps in ((300, True), (5_000, False)):
+        measured.clear()
+        estimate_seconds(plan_bench(BenchOptions(sleep_every=sleep_every, **options)), 20)
+        assert measured == [("SHARP", sleeps), ("RNN (tbptt)", False)]
+
+    monkeypatch.setattr(JobFolder, "done_tokens", lambda self, job: job.total_tokens)
+    measured.clear()
+    plan = plan_bench(BenchOptions(sleep_every=300, **options))
+    assert estimate_seconds(plan, 20) == (0.0, {}) and not measured
+    print_estimate(plan, steps=20)
+    assert "estimated duration: 0 s: every job of this run is finished" in (
+        capsys.readouterr().out)

@@ -438,58 +438,41 @@ class Speed:
     members: int = 1
 
 
-def measure_speed(spec: LearnerSpec, tokens: np.ndarray, steps: int = 200) -> Speed:
-    """Time ``steps`` training steps and an evaluation of as many tokens of ``tokens``
-    (the first ``steps`` + W + 1 are used) by a fresh learner of ``spec``, then one sleep
-    phase if it has one. Raises ValueError when ``tokens`` is too short."""
-    learner = build_learner(spec)
+def measure_speed(job: Job, tokens: np.ndarray, steps: int = 200, *,
+                  sleep: bool = True) -> Speed:
+    """Time what ``job`` will do, on a fresh learner of its spec (or, for an
+    :class:`~sharp.runs.jobs.EnsembleJob`, a fresh ensemble of its seeds on the device it
+    resolves to, every member reading the same tokens): ``steps`` training steps and an
+    evaluation of as many tokens (the first ``steps`` + W + 1 of ``tokens``), then, with
+    ``sleep`` and a learner that sleeps, one sleep phase. An ensemble's figures are for all
+    its members at once (seconds per lockstep step, per lockstep evaluated token, per sleep
+    of every member). Raises ValueError when ``tokens`` is too short."""
+    seeds = job.seeds if isinstance(job, EnsembleJob) else None
+    learner = build_learner(job.spec) if seeds is None else build_ensemble(job.spec, seeds)
     window = learner.window
     if len(tokens) < steps + window + 1:
         raise ValueError(f"measuring {steps} steps needs {steps + window + 1} tokens, got "
                          f"{len(tokens)}")
+    stream = tokens[: steps + window]
     started = time.perf_counter()
-    run_stream(learner, tokens[: steps + window], sleep_every=0 if isinstance(
-        learner, Sleeper) else None, progress=False)
+    if seeds is None:
+        run_stream(learner, stream, sleep_every=0 if isinstance(learner, Sleeper) else None,
+                   progress=False)
+    else:
+        ids = torch.as_tensor(np.stack([stream] * len(seeds)), dtype=torch.int64)
+        for i in range(steps):
+            last = learner.learn(ids[:, i : i + window], ids[:, i + window])
+        last.loss.cpu()  # wait for a device's queued work
     step = (time.perf_counter() - started) / steps
     started = time.perf_counter()
-    learner.evaluate(tokens[: steps + window])
+    learner.evaluate(stream if seeds is None else [stream] * len(seeds))
     evaluate = (time.perf_counter() - started) / steps
-    sleep = 0.0
-    if isinstance(learner, Sleeper):
+    sleep_seconds = 0.0
+    if sleep and isinstance(learner, Sleeper):
         started = time.perf_counter()
         learner.sleep()
-        sleep = time.perf_counter() - started
-    return Speed(step, evaluate, sleep)
-
-
-def measure_ensemble_speed(spec: LearnerSpec, seeds: list[int], tokens: np.ndarray,
-                           steps: int = 200) -> Speed:
-    """Time ``steps`` lockstep training steps and an evaluation of as many tokens per member
-    by a fresh ensemble of ``spec`` with ``seeds`` (:func:`~sharp.runs.registry.build_ensemble`,
-    on the device it resolves to; every member reads the first ``steps`` + W tokens of
-    ``tokens``), then one sleep of every member if it has one. Each figure is for all
-    members at once: seconds per lockstep step, per lockstep evaluated token, per sleep.
-    Raises ValueError when ``tokens`` is too short."""
-    ensemble = build_ensemble(spec, seeds)
-    window = ensemble.window
-    if len(tokens) < steps + window + 1:
-        raise ValueError(f"measuring {steps} steps needs {steps + window + 1} tokens, got "
-                         f"{len(tokens)}")
-    ids = torch.as_tensor(np.stack([tokens[: steps + window]] * len(seeds)), dtype=torch.int64)
-    started = time.perf_counter()
-    for i in range(steps):
-        last = ensemble.learn(ids[:, i : i + window], ids[:, i + window])
-    last.loss.cpu()  # wait for a device's queued work
-    step = (time.perf_counter() - started) / steps
-    started = time.perf_counter()
-    ensemble.evaluate([tokens[: steps + window]] * len(seeds))
-    evaluate = (time.perf_counter() - started) / steps
-    sleep = 0.0
-    if isinstance(ensemble, Sleeper):
-        started = time.perf_counter()
-        ensemble.sleep()
-        sleep = time.perf_counter() - started
-    return Speed(step, evaluate, sleep, len(seeds))
+        sleep_seconds = time.perf_counter() - started
+    return Speed(step, evaluate, sleep_seconds, job.lanes)
 
 
 def speed_name(job: Job) -> str:
@@ -498,43 +481,50 @@ def speed_name(job: Job) -> str:
     return job.spec.name + (f" (ensemble of {job.lanes})" if job.lanes > 1 else "")
 
 
-def _measure(job: Job, tokens: np.ndarray, steps: int) -> Speed:
-    """:func:`measure_ensemble_speed` for an ensemble job, else :func:`measure_speed`."""
-    if isinstance(job, EnsembleJob):
-        return measure_ensemble_speed(job.spec, job.seeds, tokens, steps)
-    return measure_speed(job.spec, tokens, steps)
+@dataclass(frozen=True)
+class _Left:
+    """What is left of one job: training steps, sleeps and evaluated tokens (an ensemble
+    job's counted per member, its members running in lockstep)."""
+
+    job: Job
+    steps: int
+    sleeps: int
+    eval_tokens: float
 
 
 def estimate_seconds(plan: BenchPlan, steps: int = 200) -> tuple[float, dict[str, Speed]]:
     """Estimated wall-clock seconds of the work left in a planned run, and the measured
-    :class:`Speed` of each model (a warm-up of ``steps`` steps each, :func:`measure_speed`)
-    or, where the plan groups a model's learners into one ensemble job (``plan.ensemble``),
-    of that ensemble (:func:`measure_ensemble_speed`), named by :func:`speed_name`.
+    :class:`Speed` of each model with work left (a warm-up of ``steps`` steps,
+    :func:`measure_speed`; where the plan groups a model's learners into one ensemble job,
+    ``plan.ensemble``, of that ensemble), named by :func:`speed_name`. A model is timed
+    sleeping only when a job of it has a sleep left; a run with nothing left measures
+    nothing and is estimated at 0 s.
 
     Per job: training steps not yet checkpointed × seconds per step, plus its sleeps ×
-    seconds per sleep (SHARP), plus evaluated tokens × seconds per token (an ensemble job's
-    steps and tokens counted per member, its members running in lockstep); summed over
+    seconds per sleep (SHARP), plus evaluated tokens × seconds per token; summed over
     jobs and divided by the workers, assuming each worker runs at the measured speed (on a
-    busy machine it will not)."""
+    busy machine it will not; Ray's start-up, a few seconds, is not counted)."""
     options = plan.options
     jobs = plan_jobs(plan.specs, plan.corpus, protocol=plan.protocol, segment=options.segment,
                      slice_len=options.slice_len, learners=options.learners, seed=options.seed,
                      clip=plan.clip)
-    run: list[Job] = group_jobs(jobs) if plan.ensemble else list(jobs)
-    speeds: dict[str, Speed] = {}
-    total = 0.0
-    for job in run:
-        name = speed_name(job)
-        if name not in speeds:
-            speeds[name] = _measure(job, plan.corpus.tokens, steps)
-        speed = speeds[name]
+    left = []
+    for job in group_jobs(jobs) if plan.ensemble else list(jobs):
         lanes = job.lanes
         train = job.train_steps // lanes
         done = JobFolder(plan.out / "jobs" / job.job_id()).done_tokens(job) // lanes
-        left = max(train - done, 0)
         every = job.spec.config.get("sleep_every") or 0
         sleeps = (train // every - min(done, train) // every) if every else 0
         evaluate = job.eval_tokens / lanes if done < job.total_tokens // lanes else 0
-        total += left * speed.step_seconds + sleeps * speed.sleep_seconds + (
-            evaluate * speed.eval_seconds)
+        if train > done or evaluate:
+            left.append(_Left(job, max(train - done, 0), sleeps, evaluate))
+    speeds: dict[str, Speed] = {}
+    for name in dict.fromkeys(speed_name(item.job) for item in left):
+        of_model = [item for item in left if speed_name(item.job) == name]
+        speeds[name] = measure_speed(of_model[0].job, plan.corpus.tokens, steps,
+                                     sleep=any(item.sleeps for item in of_model))
+    total = sum(item.steps * speeds[speed_name(item.job)].step_seconds
+                + item.sleeps * speeds[speed_name(item.job)].sleep_seconds
+                + item.eval_tokens * speeds[speed_name(item.job)].eval_seconds
+                for item in left)
     return total / max(plan.workers, 1), speeds
