@@ -338,8 +338,11 @@ def test_a_checkpoint_reads_its_table_from_a_moved_folder(tmp_path: Path, folder
     moved = tmp_path / "elsewhere"
     moved.mkdir()
     (moved / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
-    resumed = load_checkpoint(path, input_table=str(moved))
+    resumed = load_checkpoint(path, input_table=moved)  # a Path is taken as a str is
     assert resumed.config.input_table == str(moved) and torch.equal(resumed.table, table)
+    with pytest.raises(TypeError, match=r"input_table is the path of a model folder .* not a "
+                                        r"Tensor"):
+        load_checkpoint(path, input_table=table)  # type: ignore[arg-type]
     save_file({"wte.weight": table + 1}, str(moved / "model.safetensors"))
     with pytest.raises(CheckpointError, match=r"another frozen input table"):
         load_checkpoint(path, input_table=str(moved))

@@ -98,7 +98,7 @@ def save_checkpoint(learner: Learner | SharpEnsemble | BaselineEnsemble,
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | None = None,
-                    input_table: str | None = None
+                    input_table: str | os.PathLike | None = None
                     ) -> Learner | SharpEnsemble | BaselineEnsemble:
     """A learner (or an ensemble, with its seeds) rebuilt from a checkpoint's own config
     and restored bit-exactly.
@@ -115,10 +115,15 @@ def load_checkpoint(path: str | os.PathLike, device: str | None = None,
     truncated or not a sharp checkpoint, that lacks an entry, holds an invalid or partial
     config, or weights that do not match its config (whatever the damage) or its frozen
     input table; FileNotFoundError / PermissionError for a file that cannot be opened
-    (FileNotFoundError also for a model folder to place, saying which).
+    (FileNotFoundError also for a model folder to place, saying which); TypeError for an
+    ``input_table`` that is not a path (a table in memory is not what it checks against).
     """
     if device is not None:
         check_device(device)
+    if input_table is not None and not isinstance(input_table, str | os.PathLike):
+        raise TypeError(f"input_table is the path of a model folder or .safetensors file "
+                        f"holding the table the learner was saved with, not a "
+                        f"{type(input_table).__name__}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (FileNotFoundError, PermissionError, IsADirectoryError):
@@ -134,7 +139,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | None = None,
     config = dict(state["config"])
     saved = config.get("device", "auto")
     if input_table is not None:
-        config["input_table"] = input_table
+        config["input_table"] = os.fspath(input_table)
     if device is not None:
         config["device"] = device
     elif not device_available(saved):
