@@ -15,6 +15,7 @@ import sharp.cli as cli
 from sharp.cli import main
 from sharp.perf.throughput import measure_baseline, measure_sharp, throughput_table
 from sharp.runs.outputs import check_output_folder, check_replace
+from sharp.runs.report import markdown_table
 
 
 def _no_work(*args: object, **kwargs: object) -> None:
@@ -169,3 +170,18 @@ def test_help_states_each_default_once(command: str,
     assert text.count("(default:") >= 2
     for option in text.split(" --")[1:]:
         assert option.count("default") <= 1, option
+
+
+def test_a_table_of_learners_and_ensembles_keeps_its_counts_integers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sharp throughput --ensemble``: a count some rows lack (members) printed as 9.000."""
+    rows = iter([{"learner": "SHARP", "threads": 1, "parameters": 321_713, "rate": 2.5},
+                 {"learner": "SHARP x9", "threads": 1, "members": 9, "parameters": 321_713,
+                  "rate": 1.5}])
+    monkeypatch.setattr("sharp.perf.throughput.measure_sharp", lambda **kwargs: next(rows))
+    monkeypatch.setattr("sharp.perf.throughput.measure_ensemble", lambda **kwargs: next(rows))
+    table = throughput_table([{"preset_name": "quick"}, {"members": 9, "preset_name": "quick"}])
+    assert str(table["members"].dtype) == "Int64" and table["rate"].dtype == float
+    lines = markdown_table(table.set_index("learner")).splitlines()
+    assert lines[2:] == ["| SHARP | 1 | 321,713 | 2.500 | — |",
+                         "| SHARP x9 | 1 | 321,713 | 1.500 | 9 |"]

@@ -190,7 +190,9 @@ def machine_line() -> str:
 def throughput_table(configs: list[dict[str, Any]], **kwargs: Any) -> pd.DataFrame:
     """One row per configuration: keyword arguments of :func:`measure_sharp`, of
     :func:`measure_baseline` when the configuration names a baseline ``kind``, or of
-    :func:`measure_ensemble` when it names a number of ``members``. Raises ValueError when
+    :func:`measure_ensemble` when it names a number of ``members`` (whose ``parameters`` are
+    one member's). Count columns are integers, missing (``<NA>``) where a row has none.
+    Raises ValueError when
     ``configs`` is empty (nothing to measure)."""
     if not configs:
         raise ValueError("nothing to measure: give --presets NAMES or --baselines KINDS")
@@ -199,4 +201,9 @@ def throughput_table(configs: list[dict[str, Any]], **kwargs: Any) -> pd.DataFra
         measure = (measure_ensemble if "members" in config
                    else measure_baseline if "kind" in config else measure_sharp)
         rows.append(measure(**{**kwargs, **config}))
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    # A count some rows lack (an ensemble's members) stays an integer column, not floats.
+    counts = [column for column in table
+              if all(isinstance(row[column], int | np.integer) and not isinstance(row[column], bool)
+                     for row in rows if column in row)]
+    return table.astype(dict.fromkeys(counts, "Int64"))

@@ -29,6 +29,8 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 
 def _cell(value: Any) -> str:
+    if value is pd.NA:
+        return "—"
     if isinstance(value, int | np.integer) and not isinstance(value, bool):
         return f"{value:,}"
     if isinstance(value, float):
