@@ -34,6 +34,7 @@ from sharp.runs.checkpoints import atomic_write_text
 from sharp.runs.options import (
     HelpFormatter,
     add_checkpoint_options,
+    checkpoint_options,
     non_negative_int,
     positive_int,
 )
@@ -151,8 +152,7 @@ def bench_options(args: argparse.Namespace) -> BenchOptions:
         overrides=parse_overrides(args.set), baselines=list(args.baselines),
         clip=args.clip, out_dir=args.out, run_name=args.name, overwrite=args.overwrite,
         command=args.command_line, progress=not args.quiet, address=args.address,
-        checkpoint_tokens=args.checkpoint_tokens, checkpoint_minutes=args.checkpoint_minutes,
-        keep_checkpoints=args.keep_checkpoints, resume=args.resume, ensemble=args.ensemble,
+        **checkpoint_options(args), resume=args.resume, ensemble=args.ensemble,
     )
 
 

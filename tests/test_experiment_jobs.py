@@ -367,6 +367,21 @@ def test_the_checkpoint_options_are_checked_before_any_work(
     assert not out.exists()
 
 
+def test_checkpoint_options_an_experiment_would_not_use_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A setting is used or refused (issue 12, case 6): memory_capacity's jobs do not
+    checkpoint inside their loop, so --checkpoint-tokens would change nothing."""
+    out = tmp_path / "out"
+    argv = ["experiment", "memory_capacity", "--preset", "tiny", "--quiet", "--out", str(out)]
+    assert main([*argv, "--checkpoint-tokens", "100", "--keep-checkpoints", "3"]) == 2
+    assert capsys.readouterr().err == (
+        "sharp experiment: error: --checkpoint-tokens and --keep-checkpoints: memory_capacity's "
+        "jobs do not checkpoint inside their loop (those of experiments 2-4, 8 and 9 do); its "
+        "finished jobs are stored and a re-run skips them. Drop the option.\n")
+    assert not out.exists()
+
+
 # -- checkpoints inside a job: the community-task experiments (2-4) -------------------
 def _community_job(name: str, kind: str) -> Job:
     """The first job of experiment ``name``'s tiny preset whose learner is a ``kind``, a

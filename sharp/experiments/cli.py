@@ -15,13 +15,15 @@ import shlex
 import sys
 from pathlib import Path
 
-from sharp.experiments.common import PRESET_NAMES, REGISTRY
+from sharp.experiments.common import PRESET_NAMES, REGISTRY, planned_jobs
 from sharp.experiments.estimate import estimate_experiment
 from sharp.experiments.report import check_experiment_folder, run_experiment, write_index
 from sharp.runs.jobs import checkpoint_policy
 from sharp.runs.options import (
     HelpFormatter,
     add_checkpoint_options,
+    checkpoint_options,
+    given_checkpoint_options,
     non_negative_int,
     positive_int,
 )
@@ -82,22 +84,28 @@ def print_estimates(names: list[str], preset: str, out: str | None,
 def run_experiment_command(args: argparse.Namespace) -> int:
     """Run the experiment(s) named in ``args`` and write their files; returns 0. The
     checkpoint options are checked first (ValueError naming each bad one as typed, as
-    ``sharp bench`` does), then every experiment's output
+    ``sharp bench`` does, and for one experiment whose jobs do not checkpoint inside their
+    loop, any given at all), then every experiment's output
     (:func:`check_experiment_folder`), before the first starts; then, with ``--estimate``
     (which stops there) or ``--preset paper``, the duration estimate is printed
     (:func:`print_estimates`)."""
     names = (sorted(REGISTRY, key=lambda n: REGISTRY[n].number) if args.name == "all"
              else [args.name])
     command = getattr(args, "command_line", "sharp " + shlex.join(sys.argv[1:]))
-    policy = checkpoint_policy(args.checkpoint_tokens, args.checkpoint_minutes,
-                               args.keep_checkpoints)
+    policy = checkpoint_policy(*checkpoint_options(args).values())
     overrides: dict[str, object] = {"progress": not args.quiet}
     if args.workers is not None:
         overrides["workers"] = args.workers
     if args.seed is not None:
         overrides["seed"] = args.seed
+    given = given_checkpoint_options(args)
     for name in names:
         parameters = REGISTRY[name].parameters(args.preset, **overrides)
+        if given and args.name != "all" and not any(
+                job.checkpoints_inside for job in planned_jobs(REGISTRY[name].run, parameters)):
+            raise ValueError(f"{' and '.join(given)}: {name}'s jobs do not checkpoint inside "
+                             "their loop (those of experiments 2-4, 8 and 9 do); its finished "
+                             "jobs are stored and a re-run skips them. Drop the option.")
         check_experiment_folder(args.out, name, args.preset, parameters, args.overwrite)
     if args.estimate or args.preset == "paper":
         print_estimates(names, args.preset, args.out if args.resume else None, overrides)

@@ -5,6 +5,9 @@ formatter that states each default once."""
 from __future__ import annotations
 
 import argparse
+from typing import Any
+
+from sharp.runs.jobs import CheckpointPolicy
 
 
 def positive_int(text: str) -> int:
@@ -30,16 +33,41 @@ def _int_at_least(text: str, low: int) -> int:
     return value
 
 
+#: The checkpoint options and their defaults (those of :class:`CheckpointPolicy`), by
+#: argparse destination.
+CHECKPOINT_DEFAULTS = {"checkpoint_tokens": CheckpointPolicy.every_tokens,
+                       "checkpoint_minutes": CheckpointPolicy.every_seconds / 60,
+                       "keep_checkpoints": CheckpointPolicy.keep}
+
+
 def add_checkpoint_options(parser: argparse.ArgumentParser, saves: str) -> None:
     """``--checkpoint-tokens``, ``--checkpoint-minutes`` and ``--keep-checkpoints`` (the
     run's checkpoint policy, checked with the run's other settings before any work);
-    ``saves`` says what saves a checkpoint, e.g. ``"each job"``."""
-    parser.add_argument("--checkpoint-tokens", type=int, default=50_000,
-                        help=f"{saves} saves a checkpoint every this many training steps ...")
-    parser.add_argument("--checkpoint-minutes", type=float, default=10.0,
-                        help="... or every this many minutes, whichever comes first")
-    parser.add_argument("--keep-checkpoints", type=int, default=2,
-                        help="checkpoints kept per job (older ones are pruned)")
+    ``saves`` says what saves a checkpoint, e.g. ``"each job"``. Their parsed value is None
+    when not given (:func:`checkpoint_options` fills in the defaults), so that a command can
+    refuse them where nothing would use them."""
+    tokens, minutes, keep = CHECKPOINT_DEFAULTS.values()
+    parser.add_argument("--checkpoint-tokens", type=int, default=None,
+                        help=f"{saves} saves a checkpoint every this many training steps "
+                        f"(default {tokens:,}) ...")
+    parser.add_argument("--checkpoint-minutes", type=float, default=None,
+                        help=f"... or every this many minutes (default {minutes:g}), "
+                        "whichever comes first")
+    parser.add_argument("--keep-checkpoints", type=int, default=None,
+                        help=f"checkpoints kept per job, older ones pruned (default {keep})")
+
+
+def checkpoint_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The checkpoint options of ``args`` (:func:`add_checkpoint_options`), defaults filled
+    in for those not given."""
+    return {name: default if getattr(args, name) is None else getattr(args, name)
+            for name, default in CHECKPOINT_DEFAULTS.items()}
+
+
+def given_checkpoint_options(args: argparse.Namespace) -> list[str]:
+    """The checkpoint options given on the command line, as typed (``--checkpoint-tokens``)."""
+    return ["--" + name.replace("_", "-") for name in CHECKPOINT_DEFAULTS
+            if getattr(args, name) is not None]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
