@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from sharp.config import preset, preset_names
+from sharp.engines.runtime import check_device
 from sharp.perf.anatomy import wake_anatomy
 from sharp.perf.throughput import machine_line, throughput_table
 from sharp.runs.bench import (
@@ -275,6 +276,10 @@ def _throughput_parser(sub: argparse._SubParsersAction) -> None:
     tp.add_argument("--ensemble", nargs="*", type=positive_int, default=[], metavar="M",
                     help="also measure ensembles of these sizes (e.g. 1 9 64) of SHARP at each "
                     "preset and of each --baselines kind: ensemble steps/s and tokens/s")
+    tp.add_argument("--device", default="auto",
+                    help="device of every measured learner: auto (SHARP on one stream on the "
+                    "CPU; ensembles and baselines on CUDA, then MPS, then the CPU), cpu, "
+                    "cuda, cuda:N or mps; the fused engine runs on the CPU only")
     tp.add_argument("--steps", type=positive_int, default=1_000,
                     help="timed wake steps per repeat; also bounds the rest of a "
                     "measurement: warm-up min(steps, 200) steps for SHARP, "
@@ -305,12 +310,18 @@ def throughput(args: argparse.Namespace) -> int:
     stem = "anatomy" if args.anatomy else "throughput"
     identity = {key: getattr(args, key) for key in (
         "presets", "threads", "steps", "repeats", "anatomy",
-        *(() if args.anatomy else ("engines", "baselines", "baseline_preset", "ensemble")))}
+        *(() if args.anatomy else ("engines", "baselines", "baseline_preset", "ensemble",
+                                   "device")))}
     if args.anatomy and not args.presets:
         raise ValueError("nothing to measure: --anatomy measures SHARP presets; give "
                          "--presets NAMES")
     if not args.anatomy and not args.presets and not args.baselines:
         raise ValueError("nothing to measure: give --presets NAMES or --baselines KINDS")
+    if not args.anatomy:
+        check_device(args.device)
+        if args.presets and "fused" in args.engines and args.device not in ("auto", "cpu"):
+            raise ValueError(f"the fused engine runs on the CPU only: measure SHARP on "
+                             f"--device {args.device} with --engines torch")
     check_replace(check_output_folder(args.out), [f"{stem}.{s}" for s in ("csv", "md", "json")],
                   f"{stem}.json", identity, overwrite=args.overwrite,
                   what=f"the {stem} tables")
@@ -320,15 +331,17 @@ def throughput(args: argparse.Namespace) -> int:
     if dense and "fused" in args.engines:  # checked before the first measurement
         raise ValueError(f"preset(s) {', '.join(dense)} read dense input vectors, which the "
                          "fused engine does not: measure them with --engines torch")
+    device = args.device
     configs: list[dict[str, Any]] = [
-        {"preset_name": p, "threads": t, "engine": e}
+        {"preset_name": p, "threads": t, "engine": e, "device": device}
         for p in args.presets for e in args.engines for t in args.threads
     ]
-    configs += [{"kind": k, "preset_name": args.baseline_preset, "threads": t}
+    configs += [{"kind": k, "preset_name": args.baseline_preset, "threads": t, "device": device}
                 for k in args.baselines for t in args.threads]
-    configs += [{"members": m, "kind": "sharp", "preset_name": p, "threads": t}
+    configs += [{"members": m, "kind": "sharp", "preset_name": p, "threads": t, "device": device}
                 for m in args.ensemble for p in args.presets for t in args.threads]
-    configs += [{"members": m, "kind": k, "preset_name": args.baseline_preset, "threads": t}
+    configs += [{"members": m, "kind": k, "preset_name": args.baseline_preset, "threads": t,
+                 "device": device}
                 for m in args.ensemble for k in args.baselines for t in args.threads]
     table = throughput_table(configs, steps=args.steps, repeats=args.repeats)
     text = f"Machine: {machine_line()}\n\n{markdown_table(table.set_index('learner'))}\n"

@@ -80,6 +80,23 @@ def test_throughput_counts_are_checked_by_argparse(
     assert message in _error(capsys, ["throughput", *argv])
 
 
+def test_throughput_devices_are_checked_before_any_measurement(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_measurement: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``sharp throughput --device cuda --ensemble 1 9 64`` (issue 13): a device this
+    machine lacks, or the fused engine off the CPU, is refused before the first
+    measurement, and nothing is written."""
+    out = ["--out", str(tmp_path / "tp")]
+    assert main(["throughput", "--device", "gpu", *out]) == 2
+    assert "unknown device 'gpu'; use 'auto', 'cpu', 'cuda'" in capsys.readouterr().err
+    monkeypatch.setattr("sharp.cli.check_device", lambda name: None)  # as if CUDA were here
+    assert main(["throughput", "--device", "cuda", "--ensemble", "9", *out]) == 2
+    assert ("the fused engine runs on the CPU only: measure SHARP on --device cuda with "
+            "--engines torch") in capsys.readouterr().err
+    assert not (tmp_path / "tp").exists()
+
+
 def test_throughput_with_nothing_to_measure_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], no_measurement: None
 ) -> None:

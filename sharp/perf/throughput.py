@@ -54,18 +54,19 @@ def stand_in_table(config: SharpConfig, seed: int = 0) -> torch.Tensor | None:
 
 def measure_sharp(preset_name: str, *, hidden: int | None = None, embedding: int | None = None,
                   threads: int = 1, engine: str = "fused", steps: int = 1_000,
-                  repeats: int = 3, eval_tokens: int | None = None, seed: int = 0
-                  ) -> dict[str, Any]:
+                  repeats: int = 3, eval_tokens: int | None = None, seed: int = 0,
+                  device: str = "auto") -> dict[str, Any]:
     """Median wake tokens/s over ``repeats`` runs of ``steps`` steady-state steps (after a
     warm-up of min(steps, 200) steps; untimed steps follow until the tag buffer is full,
     e.g. when ``steps`` is below its size), evaluation tokens/s over ``eval_tokens``
     tokens (default min(50 * steps, 50,000), at least W + 1), and one sleep phase's wall
     time with a full tag buffer (the preset's replay steps, whatever ``steps``), for one
     ``engine`` (``fused`` or ``torch``). A dense-input preset without an ``input_table``
-    reads a :func:`stand_in_table`. Raises ValueError for a count below 1."""
+    reads a :func:`stand_in_table`. ``device`` is the config's (``auto``: the CPU, SHARP's
+    rule for one stream). Raises ValueError for a count below 1."""
     check_counts(steps=steps, repeats=repeats, eval_tokens=eval_tokens)
     overrides: dict[str, Any] = {"threads": threads, "seed": seed, "tau": 0.0,
-                                 "engine": engine}
+                                 "engine": engine, "device": device}
     if hidden is not None:
         overrides["hidden"] = hidden
     if embedding is not None:
@@ -93,7 +94,8 @@ def measure_sharp(preset_name: str, *, hidden: int | None = None, embedding: int
     sleep_seconds = time.perf_counter() - start
     result = learner.evaluate(tokens[:eval_tokens].numpy())
     return {
-        "learner": "SHARP", "engine": learner.engine, "preset": preset_name,
+        "learner": "SHARP", "engine": learner.engine, "device": str(learner.device),
+        "preset": preset_name,
         "hidden": config.hidden[0],
         "embedding": config.embedding, "layers": config.layers, "threads": threads,
         "parameters": learner.parameter_count(),
@@ -126,8 +128,8 @@ def measure_baseline(kind: str, preset_name: str = "paper", *, threads: int = 1,
     rates = [_wake_rate(learner, tokens, steps, warmup + r * steps) for r in range(repeats)]
     result = learner.evaluate(tokens[-eval_tokens:].numpy())
     return {
-        "learner": spec.name, "preset": preset_name, "threads": threads,
-        "parameters": learner.parameter_count(),
+        "learner": spec.name, "device": str(learner.device), "preset": preset_name,
+        "threads": threads, "parameters": learner.parameter_count(),
         "wake_tokens_per_s": statistics.median(rates),
         "wake_ms_per_step": 1000 / statistics.median(rates),
         "eval_tokens_per_s": result.tokens / result.seconds, "eval_tokens": eval_tokens,
@@ -156,16 +158,18 @@ def ensemble_rate(ensemble: Any, tokens: np.ndarray, steps: int) -> float:
 
 def measure_ensemble(members: int, preset_name: str, *, kind: str = "sharp",
                      threads: int = 1, steps: int = 300, repeats: int = 3,
-                     warmup: int | None = None, seed: int = 0) -> dict[str, Any]:
+                     warmup: int | None = None, seed: int = 0, device: str = "auto"
+                     ) -> dict[str, Any]:
     """Median streaming throughput of one ensemble of ``members`` ``kind`` learners at
     ``preset_name`` (SHARP with every memory-0 gate open, tau = 0, as :func:`measure_sharp`)
     over ``repeats`` runs of ``steps`` steps after ``warmup``: ensemble steps/s and tokens/s
-    over all members; ``warmup`` defaults to min(steps, 50). Raises ValueError for an
-    unknown kind or preset, or a count below 1."""
+    over all members; ``warmup`` defaults to min(steps, 50); ``device`` is the config's
+    (``auto``: CUDA, then MPS, then the CPU). Raises ValueError for an unknown kind or
+    preset, or a count below 1."""
     check_counts(members=members, steps=steps, repeats=repeats, warmup=warmup)
     warmup = min(steps, 50) if warmup is None else warmup
-    spec = (sharp_spec(preset_name, tau=0.0, threads=threads) if kind == "sharp"
-            else baseline_spec(kind, preset_name, threads=threads))
+    spec = (sharp_spec(preset_name, tau=0.0, threads=threads, device=device) if kind == "sharp"
+            else baseline_spec(kind, preset_name, threads=threads, device=device))
     ensemble = build_ensemble(spec, list(range(seed, seed + members)))
     rng = np.random.default_rng(seed)
     tokens = rng.integers(0, ensemble.vocab_size,
@@ -175,7 +179,8 @@ def measure_ensemble(members: int, preset_name: str, *, kind: str = "sharp",
                              for r in range(repeats))
     return {
         "learner": f"{'SHARP' if kind == 'sharp' else spec.name} x{members}",
-        "preset": preset_name, "threads": threads, "members": members,
+        "device": str(ensemble.device), "preset": preset_name, "threads": threads,
+        "members": members,
         "parameters": ensemble.parameter_count(), "ensemble_steps_per_s": rate,
         "wake_tokens_per_s": rate * members, "wake_ms_per_step": 1000 / rate,
     }
