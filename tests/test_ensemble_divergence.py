@@ -37,8 +37,7 @@ POLICY = CheckpointPolicy(every_tokens=50)
 #: The learner (its seed = its segment) whose weights are made NaN before step AT + 1.
 SICK, AT = 1, 100
 SPECS = {
-    "sharp": LearnerSpec("sharp", tiny_config(sleep_every=50).to_dict(),
-                         "SHARP"),
+    "sharp": LearnerSpec("sharp", tiny_config(sleep_every=50).to_dict(), "SHARP"),
     "gru": baseline_spec("gru", "quick", hidden=8, embedding=4, vocab_size=7, window=3),
 }
 #: As in test_bench_ensemble: members equal separate learners up to summation order.
