@@ -291,21 +291,30 @@ class Diverged(FloatingPointError):
 
     ``learner`` names it (kind, engine), ``lr`` is its base learning rate, ``loss`` says
     which loss and ``value`` what it was (nats); ``step`` is the stream step (1-based)
-    where the runner saw it, None when the learner was driven directly."""
+    where the runner saw it, None when the learner was driven directly; ``member`` is the
+    diverged member of an ensemble (every ensemble's check sets it; the other members may
+    be sound), None for a separate learner."""
 
     def __init__(self, learner: str, lr: float, loss: str, value: float,
-                 step: int | None = None) -> None:
-        super().__init__(learner, lr, loss, value, step)
-        self.learner, self.lr, self.loss, self.value, self.step = learner, lr, loss, value, step
+                 step: int | None = None, member: int | None = None) -> None:
+        super().__init__(learner, lr, loss, value, step, member)
+        self.learner, self.lr, self.loss, self.value = learner, lr, loss, value
+        self.step, self.member = step, member
 
-    def at_step(self, step: int) -> Diverged:
-        """The same report, placed at stream step ``step``."""
-        return Diverged(self.learner, self.lr, self.loss, self.value, step)
+    def at_step(self, step: int | None) -> Diverged:
+        """The same report, placed at stream step ``step`` (None: no step)."""
+        return Diverged(self.learner, self.lr, self.loss, self.value, step, self.member)
+
+    def as_member(self, member: int) -> Diverged:
+        """The same report, naming ``member`` (e.g. the member's number in a job whose
+        ensemble has lost members, rather than its place in that ensemble)."""
+        return Diverged(self.learner, self.lr, self.loss, self.value, self.step, member)
 
     def __str__(self) -> str:
+        who = self.learner if self.member is None else f"{self.learner} member {self.member}"
         where = "" if self.step is None else f" at stream step {self.step}"
         return (
-            f"{self.learner} diverged{where}: its {self.loss} loss is {self.value:.4g} nats "
+            f"{who} diverged{where}: its {self.loss} loss is {self.value:.4g} nats "
             f"with learning rate lr={self.lr:g}, so its weights have blown up and nothing "
             f"it predicts from here on means anything. Lower the learning rate (e.g. "
             f"lr={self.lr / 10:g}) and run again from the start, or from a checkpoint saved "
@@ -313,14 +322,15 @@ class Diverged(FloatingPointError):
         )
 
 
-def check_finite(learner: Any, **losses: float) -> None:
-    """Raise :class:`Diverged` for ``learner`` (any learner with a ``config``) if one of
-    ``losses`` (name -> nats, e.g. ``prediction=p``) is NaN, infinite or above
-    :data:`DIVERGED_LOSS`. Costs well under a microsecond, so every ``learn`` step calls
-    it."""
+def check_finite(learner: Any, *, member: int | None = None, **losses: float) -> None:
+    """Raise :class:`Diverged` for ``learner`` (any learner or ensemble with a ``config``)
+    if one of ``losses`` (name -> nats, e.g. ``prediction=p``) is NaN, infinite or above
+    :data:`DIVERGED_LOSS`; ``member``: the ensemble member the losses are of (named in the
+    report). Costs well under a microsecond, so every ``learn`` step calls it."""
     for name, value in losses.items():
         if not value <= DIVERGED_LOSS:
-            raise Diverged(learner_label(learner), learner.config.lr, name, value)
+            raise Diverged(learner_label(learner), learner.config.lr, name, value,
+                           member=member)
 
 
 def learner_label(learner: Any) -> str:

@@ -224,6 +224,9 @@ def test_a_diverging_member_is_reported_as_a_separate_learner_is() -> None:
     non-finite or absurd loss raises Diverged naming the member, as Sharp.learn does."""
     ensemble = SharpEnsemble(config(lr=1e9), SEEDS)
     streams = np.random.default_rng(0).integers(0, 7, (3, 60))
-    with pytest.raises(Diverged, match=r"\(member \d\) loss is .* with learning rate lr=1e\+09"):
+    with pytest.raises(Diverged, match=r"member \d diverged: its (prediction|recall) loss "
+                       r"is .* with learning rate lr=1e\+09") as caught:
         for i in range(55):
             ensemble.learn(streams[:, i : i + 3], streams[:, i + 3])
+    assert caught.value.member in range(len(SEEDS))
+    assert f"member {caught.value.member} diverged" in str(caught.value)

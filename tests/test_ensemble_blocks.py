@@ -86,7 +86,8 @@ def test_a_block_names_the_member_and_the_step_that_diverged() -> None:
     with pytest.raises(Diverged) as block:
         SharpEnsemble(c, SEEDS).learn_block(windows, torch.as_tensor(ids[:, 3:58]).T)
     assert block.value.step == i + 1 and single.value.step is None
-    assert block.value.loss == single.value.loss and "(member" in block.value.loss
+    assert (block.value.loss, block.value.member) == (single.value.loss, single.value.member)
+    assert single.value.member in range(len(SEEDS))
     with pytest.raises(Diverged, match=f"at stream step {i + 11}: "):
         run_ensemble_stream(SharpEnsemble(c, SEEDS), ids[:, :58], offset=10)
 

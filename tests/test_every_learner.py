@@ -210,6 +210,9 @@ def test_diverged_crosses_process_boundaries() -> None:
     again = pickle.loads(pickle.dumps(error))
     assert str(again) == str(error) and again.step == 7
     assert "LSTM (tbptt) diverged at stream step 7: its prediction loss is inf nats" in str(error)
+    member = pickle.loads(pickle.dumps(error.as_member(2)))
+    assert (member.member, member.step) == (2, 7)
+    assert "LSTM (tbptt) member 2 diverged at stream step 7: its prediction" in str(member)
 
 
 def _same(a: object, b: object) -> bool:

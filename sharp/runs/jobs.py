@@ -12,7 +12,8 @@ checkpoint, or returns its stored result when it had finished. Its folder::
       manifest.json                 checkpoints (step, position, file, sha256), record
                                     chunks, attempts (node, pid, step resumed from), result
       state-<step>.pt               learner (or ensemble) state_dict (weights, optimisers,
-                                    states, RNG)
+                                    states, RNG; an ensemble's holds the members still
+                                    training, named by their seeds)
       records/<start>-<stop>.npz    per-step records of steps start+1..stop (per member)
       rows.parquet, curve.parquet   the finished job's result
 
@@ -53,7 +54,7 @@ from sharp.runs.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
-from sharp.runs.registry import LearnerSpec, build_ensemble, build_learner
+from sharp.runs.registry import LearnerSpec, build_ensemble, build_from_state, build_learner
 from sharp.runs.stream import (
     Slice,
     evaluate_slices,
@@ -600,14 +601,22 @@ def run_ensemble_job(
     steps a separate learner sleeps at), then each member evaluated on its own slices.
     Returns the members' ``(rows, curve)`` concatenated in member order, with the labels,
     columns and seeds :func:`run_learner_job` gives each; a member's ``train_seconds`` is
-    its 1/M share of the ensemble's training time (so ``tokens_per_s`` summed over the
-    members is the ensemble's throughput), and its ``eval_seconds`` its share likewise.
+    its share of the ensemble's training time (each piece of steps' time split evenly over
+    the members that ran it, so ``tokens_per_s`` summed over the members is the ensemble's
+    throughput), and its ``eval_seconds`` its share likewise.
 
-    Checkpoints and resumes as :func:`run_learner_job` does (the ensemble's state, the
-    per-member records). When the ensemble diverges (a baseline ensemble raises
-    :class:`~sharp.protocol.Diverged` for any member's loss; any ensemble for a member's
-    non-finite evaluation), every member's rows are NaN with the report in ``diverged`` and
-    its curve is empty: one member's divergence stops its ensemble."""
+    A member that diverges (:class:`~sharp.protocol.Diverged` naming it: a SHARP
+    ensemble's block or sleep check, a baseline ensemble's step check, or its non-finite
+    evaluation) gets what :func:`run_learner_job` gives a learner that diverges: rows with
+    NaN metrics and the report (member, stream step, learning rate) in ``diverged``, and an
+    empty curve when it diverged in training; the other members continue without it, so
+    that ``--ensemble on`` reports the runs ``off`` reports. When every member diverges,
+    every row is diverged.
+
+    Checkpoints and resumes as :func:`run_learner_job` does: the state of the ensemble of
+    the members still training (its seeds say which they are), the per-member records,
+    and in the checkpoint's ``extra`` each member's ``diverged`` report and training
+    seconds."""
     policy = policy or CheckpointPolicy()
     store = JobFolder(folder) if folder is not None else None
     if store is not None and (stored := store.result()) is not None:
@@ -616,57 +625,92 @@ def run_ensemble_job(
     if store is not None:
         store.start_attempt(state.step)
     ensemble = cast("SharpEnsemble | BaselineEnsemble", state.learner)
-    step, offset, seconds = state.step, state.offset, state.train_seconds
+    alive = [job.seeds.index(seed) for seed in ensemble.seeds]  # job member of each member
+    diverged: list[str] = list(state.extra.get("diverged", [""] * job.lanes))  # a copy
+    seconds = np.array(state.extra.get("member_seconds",
+                                       [state.train_seconds / job.lanes] * job.lanes))
+    step, offset = state.step, state.offset
     records, unsaved = state.records, []
     saved_step, saved_at = step, time.monotonic()
+    done = step * job.lanes  # tokens reported, counted as JobFolder.done_tokens counts them
     streams = np.stack([member.documents[0] for member in job.members])
     total = n_windows(streams.shape[1], job.window)
     names = list(job.members[0].slices)
-    diverged = ""
-    try:
-        while offset < total:
-            stop = min(offset + min(PIECE, policy.every_tokens), total)
-            started = time.perf_counter()
-            part = run_ensemble_stream(ensemble, streams[:, offset : stop + job.window],
+    while alive and offset < total:
+        stop = min(offset + min(PIECE, policy.every_tokens), total)
+        at_start = ensemble.state_dict()
+        started = time.perf_counter()
+        try:
+            part = run_ensemble_stream(ensemble, streams[alive, offset : stop + job.window],
                                        offset=step)
-            seconds += time.perf_counter() - started
-            unsaved.append(part[["step", "member", *RECORD_COLUMNS]])
-            step, offset = step + stop - offset, stop
-            if report is not None:
-                report(len(part))
-            due = policy.due(step - saved_step, time.monotonic() - saved_at) or offset == total
-            if store is not None and due:
-                store.save(ensemble, pd.concat(unsaved), step=step, document=0, offset=offset,
-                           train_seconds=seconds, keep=policy.keep)
-                saved_step, saved_at = step, time.monotonic()
-            if due:
-                records, unsaved = records + unsaved, []
-        results = {name: ensemble.evaluate([member.slices[name] for member in job.members])
-                   for name in names}
-        for name, evaluated in results.items():
-            check_finite(ensemble, **{f"{name} evaluation (member {m})": result.mean_bits() * LN2
-                                      for m, result in enumerate(evaluated)})
-    except Diverged as error:
-        diverged = str(error)
-    frame = _NO_RECORDS if diverged else pd.concat(records + unsaved, ignore_index=True)
+        except Diverged as error:
+            # Members never mix (per-member masks, batched products), so the others' steps
+            # were sound; but a SHARP ensemble sees a divergence only at the end of a block
+            # (after every member took all its steps) or of a sleep (before the pending flags
+            # and tags are cleared), and the piece's records are lost with the exception.
+            # So the others take the piece again from the state saved at its start, without
+            # the diverged member: exactly their own arithmetic (up to the reduction order
+            # of a smaller batch), as separate learners. The failed attempt is not timed.
+            dropped = alive.pop(cast(int, error.member))
+            diverged[dropped] = str(error.as_member(dropped))
+            if alive:
+                ensemble = _without(at_start, cast(int, error.member))
+            continue
+        seconds[alive] += (time.perf_counter() - started) / len(alive)
+        part = part[["step", "member", *RECORD_COLUMNS]].assign(
+            member=np.asarray(alive)[part["member"].to_numpy()])
+        unsaved.append(part)
+        step, offset = step + stop - offset, stop
+        done += len(part)
+        if report is not None:
+            report(len(part))
+        due = policy.due(step - saved_step, time.monotonic() - saved_at) or offset == total
+        if store is not None and due:
+            store.save(ensemble, pd.concat(unsaved), step=step, document=0, offset=offset,
+                       train_seconds=float(seconds.sum()), keep=policy.keep,
+                       extra={"diverged": diverged, "member_seconds": seconds.tolist()})
+            saved_step, saved_at = step, time.monotonic()
+        if due:
+            records, unsaved = records + unsaved, []
+    results = {name: dict(zip(alive, ensemble.evaluate([job.members[m].slices[name]
+                                                        for m in alive]), strict=True))
+               for name in names} if alive else {}
+    for m in alive:
+        try:
+            check_finite(ensemble, member=m, **{f"{name} evaluation":
+                                                results[name][m].mean_bits() * LN2
+                                                for name in names})
+        except Diverged as error:
+            diverged[m] = str(error)
+    frame = pd.concat(records + unsaved, ignore_index=True) if alive else _NO_RECORDS
     outputs = []
     for m, member in enumerate(job.members):
-        if diverged:
-            member_records, rows = _NO_RECORDS, _diverged_rows(names)
-        else:
+        if m in alive:
             member_records = frame[frame["member"] == m].drop(columns="member")
             member_records = member_records.reset_index(drop=True)
-            rows = pd.DataFrame([slice_row(name, results[name][m], member.clip)
-                                 for name in names])
+        else:  # diverged in training: as a separate learner's, its one document is unfinished
+            member_records = _NO_RECORDS
+        rows = _diverged_rows(names) if diverged[m] else pd.DataFrame(
+            [slice_row(name, results[name][m], member.clip) for name in names])
         outputs.append(_label(member, ensemble.parameter_count(), member_records, rows,
-                              seconds / job.lanes, diverged))
+                              float(seconds[m]), diverged[m]))
     merged = (pd.concat([rows for rows, _ in outputs], ignore_index=True),
               pd.concat([curve for _, curve in outputs], ignore_index=True))
     if report is not None:
-        report(job.total_tokens - step * job.lanes)
+        report(job.total_tokens - done)
     if store is not None:
         store.finish(*merged)
     return merged
+
+
+def _without(state: dict[str, Any], member: int) -> SharpEnsemble | BaselineEnsemble:
+    """The ensemble of ``state`` (an ensemble's ``state_dict``) without its member
+    ``member`` (0-based): every other member restored exactly as ``state`` holds it."""
+    kept = {**state, "seeds": [s for i, s in enumerate(state["seeds"]) if i != member],
+            "members": [s for i, s in enumerate(state["members"]) if i != member]}
+    ensemble = cast("SharpEnsemble | BaselineEnsemble", build_from_state(kept))
+    ensemble.load_state_dict(kept)
+    return ensemble
 
 
 def run_job(job: Job, report: Report | None = None, *, folder: str | os.PathLike | None = None,

@@ -107,8 +107,9 @@ def run_ensemble_stream(
     the losses read back once per block). Returns one record per step and member,
     step-major: step, member, bits, correct, recall, memory_learned, slept (``slept`` marks
     the steps a sleep phase followed, for every member, as :func:`run_stream` marks them).
-    Raises ValueError for ids outside the vocabulary and what ``learn`` raises
-    (:class:`~sharp.protocol.Diverged`; a SHARP ensemble's names the global step)."""
+    Raises ValueError for ids outside the vocabulary and what ``learn`` and ``sleep``
+    raise (:class:`~sharp.protocol.Diverged`, naming the member and placed at the global
+    step); no records are returned then."""
     from sharp.engines.ensemble import SharpEnsemble
 
     window = ensemble.window
@@ -123,7 +124,10 @@ def run_ensemble_stream(
         losses, recalls, learned, correct = [], [], [], []
         slept = np.zeros(n, dtype=bool)
         for i in range(n):
-            step = ensemble.learn(ids[:, i : i + window], ids[:, i + window])
+            try:
+                step = ensemble.learn(ids[:, i : i + window], ids[:, i + window])
+            except Diverged as error:
+                raise error.at_step(offset + i + 1) from None
             losses.append(step.loss)
             recalls.append(step.recall)
             learned.append(step.learned)
@@ -166,7 +170,10 @@ def _sharp_blocks(ensemble: SharpEnsemble, ids: torch.Tensor, n: int, sleep_ever
         learned.append(block.learned)
         correct.append(block.correct)
         if sleep_every and (offset + hi) % sleep_every == 0:
-            ensemble.sleep()
+            try:
+                ensemble.sleep()
+            except Diverged as error:  # the sleep after step hi, as run_stream places it
+                raise error.at_step(offset + hi) from None
             slept[hi - 1] = True
         lo = hi
     return losses, recalls, learned, correct, slept

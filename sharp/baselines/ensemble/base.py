@@ -153,14 +153,15 @@ class BaselineEnsemble:
         as in a baseline's :class:`~sharp.protocol.StepResult`. Raises ValueError for wrong
         shapes, ids outside the vocabulary or a window that does not continue its member's
         stream (nothing changes then); :class:`~sharp.protocol.Diverged` when a member's
-        loss is not finite."""
+        loss is not finite, its ``member`` the first such member (every member has taken
+        the step by then; the others' updates are their own, unaffected by it)."""
         x = check_windows(windows, self.members, self.window, self.vocab_size)
         y = check_targets(targets, self.members, self.vocab_size)
         logits = self._learn(x, y)
         target = torch.tensor(y, device=self.device)
         loss = nn.functional.cross_entropy(logits, target, reduction="none")
-        check_finite(self, **{f"prediction (member {m})": value
-                              for m, value in enumerate(loss.tolist())})
+        for m, value in enumerate(loss.tolist()):
+            check_finite(self, member=m, prediction=value)
         return EnsembleStep(logits, loss,
                             torch.full((self.members,), float("nan"), device=self.device),
                             torch.zeros(self.members, dtype=torch.bool, device=self.device),

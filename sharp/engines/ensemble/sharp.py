@@ -257,13 +257,13 @@ class SharpEnsemble:
         (W token ids; ``windows`` is (M, W)) and then learns next token ``targets[m]``
         (``targets`` is (M,)); a block of one (:meth:`learn_block`). Raises ValueError for
         wrong shapes or ids outside the vocabulary (nothing changes then);
-        :class:`~sharp.protocol.Diverged` naming the member when a member's prediction or
-        recall loss is not finite, as a separate learner does."""
+        :class:`~sharp.protocol.Diverged` naming the member (its ``member``) when a
+        member's prediction or recall loss is not finite, as a separate learner does."""
         x, y = self._windows(windows), self._targets(targets)
         try:
             block = self._learn(x.unsqueeze(0), y.unsqueeze(0))
         except Diverged as error:
-            raise Diverged(error.learner, error.lr, error.loss, error.value) from None
+            raise error.at_step(None) from None
         return EnsembleStep(block.logits, block.loss[0], block.recall[0], block.learned[0], y)
 
     def learn_block(self, windows: Tensor | np.ndarray, targets: Tensor | np.ndarray
@@ -272,9 +272,10 @@ class SharpEnsemble:
         ``targets[b]`` (M,), as B calls of :meth:`learn` do, the losses read back once per
         :data:`BLOCK` steps. ``windows`` is (B, M, W) and ``targets`` (B, M) token ids.
         Raises ValueError for no steps, other shapes, non-integer ids or ids outside the
-        vocabulary (nothing changes then); :class:`~sharp.protocol.Diverged` naming the member, with
-        ``step`` the first step (1-based within this call) whose loss is not finite — the
-        steps after it in its block of :data:`BLOCK` have been taken too."""
+        vocabulary (nothing changes then); :class:`~sharp.protocol.Diverged` with
+        ``step`` the first step (1-based within this call) whose loss is not finite and
+        ``member`` the first member whose loss is not finite at that step — every member
+        has taken the steps after it in its block of :data:`BLOCK` too."""
         return self._learn(*self._block(windows, targets))
 
     @small_kernels()
@@ -309,16 +310,15 @@ class SharpEnsemble:
 
     def _check_block(self, loss: Tensor, recall: Tensor, offset: int) -> None:
         """:func:`~sharp.protocol.check_finite` on the first step of ``loss``, ``recall``
-        (n, M) that has a non-finite or absurd value; its Diverged is placed at step
-        ``offset`` + its row + 1."""
+        (n, M) that has a non-finite or absurd value, member by member; its Diverged names
+        the first such member and is placed at step ``offset`` + its row + 1."""
         bad = (~(torch.stack([loss, recall]) <= DIVERGED_LOSS)).any(0).any(1)
         if not bad.any():
             return
         b = int(bad.nonzero()[0])
         try:
-            check_finite(self, **{f"{name} (member {m})": value
-                                  for name, losses in (("prediction", loss), ("recall", recall))
-                                  for m, value in enumerate(losses[b].tolist())})
+            for m, (p, r) in enumerate(zip(loss[b].tolist(), recall[b].tolist(), strict=True)):
+                check_finite(self, member=m, prediction=p, recall=r)
         except Diverged as error:
             raise error.at_step(offset + b + 1) from None
 
@@ -439,7 +439,9 @@ class SharpEnsemble:
         """The sleep phase (SPEC §4) of every member with a sleep pending, batched over
         members; one report per member (``slept`` False where nothing was pending, and
         such a member is left exactly as it was). Every call ends every member's wake
-        period, as :meth:`Sharp.sleep` does."""
+        period, as :meth:`Sharp.sleep` does. Raises :class:`~sharp.protocol.Diverged`
+        naming the first member (its ``member``) whose last replay loss is not finite,
+        after every member has slept and before the pending flags and tags are cleared."""
         self.awake[:] = False
         pending = self.sleep_pending.tolist()
         reports = [SleepReport(slept=flag) for flag in pending]
@@ -451,8 +453,9 @@ class SharpEnsemble:
                 for report, layer in zip(reports, self._sleep_layer(target, tags), strict=True):
                     if layer is not None:
                         report.layers.append(layer)
-        check_finite(self, **{f"memory-{layer.layer} replay (member {m})": layer.last_loss
-                              for m, report in enumerate(reports) for layer in report.layers})
+        for m, report in enumerate(reports):
+            check_finite(self, member=m, **{f"memory-{layer.layer} replay": layer.last_loss
+                                            for layer in report.layers})
         rows = self.sleep_pending.nonzero().view(-1)
         self.tag_count[rows] = 0
         self.tag_next[rows] = 0
