@@ -198,7 +198,8 @@ def test_memory_capacity_probe_recalls_recent_tokens():
     trained = Memory(7, 32, 16, 4, tokens=True)
     torch.manual_seed(0)
     untrained = Memory(7, 32, 16, 4, tokens=True)
-    train_memory(trained, make_sequence("random", 1500, 1), 4, lr=3e-3)
+    train_memory(trained, make_sequence("random", 1500, 1),
+                 preset("simulation", layers=1, hidden=32, embedding=16, lr=3e-3, tau=0.0))
     probe = make_sequence("random", 1500, 2)
     states = memory_states(trained, probe)
     errors = {lag: probe_error(states, probe, lag) for lag in (1, 2, 6)}
@@ -206,6 +207,21 @@ def test_memory_capacity_probe_recalls_recent_tokens():
     assert errors[6] > errors[2] + 0.2
     blank = memory_states(untrained, probe)
     assert probe_error(blank, probe, 3) > probe_error(states, probe, 3)
+
+
+def test_train_memory_gates_with_the_config_ema_and_tau():
+    # lr ~0: every window's recall loss stays near ln 7 = 1.95 nats; the EMA starts at 0
+    config = preset("simulation", layers=1, hidden=8, embedding=4, lr=1e-9, tau=0.5)
+    tokens = make_sequence("random", config.window + 2, 0)  # three windows
+
+    def updates(**change: float) -> int:
+        torch.manual_seed(0)
+        return train_memory(Memory(7, 8, 4, config.window, tokens=True), tokens,
+                            config.replace(**change))
+
+    assert updates(ema=0.0) == 3  # the EMA is the loss itself: above tau at once
+    assert updates() <= 1  # ema 0.9: 0.2, 0.37, 0.53 nats
+    assert updates(tau=0.0) == 3 and updates(tau=10.0) == 0
 
 
 def test_wake_all_memories_trains_upper_memories_online():

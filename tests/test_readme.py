@@ -1,5 +1,5 @@
-"""The README's Python example (the block under "## The package") runs as written, on the
-first few thousand tokens of its corpus."""
+"""The README's "## The package" section: its Python example runs as written, on the first
+few thousand tokens of its corpus, and its tree and module table match the package."""
 
 from __future__ import annotations
 
@@ -11,8 +11,16 @@ from pathlib import Path
 import sharp.data
 from sharp.data import Corpus
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 TOKENS = 3_000  # the corpus slice the example sees, so that it runs in a few seconds
+
+
+def package_section() -> str:
+    """README.md from "## The package" up to its Python example."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("\n## The package"):]
+    return section[: section.index("```python")]
 
 
 def readme_example() -> str:
@@ -37,3 +45,30 @@ def test_readme_example_runs(monkeypatch, capsys) -> None:
     printed = capsys.readouterr().out.split()
     assert len(printed) == 2 and all(math.isfinite(float(v)) for v in printed)
     assert 0 < float(printed[0]) < 5 and 0 < float(printed[1]) < 5  # bits per character
+
+
+def test_the_tree_names_every_folder_and_tool() -> None:
+    tree = package_section().split("```")[1]
+    folders = set(re.findall(r"^  (\w+)/ ", tree, re.M))
+    package = {path.parent.name for path in (ROOT / "sharp").glob("*/__init__.py")}
+    assert folders == package, sorted(folders ^ package)
+    modules = set(re.findall(r"^  (\w+\.py) ", tree, re.M))
+    assert modules == {"config.py", "protocol.py", "cli.py"}
+    tools = tree[tree.index("\ntools/"):]
+    missing = [path.name for path in (ROOT / "tools").glob("*.py") if path.name not in tools]
+    assert not missing, missing
+
+
+def test_the_module_table_covers_the_package_and_names_only_real_modules() -> None:
+    table = package_section().split("| module | what it is |")[1]
+    named = set(re.findall(r"`(sharp(?:\.\w+)+)`", table))
+    stale = [name for name in named
+             if not (ROOT / f"{name.replace('.', '/')}.py").is_file()
+             and not (ROOT / name.replace(".", "/") / "__init__.py").is_file()]
+    assert not stale, stale
+    top = {"sharp", "sharp.__main__", "sharp.cli", "sharp.config", "sharp.protocol"}  # the tree's
+    modules = {".".join(path.relative_to(ROOT).with_suffix("").parts)
+               for path in (ROOT / "sharp").rglob("*.py") if path.name != "__init__.py"}
+    unnamed = [module for module in sorted(modules - top)
+               if not any(module == name or module.startswith(name + ".") for name in named)]
+    assert not unnamed, unnamed

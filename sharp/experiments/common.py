@@ -520,23 +520,21 @@ def late_error(frame: pd.DataFrame, by: Sequence[str], fraction: float = 0.25) -
 def train_memory(
     memory: Memory,
     tokens: np.ndarray,
-    window: int,
+    config: SharpConfig,
     *,
-    lr: float,
-    tau: float = 0.0,
-    ema: float = 0.9,
-    weight_decay: float = 1e-12,
     every: int | None = None,
     callback: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Train a token memory online with the wake rule of SPEC §3 steps 2–3: stride-1
-    windows encoded from the carried state, one Adam step whenever the recall-loss EMA
-    exceeds ``tau`` (``tau = 0``: every step). ``callback(step, updates)`` runs every
-    ``every`` steps. Returns the number of updates."""
-    optimiser = FusedAdam([memory.parameters()], [lr], weight_decay=weight_decay)
+    """Train a token memory online with the wake rule of SPEC §3 steps 2–3 and memory 0's
+    settings in ``config`` (``window``, ``lr``, ``weight_decay``, ``ema``, ``tau``):
+    stride-1 windows encoded from the carried state, one Adam step whenever the recall-loss
+    EMA exceeds ``tau`` (``tau = 0``: every step). ``tokens``: (T,) ids, T >= window.
+    ``callback(step, updates)`` runs every ``every`` steps. Returns the number of updates."""
+    window = config.window
+    optimiser = FusedAdam([memory.parameters()], [config.lr], weight_decay=config.weight_decay)
     ids = torch.as_tensor(token_array(tokens), dtype=torch.long, device=memory.device)
     carry = torch.zeros(1, memory.hidden, device=memory.device)
-    gate, updates = RecallGate(ema, tau), 0
+    gate, updates = RecallGate(config.ema, config.tau), 0
     for i in range(len(ids) - window + 1):
         x = ids[i : i + window].unsqueeze(0)
         recall, _, after_first = memory.encode(x, carry)

@@ -62,8 +62,7 @@ def _drift_job(config: SharpConfig, samples: int, every: int, probe: np.ndarray,
                      "memory_update_rate": (updates - last_updates[0]) / every})
         previous[0], last_updates[0] = states, updates
 
-    train_memory(memory, tokens, config.window, lr=config.lr, tau=config.tau, every=every,
-                 callback=checkpoint)
+    train_memory(memory, tokens, config, every=every, callback=checkpoint)
     return pd.DataFrame(rows)
 
 

@@ -90,8 +90,7 @@ def _capacity_job(config: SharpConfig, datasets: Sequence[str], lags: Sequence[i
         memory = token_memory(config, VOCAB, seed)  # same initialisation for every training set
         updates = 0
         if train != UNTRAINED:
-            updates = train_memory(memory, make_sequence(train, train_samples, seed),
-                                   config.window, lr=config.lr, tau=config.tau)
+            updates = train_memory(memory, make_sequence(train, train_samples, seed), config)
         for kind, tokens in probes.items():
             states = memory_states(memory, tokens)
             for lag in lags:
