@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from sharp.data.streams import n_windows
-from sharp.protocol import LN2, Diverged, Learner, check_finite
+from sharp.protocol import Diverged, Learner
 from sharp.runs.checkpoints import (
     CheckpointError,
     atomic_path,
@@ -56,10 +56,10 @@ from sharp.runs.checkpoints import (
 from sharp.runs.registry import LearnerSpec, build_ensemble, build_learner
 from sharp.runs.stream import (
     Slice,
+    evaluate_ensemble_slices,
     evaluate_slices,
     run_ensemble_stream,
     run_stream,
-    slice_row,
 )
 
 if TYPE_CHECKING:
@@ -641,11 +641,8 @@ def run_ensemble_job(
                 saved_step, saved_at = step, time.monotonic()
             if due:
                 records, unsaved = records + unsaved, []
-        results = {name: ensemble.evaluate([member.slices[name] for member in job.members])
-                   for name in names}
-        for name, evaluated in results.items():
-            check_finite(ensemble, **{f"{name} evaluation (member {m})": result.mean_bits() * LN2
-                                      for m, result in enumerate(evaluated)})
+        evaluated = evaluate_ensemble_slices(
+            ensemble, [member.slices for member in job.members], job.members[0].clip)
     except Diverged as error:
         diverged = str(error)
     frame = _NO_RECORDS if diverged else pd.concat(records + unsaved, ignore_index=True)
@@ -656,8 +653,7 @@ def run_ensemble_job(
         else:
             member_records = frame[frame["member"] == m].drop(columns="member")
             member_records = member_records.reset_index(drop=True)
-            rows = pd.DataFrame([slice_row(name, results[name][m], member.clip)
-                                 for name in names])
+            rows = evaluated[m]
         outputs.append(_label(member, ensemble.parameter_count(), member_records, rows,
                               seconds / job.lanes, diverged))
     merged = (pd.concat([rows for rows, _ in outputs], ignore_index=True),

@@ -96,18 +96,21 @@ def run_stream(
 
 
 def run_ensemble_stream(
-    ensemble: SharpEnsemble | BaselineEnsemble, streams: np.ndarray, *, offset: int = 0
+    ensemble: SharpEnsemble | BaselineEnsemble, streams: np.ndarray, *, offset: int = 0,
+    sleep_every: int | None = None,
 ) -> pd.DataFrame:
     """Stream row m of ``streams`` (M, n + W) through member m of ``ensemble`` once, all
     members in lockstep, as :func:`run_stream` streams one learner: a SHARP ensemble sleeps
     (every pending member, :meth:`~sharp.engines.ensemble.SharpEnsemble.sleep`) after each
-    global step (``offset`` + position, 1-based) that is a multiple of its config's
-    ``sleep_every``, the steps a separate learner sleeps after, and runs the steps between
+    global step (``offset`` + position, 1-based) that is a multiple of ``sleep_every``
+    (default: its config's; 0: never), the steps a separate learner sleeps after, and runs
+    the steps between
     two sleeps as device blocks (:meth:`~sharp.engines.ensemble.SharpEnsemble.learn_block`,
     the losses read back once per block). Returns one record per step and member,
     step-major: step, member, bits, correct, recall, memory_learned, slept (``slept`` marks
     the steps a sleep phase followed, for every member, as :func:`run_stream` marks them).
-    Raises ValueError for ids outside the vocabulary and what ``learn`` raises
+    Raises ValueError for ids outside the vocabulary, TypeError for a ``sleep_every`` given
+    to an ensemble without a sleep phase, and what ``learn`` raises
     (:class:`~sharp.protocol.Diverged`; a SHARP ensemble's names the global step)."""
     from sharp.engines.ensemble import SharpEnsemble
 
@@ -115,7 +118,12 @@ def run_ensemble_stream(
     members = streams.shape[0]
     ids = torch.as_tensor(np.ascontiguousarray(streams), dtype=torch.int64)
     n = n_windows(ids.shape[1], window)
-    sleep_every = (ensemble.config.sleep_every or 0) if isinstance(ensemble, Sleeper) else 0
+    if not isinstance(ensemble, Sleeper) and sleep_every:
+        raise TypeError(f"{type(ensemble).__name__} has no sleep phase; "
+                        f"sleep_every={sleep_every} needs one")
+    if sleep_every is None:
+        sleep_every = ensemble.config.sleep_every if isinstance(ensemble, Sleeper) else 0
+    sleep_every = sleep_every or 0
     if isinstance(ensemble, SharpEnsemble):
         losses, recalls, learned, correct, slept = _sharp_blocks(ensemble, ids, n, sleep_every,
                                                                  offset)
@@ -192,6 +200,25 @@ def evaluate_slices(
         check_finite(learner, **{f"{name} evaluation": pooled.mean_bits() * LN2})
         rows.append(slice_row(name, pooled, clip))
     return pd.DataFrame(rows)
+
+
+def evaluate_ensemble_slices(
+    ensemble: SharpEnsemble | BaselineEnsemble, slices: Sequence[Mapping[str, np.ndarray]],
+    clip: float | None = None,
+) -> list[pd.DataFrame]:
+    """:func:`evaluate_slices` for every member of ``ensemble`` at once: member m evaluated,
+    without learning and from a reset state, on each named slice of ``slices[m]`` (one
+    token array per name, the same names for every member; each name batched over the
+    members). Returns one frame per member, one row per slice. Raises
+    :class:`~sharp.protocol.Diverged` rather than report a member's non-finite mean, and
+    ValueError for a slice of W tokens or fewer."""
+    names = list(slices[0])
+    results = {name: ensemble.evaluate([member[name] for member in slices]) for name in names}
+    for name, evaluated in results.items():
+        check_finite(ensemble, **{f"{name} evaluation (member {m})": result.mean_bits() * LN2
+                                  for m, result in enumerate(evaluated)})
+    return [pd.DataFrame([slice_row(name, results[name][m], clip) for name in names])
+            for m in range(len(slices))]
 
 
 def slice_row(name: str, result: EvalResult, clip: float | None = None) -> dict[str, object]:
