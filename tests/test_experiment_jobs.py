@@ -25,7 +25,7 @@ from sharp.config import preset
 from sharp.experiments.common import Job, JobCheckpoints, job_id, stream_job
 from sharp.experiments.report import jobs_folder, run_experiment
 from sharp.experiments.sleep_ablation import WakeAllMemories
-from sharp.experiments.text_stream import TINY, text_curve_job
+from sharp.experiments.text_stream import TINY, text_curve_job, text_ensemble_job
 from sharp.model.learner import Sharp
 from sharp.runs.jobs import CheckpointPolicy, JobFolder
 from sharp.runs.registry import LearnerSpec
@@ -316,6 +316,28 @@ def test_a_text_job_resumes_exactly_from_its_checkpoint(
     frame = text_curve_job(**job, checkpoints=checkpoints)
     assert resumed_from == [0, 100]
     pd.testing.assert_frame_equal(frame, expected, check_exact=True)
+
+
+def test_a_text_ensemble_job_resumes_exactly_from_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resumed_from: list[int]
+) -> None:
+    """The repetitions of a condition as one ensemble, resumed after its fourth checkpoint
+    (step 200: after the sleep and the evaluation at 150, whose rows it restores), return
+    the uninterrupted frame exactly; the checkpoint holds the ensemble's state."""
+    job = {**TEXT_JOB, "sleep": True, "seeds": [3, 5]}
+    expected = text_ensemble_job(**job)
+    folder = tmp_path / "job"
+    checkpoints = JobCheckpoints(str(folder), CheckpointPolicy(every_tokens=50))
+    with monkeypatch.context() as patch:
+        _crash_after(patch, 4)
+        with pytest.raises(Crash):
+            text_ensemble_job(**job, checkpoints=checkpoints)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert len(manifest["checkpoints"][-1]["extra"]["rows"][1]) == 3  # member 1 at 150
+    frame = text_ensemble_job(**job, checkpoints=checkpoints)
+    assert resumed_from == [0, 200]
+    pd.testing.assert_frame_equal(frame, expected, check_exact=True)
+    assert list(frame["seed"].unique()) == [3, 5] and list(frame["rep"].unique()) == [0, 1]
 
 
 def test_a_truncated_mid_job_checkpoint_falls_back_to_the_previous_one(

@@ -134,13 +134,16 @@ class Job:
     """One unit of work: ``function(**kwargs)`` returns a DataFrame; ``labels`` are added
     as columns to it. ``size`` says which argument sets the job's length, for the duration
     estimate; ``checkpoints``, set by :func:`run_jobs` for a function that takes that
-    keyword, where it checkpoints (neither is part of the job's content: :func:`job_id`)."""
+    keyword, where it checkpoints; ``members``, the learners it runs as one ensemble
+    (SPEC §10; 1: a job of separate learners, or one), for the run's record (none of these
+    is part of the job's content: :func:`job_id`)."""
 
     function: Callable[..., pd.DataFrame]
     kwargs: dict[str, Any]
     labels: dict[str, Any] = field(default_factory=dict)
     size: Size | None = None
     checkpoints: JobCheckpoints | None = None
+    members: int = 1
 
     @property
     def checkpoints_inside(self) -> bool:
@@ -658,7 +661,9 @@ def band_figure(
 @dataclass(frozen=True)
 class Experiment:
     """An experiment of SPEC §8: its run and figure functions, parameter presets, the
-    paper's qualitative claim and a summary function (DataFrame -> markdown lines)."""
+    paper's qualitative claim and a summary function (DataFrame -> markdown lines);
+    ``ensembles``: whether its run takes ``ensemble`` (``auto``, ``on``, ``off``: its
+    repetitions may run as ensemble jobs, SPEC §10)."""
 
     name: str
     number: int
@@ -668,6 +673,7 @@ class Experiment:
     presets: Mapping[str, Mapping[str, Any]]
     claim: str
     summarise: Callable[[pd.DataFrame], list[str]] = lambda frame: []
+    ensembles: bool = False
 
     def parameters(self, preset: str, **overrides: Any) -> dict[str, Any]:
         """The preset's keyword arguments with ``overrides`` applied. A ``config`` override
