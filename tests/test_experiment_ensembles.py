@@ -1,7 +1,8 @@
-"""The text experiments' repetitions as ensembles (issue 13, item 3; SPEC §10): with
-``--ensemble on`` each condition's repetitions run as one ensemble job and give the frame of
-separate jobs; ``auto`` groups only where ``sharp bench --ensemble auto`` does (not on the
-CPU); the wake-only condition always runs separately; the record says which mode ran."""
+"""The experiments' repetitions as ensembles (issue 13, item 3; SPEC §10): with
+``--ensemble on`` each condition's repetitions in the text (8, 9) and community-task (2-4)
+experiments run as one ensemble job and give the frame of separate jobs; ``auto`` groups
+only where ``sharp bench --ensemble auto`` does (not on the CPU); the wake-only condition
+always runs separately; the record says which mode ran."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ import pytest
 from test_bench_ensemble import TOLERANCE
 
 from sharp.cli import main
-from sharp.experiments.common import REGISTRY, planned_jobs
+from sharp.experiments.common import REGISTRY, group_repetitions, planned_jobs
 from sharp.experiments.report import run_experiment
 from sharp.experiments.sleep_ablation import SLEEP, WAKE_ALL
-from sharp.experiments.text_stream import TINY, group_repetitions
+from sharp.experiments.text_stream import TINY
 from sharp.runs.bench import auto_groups
 
 #: The sleep ablation's tiny preset with two repetitions: the sleeping condition (grouped
@@ -51,6 +52,24 @@ def test_grouped_repetitions_give_the_frame_of_separate_jobs(
     assert set(grouped["sleeps"][grouped["condition"] == SLEEP]) == {0, 1}
 
 
+@pytest.mark.parametrize(("name", "overrides"), [
+    ("credit_assignment", {}),  # memory-only SHARP (1 layer) and the RNN in paper mode
+    ("acceleration", {"reps": 2}),  # sleeping, non-sleeping, reservoir SHARP; the RNN
+])
+def test_grouped_community_repetitions_give_the_frame_of_separate_jobs(
+    name: str, overrides: dict[str, object]
+) -> None:
+    experiment = REGISTRY[name]
+    grouped, separate = (experiment("tiny", **overrides, progress=False, ensemble=mode)
+                         for mode in ("on", "off"))
+    pd.testing.assert_frame_equal(grouped.drop(columns="bits"), separate.drop(columns="bits"),
+                                  check_exact=True)
+    pd.testing.assert_frame_equal(grouped[["bits"]], separate[["bits"]], check_exact=False,
+                                  atol=TOLERANCE, rtol=0)
+    assert {function for function, _ in _jobs(name, **overrides, ensemble="on")} == {
+        "stream_ensemble_job"}
+
+
 def test_on_groups_plain_sharp_and_leaves_the_wake_only_learner_separate() -> None:
     assert _jobs("sleep_ablation", reps=2, ensemble="on") == [
         ("text_ensemble_job", 2), ("text_curve_job", 1), ("text_curve_job", 1)]
@@ -60,18 +79,19 @@ def test_on_groups_plain_sharp_and_leaves_the_wake_only_learner_separate() -> No
 
 
 def test_auto_groups_where_the_bench_does_and_never_on_the_cpu() -> None:
+    for device, grouped in (("cpu", False), ("cuda", True), ("mps", True)):
+        assert group_repetitions("auto", device, 4) is grouped  # the bench's rule
+        assert group_repetitions("auto", device, 1) is False
+        assert group_repetitions("off", device, 4) is False
+        assert group_repetitions("on", device, 4) is True
     cpu = TINY.replace(device="cpu")
-    assert group_repetitions("auto", cpu, 4) is False
-    assert group_repetitions("off", cpu, 4) is False
-    assert group_repetitions("on", cpu, 4) is True
-    assert group_repetitions("auto", TINY, 1) is False
     # device "auto": grouped exactly where sharp bench --ensemble auto groups (CUDA or MPS)
     grouped = auto_groups(TINY.device)  # False on a machine without CUDA or MPS
     assert _jobs("threshold_sweep", reps=2) == (
         [("text_ensemble_job", 2)] * 2 if grouped else [("text_curve_job", 1)] * 4)
     assert _jobs("threshold_sweep", reps=2, config=cpu) == [("text_curve_job", 1)] * 4
     with pytest.raises(ValueError, match="ensemble must be one of"):
-        group_repetitions("yes", TINY, 2)
+        group_repetitions("yes", "cpu", 2)
 
 
 def test_on_with_one_repetition_is_refused_before_any_work(
@@ -84,7 +104,8 @@ def test_on_with_one_repetition_is_refused_before_any_work(
     assert not out.exists()
     assert main(["experiment", "drift", "--preset", "tiny", "--ensemble", "on",
                  "--out", str(out)]) == 2
-    assert "drift does not group its repetitions" in capsys.readouterr().err
+    assert ("drift does not group its repetitions into ensembles (only experiments 2, 3, 4, "
+            "8, 9 do)") in capsys.readouterr().err
     with pytest.raises(ValueError, match="nothing to group"):  # the API refuses it too
         REGISTRY["sleep_ablation"]("tiny", ensemble="on")
 

@@ -22,7 +22,13 @@ from conftest import sigkill_when
 import sharp.experiments.common as common
 from sharp.cli import main
 from sharp.config import preset
-from sharp.experiments.common import Job, JobCheckpoints, job_id, stream_job
+from sharp.experiments.common import (
+    Job,
+    JobCheckpoints,
+    job_id,
+    stream_ensemble_job,
+    stream_job,
+)
 from sharp.experiments.report import jobs_folder, run_experiment
 from sharp.experiments.sleep_ablation import WakeAllMemories
 from sharp.experiments.text_stream import TINY, text_curve_job, text_ensemble_job
@@ -32,7 +38,8 @@ from sharp.runs.registry import LearnerSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "credit_assignment"  # tiny preset: 2 repetitions × 2 conditions = 4 jobs, ~1 s
-ARGV = ["experiment", NAME, "--preset", "tiny", "--workers", "1"]
+#: Separate jobs on every machine (``auto`` groups the repetitions on CUDA or MPS).
+ARGV = ["experiment", NAME, "--preset", "tiny", "--workers", "1", "--ensemble", "off"]
 #: The subprocess that is killed: the CLI, each job started 1 s late, so that the kill
 #: lands after the first job file is written and before the last.
 SLOW_RUN = """
@@ -51,7 +58,8 @@ sys.exit(main(sys.argv[1:]))
 @pytest.fixture(scope="module")
 def uninterrupted() -> str:
     """The CSV text of an uninterrupted run (no output folder, so no stored jobs)."""
-    return run_experiment(NAME, "tiny", progress=False, workers=1).frame.to_csv(index=False)
+    return run_experiment(NAME, "tiny", progress=False, workers=1,
+                          ensemble="off").frame.to_csv(index=False)
 
 
 @pytest.fixture
@@ -394,9 +402,32 @@ def _community_job(name: str, kind: str) -> Job:
     """The first job of experiment ``name``'s tiny preset whose learner is a ``kind``, a
     sleeping one where there is one."""
     experiment = common.REGISTRY[name]
-    jobs = [job for job in common.planned_jobs(experiment.run, experiment.parameters("tiny"))
-            if job.kwargs["spec"].kind == kind]
+    jobs = [job for job in common.planned_jobs(experiment.run, experiment.parameters(
+        "tiny", ensemble="off")) if job.kwargs["spec"].kind == kind]
     return max(jobs, key=lambda job: job.kwargs["sleep"])
+
+
+@pytest.mark.parametrize("kind", ["sharp", "rnn"])
+def test_a_community_ensemble_job_resumes_exactly_from_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resumed_from: list[int], kind: str
+) -> None:
+    """The two repetitions of a credit-assignment condition as one ensemble (594 steps),
+    resumed after its third checkpoint (step 150), return the uninterrupted curves exactly;
+    the checkpoint holds the ensemble's state and every member's records."""
+    experiment = common.REGISTRY["credit_assignment"]
+    (job,) = [job for job in common.planned_jobs(experiment.run, experiment.parameters(
+        "tiny", ensemble="on")) if job.kwargs["spec"].kind == kind]
+    assert job.function is stream_ensemble_job and job.members == 2
+    expected = stream_ensemble_job(**job.kwargs)
+    checkpoints = JobCheckpoints(str(tmp_path / "job"), CheckpointPolicy(every_tokens=50))
+    with monkeypatch.context() as patch:
+        _crash_after(patch, 3)
+        with pytest.raises(Crash):
+            stream_ensemble_job(**job.kwargs, checkpoints=checkpoints)
+    frame = stream_ensemble_job(**job.kwargs, checkpoints=checkpoints)
+    assert resumed_from == [0, 150]
+    pd.testing.assert_frame_equal(frame, expected, check_exact=True)
+    assert list(frame["rep"].unique()) == [0, 1]
 
 
 @pytest.mark.parametrize(("name", "kind", "saves"), [

@@ -5,7 +5,7 @@ combined ``index.md`` / ``index.html``. Each finished job is stored under
 ``DIR/jobs/NAME/``, so the same command run again after a crash resumes (runs only the jobs
 not stored; the jobs of experiments 2-4, 8 and 9 also checkpoint inside their loop, under
 ``DIR/jobs/NAME/<job id>/``, and resume from there, the checkpoint options as ``sharp
-bench``'s). ``--ensemble`` says whether experiments 8 and 9 run each condition's
+bench``'s). ``--ensemble`` says whether experiments 2-4, 8 and 9 run each condition's
 repetitions as one ensemble job (``auto``: where ``sharp bench --ensemble auto`` groups, on
 CUDA or MPS). ``--estimate`` prints the duration estimate from a short warm-up of the jobs
 and exits; ``--preset paper`` prints it before every run."""
@@ -65,12 +65,11 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     add_checkpoint_options(parser, "each job of experiments 2-4, 8 and 9 (under "
                            "--out/jobs/NAME/<job id>/)")
     parser.add_argument("--ensemble", choices=ENSEMBLE_MODES, default="auto",
-                        help="experiments 8 and 9: run each condition's repetitions (one "
-                        "seed each) as one ensemble job (SPEC §10), the same results up to "
-                        "float rounding; auto: where sharp bench --ensemble auto groups "
-                        "(CUDA or MPS, not the CPU); on needs 2 or more repetitions (not "
-                        "--preset tiny or paper); the wake-only condition always runs "
-                        "separately")
+                        help="experiments 2-4, 8 and 9: run each condition's repetitions "
+                        "(one seed each) as one ensemble job (SPEC §10), the same results up "
+                        "to float rounding; auto: where sharp bench --ensemble auto groups "
+                        "(CUDA or MPS, not the CPU); on needs 2 or more repetitions; the "
+                        "wake-only condition of experiment 8 always runs separately")
     parser.add_argument("--estimate", action="store_true",
                         help="print the run's duration estimate (a short measured warm-up of "
                         "its jobs on this machine) and exit, running no job and writing "
@@ -100,7 +99,7 @@ def run_experiment_command(args: argparse.Namespace) -> int:
     ``sharp bench`` does), then ``--ensemble`` (ValueError: ``on`` or ``off`` for a named
     experiment without the option; ``on`` with one repetition) and every experiment's
     output (:func:`check_experiment_folder`), before the first starts; ``--ensemble`` is
-    given to the experiments that take it (8, 9). Then, with ``--estimate``
+    given to the experiments that take it (2-4, 8, 9). Then, with ``--estimate``
     (which stops there) or ``--preset paper``, the duration estimate is printed
     (:func:`print_estimates`)."""
     names = (sorted(REGISTRY, key=lambda n: REGISTRY[n].number) if args.name == "all"
@@ -114,10 +113,10 @@ def run_experiment_command(args: argparse.Namespace) -> int:
     if args.seed is not None:
         overrides["seed"] = args.seed
     if args.name != "all" and args.ensemble != "auto" and not REGISTRY[args.name].ensembles:
-        grouping = sorted(str(e.number) for e in REGISTRY.values() if e.ensembles)
+        grouping = sorted(e.number for e in REGISTRY.values() if e.ensembles)
         raise ValueError(f"--ensemble {args.ensemble}: {args.name} does not group its "
                          f"repetitions into ensembles (only experiments "
-                         f"{', '.join(grouping)} do); leave --ensemble out")
+                         f"{', '.join(map(str, grouping))} do); leave --ensemble out")
     options = {name: {**overrides, **({"ensemble": args.ensemble}
                                       if REGISTRY[name].ensembles else {})}
                for name in names}

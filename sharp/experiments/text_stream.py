@@ -17,8 +17,8 @@ The repetitions of a condition differ only in their seed, so they may run as one
 condition whose learner is plain :class:`~sharp.model.learner.Sharp` with learned token
 embeddings one :func:`text_ensemble_job`, ``"off"`` runs one :func:`text_curve_job` per
 repetition, ``"auto"`` groups where ``sharp bench --ensemble auto`` does
-(:func:`~sharp.runs.bench.auto_groups`: on CUDA or MPS, never on the CPU). Either way the
-rows are the same, up to floating-point reduction order.
+(:func:`~sharp.experiments.common.group_repetitions`: on CUDA or MPS, never on the CPU).
+Either way the rows are the same, up to floating-point reduction order.
 """
 
 from __future__ import annotations
@@ -40,13 +40,13 @@ from sharp.experiments.common import (
     Job,
     JobCheckpoints,
     Size,
+    group_repetitions,
     periodic_argument,
     periodic_config_field,
     rep_seeds,
     run_jobs,
 )
 from sharp.model.learner import Sharp
-from sharp.runs.bench import ENSEMBLE_MODES, auto_groups
 from sharp.runs.checkpoints import CheckpointError, load_checkpoint
 from sharp.runs.jobs import PIECE, JobFolder
 from sharp.runs.stream import (
@@ -241,21 +241,6 @@ def _restore(learner: type[Sharp], config: SharpConfig, path: Path) -> Sharp:
     return model
 
 
-def group_repetitions(option: str, config: SharpConfig, reps: int) -> bool:
-    """Whether :func:`text_curves` runs each condition's repetitions as one ensemble job:
-    ``on`` yes, ``off`` no, ``auto`` when there are two or more and ``config``'s device
-    groups (:func:`~sharp.runs.bench.auto_groups`, the rule of ``sharp bench``: CUDA or
-    MPS, never the CPU). Raises ValueError for another option, and for ``on`` with one
-    repetition (there is nothing to group; it would run, and be reported, alone)."""
-    if option not in ENSEMBLE_MODES:
-        raise ValueError(f"ensemble must be one of {ENSEMBLE_MODES}, got {option!r}")
-    if option == "on" and reps < 2:
-        raise ValueError("--ensemble on (ensemble='on') runs each condition's repetitions as "
-                         "one ensemble; with reps=1 there is nothing to group: use 2 or more "
-                         "repetitions (e.g. --preset quick), or --ensemble auto or off")
-    return option == "on" or (option == "auto" and reps > 1 and auto_groups(config.device))
-
-
 def groupable(condition: TextCondition, config: SharpConfig) -> bool:
     """Whether a condition (with its ``config``) can run as a SHARP ensemble: its learner
     is plain :class:`~sharp.model.learner.Sharp` (a subclass such as the wake-only ablation
@@ -269,16 +254,17 @@ def text_curves(conditions: Sequence[TextCondition], *, description: str,
     """Run every condition × repetition of the text protocol (in parallel processes), each
     condition ``config`` with its changes, and return one frame, repetition-major: the
     conditions' labels, ``rep``, ``seed``, then the columns of :func:`text_curve_job`.
-    Where ``ensemble`` groups (:func:`group_repetitions`), each :func:`groupable`
+    Where ``ensemble`` groups (:func:`~sharp.experiments.common.group_repetitions`), each
+    :func:`groupable`
     condition's repetitions run as one :func:`text_ensemble_job`; the others, one
     :func:`text_curve_job` each. Raises TypeError for an unknown option and what
-    :func:`group_repetitions` raises, before any job runs."""
+    :func:`~sharp.experiments.common.group_repetitions` raises, before any job runs."""
     unknown = sorted(set(stream) - set(DEFAULTS))
     if unknown:
         raise TypeError(f"unknown text-stream options {unknown}; known: "
                         f"{sorted([*DEFAULTS, 'config'])}")
     options: dict[str, Any] = {**DEFAULTS, **stream}
-    grouped = group_repetitions(options["ensemble"], config, options["reps"])
+    grouped = group_repetitions(options["ensemble"], config.device, options["reps"])
     seeds = rep_seeds(options["seed"], options["reps"])
     common = {"corpus": options["corpus"], "train_tokens": options["train_tokens"],
               "eval_tokens": options["eval_tokens"], "every": options["every"]}
