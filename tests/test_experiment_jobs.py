@@ -242,10 +242,11 @@ TEXT_JOB = {"config": TINY, "corpus": "wiki", "train_tokens": 300, "eval_tokens"
             "every": 150}
 
 
-def _checkpointed(out: Path) -> list[dict]:
-    """The manifests of the text jobs checkpointing under ``out`` (unfinished jobs)."""
+def _checkpointed(out: Path, name: str = TEXT) -> list[dict]:
+    """The manifests of experiment ``name``'s jobs checkpointing under ``out`` (unfinished
+    jobs)."""
     manifests = []
-    for path in jobs_folder(out, TEXT).glob("*/manifest.json"):
+    for path in jobs_folder(out, name).glob("*/manifest.json"):
         try:
             manifests.append(json.loads(path.read_text()))
         except ValueError:  # being replaced
@@ -289,6 +290,31 @@ def test_a_text_experiment_killed_mid_job_resumes_from_its_checkpoint(
     assert [p.name for p in jobs_folder(tmp_path, TEXT).iterdir() if p.is_dir()] == []
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_an_experiment_with_ensemble_jobs_killed_mid_job_resumes_from_its_checkpoint(
+    tmp_path: Path, resumed_from: list[int]
+) -> None:
+    """``--ensemble on``: each credit-assignment condition's two repetitions run as one
+    ensemble job; killed (SIGKILL) once the first one's first checkpoint exists, the same
+    command again resumes it from there and writes the CSV of an uninterrupted run."""
+    expected = run_experiment(NAME, "tiny", progress=False, workers=1,
+                              ensemble="on").frame.to_csv(index=False)
+    argv = ["experiment", NAME, "--preset", "tiny", "--workers", "1", "--quiet",
+            "--ensemble", "on", "--checkpoint-tokens", "50", "--out", str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-c", SLOW_CHECKPOINTS, *argv], cwd=ROOT,
+                               env=env, stderr=subprocess.DEVNULL)
+    sigkill_when(process, lambda: any(m.get("checkpoints")
+                                      for m in _checkpointed(tmp_path, NAME)))
+    (manifest,) = _checkpointed(tmp_path, NAME)
+    killed_at = manifest["checkpoints"][-1]["step"]
+    assert 0 < killed_at < 594 and not (tmp_path / f"{NAME}.csv").exists()
+    assert main(argv) == 0  # the same command again
+    assert resumed_from == [killed_at, 0]  # the killed ensemble job resumed, the other started
+    assert (tmp_path / f"{NAME}.csv").read_text() == expected
+    assert json.loads((tmp_path / f"{NAME}.json").read_text())["ensemble_jobs"] == 2
+
+
 class Crash(Exception):
     """What the stand-in of a kill raises."""
 
@@ -323,6 +349,28 @@ def test_a_text_job_resumes_exactly_from_its_checkpoint(
             text_curve_job(**job, checkpoints=checkpoints)
     frame = text_curve_job(**job, checkpoints=checkpoints)
     assert resumed_from == [0, 100]
+    pd.testing.assert_frame_equal(frame, expected, check_exact=True)
+
+
+def test_a_text_job_resumes_from_a_checkpoint_saved_before_ensembles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resumed_from: list[int]
+) -> None:
+    """A checkpoint whose rows and counts are one learner's (the format before the text
+    jobs could run ensembles) still resumes to the uninterrupted frame."""
+    job = {**TEXT_JOB, "sleep": True}
+    expected = text_curve_job(**job)
+    folder = tmp_path / "job"
+    checkpoints = JobCheckpoints(str(folder), CheckpointPolicy(every_tokens=50))
+    with monkeypatch.context() as patch:
+        _crash_after(patch, 4)  # step 200, after the evaluation at 150
+        with pytest.raises(Crash):
+            text_curve_job(**job, checkpoints=checkpoints)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for entry in manifest["checkpoints"]:
+        entry["extra"] = {key: value[0] for key, value in entry["extra"].items()}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    frame = text_curve_job(**job, checkpoints=checkpoints)
+    assert resumed_from == [0, 200]
     pd.testing.assert_frame_equal(frame, expected, check_exact=True)
 
 

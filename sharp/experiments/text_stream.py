@@ -18,7 +18,9 @@ condition whose learner is plain :class:`~sharp.model.learner.Sharp` with learne
 embeddings one :func:`text_ensemble_job`, ``"off"`` runs one :func:`text_curve_job` per
 repetition, ``"auto"`` groups where ``sharp bench --ensemble auto`` does
 (:func:`~sharp.experiments.common.group_repetitions`: on CUDA or MPS, never on the CPU).
-Either way the rows are the same, up to floating-point reduction order.
+Either way the rows are the same up to floating-point rounding (the ensemble follows the
+torch engine, a separate learner the fused one; over thousands of steps with sleeps the two
+drift apart as the two engines do).
 """
 
 from __future__ import annotations
@@ -165,6 +167,8 @@ def _curves(build: Callable[[], Model], load: Callable[[Path], Model], corpus: s
         resumed = folder.restore(load, build)
         folder.start_attempt(resumed.step)
         model, offset, saved = cast(Model, resumed.learner), resumed.offset, resumed.extra
+        if not isinstance(saved.get("learned", []), list):  # one learner's, saved before
+            saved = {key: [value] for key, value in saved.items()}  # ensembles: one lane
     lanes = model.members if isinstance(model, SharpEnsemble) else 1
     window = model.window
     train = tokens[:train_tokens]
