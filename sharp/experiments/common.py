@@ -4,7 +4,10 @@ error on the community task, memory training, median/IQR band figures and the re
 Every experiment is a function returning a tidy DataFrame (one row per repetition ×
 checkpoint × condition, with the repetition's ``seed``) plus a figure function. Jobs are
 module-level functions run as Ray tasks (:mod:`sharp.runs.executor`), so each repetition is
-independent and reproducible from its recorded seed.
+independent and reproducible from its recorded seed. Where an experiment's ``ensemble``
+option groups (:func:`group_repetitions`), the repetitions of one condition run as one job,
+an ensemble of their learners (SPEC §10; :func:`stream_ensemble_job` on the community
+task), whose rows are those the separate jobs give.
 
 Inside :func:`stored_jobs` (what ``sharp experiment --out`` uses) every finished job's frame
 is stored under a name derived from the job's content (:func:`job_id`), and a job whose
