@@ -22,17 +22,24 @@ from conftest import sigkill_when
 import sharp.experiments.common as common
 from sharp.cli import main
 from sharp.config import preset
-from sharp.experiments.common import Job, JobCheckpoints, job_id, stream_job
+from sharp.experiments.common import (
+    Job,
+    JobCheckpoints,
+    job_id,
+    stream_ensemble_job,
+    stream_job,
+)
 from sharp.experiments.report import jobs_folder, run_experiment
 from sharp.experiments.sleep_ablation import WakeAllMemories
-from sharp.experiments.text_stream import TINY, text_curve_job
+from sharp.experiments.text_stream import TINY, text_curve_job, text_ensemble_job
 from sharp.model.learner import Sharp
 from sharp.runs.jobs import CheckpointPolicy, JobFolder
 from sharp.runs.registry import LearnerSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "credit_assignment"  # tiny preset: 2 repetitions × 2 conditions = 4 jobs, ~1 s
-ARGV = ["experiment", NAME, "--preset", "tiny", "--workers", "1"]
+#: Separate jobs on every machine (``auto`` groups the repetitions on CUDA or MPS).
+ARGV = ["experiment", NAME, "--preset", "tiny", "--workers", "1", "--ensemble", "off"]
 #: The subprocess that is killed: the CLI, each job started 1 s late, so that the kill
 #: lands after the first job file is written and before the last.
 SLOW_RUN = """
@@ -51,7 +58,8 @@ sys.exit(main(sys.argv[1:]))
 @pytest.fixture(scope="module")
 def uninterrupted() -> str:
     """The CSV text of an uninterrupted run (no output folder, so no stored jobs)."""
-    return run_experiment(NAME, "tiny", progress=False, workers=1).frame.to_csv(index=False)
+    return run_experiment(NAME, "tiny", progress=False, workers=1,
+                          ensemble="off").frame.to_csv(index=False)
 
 
 @pytest.fixture
@@ -234,10 +242,11 @@ TEXT_JOB = {"config": TINY, "corpus": "wiki", "train_tokens": 300, "eval_tokens"
             "every": 150}
 
 
-def _checkpointed(out: Path) -> list[dict]:
-    """The manifests of the text jobs checkpointing under ``out`` (unfinished jobs)."""
+def _checkpointed(out: Path, name: str = TEXT) -> list[dict]:
+    """The manifests of experiment ``name``'s jobs checkpointing under ``out`` (unfinished
+    jobs)."""
     manifests = []
-    for path in jobs_folder(out, TEXT).glob("*/manifest.json"):
+    for path in jobs_folder(out, name).glob("*/manifest.json"):
         try:
             manifests.append(json.loads(path.read_text()))
         except ValueError:  # being replaced
@@ -281,6 +290,31 @@ def test_a_text_experiment_killed_mid_job_resumes_from_its_checkpoint(
     assert [p.name for p in jobs_folder(tmp_path, TEXT).iterdir() if p.is_dir()] == []
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_an_experiment_with_ensemble_jobs_killed_mid_job_resumes_from_its_checkpoint(
+    tmp_path: Path, resumed_from: list[int]
+) -> None:
+    """``--ensemble on``: each credit-assignment condition's two repetitions run as one
+    ensemble job; killed (SIGKILL) once the first one's first checkpoint exists, the same
+    command again resumes it from there and writes the CSV of an uninterrupted run."""
+    expected = run_experiment(NAME, "tiny", progress=False, workers=1,
+                              ensemble="on").frame.to_csv(index=False)
+    argv = ["experiment", NAME, "--preset", "tiny", "--workers", "1", "--quiet",
+            "--ensemble", "on", "--checkpoint-tokens", "50", "--out", str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-c", SLOW_CHECKPOINTS, *argv], cwd=ROOT,
+                               env=env, stderr=subprocess.DEVNULL)
+    sigkill_when(process, lambda: any(m.get("checkpoints")
+                                      for m in _checkpointed(tmp_path, NAME)))
+    (manifest,) = _checkpointed(tmp_path, NAME)
+    killed_at = manifest["checkpoints"][-1]["step"]
+    assert 0 < killed_at < 594 and not (tmp_path / f"{NAME}.csv").exists()
+    assert main(argv) == 0  # the same command again
+    assert resumed_from == [killed_at, 0]  # the killed ensemble job resumed, the other started
+    assert (tmp_path / f"{NAME}.csv").read_text() == expected
+    assert json.loads((tmp_path / f"{NAME}.json").read_text())["ensemble_jobs"] == 2
+
+
 class Crash(Exception):
     """What the stand-in of a kill raises."""
 
@@ -316,6 +350,50 @@ def test_a_text_job_resumes_exactly_from_its_checkpoint(
     frame = text_curve_job(**job, checkpoints=checkpoints)
     assert resumed_from == [0, 100]
     pd.testing.assert_frame_equal(frame, expected, check_exact=True)
+
+
+def test_a_text_job_resumes_from_a_checkpoint_saved_before_ensembles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resumed_from: list[int]
+) -> None:
+    """A checkpoint whose rows and counts are one learner's (the format before the text
+    jobs could run ensembles) still resumes to the uninterrupted frame."""
+    job = {**TEXT_JOB, "sleep": True}
+    expected = text_curve_job(**job)
+    folder = tmp_path / "job"
+    checkpoints = JobCheckpoints(str(folder), CheckpointPolicy(every_tokens=50))
+    with monkeypatch.context() as patch:
+        _crash_after(patch, 4)  # step 200, after the evaluation at 150
+        with pytest.raises(Crash):
+            text_curve_job(**job, checkpoints=checkpoints)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for entry in manifest["checkpoints"]:
+        entry["extra"] = {key: value[0] for key, value in entry["extra"].items()}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    frame = text_curve_job(**job, checkpoints=checkpoints)
+    assert resumed_from == [0, 200]
+    pd.testing.assert_frame_equal(frame, expected, check_exact=True)
+
+
+def test_a_text_ensemble_job_resumes_exactly_from_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resumed_from: list[int]
+) -> None:
+    """The repetitions of a condition as one ensemble, resumed after its fourth checkpoint
+    (step 200: after the sleep and the evaluation at 150, whose rows it restores), return
+    the uninterrupted frame exactly; the checkpoint holds the ensemble's state."""
+    job = {**TEXT_JOB, "sleep": True, "seeds": [3, 5]}
+    expected = text_ensemble_job(**job)
+    folder = tmp_path / "job"
+    checkpoints = JobCheckpoints(str(folder), CheckpointPolicy(every_tokens=50))
+    with monkeypatch.context() as patch:
+        _crash_after(patch, 4)
+        with pytest.raises(Crash):
+            text_ensemble_job(**job, checkpoints=checkpoints)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert len(manifest["checkpoints"][-1]["extra"]["rows"][1]) == 3  # member 1 at 150
+    frame = text_ensemble_job(**job, checkpoints=checkpoints)
+    assert resumed_from == [0, 200]
+    pd.testing.assert_frame_equal(frame, expected, check_exact=True)
+    assert list(frame["seed"].unique()) == [3, 5] and list(frame["rep"].unique()) == [0, 1]
 
 
 def test_a_truncated_mid_job_checkpoint_falls_back_to_the_previous_one(
@@ -387,9 +465,32 @@ def _community_job(name: str, kind: str) -> Job:
     """The first job of experiment ``name``'s tiny preset whose learner is a ``kind``, a
     sleeping one where there is one."""
     experiment = common.REGISTRY[name]
-    jobs = [job for job in common.planned_jobs(experiment.run, experiment.parameters("tiny"))
-            if job.kwargs["spec"].kind == kind]
+    jobs = [job for job in common.planned_jobs(experiment.run, experiment.parameters(
+        "tiny", ensemble="off")) if job.kwargs["spec"].kind == kind]
     return max(jobs, key=lambda job: job.kwargs["sleep"])
+
+
+@pytest.mark.parametrize("kind", ["sharp", "rnn"])
+def test_a_community_ensemble_job_resumes_exactly_from_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resumed_from: list[int], kind: str
+) -> None:
+    """The two repetitions of a credit-assignment condition as one ensemble (594 steps),
+    resumed after its third checkpoint (step 150), return the uninterrupted curves exactly;
+    the checkpoint holds the ensemble's state and every member's records."""
+    experiment = common.REGISTRY["credit_assignment"]
+    (job,) = [job for job in common.planned_jobs(experiment.run, experiment.parameters(
+        "tiny", ensemble="on")) if job.kwargs["spec"].kind == kind]
+    assert job.function is stream_ensemble_job and job.members == 2
+    expected = stream_ensemble_job(**job.kwargs)
+    checkpoints = JobCheckpoints(str(tmp_path / "job"), CheckpointPolicy(every_tokens=50))
+    with monkeypatch.context() as patch:
+        _crash_after(patch, 3)
+        with pytest.raises(Crash):
+            stream_ensemble_job(**job.kwargs, checkpoints=checkpoints)
+    frame = stream_ensemble_job(**job.kwargs, checkpoints=checkpoints)
+    assert resumed_from == [0, 150]
+    pd.testing.assert_frame_equal(frame, expected, check_exact=True)
+    assert list(frame["rep"].unique()) == [0, 1]
 
 
 @pytest.mark.parametrize(("name", "kind", "saves"), [

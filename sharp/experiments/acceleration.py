@@ -76,10 +76,13 @@ def acceleration(
     reuse_sequence: bool = False,
     workers: int | None = None,
     progress: bool = True,
+    ensemble: str = "auto",
 ) -> pd.DataFrame:
     """Online error for every condition × context depth × repetition, each condition
     ``config`` with its acceleration (and initialisation); ``window_error`` is the best
-    error from the last W tokens alone (:func:`window_error`). Columns: :data:`COLUMNS`."""
+    error from the last W tokens alone (:func:`window_error`). ``ensemble`` (``auto``,
+    ``on``, ``off``): whether each condition's repetitions run as one ensemble job
+    (:func:`~sharp.experiments.common.community_runs`). Columns: :data:`COLUMNS`."""
 
     def conditions(task: CommunityTask, rep_seed: int) -> list[Condition]:
         runs = [Condition(sharp_spec(config, task, rep_seed, f"a={a}", accel=a), True,
@@ -95,7 +98,7 @@ def acceleration(
 
     stream = CommunityStream(samples, every, rule, seed, reuse_sequence)
     frame = community_runs(conditions, stream, depths=depths, reps=reps, workers=workers,
-                           progress=progress, description="acceleration")
+                           progress=progress, ensemble=ensemble, description="acceleration")
     levels = {k: window_error(stream.task(k), config.window) for k in depths}
     frame["window_error"] = frame["depth"].map(levels)
     return frame[list(COLUMNS)]
@@ -139,4 +142,4 @@ EXPERIMENT = register(Experiment(
     "acceleration", 4, "Acceleration ablation: a ∈ {1, 2, 4, 6}, no sleep, vanilla RNN",
     acceleration, acceleration_figure, PRESETS,
     "with acceleration SHARP reaches the optimal error even for long required contexts; "
-    "a=1, no sleep and the vanilla RNN (BPTT 4) do not", summarise))
+    "a=1, no sleep and the vanilla RNN (BPTT 4) do not", summarise, ensembles=True))

@@ -1,12 +1,14 @@
 """``sharp experiment NAME|all --preset tiny|quick|paper --out DIR [--workers N] [--seed S]
 [--overwrite] [--no-resume] [--checkpoint-tokens N] [--checkpoint-minutes M]
-[--keep-checkpoints K] [--estimate]``; ``all`` also writes the combined ``index.md`` /
-``index.html``. Each finished job is stored under ``DIR/jobs/NAME/``, so the same command
-run again after a crash resumes (runs only the jobs not stored; the jobs of experiments
-2-4, 8 and 9 also checkpoint inside their loop, under ``DIR/jobs/NAME/<job id>/``, and
-resume from there, the checkpoint options as ``sharp bench``'s). ``--estimate`` prints the
-duration estimate from a short warm-up of the jobs and exits; ``--preset paper`` prints it
-before every run."""
+[--keep-checkpoints K] [--ensemble auto|on|off] [--estimate]``; ``all`` also writes the
+combined ``index.md`` / ``index.html``. Each finished job is stored under
+``DIR/jobs/NAME/``, so the same command run again after a crash resumes (runs only the jobs
+not stored; the jobs of experiments 2-4, 8 and 9 also checkpoint inside their loop, under
+``DIR/jobs/NAME/<job id>/``, and resume from there, the checkpoint options as ``sharp
+bench``'s). ``--ensemble`` says whether experiments 2-4, 8 and 9 run each condition's
+repetitions as one ensemble job (``auto``: where ``sharp bench --ensemble auto`` groups, on
+CUDA or MPS). ``--estimate`` prints the duration estimate from a short warm-up of the jobs
+and exits; ``--preset paper`` prints it before every run."""
 
 from __future__ import annotations
 
@@ -17,7 +19,13 @@ from pathlib import Path
 
 from sharp.experiments.common import PRESET_NAMES, REGISTRY, planned_jobs
 from sharp.experiments.estimate import estimate_experiment
-from sharp.experiments.report import check_experiment_folder, run_experiment, write_index
+from sharp.experiments.report import (
+    check_experiment_folder,
+    ensemble_record,
+    run_experiment,
+    write_index,
+)
+from sharp.runs.bench import ENSEMBLE_MODES
 from sharp.runs.jobs import checkpoint_policy
 from sharp.runs.options import (
     HelpFormatter,
@@ -58,6 +66,12 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_checkpoint_options(parser, "each job of experiments 2-4, 8 and 9 (under "
                            "--out/jobs/NAME/<job id>/)")
+    parser.add_argument("--ensemble", choices=ENSEMBLE_MODES, default="auto",
+                        help="experiments 2-4, 8 and 9: run each condition's repetitions "
+                        "(one seed each) as one ensemble job (SPEC §10), the same results up "
+                        "to float rounding; auto: where sharp bench --ensemble auto groups "
+                        "(CUDA or MPS, not the CPU); on needs 2 or more repetitions; the "
+                        "wake-only condition of experiment 8 always runs separately")
     parser.add_argument("--estimate", action="store_true",
                         help="print the run's duration estimate (a short measured warm-up of "
                         "its jobs on this machine) and exit, running no job and writing "
@@ -66,14 +80,14 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
 
 
 def print_estimates(names: list[str], preset: str, out: str | None,
-                    overrides: dict[str, object]) -> None:
-    """Print the duration estimate of each experiment in ``names``
-    (:func:`~sharp.experiments.estimate.estimate_experiment`; jobs stored in ``out`` by
-    an earlier run of the same command not counted), and their total when there are
-    several (they run one after another)."""
+                    overrides: dict[str, dict[str, object]]) -> None:
+    """Print the duration estimate of each experiment in ``names`` with its
+    ``overrides[name]`` (:func:`~sharp.experiments.estimate.estimate_experiment`; jobs
+    stored in ``out`` by an earlier run of the same command not counted), and their total
+    when there are several (they run one after another)."""
     total = 0.0
     for name in names:
-        estimate = estimate_experiment(name, preset, out, **overrides)
+        estimate = estimate_experiment(name, preset, out, **overrides[name])
         print(estimate.line(), flush=True)
         total += estimate.seconds
     if len(names) > 1:
@@ -85,8 +99,10 @@ def run_experiment_command(args: argparse.Namespace) -> int:
     """Run the experiment(s) named in ``args`` and write their files; returns 0. The
     checkpoint options are checked first (ValueError naming each bad one as typed, as
     ``sharp bench`` does, and for one experiment whose jobs do not checkpoint inside their
-    loop, any given at all), then every experiment's output
-    (:func:`check_experiment_folder`), before the first starts; then, with ``--estimate``
+    loop, any given at all), then ``--ensemble`` (ValueError: ``on`` or ``off`` for a named
+    experiment without the option; ``on`` with one repetition) and every experiment's
+    output (:func:`check_experiment_folder`), before the first starts; ``--ensemble`` is
+    given to the experiments that take it (2-4, 8, 9). Then, with ``--estimate``
     (which stops there) or ``--preset paper``, the duration estimate is printed
     (:func:`print_estimates`)."""
     names = (sorted(REGISTRY, key=lambda n: REGISTRY[n].number) if args.name == "all"
@@ -98,9 +114,18 @@ def run_experiment_command(args: argparse.Namespace) -> int:
         overrides["workers"] = args.workers
     if args.seed is not None:
         overrides["seed"] = args.seed
+    if args.name != "all" and args.ensemble != "auto" and not REGISTRY[args.name].ensembles:
+        grouping = sorted(e.number for e in REGISTRY.values() if e.ensembles)
+        raise ValueError(f"--ensemble {args.ensemble}: {args.name} does not group its "
+                         f"repetitions into ensembles (only experiments "
+                         f"{', '.join(map(str, grouping))} do); leave --ensemble out")
+    options = {name: {**overrides, **({"ensemble": args.ensemble}
+                                      if REGISTRY[name].ensembles else {})}
+               for name in names}
     given = given_checkpoint_options(args)
     for name in names:
-        parameters = REGISTRY[name].parameters(args.preset, **overrides)
+        parameters = REGISTRY[name].parameters(args.preset, **options[name])
+        ensemble_record(REGISTRY[name], parameters)  # e.g. --ensemble on with one repetition
         if given and args.name != "all" and not any(
                 job.checkpoints_inside for job in planned_jobs(REGISTRY[name].run, parameters)):
             raise ValueError(f"{' and '.join(given)}: {name}'s jobs do not checkpoint inside "
@@ -108,13 +133,13 @@ def run_experiment_command(args: argparse.Namespace) -> int:
                              "jobs are stored and a re-run skips them. Drop the option.")
         check_experiment_folder(args.out, name, args.preset, parameters, args.overwrite)
     if args.estimate or args.preset == "paper":
-        print_estimates(names, args.preset, args.out if args.resume else None, overrides)
+        print_estimates(names, args.preset, args.out if args.resume else None, options)
         if args.estimate:
             return 0
     for name in names:
         run = run_experiment(name, args.preset, args.out, command=command,
                              overwrite=args.overwrite, resume=args.resume, policy=policy,
-                             **overrides)
+                             **options[name])
         print(f"{name}: {plural(len(run.frame), 'row')} in {run.seconds:.1f} s -> "
               f"{Path(args.out) / f'{name}.md'}")
     if args.name == "all":

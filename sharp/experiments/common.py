@@ -4,7 +4,10 @@ error on the community task, memory training, median/IQR band figures and the re
 Every experiment is a function returning a tidy DataFrame (one row per repetition ×
 checkpoint × condition, with the repetition's ``seed``) plus a figure function. Jobs are
 module-level functions run as Ray tasks (:mod:`sharp.runs.executor`), so each repetition is
-independent and reproducible from its recorded seed.
+independent and reproducible from its recorded seed. Where an experiment's ``ensemble``
+option groups (:func:`group_repetitions`), the repetitions of one condition run as one job,
+an ensemble of their learners (SPEC §10; :func:`stream_ensemble_job` on the community
+task), whose rows are those the separate jobs give.
 
 Inside :func:`stored_jobs` (what ``sharp experiment --out`` uses) every finished job's frame
 is stored under a name derived from the job's content (:func:`job_id`), and a job whose
@@ -32,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -41,19 +44,22 @@ import torch
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from sharp.baselines.ensemble import BaselineEnsemble
 from sharp.config import SharpConfig, preset
 from sharp.data.community import CommunityTask
 from sharp.data.streams import n_windows
+from sharp.engines.ensemble import SharpEnsemble
 from sharp.engines.optim import FusedAdam
 from sharp.explore.plots import alpha
 from sharp.model.gate import RecallGate
 from sharp.model.memory import Memory
 from sharp.protocol import Learner, token_array
+from sharp.runs.bench import ENSEMBLE_MODES, auto_groups
 from sharp.runs.checkpoints import atomic_path, load_checkpoint
 from sharp.runs.executor import Executor, run_tasks
 from sharp.runs.jobs import PIECE, CheckpointPolicy, JobFolder
-from sharp.runs.registry import LearnerSpec, baseline_spec, build_learner
-from sharp.runs.stream import run_stream
+from sharp.runs.registry import LearnerSpec, baseline_spec, build_ensemble, build_learner
+from sharp.runs.stream import run_ensemble_stream, run_stream
 
 #: Preset names every experiment offers: ``tiny`` (tests), ``quick`` (≤ 60 s on 2 cores),
 #: ``paper`` (the authors' scale).
@@ -70,6 +76,22 @@ def rep_seeds(seed: int, reps: int) -> list[int]:
     if seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed}")
     return [int(s) for s in np.random.SeedSequence(seed).generate_state(reps)]
+
+
+def group_repetitions(option: str, device: str, reps: int) -> bool:
+    """Whether an experiment runs each condition's ``reps`` repetitions as one ensemble job
+    (SPEC §10): ``on`` yes, ``off`` no, ``auto`` when there are two or more and the
+    learners' config ``device`` groups (:func:`~sharp.runs.bench.auto_groups`, the rule of
+    ``sharp bench --ensemble auto``: CUDA or MPS, never the CPU). Raises ValueError for
+    another option, and for ``on`` with one repetition (there is nothing to group; it would
+    run, and be reported, alone)."""
+    if option not in ENSEMBLE_MODES:
+        raise ValueError(f"ensemble must be one of {ENSEMBLE_MODES}, got {option!r}")
+    if option == "on" and reps < 2:
+        raise ValueError("--ensemble on (ensemble='on') runs each condition's repetitions as "
+                         "one ensemble; with reps=1 there is nothing to group: use 2 or more "
+                         "repetitions (e.g. --preset quick), or --ensemble auto or off")
+    return option == "on" or (option == "auto" and reps > 1 and auto_groups(device))
 
 
 def default_workers(jobs: int) -> int:
@@ -134,13 +156,16 @@ class Job:
     """One unit of work: ``function(**kwargs)`` returns a DataFrame; ``labels`` are added
     as columns to it. ``size`` says which argument sets the job's length, for the duration
     estimate; ``checkpoints``, set by :func:`run_jobs` for a function that takes that
-    keyword, where it checkpoints (neither is part of the job's content: :func:`job_id`)."""
+    keyword, where it checkpoints; ``members``, the learners it runs as one ensemble
+    (SPEC §10; 1: a job of separate learners, or one), for the run's record (none of these
+    is part of the job's content: :func:`job_id`)."""
 
     function: Callable[..., pd.DataFrame]
     kwargs: dict[str, Any]
     labels: dict[str, Any] = field(default_factory=dict)
     size: Size | None = None
     checkpoints: JobCheckpoints | None = None
+    members: int = 1
 
     @property
     def checkpoints_inside(self) -> bool:
@@ -365,32 +390,75 @@ def stream_job(spec: LearnerSpec, task: dict[str, Any], samples: int, data_seed:
     per-step records so far (:class:`~sharp.runs.jobs.JobFolder`, as a bench job does) and
     resumes from its last good checkpoint to the curve of an uninterrupted run."""
     tokens = community_tokens(CommunityTask(**task), samples, data_seed)
+    records = _stream_records(lambda: build_learner(spec), spec, tokens[None], sleep,
+                              checkpoints)
+    return online_curve(records, every)
+
+
+def stream_ensemble_job(spec: LearnerSpec, seeds: Sequence[int], task: dict[str, Any],
+                        samples: int, data_seeds: Sequence[int], every: int, sleep: bool,
+                        checkpoints: JobCheckpoints | None = None) -> pd.DataFrame:
+    """The repetitions of one community-task condition as one ensemble (SPEC §10,
+    :func:`~sharp.runs.registry.build_ensemble`): member m (repetition m) computes
+    ``stream_job(spec.with_seed(seeds[m]), task, samples, data_seeds[m], ...)`` (up to
+    floating-point reduction order), every member on its own sequence, all in lockstep.
+    Returns the members' curves in member order, each with ``rep`` (m) and ``seed``
+    columns first. Checkpoints and resumes as :func:`stream_job` does, with the ensemble's
+    state and every member's records. Raises ValueError for an empty or repeated seed list
+    or one data seed per member missing."""
+    if len(data_seeds) != len(seeds):
+        raise ValueError(f"{len(seeds)} seeds but {len(data_seeds)} data seeds: give one "
+                         "data seed per member")
+    community = CommunityTask(**task)
+    streams = np.stack([community_tokens(community, samples, seed) for seed in data_seeds])
+    records = _stream_records(lambda: build_ensemble(spec, seeds), spec, streams, sleep,
+                              checkpoints)
+    curves = []
+    for m, seed in enumerate(seeds):
+        curve = online_curve(records[records["member"] == m], every)
+        curve.insert(0, "seed", int(seed))
+        curve.insert(0, "rep", m)
+        curves.append(curve)
+    return pd.concat(curves, ignore_index=True)
+
+
+def _stream_records(build: Callable[[], Learner | SharpEnsemble | BaselineEnsemble],
+                    spec: LearnerSpec, streams: np.ndarray, sleep: bool,
+                    checkpoints: JobCheckpoints | None) -> pd.DataFrame:
+    """The loop of :func:`stream_job` for the learner or ensemble ``build()`` makes of
+    ``spec``: row m of ``streams`` (M, n) through learner m (M = 1 for a learner); the
+    per-step records :data:`CURVE_RECORDS` (and ``member`` for an ensemble)."""
     folder = None if checkpoints is None else JobFolder(checkpoints.folder)
     if folder is None:
-        learner, step, records = build_learner(spec), 0, []
+        model, step, records = build(), 0, []
     else:
         resumed = folder.restore(
-            lambda path: load_checkpoint(path, device=spec.config.get("device")),
-            lambda: build_learner(spec))
+            lambda path: load_checkpoint(path, device=spec.config.get("device")), build)
         folder.start_attempt(resumed.step)
-        learner, step, records = cast(Learner, resumed.learner), resumed.step, resumed.records
-    total = n_windows(len(tokens), learner.window)
+        model, step, records = resumed.learner, resumed.step, resumed.records
+    total = n_windows(streams.shape[1], model.window)
     piece = total if checkpoints is None else min(PIECE, checkpoints.policy.every_tokens)
     saved_step, saved_at = step, time.monotonic()
     unsaved: list[pd.DataFrame] = []
+    sleep_every = None if sleep else 0
     while step < total:
         stop = min(step + piece, total)
-        part = run_stream(learner, tokens[step : stop + learner.window],
-                          sleep_every=None if sleep else 0, offset=step, progress=False)
-        unsaved.append(part[list(CURVE_RECORDS)])
+        part = streams[:, step : stop + model.window]
+        if isinstance(model, SharpEnsemble | BaselineEnsemble):
+            unsaved.append(run_ensemble_stream(model, part, offset=step,
+                                               sleep_every=sleep_every)[[*CURVE_RECORDS,
+                                                                         "member"]])
+        else:
+            unsaved.append(run_stream(model, part[0], sleep_every=sleep_every, offset=step,
+                                      progress=False)[list(CURVE_RECORDS)])
         step = stop
         if (folder is not None and checkpoints is not None and step < total
                 and checkpoints.policy.due(step - saved_step, time.monotonic() - saved_at)):
-            folder.save(learner, pd.concat(unsaved), step=step, document=0, offset=step,
+            folder.save(model, pd.concat(unsaved), step=step, document=0, offset=step,
                         train_seconds=0.0, keep=checkpoints.policy.keep)
             saved_step, saved_at = step, time.monotonic()
             records, unsaved = records + unsaved, []
-    return online_curve(pd.concat(records + unsaved, ignore_index=True), every)
+    return pd.concat(records + unsaved, ignore_index=True)
 
 
 # -- community-task experiments (SPEC §8, 2-4) ----------------------------------------
@@ -486,27 +554,60 @@ def community_runs(
     workers: int | None = None,
     progress: bool = True,
     description: str = "experiment",
+    ensemble: str = "auto",
 ) -> pd.DataFrame:
     """Stream each of ``conditions(task, rep_seed)`` once over the task of every context
     depth, ``reps`` times; repetition r gives every condition and depth the same seed
-    (:func:`rep_seeds`) and so the same data. Columns: condition, the conditions' own
-    columns, depth, context, rep, seed, samples, error, bits, memory_update_rate,
-    optimal_error."""
+    (:func:`rep_seeds`) and so the same data. Where ``ensemble`` groups
+    (:func:`group_repetitions`, by the device of the first condition's learner), the
+    repetitions of each condition and depth whose learners differ only in their seed and
+    read learned embeddings run as one :func:`stream_ensemble_job`; the others, one
+    :func:`stream_job` each. Columns (rows repetition-major): condition, the conditions'
+    own columns, depth, context, rep, seed, samples, error, bits, memory_update_rate,
+    optimal_error. Raises what :func:`group_repetitions` raises, before any job runs."""
+    seeds = rep_seeds(stream.seed, reps)
+    runs = {rep_seed: {depth: list(conditions(stream.task(depth), rep_seed))
+                       for depth in depths} for rep_seed in seeds}
+    device = next((str(condition.spec.config.get("device", "auto"))
+                   for per_depth in runs[seeds[0]].values() for condition in per_depth), "auto")
+    grouped = group_repetitions(ensemble, device, reps)
     jobs = []
-    for rep, rep_seed in enumerate(rep_seeds(stream.seed, reps)):
+    for rep, rep_seed in enumerate(seeds):
         for depth in depths:
-            task = stream.task(depth)
-            for condition in conditions(task, rep_seed):
-                jobs.append(Job(stream_job, {
-                    "spec": condition.spec, "task": {"depth": depth, "rule": stream.rule},
-                    "samples": stream.samples, "data_seed": stream.data_seed(rep_seed),
-                    "every": stream.every, "sleep": condition.sleep,
-                }, {"condition": condition.spec.name, **condition.columns, "depth": depth,
-                    "context": required_context(depth), "rep": rep, "seed": rep_seed},
-                    Size("samples", stream.samples, periodic=_sleeps(condition))))
+            task = {"depth": depth, "rule": stream.rule}
+            labels = {"depth": depth, "context": required_context(depth)}
+            for i, condition in enumerate(runs[rep_seed][depth]):
+                size = Size("samples", stream.samples, periodic=_sleeps(condition))
+                columns = {"condition": condition.spec.name, **condition.columns, **labels}
+                group = [runs[s][depth][i] for s in seeds]
+                if not (grouped and _groupable(group)):
+                    jobs.append(Job(stream_job, {
+                        "spec": condition.spec, "task": task, "samples": stream.samples,
+                        "data_seed": stream.data_seed(rep_seed), "every": stream.every,
+                        "sleep": condition.sleep,
+                    }, {**columns, "rep": rep, "seed": rep_seed}, size))
+                elif rep == 0:  # one job for all the condition's repetitions
+                    jobs.append(Job(stream_ensemble_job, {
+                        "spec": condition.spec, "seeds": seeds, "task": task,
+                        "samples": stream.samples,
+                        "data_seeds": [stream.data_seed(s) for s in seeds],
+                        "every": stream.every, "sleep": condition.sleep,
+                    }, columns, size, members=len(seeds)))
     frame = run_jobs(jobs, workers, progress=progress, description=description)
+    # an ensemble job's rows hold every repetition: put them where the separate jobs' go
+    frame = frame.sort_values("rep", kind="stable", ignore_index=True)
     frame["optimal_error"] = CommunityTask().optimal_error
     return frame
+
+
+def _groupable(group: Sequence[Condition]) -> bool:
+    """Whether the repetitions ``group`` of one condition can run as one ensemble: their
+    learners differ only in their seed, they sleep alike and read learned token
+    embeddings (the ensembles have no dense-input path)."""
+    first = group[0]
+    return (all(condition.spec.with_seed(0) == first.spec.with_seed(0)
+                and condition.sleep == first.sleep for condition in group)
+            and first.spec.config.get("inputs", "embedding") == "embedding")
 
 
 def late_error(frame: pd.DataFrame, by: Sequence[str], fraction: float = 0.25) -> pd.Series:
@@ -656,7 +757,9 @@ def band_figure(
 @dataclass(frozen=True)
 class Experiment:
     """An experiment of SPEC §8: its run and figure functions, parameter presets, the
-    paper's qualitative claim and a summary function (DataFrame -> markdown lines)."""
+    paper's qualitative claim and a summary function (DataFrame -> markdown lines);
+    ``ensembles``: whether its run takes ``ensemble`` (``auto``, ``on``, ``off``: its
+    repetitions may run as ensemble jobs, SPEC §10)."""
 
     name: str
     number: int
@@ -666,6 +769,7 @@ class Experiment:
     presets: Mapping[str, Mapping[str, Any]]
     claim: str
     summarise: Callable[[pd.DataFrame], list[str]] = lambda frame: []
+    ensembles: bool = False
 
     def parameters(self, preset: str, **overrides: Any) -> dict[str, Any]:
         """The preset's keyword arguments with ``overrides`` applied. A ``config`` override

@@ -67,10 +67,13 @@ def credit_assignment(
     reuse_sequence: bool = False,
     workers: int | None = None,
     progress: bool = True,
+    ensemble: str = "auto",
 ) -> pd.DataFrame:
     """Online error (prediction before learning, block means of ``every`` tokens) of
     memory-only SHARP with ``config`` and an RNN of its size (layers, hidden, embedding,
     window, lr) with BPTT over the window, on the community task (C=2, N=3).
+    ``ensemble`` (``auto``, ``on``, ``off``): whether each condition's repetitions run
+    as one ensemble job (:func:`~sharp.experiments.common.community_runs`).
     Columns: :data:`COLUMNS`."""
 
     def conditions(task: CommunityTask, rep_seed: int) -> list[Condition]:
@@ -82,7 +85,7 @@ def credit_assignment(
 
     stream = CommunityStream(samples, every, rule, seed, reuse_sequence)
     frame = community_runs(conditions, stream, depths=(depth,), reps=reps, workers=workers,
-                           progress=progress, description="credit assignment")
+                           progress=progress, ensemble=ensemble, description="credit assignment")
     return frame[list(COLUMNS)]
 
 
@@ -115,4 +118,4 @@ EXPERIMENT = register(Experiment(
     "credit_assignment", 2, "Credit assignment: memory-only SHARP vs a BPTT-7 RNN",
     credit_assignment, credit_assignment_figure, PRESETS,
     "the credit-assigned RNN approaches the optimal error (0.2083); memory-only SHARP "
-    "does not", summarise))
+    "does not", summarise, ensembles=True))

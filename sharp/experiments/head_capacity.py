@@ -60,9 +60,12 @@ def head_capacity(
     reuse_sequence: bool = False,
     workers: int | None = None,
     progress: bool = True,
+    ensemble: str = "auto",
 ) -> pd.DataFrame:
     """Online error of SHARP with ``config`` for each number of head layers;
     ``window_error`` is the best error from the last W tokens alone (:func:`window_error`).
+    ``ensemble`` (``auto``, ``on``, ``off``): whether each condition's repetitions run
+    as one ensemble job (:func:`~sharp.experiments.common.community_runs`).
     Columns: :data:`COLUMNS`."""
 
     def conditions(task: CommunityTask, rep_seed: int) -> list[Condition]:
@@ -72,7 +75,7 @@ def head_capacity(
 
     stream = CommunityStream(samples, every, rule, seed, reuse_sequence)
     frame = community_runs(conditions, stream, depths=(depth,), reps=reps, workers=workers,
-                           progress=progress, description="head capacity")
+                           progress=progress, ensemble=ensemble, description="head capacity")
     frame["layers"] = config.layers
     frame["window_error"] = window_error(stream.task(depth), config.window)
     return frame[list(COLUMNS)]
@@ -116,4 +119,4 @@ EXPERIMENT = register(Experiment(
     "Head capacity: 1..5 head layers (paper: 2-layer SHARP, context depth 4)",
     head_capacity, head_capacity_figure, PRESETS,
     "a one-layer head stays far from the optimal error; deeper heads approach it",
-    summarise))
+    summarise, ensembles=True))

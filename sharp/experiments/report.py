@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,13 @@ from typing import Any
 import pandas as pd
 
 from sharp.config import SharpConfig
-from sharp.experiments.common import REGISTRY, Experiment, JobStore, stored_jobs
+from sharp.experiments.common import (
+    REGISTRY,
+    Experiment,
+    JobStore,
+    planned_jobs,
+    stored_jobs,
+)
 from sharp.explore.plots import figures_html
 from sharp.runs.checkpoints import atomic_write_text
 from sharp.runs.jobs import CheckpointPolicy
@@ -32,12 +38,14 @@ def get_experiment(name: str) -> Experiment:
 
 @dataclass(frozen=True)
 class ExperimentRun:
-    """One finished run of a registered experiment."""
+    """One finished run of a registered experiment; ``ensemble``: how its repetitions ran
+    (:func:`ensemble_record`; empty for an experiment without the option)."""
 
     experiment: Experiment
     frame: pd.DataFrame
     parameters: dict[str, Any]
     seconds: float
+    ensemble: dict[str, Any] = field(default_factory=dict)
 
 
 def _plain(value: Any) -> Any:
@@ -46,8 +54,9 @@ def _plain(value: Any) -> Any:
 
 
 #: Parameters that say how a run ran, not what it computed (repetitions are seeded
-#: independently, so the number of worker processes changes no result).
-HOW_PARAMETERS = ("workers", "progress")
+#: independently, so the number of worker processes changes no result; an ensemble's
+#: members compute what separate learners do, up to floating-point reduction order).
+HOW_PARAMETERS = ("workers", "progress", "ensemble")
 
 
 def experiment_files(name: str) -> tuple[str, ...]:
@@ -113,15 +122,46 @@ def holds_jobs_of(out: str | os.PathLike, name: str, identity: dict[str, Any]) -
         return False
 
 
+def ensemble_record(experiment: Experiment, parameters: dict[str, Any]) -> dict[str, Any]:
+    """How a run of ``experiment`` with ``parameters`` runs its repetitions, from its planned
+    jobs (:func:`~sharp.experiments.common.planned_jobs`; no job runs): ``{}`` for an
+    experiment without the ``ensemble`` option, else ``ensemble`` (``"on"`` when some job
+    runs a condition's repetitions as one ensemble, else ``"off"``), ``ensemble_option``
+    (as given), and the numbers of ``ensemble_jobs`` and ``separate_jobs``. Raises what the
+    experiment raises for its parameters before any job runs (ValueError for
+    ``ensemble="on"`` with one repetition)."""
+    if not experiment.ensembles:
+        return {}
+    jobs = planned_jobs(experiment.run, parameters)
+    grouped = sum(job.members > 1 for job in jobs)
+    return {"ensemble": "on" if grouped else "off",
+            "ensemble_option": parameters.get("ensemble", "auto"),
+            "ensemble_jobs": grouped, "separate_jobs": len(jobs) - grouped}
+
+
+def _ensemble_line(record: dict[str, Any]) -> list[str]:
+    """The summary's line saying how the repetitions ran (none for an experiment without
+    the ``ensemble`` option)."""
+    if not record:
+        return []
+    separate = plural(record["separate_jobs"], "separate job")
+    jobs = (f"{plural(record['ensemble_jobs'], 'ensemble job')} (each runs all the "
+            f"repetitions of one condition) and {separate}" if record["ensemble"] == "on"
+            else f"{separate}, one per repetition and condition")
+    return [f"- repetitions: {jobs} (--ensemble {record['ensemble_option']})"]
+
+
 def write_experiment(out: str | os.PathLike, experiment: Experiment, frame: pd.DataFrame,
                      parameters: dict[str, Any], *, preset: str = "custom",
-                     seconds: float | None = None, command: str = "") -> dict[str, Path]:
+                     seconds: float | None = None, command: str = "",
+                     ensemble: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write ``<name>.csv`` (the tidy frame), ``<name>.html`` (the figure, plotly.js
     inline), ``<name>.md`` (parameters, seeds, summary) and, last, ``<name>.json`` (the
-    run's record: identity, parameters, preset, command, date, wall time; read by
-    :func:`check_experiment_folder` and :func:`write_index`) under ``out``, each
-    atomically. Where ``out`` holds a combined ``index.md``, it is rebuilt from the files
-    on disk, so it never contradicts them."""
+    run's record: identity, parameters, preset, command, date, wall time, and for an
+    experiment whose repetitions may run as ensembles how they ran, ``ensemble``:
+    :func:`ensemble_record`; read by :func:`check_experiment_folder` and
+    :func:`write_index`) under ``out``, each atomically. Where ``out`` holds a combined
+    ``index.md``, it is rebuilt from the files on disk, so it never contradicts them."""
     out = Path(out)
     name = experiment.name
     paths = {suffix: out / file for suffix, file in
@@ -136,6 +176,7 @@ def write_experiment(out: str | os.PathLike, experiment: Experiment, frame: pd.D
         f"- date: {date}",
         f"- machine: {json.dumps(machine_info())}",
         *([f"- command: `{command}`"] if command else []),
+        *_ensemble_line(ensemble or {}),
         f"- paper's claim: {experiment.claim}", "",
         "## Parameters", "", "```json",
         json.dumps(parameters, indent=2, default=_plain), "```", "",
@@ -157,6 +198,7 @@ def write_experiment(out: str | os.PathLike, experiment: Experiment, frame: pd.D
         "identity": experiment_identity(name, preset, parameters),
         "parameters": json.loads(json.dumps(parameters, default=_plain)),
         "seconds": seconds, "command": command, "date": date, "machine": machine_info(),
+        **(ensemble or {}),
     }
     texts = {
         "csv": frame.to_csv(index=False),
@@ -240,9 +282,13 @@ def run_experiment(name: str, preset: str = "quick", out: str | os.PathLike | No
     text (8, 9) experiments also checkpoint inside their loop, by ``policy`` (default
     :class:`~sharp.runs.jobs.CheckpointPolicy`), under ``jobs_folder/<job id>/``, and a
     killed one resumes from its last checkpoint; the other experiments' jobs killed
-    mid-way run again from their start."""
+    mid-way run again from their start. For an experiment whose repetitions may run as
+    ensembles (``ensemble`` override: ``auto``, ``on``, ``off``), its record says how they
+    ran (:func:`ensemble_record`; ValueError before any job for ``on`` with one
+    repetition)."""
     experiment = get_experiment(name)
     parameters = experiment.parameters(preset, **overrides)
+    ensemble = ensemble_record(experiment, parameters)
     storing: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if out is not None:
         check_experiment_folder(out, name, preset, parameters, overwrite)
@@ -250,8 +296,8 @@ def run_experiment(name: str, preset: str = "quick", out: str | os.PathLike | No
     start = time.perf_counter()
     with storing:
         frame = experiment.run(**parameters)
-    run = ExperimentRun(experiment, frame, parameters, time.perf_counter() - start)
+    run = ExperimentRun(experiment, frame, parameters, time.perf_counter() - start, ensemble)
     if out is not None:
         write_experiment(out, experiment, frame, parameters, preset=preset,
-                         seconds=run.seconds, command=command)
+                         seconds=run.seconds, command=command, ensemble=ensemble)
     return run

@@ -153,9 +153,10 @@ class WakeAllMemories(Sharp):
 def sleep_ablation(*, conditions: Sequence[str] = CONDITIONS, config: SharpConfig = CONFIG,
                    **stream: Unpack[TextStream]) -> pd.DataFrame:
     """BPC of every slice at every checkpoint per condition and repetition (curve mode),
-    each condition ``config`` with its one change; ``stream``: the corpus, repetitions and
-    seed (:class:`TextStream`, defaults :data:`~sharp.experiments.text_stream.DEFAULTS`).
-    Columns: :data:`COLUMNS`."""
+    each condition ``config`` with its one change; ``stream``: the corpus, repetitions,
+    seed and ``ensemble`` (:class:`TextStream`, defaults
+    :data:`~sharp.experiments.text_stream.DEFAULTS`; the wake-only condition's repetitions
+    never run as an ensemble). Columns: :data:`COLUMNS`."""
     unknown = sorted(set(conditions) - set(CONDITIONS))
     if unknown:
         raise ValueError(f"unknown conditions {unknown}; choose from {list(CONDITIONS)}")
@@ -200,4 +201,5 @@ EXPERIMENT = register(Experiment(
     "sleep_ablation", 8, "Sleep ablations on text: sleep, no sleep, constant head lr, "
     "wake-only with all memories online", sleep_ablation, sleep_ablation_figure, PRESETS,
     "sleep gives the lowest forward/backward BPC; no sleep and wake-only training of the "
-    "upper memories are worse; constant head learning rates are worse", summarise))
+    "upper memories are worse; constant head learning rates are worse", summarise,
+    ensembles=True))

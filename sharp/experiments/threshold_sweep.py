@@ -44,9 +44,9 @@ def threshold_sweep(*, taus: Sequence[float] = (0.0, 1e-3, 1e-2, 1e-1),
                     config: SharpConfig = CONFIG,
                     **stream: Unpack[TextStream]) -> pd.DataFrame:
     """BPC per slice and memory update rate per checkpoint for each tau, with ``config``'s
-    ``tau`` replaced by each of ``taus``; ``stream``: the corpus, repetitions and seed
-    (:class:`TextStream`, defaults :data:`~sharp.experiments.text_stream.DEFAULTS`).
-    Columns: :data:`COLUMNS`."""
+    ``tau`` replaced by each of ``taus``; ``stream``: the corpus, repetitions, seed and
+    ``ensemble`` (:class:`TextStream`, defaults
+    :data:`~sharp.experiments.text_stream.DEFAULTS`). Columns: :data:`COLUMNS`."""
     runs = [TextCondition({"condition": tau_label(tau), "tau": tau}, {"tau": tau})
             for tau in taus]
     frame = text_curves(runs, description="threshold sweep", config=config, **stream)
@@ -101,4 +101,4 @@ EXPERIMENT = register(Experiment(
     "threshold_sweep", 9, "Threshold sweep: tau ∈ {0, 1e-3, 1e-2, 1e-1}",
     threshold_sweep, threshold_sweep_figure, PRESETS,
     "a larger tau lowers the memory update rate at little BPC cost up to 1e-2; 1e-1 hurts",
-    summarise))
+    summarise, ensembles=True))

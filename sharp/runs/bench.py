@@ -296,18 +296,24 @@ def check_table(config: dict[str, Any]) -> None:
             f"--set input_dim={shape[1]}")
 
 
+def auto_groups(device: str) -> bool:
+    """Whether ``--ensemble auto`` (``sharp bench``, ``sharp experiment``) may group learners
+    whose config's device is ``device``: when it resolves to CUDA or MPS as an ensemble
+    resolves it. A measured rule: on a 2-core CPU a SHARP ensemble ran 6-13x slower than as
+    many separate fused-engine learners, baseline ensembles of M >= 3 were faster for RNN /
+    CW-RNN / Transformer, mixed for LSTM / GRU and slower at M = 1, so ``auto`` never groups
+    on the CPU."""
+    return resolve_device(device, "batched").type in ENSEMBLE_DEVICES
+
+
 def resolve_ensemble(option: str, specs: list[LearnerSpec], protocol: str, learners: int
                      ) -> bool:
     """Whether each model's learners run as one ensemble job: ``on`` yes, ``off`` no;
-    ``auto`` yes when the learners' device (SHARP's, which every learner shares) resolves
-    to CUDA or MPS as an ensemble resolves it, the segment protocol runs, every model has
+    ``auto`` yes when the learners' device (SHARP's, which every learner shares) groups
+    (:func:`auto_groups`: CUDA or MPS), the segment protocol runs, every model has
     two or more learners and reads learned embeddings (the ensembles have no path for
-    dense inputs, ``inputs="dense"``). A measured rule: on a 2-core CPU a SHARP ensemble
-    ran 6-13x slower than as many separate fused-engine learners, baseline ensembles of
-    M >= 3 were faster for RNN / CW-RNN / Transformer, mixed for LSTM / GRU and slower at
-    M = 1, so ``auto``
-    never groups on the CPU. Raises ValueError for another option, and for ``on`` with the
-    book protocol (:data:`~sharp.runs.benchmark.BOOKS_NOT_GROUPED`)."""
+    dense inputs, ``inputs="dense"``). Raises ValueError for another option, and for ``on``
+    with the book protocol (:data:`~sharp.runs.benchmark.BOOKS_NOT_GROUPED`)."""
     if option not in ENSEMBLE_MODES:
         raise ValueError(f"ensemble must be one of {ENSEMBLE_MODES}, got {option!r}")
     if option == "on" and protocol == "books":
@@ -318,10 +324,9 @@ def resolve_ensemble(option: str, specs: list[LearnerSpec], protocol: str, learn
                          "--learners 2 or more, or --ensemble off")
     if option != "auto":
         return option == "on"
-    device = resolve_device(str(specs[0].config.get("device", "auto")), "batched")
     learned = all(spec.config.get("inputs", "embedding") == "embedding" for spec in specs)
-    return (device.type in ENSEMBLE_DEVICES and protocol == "segment" and learners > 1
-            and learned)
+    return (auto_groups(str(specs[0].config.get("device", "auto"))) and protocol == "segment"
+            and learners > 1 and learned)
 
 
 def plan_bench(options: BenchOptions) -> BenchPlan:

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from sharp.data.streams import n_windows
-from sharp.protocol import LN2, Diverged, Learner, check_finite
+from sharp.protocol import Diverged, Learner
 from sharp.runs.checkpoints import (
     CheckpointError,
     atomic_path,
@@ -57,10 +57,10 @@ from sharp.runs.checkpoints import (
 from sharp.runs.registry import LearnerSpec, build_ensemble, build_from_state, build_learner
 from sharp.runs.stream import (
     Slice,
+    ensemble_slice_rows,
     evaluate_slices,
     run_ensemble_stream,
     run_stream,
-    slice_row,
 )
 
 if TYPE_CHECKING:
@@ -672,16 +672,12 @@ def run_ensemble_job(
             saved_step, saved_at = step, time.monotonic()
         if due:
             records, unsaved = records + unsaved, []
-    results = {name: dict(zip(alive, ensemble.evaluate([job.members[m].slices[name]
-                                                        for m in alive]), strict=True))
-               for name in names} if alive else {}
-    for m in alive:
-        try:
-            check_finite(ensemble, member=m, **{f"{name} evaluation":
-                                                results[name][m].mean_bits() * LN2
-                                                for name in names})
-        except Diverged as error:
-            diverged[m] = str(error)
+    evaluated = dict(zip(alive, ensemble_slice_rows(
+        ensemble, [job.members[m].slices for m in alive], job.members[0].clip), strict=True)
+        ) if alive else {}
+    for m, rows in evaluated.items():
+        if isinstance(rows, Diverged):
+            diverged[m] = str(rows.as_member(m))
     frame = pd.concat(records + unsaved, ignore_index=True) if alive else _NO_RECORDS
     outputs = []
     for m, member in enumerate(job.members):
@@ -690,8 +686,7 @@ def run_ensemble_job(
             member_records = member_records.reset_index(drop=True)
         else:  # diverged in training: as a separate learner's, its one document is unfinished
             member_records = _NO_RECORDS
-        rows = _diverged_rows(names) if diverged[m] else pd.DataFrame(
-            [slice_row(name, results[name][m], member.clip) for name in names])
+        rows = _diverged_rows(names) if diverged[m] else cast(pd.DataFrame, evaluated[m])
         outputs.append(_label(member, ensemble.parameter_count(), member_records, rows,
                               float(seconds[m]), diverged[m]))
     merged = (pd.concat([rows for rows, _ in outputs], ignore_index=True),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pandas as pd
@@ -96,27 +96,35 @@ def run_stream(
 
 
 def run_ensemble_stream(
-    ensemble: SharpEnsemble | BaselineEnsemble, streams: np.ndarray, *, offset: int = 0
+    ensemble: SharpEnsemble | BaselineEnsemble, streams: np.ndarray, *, offset: int = 0,
+    sleep_every: int | None = None,
 ) -> pd.DataFrame:
     """Stream row m of ``streams`` (M, n + W) through member m of ``ensemble`` once, all
     members in lockstep, as :func:`run_stream` streams one learner: a SHARP ensemble sleeps
     (every pending member, :meth:`~sharp.engines.ensemble.SharpEnsemble.sleep`) after each
-    global step (``offset`` + position, 1-based) that is a multiple of its config's
-    ``sleep_every``, the steps a separate learner sleeps after, and runs the steps between
+    global step (``offset`` + position, 1-based) that is a multiple of ``sleep_every``
+    (default: its config's; 0: never), the steps a separate learner sleeps after, and runs
+    the steps between
     two sleeps as device blocks (:meth:`~sharp.engines.ensemble.SharpEnsemble.learn_block`,
     the losses read back once per block). Returns one record per step and member,
     step-major: step, member, bits, correct, recall, memory_learned, slept (``slept`` marks
     the steps a sleep phase followed, for every member, as :func:`run_stream` marks them).
-    Raises ValueError for ids outside the vocabulary and what ``learn`` and ``sleep``
-    raise (:class:`~sharp.protocol.Diverged`, naming the member and placed at the global
-    step); no records are returned then."""
+    Raises ValueError for ids outside the vocabulary, TypeError for a ``sleep_every`` given
+    to an ensemble without a sleep phase, and what ``learn`` and ``sleep`` raise
+    (:class:`~sharp.protocol.Diverged`, naming the member and placed at the global step);
+    no records are returned then."""
     from sharp.engines.ensemble import SharpEnsemble
 
     window = ensemble.window
     members = streams.shape[0]
     ids = torch.as_tensor(np.ascontiguousarray(streams), dtype=torch.int64)
     n = n_windows(ids.shape[1], window)
-    sleep_every = (ensemble.config.sleep_every or 0) if isinstance(ensemble, Sleeper) else 0
+    if not isinstance(ensemble, Sleeper) and sleep_every:
+        raise TypeError(f"{type(ensemble).__name__} has no sleep phase; "
+                        f"sleep_every={sleep_every} needs one")
+    if sleep_every is None:
+        sleep_every = ensemble.config.sleep_every if isinstance(ensemble, Sleeper) else 0
+    sleep_every = sleep_every or 0
     if isinstance(ensemble, SharpEnsemble):
         losses, recalls, learned, correct, slept = _sharp_blocks(ensemble, ids, n, sleep_every,
                                                                  offset)
@@ -199,6 +207,44 @@ def evaluate_slices(
         check_finite(learner, **{f"{name} evaluation": pooled.mean_bits() * LN2})
         rows.append(slice_row(name, pooled, clip))
     return pd.DataFrame(rows)
+
+
+def ensemble_slice_rows(
+    ensemble: SharpEnsemble | BaselineEnsemble, slices: Sequence[Mapping[str, np.ndarray]],
+    clip: float | None = None,
+) -> list[pd.DataFrame | Diverged]:
+    """:func:`evaluate_slices` for every member of ``ensemble`` at once: member m evaluated,
+    without learning and from a reset state, on each named slice of ``slices[m]`` (one
+    token array per name, the same names for every member; each name batched over the
+    members). Returns per member its frame (one row per slice) or, where its mean is not
+    finite, the :class:`~sharp.protocol.Diverged` that reports it (not raised, so that the
+    other members' rows stand). Raises ValueError for a slice of W tokens or fewer."""
+    names = list(slices[0])
+    results = {name: ensemble.evaluate([member[name] for member in slices]) for name in names}
+    rows: list[pd.DataFrame | Diverged] = []
+    for m in range(len(slices)):
+        try:
+            check_finite(ensemble, member=m, **{f"{name} evaluation":
+                                                results[name][m].mean_bits() * LN2
+                                                for name in names})
+        except Diverged as error:
+            rows.append(error)
+            continue
+        rows.append(pd.DataFrame([slice_row(name, results[name][m], clip) for name in names]))
+    return rows
+
+
+def evaluate_ensemble_slices(
+    ensemble: SharpEnsemble | BaselineEnsemble, slices: Sequence[Mapping[str, np.ndarray]],
+    clip: float | None = None,
+) -> list[pd.DataFrame]:
+    """:func:`ensemble_slice_rows`, raising the first member's
+    :class:`~sharp.protocol.Diverged` rather than report a non-finite mean."""
+    rows = ensemble_slice_rows(ensemble, slices, clip)
+    for row in rows:
+        if isinstance(row, Diverged):
+            raise row
+    return cast(list[pd.DataFrame], rows)
 
 
 def slice_row(name: str, result: EvalResult, clip: float | None = None) -> dict[str, object]:
