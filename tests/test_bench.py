@@ -201,12 +201,6 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
-def _default_sigint() -> None:
-    """In the child before it starts: SIGINT at its default, as in a terminal (a shell
-    starts background jobs with SIGINT ignored, and a child would inherit that)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -240,9 +234,14 @@ def test_stopping_the_main_process_stops_every_worker(tmp_path: Path,
     command = [sys.executable, "-m", "sharp", "bench", "--no-notebook", "--corpus", "wiki",
                "--segment", "100000", "--learners", "3", "--workers", "2", "--baselines",
                "--quiet", "--out", str(out)]
-    main_process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True,
-                                    env={**os.environ, "PYTHONPATH": str(ROOT)},
-                                    preexec_fn=_default_sigint)
+    # a shell starts background jobs with SIGINT ignored, which a child inherits: give the
+    # main process SIGINT as in a terminal (a Python handler here becomes the default there)
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        main_process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                                        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    finally:
+        signal.signal(signal.SIGINT, handler)
     children: set[int] = set()
     try:
         deadline = time.monotonic() + 180
