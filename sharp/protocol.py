@@ -333,6 +333,22 @@ def check_finite(learner: Any, *, member: int | None = None, **losses: float) ->
                            member=member)
 
 
+def check_dream(learner: Any, probs: Tensor, valid: Tensor | None = None) -> None:
+    """Raise :class:`Diverged` for ``learner`` if the sampling probabilities of a dream hold
+    a NaN or an infinity: head 0's logits overflowed because its weights diverged. Called
+    before ``torch.multinomial``, which would otherwise fail on them with a message about
+    probabilities. ``probs`` is (rows, V) for a learner, or (M, rows, V) for an ensemble,
+    whose rows where ``valid`` (M, rows) bool is False (padding) are not checked and whose
+    first member with a bad row is named. One device synchronisation per call."""
+    finite = torch.isfinite(probs).all(-1)
+    if valid is not None:
+        finite = finite | ~valid
+    if not bool(finite.all()):
+        where = "" if probs.dim() < 3 else f" (member {int((~finite).nonzero()[0, 0])})"
+        raise Diverged(learner_label(learner), learner.config.lr, f"dream{where} sampling",
+                       math.nan)
+
+
 def learner_label(learner: Any) -> str:
     """A learner's display name: its config's ``label`` (baselines) or its class name,
     with its engine where it has one (``Sharp (fused engine)``, ``LSTM (tbptt)``)."""

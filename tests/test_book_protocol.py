@@ -3,6 +3,7 @@ split or book-length problem refused before any encoding or training."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,9 @@ def test_bench_on_a_local_pg19_folder_runs_the_book_protocol(cache: Path, tmp_pa
     # forward = the validation book (200 words, more than 500 tokens) cut at --slice
     assert results.loc["forward", "tokens"] == 500 - WINDOW
     assert results.loc["backward", "tokens"] == results.loc["current", "tokens"] == 500 - WINDOW
+    assert json.loads((tmp_path / "report" / "run.json").read_text())["held_out"] == "validation"
+    assert "forward = 1 held-out book of the validation split" in (
+        tmp_path / "report" / "summary.md").read_text()
 
 
 def test_book_report_states_the_books_it_used(cache: Path, tmp_path: Path) -> None:
@@ -72,6 +76,9 @@ def test_held_out_from_test_when_there_is_no_validation(cache: Path, tmp_path: P
     assert main([*BENCH, "--slice", "100", "--out", "report"]) == 0
     results = pd.read_csv(tmp_path / "report" / "results.csv").set_index("slice")
     assert results.loc["forward", "tokens"] == 100 - WINDOW
+    assert json.loads((tmp_path / "report" / "run.json").read_text())["held_out"] == "test"
+    assert "forward = 1 held-out book of the test split" in (
+        tmp_path / "report" / "summary.md").read_text()
 
 
 @pytest.mark.parametrize("splits", [{"train": 300}, {"validation": 300, "test": 300}])

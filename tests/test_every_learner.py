@@ -13,6 +13,7 @@ import torch
 from conftest import tiny_config
 
 from sharp.config import preset
+from sharp.engines.ensemble import SharpEnsemble
 from sharp.explore.hierarchy import layer_states
 from sharp.explore.widgets import StreamExplorer
 from sharp.model.learner import Sharp
@@ -203,6 +204,33 @@ def test_every_learner_kind_reports_a_huge_learning_rate(random_stream) -> None:
         learner = build_learner(LearnerSpec(spec.kind, {**spec.config, "lr": 1e9}))
         with pytest.raises(Diverged, match=r"diverged at stream step \d+"):
             run_stream(learner, random_stream[:300], progress=False)
+
+
+@pytest.mark.parametrize("engine", ["torch", "fused"])
+def test_a_sleep_of_a_diverged_learner_is_reported_not_a_sampling_error(
+    engine, random_stream
+) -> None:
+    """A NaN head-0 weight made the torch engine's next sleep die inside torch.multinomial
+    ("probability tensor contains either inf, nan"); it is the learner's divergence, said
+    as every other one is, for a learner and for a member of an ensemble."""
+    learner = trained(Sharp(tiny_config(engine=engine)), random_stream)
+    ensemble = SharpEnsemble(tiny_config(engine="torch"), [0, 1])
+    ids = torch.as_tensor(np.stack([random_stream[:60], random_stream[100:160]]))
+    for i in range(60 - W):
+        ensemble.learn(ids[:, i : i + W], ids[:, i + W])
+    assert learner.sleep_pending and bool(ensemble.sleep_pending.all())
+    with torch.no_grad():
+        for p in learner.heads[0].parameters():
+            p.fill_(math.nan)
+        for name, p in ensemble.params.items():
+            if name.startswith("heads.0."):
+                p[1].fill_(math.nan)
+    with pytest.raises(Diverged, match=rf"^Sharp \({engine} engine\) diverged: its dream "
+                       r"sampling loss is nan nats with learning rate lr=0.01"):
+        learner.sleep()
+    with pytest.raises(Diverged, match=r"^SharpEnsemble diverged: its dream \(member 1\) "
+                       r"sampling loss is nan"):
+        ensemble.sleep()
 
 
 def test_diverged_crosses_process_boundaries() -> None:

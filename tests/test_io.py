@@ -127,9 +127,17 @@ def test_unreadable_checkpoints_raise_one_clear_error(content, tmp_path) -> None
     else:
         torch.save({"kind": "sharp", "config": Exploit()}, path)
     with pytest.raises(CheckpointError, match=f"{path} cannot be read as a checkpoint: it is "
-                                              "empty, truncated or not a sharp learner"):
+                                              "empty, truncated or not a sharp learner") as info:
         load_checkpoint(path)
     assert not hasattr(builtins, "sharp_test_exploited")
+    message = str(info.value)
+    assert "\n" not in message and "weights_only" not in message  # torch's advice to run it
+    if content == "foreign code":
+        assert "it holds pickled data a checkpoint never holds (torch refused: " in message
+        assert "GLOBAL" in message and "no code in it was run" in message
+        assert "safe_globals" not in message  # nor its advice to allow-list the code
+    if content == "empty":
+        assert message.endswith("(EOFError: no data)")
 
 
 class Exploit:

@@ -5,6 +5,7 @@ results and reports. Nothing here touches the network."""
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 
 import huggingface_hub
@@ -366,3 +367,33 @@ def test_the_bundled_books_as_bpe_tokens_decode_to_their_text_and_are_cached(
     assert held.documents["id"].tolist() == ["shakespeare-tempest", "austen-northanger-abbey"]
     assert held.characters == sum(len(stored_text(i)) for i in held.documents["id"]) + len(
         BOOK_SEPARATOR)  # the blank line between the two books
+
+
+def test_nfc_and_nfd_spellings_give_the_same_tokens(tmp_path: Path) -> None:
+    """Issue 12, case 15, on the tokenizer path: the raw text went to the tokenizer as it
+    was, so "été" written with combining accents (NFD) gave other ids than the same word
+    precomposed (NFC); both are now encoded in NFC, characters counted as they look."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    backend = Tokenizer(models.BPE({c: i for i, c in enumerate(alphabet)}, []))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = TextTokenizer.from_backend("bytes", backend)
+    nfc = "Été, l'été à Noël; ﬁn."
+    nfd = unicodedata.normalize("NFD", nfc)
+    assert nfd != nfc and len(nfd) > len(nfc)
+    assert np.array_equal(tokenizer.encode(nfd), tokenizer.encode(nfc))
+    assert tokenizer.decode(tokenizer.encode(nfd)) == nfc  # ligatures kept as written
+    ids, chars = tokenizer.encode_with_chars(nfd)
+    assert np.array_equal(ids, tokenizer.encode(nfc)) and int(chars.sum()) == len(nfc)
+    (batch_ids, batch_chars), _ = tokenizer.encode_batch_with_chars([nfd, nfc])
+    assert np.array_equal(batch_ids, ids) and np.array_equal(batch_chars, chars)
+    corpora = []
+    for form in ("NFC", "NFD"):
+        folder = tmp_path / form
+        for split, text in [("train", nfc * 40), ("validation", nfc * 10)]:
+            (folder / split).mkdir(parents=True)
+            (folder / split / "1.txt").write_text(unicodedata.normalize(form, text))
+        corpora.append(load_corpus(str(folder), tokenizer=tokenizer,
+                                   cache_dir=tmp_path / "cache", progress=False))
+    assert np.array_equal(corpora[0].tokens, corpora[1].tokens)
+    assert np.array_equal(corpora[0].chars, corpora[1].chars)

@@ -66,7 +66,7 @@ class Corpus:
     line, ``BOOK_SEPARATOR``, in a token corpus).
 
     A token corpus (``vocab`` a :class:`~sharp.data.tokenizer.TextTokenizer`) also carries
-    ``chars``: each token's number of characters of the raw text, shape (T,), which
+    ``chars``: each token's number of characters of the raw text (in NFC), shape (T,), which
     bits per character are computed from; None means one character per token.
     """
 
@@ -178,7 +178,8 @@ TOKENIZE_BATCH = 8
 
 def tokenize_books(books: Iterable[Book], tokenizer: TextTokenizer
                    ) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, Any] | None]]:
-    """Encode the raw text of books with ``tokenizer`` (no normalisation), in order,
+    """Encode the raw text of books with ``tokenizer`` (in Unicode NFC, no other
+    normalisation: :meth:`~sharp.data.tokenizer.TextTokenizer.encode_batch_with_chars`), in order,
     :data:`TOKENIZE_BATCH` books at a time in parallel.
 
     Yields ``(ids, chars, row)`` triples as :func:`encode_books` yields pairs: ``chars``
@@ -465,7 +466,8 @@ def load_corpus(
     encoding, Hugging Face ``datasets``' own bars).
 
     With a ``tokenizer`` (:func:`~sharp.data.tokenizer.load_tokenizer`) a book corpus
-    (``books``, ``pg19``, a PG-19 folder) is read as raw text, not normalised, and encoded
+    (``books``, ``pg19``, a PG-19 folder) is read as raw text, not normalised beyond
+    Unicode NFC (:data:`~sharp.data.tokenizer.UNICODE_FORM`), and encoded
     into token ids with per-token character counts (``Corpus.chars``), cached once per
     (corpus, tokenizer) as memory-mapped arrays. Raises ValueError for an unknown name,
     a split the corpus lacks, a tokenizer with a corpus that has no books, or a text file

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,12 @@ BPE_VOCAB_SIZE = 4096
 BPE_SETTINGS: dict[str, Any] = {"model": "BPE", "pre_tokenizer": "ByteLevel",
                                 "add_prefix_space": False, "vocab_size": BPE_VOCAB_SIZE,
                                 "min_frequency": 2, "split": "train", "format": 1}
+#: The Unicode form every text is put in before a tokenizer sees it: NFC composes each
+#: accented letter written as a base letter plus combining marks ("e\u0301", NFD) into its
+#: one precomposed character ("\u00e9"), so text that looks the same gives the same token
+#: ids; unlike NFKC it keeps ligatures, fullwidth letters and symbols as written. Part of
+#: every token corpus's cache key (:meth:`TextTokenizer.identity`).
+UNICODE_FORM = "NFC"
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,9 @@ class TextTokenizer:
     ``name`` is the source it was loaded from (``"bpe"``, a path, a hub id); ``sha256`` is
     the hash of its serialised form (``tokenizer.json``), so two tokenizers with the same
     hash encode alike. Duck-types :class:`~sharp.data.vocab.Vocabulary` where corpora use
-    it (``size``, ``dtype``, ``encode``, ``decode``).
+    it (``size``, ``dtype``, ``encode``, ``decode``). Every text is put in Unicode form
+    :data:`UNICODE_FORM` before it is encoded, so NFC and NFD spellings of the same words
+    give the same ids (and decode to the NFC text).
 
     Examples
     --------
@@ -81,23 +90,27 @@ class TextTokenizer:
         return np.dtype(np.uint16) if self.size <= 1 << 16 else np.dtype(np.int32)
 
     def encode(self, text: str) -> np.ndarray:
-        """Token ids of ``text``, shape (T,) int64 (no special tokens added)."""
-        return np.asarray(self.backend.encode(text, add_special_tokens=False).ids,
-                          dtype=np.int64)
+        """Token ids of ``text`` in Unicode form :data:`UNICODE_FORM`, shape (T,) int64 (no
+        special tokens added)."""
+        return np.asarray(self.backend.encode(unicodedata.normalize(UNICODE_FORM, text),
+                                              add_special_tokens=False).ids, dtype=np.int64)
 
     def encode_with_chars(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """Token ids of ``text`` (T,) int64 and each token's number of characters (T,)
-        int64, which sum to ``len(text)``.
+        int64, which sum to the length of ``text`` in Unicode form :data:`UNICODE_FORM`
+        (characters as they look: an accented letter counts once however it was written).
 
         A token's characters are those between the end of the previous token and its own
         end (character offsets); a character split over several byte-level tokens counts
         for the first of them, characters no token covers (dropped by a normaliser) for
         the token before them (the last one at the end)."""
+        text = unicodedata.normalize(UNICODE_FORM, text)
         return _ids_and_chars(self.backend.encode(text, add_special_tokens=False), text)
 
     def encode_batch_with_chars(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         """:meth:`encode_with_chars` of each text, encoded in parallel by the Rust side (on
         every core), with the same result."""
+        texts = [unicodedata.normalize(UNICODE_FORM, text) for text in texts]
         encodings = self.backend.encode_batch(texts, add_special_tokens=False)
         return [_ids_and_chars(encoding, text)
                 for encoding, text in zip(encodings, texts, strict=True)]
@@ -115,8 +128,9 @@ class TextTokenizer:
         return self.backend.decode(arr.tolist(), skip_special_tokens=False)
 
     def identity(self) -> dict[str, str]:
-        """What identifies its encodings in a cache key: the serialised tokenizer's hash."""
-        return {"tokenizer_sha256": self.sha256}
+        """What identifies its encodings in a cache key: the serialised tokenizer's hash and
+        the Unicode form texts are put in."""
+        return {"tokenizer_sha256": self.sha256, "unicode": UNICODE_FORM}
 
 
 def _ids_and_chars(encoding: Any, text: str) -> tuple[np.ndarray, np.ndarray]:
@@ -246,8 +260,8 @@ def bundled_bpe(*, cache_dir: str | os.PathLike[str] | None = None,
     from sharp.data.bundled import provenance, stored_text
 
     rows = provenance()
-    texts = (stored_text(doc_id) for doc_id in rows.loc[rows["split"] == BPE_SETTINGS["split"],
-                                                        "id"])
+    texts = (unicodedata.normalize(UNICODE_FORM, stored_text(doc_id))
+             for doc_id in rows.loc[rows["split"] == BPE_SETTINGS["split"], "id"])
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()

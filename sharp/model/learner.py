@@ -31,6 +31,7 @@ from sharp.protocol import (
     EvalResult,
     StepResult,
     TokenIds,
+    check_dream,
     check_finite,
     check_seeds,
     check_target,
@@ -383,14 +384,19 @@ class Sharp:
 
     def _sample(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Sample one token per row (temperature, optional top-k) from ``generator`` (the
-        learner's RNG by default)."""
+        learner's RNG by default). Raises :class:`~sharp.protocol.Diverged` when head 0's
+        logits are not finite (:func:`~sharp.protocol.check_dream`)."""
         generator = self.generator if generator is None else generator
         logits = logits / self.config.temperature
         if self.config.top_k is not None:
             top, index = logits.topk(self.config.top_k, dim=-1)
-            choice = torch.multinomial(top.softmax(-1), 1, generator=generator)
+            probs = top.softmax(-1)
+            check_dream(self, probs)
+            choice = torch.multinomial(probs, 1, generator=generator)
             return index.gather(-1, choice).squeeze(-1)
-        return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+        probs = logits.softmax(-1)
+        check_dream(self, probs)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
     # -- evaluation -----------------------------------------------------------------
     def predict_stream(self, tokens: TokenIds, chunk: int = 4096) -> Tensor:

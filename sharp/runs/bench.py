@@ -390,9 +390,9 @@ def plan_bench(options: BenchOptions) -> BenchPlan:
                         "every_seconds": policy.every_seconds, "keep": policy.keep},
     }
     if protocol == "books":
-        meta["books"] = plan_books(corpus, budget=options.segment,
-                                   max_eval_tokens=options.slice_len,
-                                   window=learner_window(specs)).counts()
+        books = plan_books(corpus, budget=options.segment, max_eval_tokens=options.slice_len,
+                           window=learner_window(specs))
+        meta["books"], meta["held_out"] = books.counts(), books.held_out
     check_report_folder(out, meta, options.overwrite)
     return BenchPlan(options, corpus, tokenizer, specs, protocol, ensemble, workers, clip, name,
                      out, meta, started)

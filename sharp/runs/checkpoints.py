@@ -131,7 +131,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | None = None,
     except Exception as error:  # a damaged file can fail anywhere in the unpickler
         raise CheckpointError(
             f"{path} cannot be read as a checkpoint: it is empty, truncated or not a sharp "
-            f"learner checkpoint ({type(error).__name__}: {error})"
+            f"learner checkpoint ({_load_failure(error)})"
         ) from error
     if (not isinstance(state, dict) or "kind" not in state
             or not isinstance(state.get("config"), dict)):
@@ -162,6 +162,24 @@ def load_checkpoint(path: str | os.PathLike, device: str | None = None,
                               f"({' '.join(lines[:2])}{more})") from error
     except (ValueError, TypeError, IndexError, AttributeError) as error:
         raise CheckpointError(f"{path} cannot be restored: {error}") from error
+
+
+def _load_failure(error: Exception) -> str:
+    """What ``torch.load(weights_only=True)`` found wrong, in one line. For pickled data
+    it refuses (objects other than tensors and plain data, e.g. code), the first sentence
+    of torch's text saying what it refused: the rest suggests ``weights_only=False`` or
+    allow-listing the object, which would run code from the file, never to be done for a
+    checkpoint of unknown origin.
+    Otherwise the error's type and first line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if lines and lines[0].startswith("Weights only load failed"):
+        refused = [line.removeprefix("WeightsUnpickler error:").split(". ")[0].strip()
+                   for line in lines[1:] if "weights_only" not in line
+                   and not line.startswith(("Check the documentation", "Please file"))]
+        said = "; ".join(line.rstrip(".") for line in refused if line) or "see torch.load"
+        return (f"it holds pickled data a checkpoint never holds (torch refused: {said}); it "
+                "was not loaded, and no code in it was run")
+    return f"{type(error).__name__}: {lines[0] if lines else 'no data'}"
 
 
 def _restore(state: dict[str, Any], path: str | os.PathLike

@@ -68,14 +68,15 @@ def speed_table(results: pd.DataFrame) -> pd.DataFrame:
 def protocol_line(meta: dict[str, Any]) -> str:
     """One sentence saying what was trained and evaluated."""
     if meta.get("protocol") == "books":
-        books = meta["books"]
+        books, held = meta["books"], meta.get("held_out")  # None in reports before it
+        source = f" of the {held} split" if held else ""
         return (f"book protocol, {plural(meta['learners'], 'learner')}: "
                 f"{plural(books['train'], 'training book')} in order up to "
                 f"{meta['segment']:,} tokens, state reset at each book; backward = first "
                 f"{plural(books['backward'], 'training book')}, current = last "
                 f"{plural(books['current'], 'training book')}, forward = "
-                f"{plural(books['forward'], 'held-out book')}, each evaluated from a reset "
-                f"state (at most {meta['slice']:,} tokens per book)")
+                f"{plural(books['forward'], 'held-out book')}{source}, each evaluated from a "
+                f"reset state (at most {meta['slice']:,} tokens per book)")
     return (f"{plural(meta['learners'], 'learner')} × segments of {meta['segment']:,} tokens; "
             f"slices of "
             f"{meta['slice']:,} tokens: backward = first, current = last of each segment, "
