@@ -284,6 +284,10 @@ def evaluate_predictions(learner: Any, tokens: TokenIds,
 DIVERGED_LOSS = 1e4
 
 
+#: The ``loss`` of a :class:`Diverged` found in the weights themselves (:func:`check_weights`).
+WEIGHTS = "weights"
+
+
 class Diverged(FloatingPointError):
     """A learner's loss is NaN, infinite or above :data:`DIVERGED_LOSS`: its weights have
     diverged (a NaN weight shows as a NaN loss on the next step), so nothing it predicts
@@ -313,8 +317,10 @@ class Diverged(FloatingPointError):
     def __str__(self) -> str:
         who = self.learner if self.member is None else f"{self.learner} member {self.member}"
         where = "" if self.step is None else f" at stream step {self.step}"
+        what = ("a weight is NaN or infinite" if self.loss == WEIGHTS
+                else f"its {self.loss} loss is {self.value:.4g} nats")
         return (
-            f"{who} diverged{where}: its {self.loss} loss is {self.value:.4g} nats "
+            f"{who} diverged{where}: {what} "
             f"with learning rate lr={self.lr:g}, so its weights have blown up and nothing "
             f"it predicts from here on means anything. Lower the learning rate (e.g. "
             f"lr={self.lr / 10:g}) and run again from the start, or from a checkpoint saved "
@@ -333,20 +339,28 @@ def check_finite(learner: Any, *, member: int | None = None, **losses: float) ->
                            member=member)
 
 
-def check_dream(learner: Any, probs: Tensor, valid: Tensor | None = None) -> None:
-    """Raise :class:`Diverged` for ``learner`` if the sampling probabilities of a dream hold
-    a NaN or an infinity: head 0's logits overflowed because its weights diverged. Called
-    before ``torch.multinomial``, which would otherwise fail on them with a message about
-    probabilities. ``probs`` is (rows, V) for a learner, or (M, rows, V) for an ensemble,
-    whose rows where ``valid`` (M, rows) bool is False (padding) are not checked and whose
-    first member with a bad row is named. One device synchronisation per call."""
-    finite = torch.isfinite(probs).all(-1)
-    if valid is not None:
-        finite = finite | ~valid
+def check_weights(learner: Any, weights: Iterable[Tensor],
+                  members: Tensor | None = None) -> None:
+    """Raise :class:`Diverged` for ``learner`` if one of ``weights`` holds a NaN or an
+    infinity. A sleep calls it before it dreams: a weight that blew up in the wake step just
+    before (whose loss, computed before the update, was still finite) gives NaN sampling
+    probabilities, on which ``torch.multinomial`` fails with an error about probabilities
+    (on CUDA, a device-side assert). For an ensemble, every tensor's leading axis is the
+    member and ``members`` (M,) bool says which members to check; the first of them with a
+    bad weight is named. One device synchronisation per call."""
+    finite: Tensor | None = None
+    for weight in weights:
+        ok = (torch.isfinite(weight).all() if members is None
+              else torch.isfinite(weight).flatten(1).all(1))
+        finite = ok if finite is None else finite & ok
+    if finite is None:
+        return
+    if members is not None:
+        finite = finite | ~members
     if not bool(finite.all()):
-        where = "" if probs.dim() < 3 else f" (member {int((~finite).nonzero()[0, 0])})"
-        raise Diverged(learner_label(learner), learner.config.lr, f"dream{where} sampling",
-                       math.nan)
+        member = None if members is None else int((~finite).nonzero()[0, 0])
+        raise Diverged(learner_label(learner), learner.config.lr, WEIGHTS, math.nan,
+                       member=member)
 
 
 def learner_label(learner: Any) -> str:

@@ -31,10 +31,10 @@ from sharp.protocol import (
     EvalResult,
     StepResult,
     TokenIds,
-    check_dream,
     check_finite,
     check_seeds,
     check_target,
+    check_weights,
     check_window,
     evaluate_predictions,
     token_tensor,
@@ -307,6 +307,7 @@ class Sharp:
         optimiser = FusedAdam([memory.parameters()], [c.lr], weight_decay=c.weight_decay)
         window = torch.zeros(c.window, c.hidden[target - 1], device=self.device)
         groups = [tags] if batched else [[tag] for tag in tags]
+        check_weights(self, self.net.parameters())  # what the dreams run through
         dreams = torch.cat([self.dream(group, target) for group in groups])
         # 2. Sequential replay training, tag by tag, target carry from zero for each tag,
         # gated by a recall EMA of its own that starts at zero.
@@ -384,19 +385,14 @@ class Sharp:
 
     def _sample(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Sample one token per row (temperature, optional top-k) from ``generator`` (the
-        learner's RNG by default). Raises :class:`~sharp.protocol.Diverged` when head 0's
-        logits are not finite (:func:`~sharp.protocol.check_dream`)."""
+        learner's RNG by default)."""
         generator = self.generator if generator is None else generator
         logits = logits / self.config.temperature
         if self.config.top_k is not None:
             top, index = logits.topk(self.config.top_k, dim=-1)
-            probs = top.softmax(-1)
-            check_dream(self, probs)
-            choice = torch.multinomial(probs, 1, generator=generator)
+            choice = torch.multinomial(top.softmax(-1), 1, generator=generator)
             return index.gather(-1, choice).squeeze(-1)
-        probs = logits.softmax(-1)
-        check_dream(self, probs)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
     # -- evaluation -----------------------------------------------------------------
     def predict_stream(self, tokens: TokenIds, chunk: int = 4096) -> Tensor:

@@ -56,12 +56,12 @@ from sharp.protocol import (
     EvalResult,
     StepResult,
     TokenIds,
-    check_dream,
     check_finite,
     check_member,
     check_seeds,
     check_slices,
     check_targets,
+    check_weights,
     check_windows,
     token_tensor,
 )
@@ -468,6 +468,8 @@ class SharpEnsemble:
         tags, in its order (SPEC §4 steps 1–2); a report per member (None without tags)."""
         start = time.perf_counter()
         counts = [len(member_tags) for member_tags in tags]
+        check_weights(self, self.params.values(),  # what the dreams run through (Diverged)
+                      torch.tensor(counts, device=self.device) > 0)
         dreams = self._dream(tags, target)  # (M, tags, ticks, H_{k-1})
         replay = self._replays.get(target)
         if replay is None:
@@ -525,16 +527,13 @@ class SharpEnsemble:
     def _sample(self, logits: Tensor, counts: list[int]) -> Tensor:
         """Sample one token for each of member m's first ``counts[m]`` rows of ``logits``
         (M, rows, V) from member m's generator, as :meth:`Sharp.dream_steps` does for a
-        separate learner (temperature, optional top-k); padded rows get token 0. Raises
-        :class:`~sharp.protocol.Diverged` naming a member whose logits are not finite."""
+        separate learner (temperature, optional top-k); padded rows get token 0."""
         logits = logits / self.config.temperature
         if self.config.top_k is not None:
             top, index = logits.topk(self.config.top_k, dim=-1)
             probs = top.softmax(-1)
         else:
             probs = logits.softmax(-1)
-        rows = torch.arange(logits.shape[1], device=self.device)
-        check_dream(self, probs, rows < torch.tensor(counts, device=self.device)[:, None])
         tokens = torch.zeros(logits.shape[:2], dtype=torch.long, device=self.device)
         for m, count in enumerate(counts):
             if count:
