@@ -78,7 +78,7 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
                        "protocol (default 2000, or the run preset's)")
     bench.add_argument("--learners", type=int, default=None,
                        help="segments / learners (M) (default 4, or the run preset's)")
-    bench.add_argument("--seed", type=int, default=0,
+    bench.add_argument("--seed", type=non_negative_int, default=0,
                        help="learner m of each model uses seed + m")
     bench.add_argument("--threads", type=int, default=1, help="torch threads per learner")
     bench.add_argument("--workers", type=int, default=None,

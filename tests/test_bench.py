@@ -63,6 +63,7 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
         # new-user findings: 0 workers ran as 1; a run name escaped reports/
         (["--workers", "0"], "learners and workers must be >= 1, got 1 and 0"),
         (["--name", "../elsewhere"], "run name '../elsewhere' must be a plain folder name"),
+        (["--seed", "-1"], "argument --seed: must be an integer >= 0, got -1"),
         # issue 13, item 3: books differ in length, an ensemble streams in lockstep
         (["--corpus", "books", "--segment", "5000000", "--ensemble", "on"],
          "the book protocol cannot run learners as ensembles"),
