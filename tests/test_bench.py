@@ -63,7 +63,6 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
         # new-user findings: 0 workers ran as 1; a run name escaped reports/
         (["--workers", "0"], "learners and workers must be >= 1, got 1 and 0"),
         (["--name", "../elsewhere"], "run name '../elsewhere' must be a plain folder name"),
-        (["--seed", "-1"], "argument --seed: must be an integer >= 0, got -1"),
         # issue 13, item 3: books differ in length, an ensemble streams in lockstep
         (["--corpus", "books", "--segment", "5000000", "--ensemble", "on"],
          "the book protocol cannot run learners as ensembles"),
@@ -406,3 +405,11 @@ def test_the_estimate_times_only_work_that_is_left(
     print_estimate(plan, steps=20)
     assert "estimated duration: 0 s: every job of this run is finished" in (
         capsys.readouterr().out)
+
+
+def test_a_negative_seed_is_refused_by_argparse(capsys: pytest.CaptureFixture[str]) -> None:
+    """As ``sharp experiment`` and ``sharp reference`` refuse it (it ran seeds -1 and 0)."""
+    with pytest.raises(SystemExit) as stopped:
+        main(["bench", "--no-notebook", "--seed", "-1"])
+    assert stopped.value.code == 2
+    assert "argument --seed: must be an integer >= 0, got -1" in capsys.readouterr().err
