@@ -4,6 +4,7 @@ phase only SHARP adds to it."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 import time
@@ -407,6 +408,45 @@ class Learner(Protocol):
     def parameter_count(self) -> int:
         """Number of trainable parameters."""
         ...
+
+
+class LiveConfig:
+    """A learner's ``config`` attribute: set when the learner is built; afterwards an
+    assignment (``learner.config = learner.config.replace(lr=1e-3)``) may change only the
+    fields in ``live``, which the owner's ``apply_config(changed)`` puts into effect at
+    once (e.g. the optimisers' learning rates). Changing any other field raises ValueError:
+    it shaped the learner's weights or was used when it was built, and a config that no
+    longer describes the learner would be silently ignored. Raises TypeError for a config
+    of another class."""
+
+    def __init__(self, *live: str) -> None:
+        self.live = frozenset(live)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, learner: Any, owner: type | None = None) -> Any:
+        return self if learner is None else getattr(learner, self.slot)
+
+    def __set__(self, learner: Any, config: Any) -> None:
+        old = getattr(learner, self.slot, None)
+        if old is None:
+            setattr(learner, self.slot, config)
+            return
+        if type(config) is not type(old):
+            raise TypeError(f"{type(learner).__name__}.config must stay a "
+                            f"{type(old).__name__}, got a {type(config).__name__}")
+        changed = {field.name for field in dataclasses.fields(config)
+                   if getattr(config, field.name) != getattr(old, field.name)}
+        fixed = sorted(changed - self.live)
+        if fixed:
+            raise ValueError(
+                f"{type(learner).__name__}.config: {', '.join(fixed)} cannot change on a "
+                f"learner already built (only {', '.join(sorted(self.live))} can); build a "
+                "new learner from the new config")
+        setattr(learner, self.slot, config)
+        if changed:
+            learner.apply_config(changed)
 
 
 @runtime_checkable

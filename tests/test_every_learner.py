@@ -253,3 +253,41 @@ def _same(a: object, b: object) -> bool:
     if isinstance(a, list | tuple):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     return a == b
+
+
+# -- a live learner's config: what it says is what it does -----------------------------
+def test_a_new_learning_rate_in_the_config_takes_effect(random_stream) -> None:
+    """``learner.config = learner.config.replace(lr=...)`` was silently ignored: two
+    learners of one seed, one given lr 0.05 mid-stream, gave identical bits. It now steps
+    exactly as one whose optimisers were given the new rate."""
+    for name, spec in SPECS.items():
+        changed, reference = build_learner(spec), build_learner(spec)
+        trained(changed, random_stream, 20)
+        trained(reference, random_stream, 20)
+        changed.config = changed.config.replace(lr=0.05)
+        for optimiser in (reference.memory_opt, reference.head_opt) if name.startswith(
+                "sharp") else (reference.optimiser,):
+            optimiser.lrs = [0.05 * (rate / optimiser.lrs[0]) for rate in optimiser.lrs]
+        if name.startswith("sharp"):
+            assert changed.head_opt.lrs == [changed.config.head_lr(level)
+                                            for level in range(changed.config.layers)]
+        later = random_stream[20:80]
+        bits = [learner.evaluate(later).bits for learner in (changed, reference)]
+        ran = [run_stream(learner, later, progress=False)["bits"].to_numpy()
+               for learner in (changed, reference)]
+        assert np.array_equal(*bits) and np.array_equal(*ran), name
+        assert not np.array_equal(ran[0], run_stream(build_learner(spec), random_stream[:80],
+                                                     progress=False)["bits"].to_numpy()[20:])
+
+
+@pytest.mark.parametrize("name", ["sharp-torch", "lstm", "transformer"])
+def test_a_config_field_that_shaped_the_learner_cannot_change(name: str) -> None:
+    learner = build_learner(SPECS[name])
+    field = "hidden" if name != "transformer" else "d_model"
+    with pytest.raises(ValueError, match=rf"\.config: {field} cannot change on a learner "
+                                         r"already built \(only .*lr.* can\); build a new "
+                                         r"learner from the new config"):
+        learner.config = learner.config.replace(**{field: 32})
+    with pytest.raises(TypeError, match=r"\.config must stay a "):
+        learner.config = preset("quick") if name != "sharp-torch" else SPECS["lstm"]
+    assert getattr(learner.config, field) != 32

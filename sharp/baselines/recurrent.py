@@ -38,6 +38,7 @@ from sharp.model.inputs import check_table_state, input_layer, input_table, tabl
 from sharp.model.learner import check_compatible
 from sharp.protocol import (
     EvalResult,
+    LiveConfig,
     StepResult,
     TokenIds,
     check_finite,
@@ -146,7 +147,9 @@ class StreamingRecurrent:
     its ``input_table``; :func:`~sharp.model.inputs.input_table`)."""
 
     kind: str
-    config: RecurrentConfig | ClockworkConfig
+    #: Set when built; afterwards only ``lr`` may change
+    #: (:class:`~sharp.protocol.LiveConfig`; :meth:`apply_config`).
+    config = LiveConfig("lr")
 
     def __init__(self, config: RecurrentConfig | ClockworkConfig,
                  table: Tensor | None = None) -> None:
@@ -182,6 +185,12 @@ class StreamingRecurrent:
         self.block_clock = self.clock
         self.block_inputs: list[int] = []
         self.block_targets: list[int] = []
+
+    def apply_config(self, changed: set[str]) -> None:
+        """Put a live change of ``config`` into effect: a new ``lr`` is the optimiser's
+        from the next update."""
+        if "lr" in changed:
+            self.optimiser.lrs = [self.config.lr] * len(self.optimiser.lrs)
 
     def parameter_count(self) -> int:
         """Number of trainable parameters."""

@@ -33,6 +33,7 @@ from sharp.model.inputs import check_table_state, input_layer, input_table, tabl
 from sharp.model.learner import check_compatible
 from sharp.protocol import (
     EvalResult,
+    LiveConfig,
     StepResult,
     TokenIds,
     check_finite,
@@ -140,6 +141,9 @@ class TransformerBaseline:
     missing or mis-shaped table."""
 
     kind = "transformer"
+    #: Set when built; afterwards only ``lr`` may change
+    #: (:class:`~sharp.protocol.LiveConfig`; :meth:`apply_config`).
+    config = LiveConfig("lr")
 
     def __init__(self, config: TransformerConfig, table: Tensor | None = None) -> None:
         check_instance(config, TransformerConfig, "TransformerBaseline",
@@ -169,6 +173,12 @@ class TransformerBaseline:
         self.seen = 0
         self.cache_len = 0
         self.cache_block = -1
+
+    def apply_config(self, changed: set[str]) -> None:
+        """Put a live change of ``config`` into effect: a new ``lr`` is the optimiser's
+        from the next update."""
+        if "lr" in changed:
+            self.optimiser.lrs = [self.config.lr] * len(self.optimiser.lrs)
 
     def parameter_count(self) -> int:
         """Number of trainable parameters."""

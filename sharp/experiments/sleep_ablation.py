@@ -81,6 +81,13 @@ class WakeAllMemories(Sharp):
         }
         self._reset_upper()
 
+    def apply_config(self, changed: set[str]) -> None:
+        """Also give the upper memories' optimisers a new ``lr``."""
+        super().apply_config(changed)
+        if "lr" in changed:
+            for optimiser in self.upper_opts.values():
+                optimiser.lrs = [self.config.lr]
+
     def _reset_upper(self) -> None:
         c = self.config
         self.upper_windows: dict[int, deque[Tensor]] = {

@@ -223,16 +223,9 @@ class StreamExplorer:
         lr = float(lr)
         learner: Any = self.learner
         config = getattr(learner, "config", None)
-        if config is not None and hasattr(config, "lr"):
-            learner.config = config.replace(lr=lr)
-        if hasattr(learner, "head_opt"):
-            learner.memory_opt.lrs = [lr]
-            learner.head_opt.lrs = [learner.config.head_lr(level)
-                                    for level in range(learner.config.layers)]
-        elif hasattr(learner, "optimiser"):
-            learner.optimiser.lrs = [lr] * len(learner.optimiser.lrs)
-        else:
-            raise TypeError(f"{type(learner).__name__} exposes no optimiser learning rates")
+        if not hasattr(config, "lr"):
+            raise TypeError(f"{type(learner).__name__} has no config with a learning rate")
+        learner.config = config.replace(lr=lr)  # applied to its optimisers (LiveConfig)
         self._sync(self.lr_slider, self.lr_value, lr)
         self.redraw(figure=False)
 

@@ -29,6 +29,7 @@ from sharp.model.inputs import check_table_state, input_table, table_state
 from sharp.model.memory import Memory
 from sharp.protocol import (
     EvalResult,
+    LiveConfig,
     StepResult,
     TokenIds,
     check_finite,
@@ -80,6 +81,10 @@ class Sharp:
     :func:`~sharp.model.inputs.input_table` raises (ValueError, FileNotFoundError) for a
     missing or mis-shaped table.
     """
+
+    #: Set when built; afterwards only ``tau`` and ``lr`` may change
+    #: (:class:`~sharp.protocol.LiveConfig`; :meth:`apply_config`).
+    config = LiveConfig("tau", "lr")
 
     def __init__(self, config: SharpConfig, table: Tensor | None = None) -> None:
         check_instance(config, SharpConfig, "Sharp", "sharp.preset('quick')")
@@ -175,6 +180,15 @@ class Sharp:
         """Zero the layer states in place (the fused engine works on these tensors)."""
         for state in self.states:
             state.zero_()
+
+    def apply_config(self, changed: set[str]) -> None:
+        """Put a live change of ``config`` into effect: a new ``lr`` becomes memory 0's
+        learning rate and head l's ``lr * lr_slowdown**l`` from the next step (and every
+        later sleep's); ``tau`` is read at every step anyway."""
+        if "lr" in changed:
+            self.memory_opt.lrs = [self.config.lr]
+            self.head_opt.lrs = [self.config.head_lr(level)
+                                 for level in range(self.config.layers)]
 
     def parameter_count(self) -> int:
         """Number of parameters (memories and heads)."""
