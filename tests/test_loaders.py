@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
 import time
 import tracemalloc
 import urllib.error
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from sharp.data import (
     normalize_text8,
     tokens_sha256,
 )
-from sharp.data.corpus import cache_root
+from sharp.data.corpus import Corpus, cache_root
 
 FAKE_TEXT8 = b" anarchism originated as a term of abuse first used against early" * 50
 
@@ -164,6 +166,32 @@ def test_text8_truncated_cache_entry_is_rebuilt(tmp_path: Path) -> None:
         rebuilt = load_text8(cache, download=_no_download, **_fake_sizes(data))
     assert np.array_equal(rebuilt.tokens, expected)
     assert npy.read_bytes() == full
+
+
+def test_a_token_cache_changed_in_place_is_rebuilt_and_a_copied_one_kept(
+        tmp_path: Path) -> None:
+    """A damaged cache started a run that then blamed the user's text ("token id 255 ...
+    is outside the vocabulary"), or, damaged within the vocabulary, went unnoticed."""
+    (tmp_path / "text8").write_bytes(FAKE_TEXT8)
+    def load() -> Corpus:
+        return load_text8(tmp_path, download=_no_download, expected_bytes=len(FAKE_TEXT8))
+
+    expected = np.array(load().tokens)
+    (npy,) = (tmp_path / "tokens").glob("text8-*.npy")
+    full = npy.read_bytes()
+    damaged = bytearray(full)
+    damaged[-3] = (damaged[-3] + 1) % 27  # still a letter: only the recorded hash tells
+    npy.write_bytes(bytes(damaged))
+    with pytest.warns(UserWarning, match=r"incomplete or corrupt \(its tokens changed since "
+                                         r"it was written \(sha256 differs\)\); rebuilding"):
+        assert np.array_equal(load().tokens, expected)
+    assert npy.read_bytes() == full
+    os.utime(npy, ns=(1, 1))  # as a copy without its times: same tokens, another time
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.array_equal(load().tokens, expected)
+    (meta,) = (tmp_path / "tokens").glob("text8-*.json")
+    assert json.loads(meta.read_text())["mtime_ns"] == 1  # hashed once, then trusted
 
 
 def test_text8_corrupt_cache_metadata_is_rebuilt(tmp_path: Path) -> None:

@@ -272,8 +272,11 @@ def open_token_cache(
     :func:`open_token_chars`.
 
     A partial or corrupt entry (unreadable metadata, missing or truncated array,
-    wrong dtype or length) is reported with a warning, deleted, and None returned
-    so that the caller rebuilds it.
+    wrong dtype or length, or an array changed since it was written: its modification
+    time differs from the recorded one and the sha256 of its tokens from the recorded
+    sha256) is reported with a warning, deleted, and None returned so that the caller
+    rebuilds it. An array whose time differs but whose tokens hash as recorded (a copied
+    cache) is kept and its time recorded, so it is hashed once, not on every open.
     """
     npy, meta_path = _entry_paths(root, name, identity)
     chars_npy = _chars_path(npy)
@@ -291,6 +294,11 @@ def open_token_cache(
                 and chars_npy.stat().st_size != meta["chars_file_bytes"])
         ):
             raise ValueError("metadata does not match the array")
+        if meta.get("mtime_ns") != npy.stat().st_mtime_ns:
+            if tokens_sha256(tokens) != meta["sha256"]:
+                raise ValueError("its tokens changed since it was written (sha256 differs)")
+            meta["mtime_ns"] = npy.stat().st_mtime_ns
+            atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
     except (OSError, ValueError, KeyError, TypeError) as err:
         warnings.warn(
             f"cache entry {npy} is incomplete or corrupt ({err}); rebuilding it",
@@ -376,6 +384,7 @@ def write_token_cache(
         "dtype": np.dtype(dtype).str,
         "sha256": digest.hexdigest(),
         "file_bytes": file_bytes,
+        "mtime_ns": npy.stat().st_mtime_ns,
         **({"chars_file_bytes": chars_bytes} if chars else {}),
         **(extra() if extra is not None else {}),
     }
