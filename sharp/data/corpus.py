@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import hashlib
 import itertools
 import json
@@ -298,7 +299,8 @@ def open_token_cache(
             if tokens_sha256(tokens) != meta["sha256"]:
                 raise ValueError("its tokens changed since it was written (sha256 differs)")
             meta["mtime_ns"] = npy.stat().st_mtime_ns
-            atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
+            with contextlib.suppress(OSError):  # a read-only cache is hashed at every open
+                atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
     except (OSError, ValueError, KeyError, TypeError) as err:
         warnings.warn(
             f"cache entry {npy} is incomplete or corrupt ({err}); rebuilding it",
