@@ -202,7 +202,8 @@ def test_a_paper_run_prints_its_estimate_before_any_job(
 
     def run(name: str, preset: str, out: str, **kwargs: object) -> object:
         events.append(f"run {name}")
-        return SimpleNamespace(frame=pd.DataFrame(), seconds=0.0)
+        return SimpleNamespace(frame=pd.DataFrame(), seconds=0.0,
+                               invocations=[{"wall_seconds": 0.0, "ended": True}])
 
     monkeypatch.setattr(cli, "estimate_experiment", estimate)
     monkeypatch.setattr(cli, "run_experiment", run)
