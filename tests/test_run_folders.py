@@ -56,12 +56,11 @@ def test_a_second_process_is_refused_and_a_killed_holder_never_blocks(
     held: tuple[Path, subprocess.Popen],
 ) -> None:
     out, holder = held
-    with pytest.raises(FolderBusy, match=(
-            rf"^{re.escape(str(out))}: another sharp bench \(pid {holder.pid}, started "
-            r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\) is running on this folder; wait for it or "
-            r"use another --out$")):
-        with run_folder_lock(out, "sharp bench"):
-            pass
+    refusal = (rf"^{re.escape(str(out))}: another sharp bench \(pid {holder.pid}, started "
+               r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\) is running on this folder; wait for it "
+               r"or use another --out$")
+    with pytest.raises(FolderBusy, match=refusal), run_folder_lock(out, "sharp bench"):
+        pass
     holder.kill()  # SIGKILL: nothing of the holder runs again, the kernel drops its lock
     holder.wait()
     assert (out / LOCK_FILE).exists()  # the file stays; the lock it carried is gone
