@@ -313,7 +313,8 @@ def run_experiment(name: str, preset: str = "quick", out: str | os.PathLike | No
     FileExistsError / PermissionError, e.g. when it holds the results of another run and
     ``overwrite`` is not set); ValueError for an unknown experiment or preset. Every
     invocation of the run (command, start, wall time, workers, the jobs found stored) is
-    recorded in ``jobs_folder/run.json`` as it starts and ends, and written to its record.
+    recorded in ``jobs_folder/run.json`` as it starts, as each job is stored and as it
+    ends, and written to its record.
 
     With ``out``, each job (repetition × condition) stores its frame under
     :func:`jobs_folder` as soon as it finishes; when ``resume``, the jobs of this same
@@ -338,7 +339,7 @@ def run_experiment(name: str, preset: str = "quick", out: str | os.PathLike | No
         check_experiment_folder(out, name, preset, parameters, overwrite)
         identity = experiment_identity(name, preset, parameters)
         previous = start_jobs(out, name, preset, parameters, resume)
-        store = JobStore(jobs_folder(out, name), policy)
+        store = JobStore(jobs_folder(out, name))
         jobs = planned_jobs(experiment.run, parameters)
         stored = sum(store.path(job).exists() for job in jobs)
         invocation = Invocation(command, workers=parameters.get("workers")
@@ -348,7 +349,8 @@ def run_experiment(name: str, preset: str = "quick", out: str | os.PathLike | No
                                 jobs=len(jobs), jobs_stored_before=stored)
         mark_jobs(out, identity, [*previous, invocation.record()])
         try:
-            with stored_jobs(store.folder, policy):
+            with stored_jobs(store.folder, policy, lambda: mark_jobs(
+                    out, identity, [*previous, invocation.record()])):
                 frame = experiment.run(**parameters)
         except BaseException:  # Ctrl-C, SIGTERM, an error: this invocation's end, recorded
             mark_jobs(out, identity, [*previous, invocation.record(ended=True)])
