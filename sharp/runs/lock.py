@@ -83,10 +83,13 @@ def run_folder_lock(out: str | os.PathLike, command: str, option: str = "--out"
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _holder(handle)
-            if key in held and holder.get("token") == held[key]:
-                yield out  # an ancestor's lock (the kernel of sharp bench's notebook)
-                return
-            raise FolderBusy(_refusal(out, holder, option)) from None
+            if key not in held or holder.get("token") != held[key]:
+                raise FolderBusy(_refusal(out, holder, option)) from None
+        else:
+            holder = {}
+        if holder:  # an ancestor's lock (the kernel of sharp bench's notebook): already held
+            yield out
+            return
         token = secrets.token_hex(8)
         started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         record = json.dumps({"command": command, "pid": os.getpid(),
