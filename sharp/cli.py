@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -32,6 +33,8 @@ from sharp.runs.bench import (
 )
 from sharp.runs.benchmark import diverged_runs, summary_table
 from sharp.runs.checkpoints import atomic_write_text
+from sharp.runs.invocations import wall_time_words
+from sharp.runs.lock import run_folder_lock
 from sharp.runs.options import (
     HelpFormatter,
     add_checkpoint_options,
@@ -39,10 +42,15 @@ from sharp.runs.options import (
     non_negative_int,
     positive_int,
 )
-from sharp.runs.outputs import check_output_folder, check_replace
+from sharp.runs.outputs import check_replace
 from sharp.runs.reference import max_abs_difference, reference_curve
 from sharp.runs.registry import BASELINE_KINDS
-from sharp.runs.report import bits_per_char_column, markdown_table, speed_table
+from sharp.runs.report import (
+    bits_per_char_column,
+    check_report_folder,
+    markdown_table,
+    speed_table,
+)
 
 
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
@@ -176,13 +184,31 @@ def print_estimate(plan: BenchPlan, steps: int = 200) -> None:
 
 def bench(args: argparse.Namespace) -> int:
     """Check the whole run, then run the benchmark (SHARP and baselines) and write the
-    report, through notebook 05 or in plain Python."""
-    plan = plan_bench(bench_options(args))
-    print(plan.headline)
-    if args.estimate or args.preset in RUN_PRESETS:
+    report, through notebook 05 or in plain Python, holding the output folder's run lock
+    (:func:`~sharp.runs.lock.run_folder_lock`: FolderBusy, before any work, while another
+    process runs on it). ``--estimate`` prints the estimate and exits, writing nothing and
+    refusing nothing on the folder's contents (it says when a run would be refused)."""
+    options = bench_options(args)
+    plan = plan_bench(options, check_folder=False)
+    if args.estimate:
+        print(plan.headline)
+        try:
+            check_report_folder(plan.out, plan.meta, options.overwrite)
+        except OSError as refusal:
+            print(f"note: the run itself (without --estimate) would be refused: {refusal}")
         print_estimate(plan)
-        if args.estimate:
-            return 0
+        return 0
+    with run_folder_lock(plan.out, "sharp bench"):
+        check_report_folder(plan.out, plan.meta, options.overwrite)
+        return _bench(args, plan)
+
+
+def _bench(args: argparse.Namespace, plan: BenchPlan) -> int:
+    """Run the planned benchmark (:func:`bench`) and print its tables; 1 when a run
+    diverged."""
+    print(plan.headline)
+    if args.preset in RUN_PRESETS:
+        print_estimate(plan)
     if args.notebook:
         from sharp.explore.notebooks import execute_notebook
 
@@ -201,7 +227,10 @@ def bench(args: argparse.Namespace) -> int:
         print(markdown_table(summary_table(results, bits_per_char_column(plan.clip))))
     print("training:")
     print(markdown_table(speed_table(results)))
-    print(f"wall time {time.perf_counter() - plan.started:.1f} s; report written to "
+    invocations = json.loads((plan.out / "run.json").read_text())["invocations"]
+    overall = (f" for this invocation; the run's {wall_time_words(invocations)}"
+               if len(invocations) > 1 else "")
+    print(f"wall time {time.perf_counter() - plan.started:.1f} s{overall}; report written to "
           f"{plan.out}/" + (" (with the executed notebook and its HTML)" if args.notebook else ""))
     failed = diverged_runs(results)
     for run in failed:
@@ -232,11 +261,20 @@ REFERENCE_FILES = ("reference.csv", "reference.json")
 
 def reference(args: argparse.Namespace) -> int:
     """Print this kit's curve next to the authors' on the licence text; with ``--out``, also
-    write it there (the folder is checked before the run)."""
+    write it there (the folder is checked before the run, and its run lock held:
+    :func:`~sharp.runs.lock.run_folder_lock`, FolderBusy while another process runs on
+    it)."""
     identity = {"preset": args.preset, "seed": args.seed}
-    if args.out:
-        check_replace(check_output_folder(args.out), REFERENCE_FILES, "reference.json",
-                      identity, overwrite=args.overwrite, what="the reference table")
+    with contextlib.ExitStack() as stack:
+        if args.out:
+            stack.enter_context(run_folder_lock(args.out, "sharp reference"))
+            check_replace(args.out, REFERENCE_FILES, "reference.json", identity,
+                          overwrite=args.overwrite, what="the reference table")
+        return _reference(args, identity)
+
+
+def _reference(args: argparse.Namespace, identity: dict[str, Any]) -> int:
+    """Trace the curve and print (and, with ``--out``, write) it: :func:`reference`."""
     frame = reference_curve(args.preset, seed=args.seed, threads=args.threads,
                             progress=not args.quiet)
     print(markdown_table(frame.set_index("tokens")))
@@ -306,7 +344,9 @@ def _throughput_parser(sub: argparse._SubParsersAction) -> None:
 def throughput(args: argparse.Namespace) -> int:
     """Print and write the throughput table (or, with ``--anatomy``, the breakdown). The
     options and the output folder are checked before any measurement: ValueError when
-    there is nothing to measure, FileExistsError / PermissionError for --out."""
+    there is nothing to measure, FileExistsError / PermissionError for --out, FolderBusy
+    while another process runs on it (its run lock is held throughout:
+    :func:`~sharp.runs.lock.run_folder_lock`)."""
     stem = "anatomy" if args.anatomy else "throughput"
     identity = {key: getattr(args, key) for key in (
         "presets", "threads", "steps", "repeats", "anatomy",
@@ -322,15 +362,19 @@ def throughput(args: argparse.Namespace) -> int:
         if args.presets and "fused" in args.engines and args.device not in ("auto", "cpu"):
             raise ValueError(f"the fused engine runs on the CPU only: measure SHARP on "
                              f"--device {args.device} with --engines torch")
-    check_replace(check_output_folder(args.out), [f"{stem}.{s}" for s in ("csv", "md", "json")],
-                  f"{stem}.json", identity, overwrite=args.overwrite,
-                  what=f"the {stem} tables")
-    if args.anatomy:
-        return _anatomy(args, identity)
     dense = [p for p in args.presets if preset(p).inputs == "dense"]
-    if dense and "fused" in args.engines:  # checked before the first measurement
+    if dense and "fused" in args.engines and not args.anatomy:
         raise ValueError(f"preset(s) {', '.join(dense)} read dense input vectors, which the "
                          "fused engine does not: measure them with --engines torch")
+    with run_folder_lock(args.out, "sharp throughput"):
+        check_replace(args.out, [f"{stem}.{s}" for s in ("csv", "md", "json")],
+                      f"{stem}.json", identity, overwrite=args.overwrite,
+                      what=f"the {stem} tables")
+        return _anatomy(args, identity) if args.anatomy else _throughput(args, identity)
+
+
+def _throughput(args: argparse.Namespace, identity: dict[str, Any]) -> int:
+    """Measure and print (and write) the throughput table: :func:`throughput`."""
     device = args.device
     configs: list[dict[str, Any]] = [
         {"preset_name": p, "threads": t, "engine": e, "device": device}

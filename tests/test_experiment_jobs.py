@@ -153,6 +153,19 @@ def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_csv(
     assert not part.exists()
     assert len(counted) == 4 - stored
     assert (tmp_path / f"{NAME}.csv").read_text() == uninterrupted
+    killed, resumed = json.loads((tmp_path / f"{NAME}.json").read_text())["invocations"]
+    assert not killed["ended"] and resumed["ended"]  # SIGKILL: its end was never recorded
+    assert (killed["jobs_stored_before"], resumed["jobs_stored_before"]) == (0, stored)
+    assert (f"wall time at least {killed['wall_seconds'] + resumed['wall_seconds']:.1f} s over "
+            "2 invocations") in (tmp_path / f"{NAME}.md").read_text()
+
+
+def test_the_store_reports_each_saved_job(tmp_path: Path) -> None:
+    """What records a running invocation's wall time as each job is stored."""
+    saved: list[int] = []
+    store = common.JobStore(tmp_path, on_save=lambda: saved.append(len(saved)))
+    store.save(Job(stream_job, {"samples": 1}), pd.DataFrame({"x": [1]}))
+    assert saved == [0] and len(list(tmp_path.glob("*.parquet"))) == 1
 
 
 def test_the_estimate_is_printed_and_no_job_runs(
@@ -202,7 +215,8 @@ def test_a_paper_run_prints_its_estimate_before_any_job(
 
     def run(name: str, preset: str, out: str, **kwargs: object) -> object:
         events.append(f"run {name}")
-        return SimpleNamespace(frame=pd.DataFrame(), seconds=0.0)
+        return SimpleNamespace(frame=pd.DataFrame(), seconds=0.0,
+                               invocations=[{"wall_seconds": 0.0, "ended": True}])
 
     monkeypatch.setattr(cli, "estimate_experiment", estimate)
     monkeypatch.setattr(cli, "run_experiment", run)

@@ -80,6 +80,9 @@ def test_a_job_killed_mid_stream_or_mid_sleep_resumes_to_the_same_results(
     attempts = _manifest(out)["attempts"]
     assert [a["resumed_from"] for a in attempts] == [0, killed_at]
     assert killed_at > 0
+    killed, resumed = json.loads((out / "run.json").read_text())["invocations"]
+    assert not killed["ended"] and resumed["ended"] and resumed["jobs_resumed"] == 1
+    assert "- wall time at least " in (out / "summary.md").read_text()
 
 
 def _tiny_job(tmp_path: Path) -> tuple[LearnerSpec, list]:

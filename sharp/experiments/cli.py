@@ -26,7 +26,9 @@ from sharp.experiments.report import (
     write_index,
 )
 from sharp.runs.bench import ENSEMBLE_MODES
+from sharp.runs.invocations import wall_time_words
 from sharp.runs.jobs import checkpoint_policy
+from sharp.runs.lock import run_folder_lock
 from sharp.runs.options import (
     HelpFormatter,
     add_checkpoint_options,
@@ -101,10 +103,13 @@ def run_experiment_command(args: argparse.Namespace) -> int:
     ``sharp bench`` does, and for one experiment whose jobs do not checkpoint inside their
     loop, any given at all), then ``--ensemble`` (ValueError: ``on`` or ``off`` for a named
     experiment without the option; ``on`` with one repetition) and every experiment's
-    output (:func:`check_experiment_folder`), before the first starts; ``--ensemble`` is
-    given to the experiments that take it (2-4, 8, 9). Then, with ``--estimate``
-    (which stops there) or ``--preset paper``, the duration estimate is printed
-    (:func:`print_estimates`)."""
+    output (:func:`check_experiment_folder`), before the first starts, under the output
+    folder's run lock (:func:`~sharp.runs.lock.run_folder_lock`: FolderBusy while another
+    process runs on it), held until the last is written; ``--ensemble`` is given to the
+    experiments that take it (2-4, 8, 9). With ``--preset paper`` the duration estimate is
+    printed before the run (:func:`print_estimates`); ``--estimate`` prints it and stops,
+    taking no lock and refusing nothing on the folder's contents (it says when the run
+    itself would be refused)."""
     names = (sorted(REGISTRY, key=lambda n: REGISTRY[n].number) if args.name == "all"
              else [args.name])
     command = getattr(args, "command_line", "sharp " + shlex.join(sys.argv[1:]))
@@ -123,26 +128,36 @@ def run_experiment_command(args: argparse.Namespace) -> int:
                                       if REGISTRY[name].ensembles else {})}
                for name in names}
     given = given_checkpoint_options(args)
-    for name in names:
-        parameters = REGISTRY[name].parameters(args.preset, **options[name])
+    planned = {name: REGISTRY[name].parameters(args.preset, **options[name]) for name in names}
+    for name, parameters in planned.items():
         ensemble_record(REGISTRY[name], parameters)  # e.g. --ensemble on with one repetition
         if given and args.name != "all" and not any(
                 job.checkpoints_inside for job in planned_jobs(REGISTRY[name].run, parameters)):
             raise ValueError(f"{' and '.join(given)}: {name}'s jobs do not checkpoint inside "
                              "their loop (those of experiments 2-4, 8 and 9 do); its finished "
                              "jobs are stored and a re-run skips them. Drop the option.")
-        check_experiment_folder(args.out, name, args.preset, parameters, args.overwrite)
-    if args.estimate or args.preset == "paper":
+    if args.estimate:
+        for name, parameters in planned.items():
+            try:
+                check_experiment_folder(args.out, name, args.preset, parameters, args.overwrite)
+            except OSError as refusal:
+                print(f"note: the run itself (without --estimate) would be refused: {refusal}")
         print_estimates(names, args.preset, args.out if args.resume else None, options)
-        if args.estimate:
-            return 0
-    for name in names:
-        run = run_experiment(name, args.preset, args.out, command=command,
-                             overwrite=args.overwrite, resume=args.resume, policy=policy,
-                             **options[name])
-        print(f"{name}: {plural(len(run.frame), 'row')} in {run.seconds:.1f} s -> "
-              f"{Path(args.out) / f'{name}.md'}")
-    if args.name == "all":
-        paths = write_index(args.out)
-        print(f"all {len(names)} experiments -> {paths['md']} and {paths['html']}")
+        return 0
+    with run_folder_lock(args.out, "sharp experiment"):
+        for name, parameters in planned.items():
+            check_experiment_folder(args.out, name, args.preset, parameters, args.overwrite)
+        if args.preset == "paper":
+            print_estimates(names, args.preset, args.out if args.resume else None, options)
+        for name in names:
+            run = run_experiment(name, args.preset, args.out, command=command,
+                                 overwrite=args.overwrite, resume=args.resume, policy=policy,
+                                 **options[name])
+            this = (f" (this invocation {run.seconds:.1f} s)" if len(run.invocations) > 1
+                    else "")
+            print(f"{name}: {plural(len(run.frame), 'row')}, "
+                  f"{wall_time_words(run.invocations)}{this} -> {Path(args.out) / f'{name}.md'}")
+        if args.name == "all":
+            paths = write_index(args.out)
+            print(f"all {len(names)} experiments -> {paths['md']} and {paths['html']}")
     return 0

@@ -213,12 +213,14 @@ class JobStore:
     """The finished jobs' frames of one run, ``<folder>/<job id>.parquet``, each written
     atomically as its job finishes, and the checkpoints of the unfinished ones that
     checkpoint inside their loop, ``<folder>/<job id>/`` (removed once the frame is
-    stored). ``policy``: when those jobs checkpoint."""
+    stored). ``policy``: when those jobs checkpoint; ``on_save``: called after each frame
+    is stored (e.g. to record the invocation's wall time so far)."""
 
-    def __init__(self, folder: str | os.PathLike, policy: CheckpointPolicy | None = None
-                 ) -> None:
+    def __init__(self, folder: str | os.PathLike, policy: CheckpointPolicy | None = None,
+                 on_save: Callable[[], None] | None = None) -> None:
         self.folder = Path(folder)
         self.policy = policy or CheckpointPolicy()
+        self.on_save = on_save
 
     def path(self, job: Job) -> Path:
         """Where ``job``'s frame is stored."""
@@ -250,6 +252,8 @@ class JobStore:
         with atomic_path(self.path(job)) as tmp:
             frame.to_parquet(tmp, index=False)
         shutil.rmtree(self.folder / job_id(job), ignore_errors=True)  # its checkpoints
+        if self.on_save is not None:
+            self.on_save()
 
     def sweep(self) -> None:
         """Remove the temporary files of writes that were killed."""
@@ -295,14 +299,15 @@ def planned_jobs(run: Callable[..., pd.DataFrame], parameters: Mapping[str, Any]
 
 
 @contextlib.contextmanager
-def stored_jobs(folder: str | os.PathLike, policy: CheckpointPolicy | None = None
-                ) -> Iterator[JobStore]:
+def stored_jobs(folder: str | os.PathLike, policy: CheckpointPolicy | None = None,
+                on_save: Callable[[], None] | None = None) -> Iterator[JobStore]:
     """Within the block, :func:`run_jobs` stores every finished job's frame under
-    ``folder`` (a :class:`JobStore`) and reuses the frames stored there (by an earlier,
-    killed run of the same jobs) instead of running their jobs again; the jobs that
-    checkpoint inside their loop do so there by ``policy`` (default
-    :class:`~sharp.runs.jobs.CheckpointPolicy`) and resume from their checkpoints."""
-    store = JobStore(folder, policy)
+    ``folder`` (a :class:`JobStore`, calling ``on_save`` after each) and reuses the frames
+    stored there (by an earlier, killed run of the same jobs) instead of running their
+    jobs again; the jobs that checkpoint inside their loop do so there by ``policy``
+    (default :class:`~sharp.runs.jobs.CheckpointPolicy`) and resume from their
+    checkpoints."""
+    store = JobStore(folder, policy, on_save)
     token = _STORE.set(store)
     try:
         yield store

@@ -3,7 +3,6 @@ the combined index of several experiments."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -19,12 +18,20 @@ from sharp.experiments.common import (
     REGISTRY,
     Experiment,
     JobStore,
+    default_workers,
     planned_jobs,
     stored_jobs,
 )
 from sharp.explore.plots import figures_html
 from sharp.runs.checkpoints import atomic_write_text
+from sharp.runs.invocations import (
+    Invocation,
+    previous_invocations,
+    total_seconds,
+    wall_time_words,
+)
 from sharp.runs.jobs import CheckpointPolicy
+from sharp.runs.lock import run_folder_lock
 from sharp.runs.outputs import check_output_folder, check_replace, plural
 from sharp.runs.report import machine_info
 
@@ -38,14 +45,17 @@ def get_experiment(name: str) -> Experiment:
 
 @dataclass(frozen=True)
 class ExperimentRun:
-    """One finished run of a registered experiment; ``ensemble``: how its repetitions ran
-    (:func:`ensemble_record`; empty for an experiment without the option)."""
+    """One finished run of a registered experiment; ``seconds``: this invocation's wall
+    time; ``ensemble``: how its repetitions ran (:func:`ensemble_record`; empty for an
+    experiment without the option); ``invocations``: with an output folder, every
+    invocation of the run, this one last (:class:`~sharp.runs.invocations.Invocation`)."""
 
     experiment: Experiment
     frame: pd.DataFrame
     parameters: dict[str, Any]
     seconds: float
     ensemble: dict[str, Any] = field(default_factory=dict)
+    invocations: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _plain(value: Any) -> Any:
@@ -96,20 +106,29 @@ def check_experiment_folder(out: str | os.PathLike, name: str, preset: str,
 
 
 def start_jobs(out: str | os.PathLike, name: str, preset: str, parameters: dict[str, Any],
-               resume: bool = True) -> Path:
-    """The folder of a run of experiment ``name`` writing to ``out`` for its finished
-    jobs (:func:`jobs_folder`): kept when it holds this same run's jobs and ``resume``
-    (less the temporary files of killed writes), else emptied and marked (``run.json``)
-    as this run's."""
+               resume: bool = True) -> list[dict[str, Any]]:
+    """Prepare the folder of a run of experiment ``name`` writing to ``out`` for its
+    finished jobs (:func:`jobs_folder`): kept when it holds this same run's jobs and
+    ``resume`` (less the temporary files of killed writes), else emptied. Returns the
+    invocations of this run recorded there (``run.json``, :func:`mark_jobs`) before this
+    one; none for a fresh run."""
     store = JobStore(jobs_folder(out, name))
-    identity = experiment_identity(name, preset, parameters)
-    if resume and holds_jobs_of(out, name, identity):
+    if resume and holds_jobs_of(out, name, experiment_identity(name, preset, parameters)):
         store.sweep()
-    else:
-        store.clear()
-        atomic_write_text(store.folder / "run.json", json.dumps({"identity": identity},
-                                                                indent=2))
-    return store.folder
+        return previous_invocations(json.loads((store.folder / "run.json").read_text()))
+    store.clear()
+    return []
+
+
+def mark_jobs(out: str | os.PathLike, identity: dict[str, Any],
+              invocations: list[dict[str, Any]]) -> None:
+    """Mark :func:`jobs_folder` as the folder of the run with ``identity``
+    (:func:`experiment_identity`; its ``experiment`` names the folder) and record its
+    ``invocations`` there (``run.json``, written atomically)."""
+    folder = jobs_folder(out, identity["experiment"])
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "run.json", json.dumps(
+        {"identity": identity, "invocations": invocations}, indent=2))
 
 
 def holds_jobs_of(out: str | os.PathLike, name: str, identity: dict[str, Any]) -> bool:
@@ -151,13 +170,27 @@ def _ensemble_line(record: dict[str, Any]) -> list[str]:
     return [f"- repetitions: {jobs} (--ensemble {record['ensemble_option']})"]
 
 
+def _invocation_lines(invocations: list[dict[str, Any]]) -> list[str]:
+    """The summary's list of a run's invocations when there were several: each one's
+    start, wall time, workers and the jobs it found stored."""
+    if len(invocations) < 2:
+        return []
+    return ["- invocations (the same run, resumed):", *(
+        f"  {number}. started {item['started']}, {float(item['wall_seconds']):.1f} s, "
+        f"{plural(item['workers'], 'worker')}; {item['jobs_stored_before']} of "
+        f"{plural(item['jobs'], 'job')} already stored: `{item['command']}`"
+        for number, item in enumerate(invocations, 1))]
+
+
 def write_experiment(out: str | os.PathLike, experiment: Experiment, frame: pd.DataFrame,
                      parameters: dict[str, Any], *, preset: str = "custom",
-                     seconds: float | None = None, command: str = "",
+                     invocations: list[dict[str, Any]] | None = None, command: str = "",
                      ensemble: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write ``<name>.csv`` (the tidy frame), ``<name>.html`` (the figure, plotly.js
     inline), ``<name>.md`` (parameters, seeds, summary) and, last, ``<name>.json`` (the
-    run's record: identity, parameters, preset, command, date, wall time, and for an
+    run's record: identity, parameters, preset, command, date, the ``invocations`` of the
+    run (:class:`~sharp.runs.invocations.Invocation`) and their total wall time
+    ``seconds``, and for an
     experiment whose repetitions may run as ensembles how they ran, ``ensemble``:
     :func:`ensemble_record`; read by :func:`check_experiment_folder` and
     :func:`write_index`) under ``out``, each atomically. Where ``out`` holds a combined
@@ -172,10 +205,12 @@ def write_experiment(out: str | os.PathLike, experiment: Experiment, frame: pd.D
              if {"rep", "seed"} <= set(frame.columns) else pd.DataFrame())
     lines = [
         f"# {title}", "",
-        f"- preset: **{preset}**" + (f"; wall time {seconds:.1f} s" if seconds else ""),
+        f"- preset: **{preset}**" + (f"; {wall_time_words(invocations)}" if invocations
+                                     else ""),
         f"- date: {date}",
         f"- machine: {json.dumps(machine_info())}",
         *([f"- command: `{command}`"] if command else []),
+        *_invocation_lines(invocations or []),
         *_ensemble_line(ensemble or {}),
         f"- paper's claim: {experiment.claim}", "",
         "## Parameters", "", "```json",
@@ -197,7 +232,9 @@ def write_experiment(out: str | os.PathLike, experiment: Experiment, frame: pd.D
         "experiment": name, "number": experiment.number, "preset": preset,
         "identity": experiment_identity(name, preset, parameters),
         "parameters": json.loads(json.dumps(parameters, default=_plain)),
-        "seconds": seconds, "command": command, "date": date, "machine": machine_info(),
+        "seconds": total_seconds(invocations) if invocations else None,
+        "invocations": invocations or [], "command": command, "date": date,
+        "machine": machine_info(),
         **(ensemble or {}),
     }
     texts = {
@@ -270,10 +307,14 @@ def run_experiment(name: str, preset: str = "quick", out: str | os.PathLike | No
                    policy: CheckpointPolicy | None = None, **overrides: Any) -> ExperimentRun:
     """Run experiment ``name`` with a preset (``tiny``, ``quick``, ``paper``) and
     overrides; with ``out``, also write its CSV, HTML, markdown and record there
-    (:func:`write_experiment`). ``out`` is checked before the run
-    (:func:`check_experiment_folder`: FileExistsError / PermissionError, e.g. when it
-    holds the results of another run and ``overwrite`` is not set); ValueError for an
-    unknown experiment or preset.
+    (:func:`write_experiment`). ``out``'s run lock is held throughout
+    (:func:`~sharp.runs.lock.run_folder_lock`: FolderBusy while another process runs on the
+    folder), and ``out`` is checked before the run (:func:`check_experiment_folder`:
+    FileExistsError / PermissionError, e.g. when it holds the results of another run and
+    ``overwrite`` is not set); ValueError for an unknown experiment or preset. Every
+    invocation of the run (command, start, wall time, workers, the jobs found stored) is
+    recorded in ``jobs_folder/run.json`` as it starts, as each job is stored and as it
+    ends, and written to its record.
 
     With ``out``, each job (repetition × condition) stores its frame under
     :func:`jobs_folder` as soon as it finishes; when ``resume``, the jobs of this same
@@ -289,15 +330,34 @@ def run_experiment(name: str, preset: str = "quick", out: str | os.PathLike | No
     experiment = get_experiment(name)
     parameters = experiment.parameters(preset, **overrides)
     ensemble = ensemble_record(experiment, parameters)
-    storing: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
-    if out is not None:
-        check_experiment_folder(out, name, preset, parameters, overwrite)
-        storing = stored_jobs(start_jobs(out, name, preset, parameters, resume), policy)
-    start = time.perf_counter()
-    with storing:
+    if out is None:
+        start = time.perf_counter()
         frame = experiment.run(**parameters)
-    run = ExperimentRun(experiment, frame, parameters, time.perf_counter() - start, ensemble)
-    if out is not None:
+        return ExperimentRun(experiment, frame, parameters, time.perf_counter() - start,
+                             ensemble)
+    with run_folder_lock(out, "sharp experiment"):
+        check_experiment_folder(out, name, preset, parameters, overwrite)
+        identity = experiment_identity(name, preset, parameters)
+        previous = start_jobs(out, name, preset, parameters, resume)
+        store = JobStore(jobs_folder(out, name))
+        jobs = planned_jobs(experiment.run, parameters)
+        stored = sum(store.path(job).exists() for job in jobs)
+        invocation = Invocation(command, workers=parameters.get("workers")
+                                or default_workers(len(jobs) - stored),
+                                **({"ensemble": parameters["ensemble"]}
+                                   if "ensemble" in parameters else {}),
+                                jobs=len(jobs), jobs_stored_before=stored)
+        mark_jobs(out, identity, [*previous, invocation.record()])
+        try:
+            with stored_jobs(store.folder, policy, lambda: mark_jobs(
+                    out, identity, [*previous, invocation.record()])):
+                frame = experiment.run(**parameters)
+        except BaseException:  # Ctrl-C, SIGTERM, an error: this invocation's end, recorded
+            mark_jobs(out, identity, [*previous, invocation.record(ended=True)])
+            raise
+        invocations = [*previous, invocation.record(ended=True)]
+        mark_jobs(out, identity, invocations)
         write_experiment(out, experiment, frame, parameters, preset=preset,
-                         seconds=run.seconds, command=command, ensemble=ensemble)
-    return run
+                         invocations=invocations, command=command, ensemble=ensemble)
+    return ExperimentRun(experiment, frame, parameters, invocations[-1]["wall_seconds"],
+                         ensemble, invocations)

@@ -35,6 +35,7 @@ from sharp.runs.benchmark import (
     run_benchmark,
 )
 from sharp.runs.checkpoints import atomic_write_text
+from sharp.runs.invocations import Invocation, previous_invocations
 from sharp.runs.jobs import (
     CheckpointPolicy,
     EnsembleJob,
@@ -43,6 +44,7 @@ from sharp.runs.jobs import (
     checkpoint_policy,
     group_jobs,
 )
+from sharp.runs.lock import run_folder_lock
 from sharp.runs.outputs import plural
 from sharp.runs.registry import (
     BASELINE_KINDS,
@@ -52,7 +54,7 @@ from sharp.runs.registry import (
     build_learner,
     sharp_spec,
 )
-from sharp.runs.report import check_report_folder, same_run, write_benchmark_report
+from sharp.runs.report import check_report_folder, run_identity, write_benchmark_report
 from sharp.runs.stream import run_stream
 
 #: SHARP config fields the run sets for every learner, and where they come from:
@@ -329,13 +331,14 @@ def resolve_ensemble(option: str, specs: list[LearnerSpec], protocol: str, learn
             and learners > 1 and learned)
 
 
-def plan_bench(options: BenchOptions) -> BenchPlan:
+def plan_bench(options: BenchOptions, *, check_folder: bool = True) -> BenchPlan:
     """Load the corpus, build the specs and check the whole run before any learner starts
     (and before a notebook kernel does): the protocol and the corpus's splits before the
     corpus is loaded (:func:`~sharp.runs.benchmark.check_corpus_protocol`), the configs
     (:func:`bench_specs`), lengths and books (:func:`~sharp.runs.benchmark.preflight`),
-    and that the output folder holds no report of another run
-    (:func:`~sharp.runs.report.check_report_folder`).
+    and, with ``check_folder``, that the output folder holds no report of another run
+    (:func:`~sharp.runs.report.check_report_folder`; ``sharp bench`` plans without it and
+    checks under the folder's run lock, ``--estimate`` only says what it would refuse).
 
     With ``options.tokenizer`` the tokenizer is loaded (trained, for ``bpe``) before the
     corpus, and refused for a corpus without books; the corpus is then encoded with it, so
@@ -373,14 +376,14 @@ def plan_bench(options: BenchOptions) -> BenchPlan:
                          "reports/<name>); give a path with --out instead")
     out = Path(options.out_dir or os.path.join("reports", name))
     meta = {
-        "run": name, "command": options.command, "corpus": corpus.name,
+        "run": name, "corpus": corpus.name,
         "corpus_source": corpus_source(options.corpus),
         "corpus_tokens": len(corpus), "corpus_sha256": corpus.sha256, "protocol": protocol,
         **({} if tokenizer is None else {"tokenizer": {
             "source": tokenizer.name, "sha256": tokenizer.sha256, "vocab_size": tokenizer.size,
             "corpus_chars": corpus.characters}}),
         "segment": options.segment, "slice": options.slice_len, "learners": options.learners,
-        "seed": options.seed, "workers": workers, "threads": options.threads, "clip": clip,
+        "seed": options.seed, "clip": clip,
         "ensemble": "on" if ensemble else "off", "ensemble_option": options.ensemble,
         "configs": {spec.name: {k: v for k, v in spec.config.items() if k != "seed"}
                     for spec in specs},
@@ -393,7 +396,8 @@ def plan_bench(options: BenchOptions) -> BenchPlan:
         books = plan_books(corpus, budget=options.segment, max_eval_tokens=options.slice_len,
                            window=learner_window(specs))
         meta["books"], meta["held_out"] = books.counts(), books.held_out
-    check_report_folder(out, meta, options.overwrite)
+    if check_folder:
+        check_report_folder(out, meta, options.overwrite)
     return BenchPlan(options, corpus, tokenizer, specs, protocol, ensemble, workers, clip, name,
                      out, meta, started)
 
@@ -402,33 +406,71 @@ def run_bench(plan: BenchPlan) -> BenchmarkResult:
     """Run a planned benchmark and write its report to ``plan.out``
     (:func:`~sharp.runs.report.write_benchmark_report`); returns the result.
 
-    ``run.json`` (``"complete": false``) is written before any job starts, so that a re-run
-    on the folder is recognised as the same run; results.csv and curves.csv are rewritten
-    (atomically) each time a job finishes, so a partial report is readable during the run.
-    Jobs checkpoint under ``<out>/jobs/`` and resume from there (see :class:`BenchOptions`).
-    """
+    The output folder's run lock is held throughout (:func:`~sharp.runs.lock.run_folder_lock`:
+    :class:`~sharp.runs.lock.FolderBusy` while another process runs on it; the kernel of
+    ``sharp bench``'s notebook inherits its command's lock), and the folder checked again
+    under it (:func:`~sharp.runs.report.check_report_folder`: FileExistsError where another
+    run's report came in since the plan). ``run.json`` (``"complete":
+    false``) is written before any job starts, so that a re-run on the folder is recognised
+    as the same run; it keeps every invocation of the run (command, start, wall seconds,
+    workers, threads, the jobs found finished or checkpointed), rewritten, with
+    results.csv and curves.csv (atomically), each time a job finishes, so a partial report
+    is readable during the run. Jobs checkpoint under ``<out>/jobs/`` and resume from there
+    (see :class:`BenchOptions`)."""
     options = plan.options
-    jobs_dir = plan.out / "jobs"
-    if not options.resume or not same_run(plan.out, plan.meta):  # --overwrite of another
-        shutil.rmtree(jobs_dir, ignore_errors=True)  # run: its jobs are not this run's
-    atomic_write_text(plan.out / "run.json", json.dumps({**plan.meta, "complete": False},
-                                                        indent=2))
+    with run_folder_lock(plan.out, "sharp bench"):
+        check_report_folder(plan.out, plan.meta, options.overwrite)  # again, under the lock
+        jobs_dir = plan.out / "jobs"
+        try:
+            previous = json.loads((plan.out / "run.json").read_text())
+        except (OSError, ValueError):
+            previous = {}
+        if not options.resume or run_identity(previous) != run_identity(plan.meta):
+            shutil.rmtree(jobs_dir, ignore_errors=True)  # another run's (--overwrite) jobs
+            previous = {}
+        manifests = [JobFolder(jobs_dir / job.job_id()).manifest for job in bench_jobs(plan)]
+        finished = [bool(m.get("result")) for m in manifests]
+        invocation = Invocation(
+            options.command, plan.started, workers=plan.workers, threads=options.threads,
+            jobs=len(manifests), jobs_finished_before=sum(finished),
+            jobs_resumed=sum(bool(m.get("checkpoints")) and not done
+                             for m, done in zip(manifests, finished, strict=True)))
 
-    def partial(result: BenchmarkResult) -> None:
-        atomic_write_text(plan.out / "results.csv", result.results.to_csv(index=False))
-        atomic_write_text(plan.out / "curves.csv", result.curves.to_csv(index=False))
+        def meta(complete: bool = False, ended: bool = False) -> dict[str, Any]:
+            return {**plan.meta, "complete": complete,
+                    "invocations": [*previous_invocations(previous),
+                                    invocation.record(ended=ended)]}
 
-    execution = Execution(address=options.address, jobs_dir=jobs_dir, policy=options.policy,
-                          on_partial=partial)
-    result, _ = run_benchmark(
-        plan.specs, plan.corpus, protocol=plan.protocol, segment=options.segment,
-        slice_len=options.slice_len, learners=options.learners, seed=options.seed,
-        workers=plan.workers, clip=plan.clip, progress=options.progress, execution=execution,
-        ensemble=plan.ensemble,
-    )
-    meta = {**plan.meta, "complete": True, "wall_seconds": time.perf_counter() - plan.started}
-    write_benchmark_report(plan.out, result, meta)
+        def partial(result: BenchmarkResult) -> None:
+            atomic_write_text(plan.out / "results.csv", result.results.to_csv(index=False))
+            atomic_write_text(plan.out / "curves.csv", result.curves.to_csv(index=False))
+            atomic_write_text(plan.out / "run.json", json.dumps(meta(), indent=2))
+
+        atomic_write_text(plan.out / "run.json", json.dumps(meta(), indent=2))
+        execution = Execution(address=options.address, jobs_dir=jobs_dir,
+                              policy=options.policy, on_partial=partial)
+        try:
+            result, _ = run_benchmark(
+                plan.specs, plan.corpus, protocol=plan.protocol, segment=options.segment,
+                slice_len=options.slice_len, learners=options.learners, seed=options.seed,
+                workers=plan.workers, clip=plan.clip, progress=options.progress,
+                execution=execution, ensemble=plan.ensemble,
+            )
+        except BaseException:  # Ctrl-C, SIGTERM, an error: this invocation's end, recorded
+            atomic_write_text(plan.out / "run.json", json.dumps(meta(ended=True), indent=2))
+            raise
+        write_benchmark_report(plan.out, result, meta(complete=True, ended=True))
     return result
+
+
+def bench_jobs(plan: BenchPlan) -> list[Job]:
+    """The jobs a planned run runs: one per learner (of each model, segment or book part),
+    or, where the plan groups them (``plan.ensemble``), one ensemble job per model."""
+    options = plan.options
+    jobs = plan_jobs(plan.specs, plan.corpus, protocol=plan.protocol, segment=options.segment,
+                     slice_len=options.slice_len, learners=options.learners, seed=options.seed,
+                     clip=plan.clip)
+    return group_jobs(jobs) if plan.ensemble else list(jobs)
 
 
 @dataclass(frozen=True)
@@ -509,12 +551,8 @@ def estimate_seconds(plan: BenchPlan, steps: int = 200) -> tuple[float, dict[str
     seconds per sleep (SHARP), plus evaluated tokens × seconds per token; summed over
     jobs and divided by the workers, assuming each worker runs at the measured speed (on a
     busy machine it will not; Ray's start-up, a few seconds, is not counted)."""
-    options = plan.options
-    jobs = plan_jobs(plan.specs, plan.corpus, protocol=plan.protocol, segment=options.segment,
-                     slice_len=options.slice_len, learners=options.learners, seed=options.seed,
-                     clip=plan.clip)
     left = []
-    for job in group_jobs(jobs) if plan.ensemble else list(jobs):
+    for job in bench_jobs(plan):
         lanes = job.lanes
         train = job.train_steps // lanes
         done = JobFolder(plan.out / "jobs" / job.job_id()).done_tokens(job) // lanes

@@ -16,6 +16,7 @@ import torch
 
 from sharp.runs.benchmark import BenchmarkResult, diverged_runs, summary_table
 from sharp.runs.checkpoints import atomic_write_text
+from sharp.runs.invocations import wall_time_words
 from sharp.runs.outputs import check_output_folder, check_replace, plural
 
 
@@ -86,20 +87,10 @@ def protocol_line(meta: dict[str, Any]) -> str:
 #: Report files a run folder may hold (``run.json`` is written last).
 REPORT_FILES = ("results.csv", "curves.csv", "figures.html", "summary.md", "run.json",
                 "05_evaluation.ipynb", "05_evaluation.html")
-#: Metadata that says what ran; the rest (command, date, wall time, workers, threads,
-#: the seeds actually used) says how it ran.
+#: Metadata that says what ran; the rest (the invocations: command, start, wall time,
+#: workers, threads; the seeds actually used) says how it ran.
 IDENTITY_KEYS = ("corpus", "corpus_sha256", "corpus_tokens", "tokenizer", "input_table_sha256",
                  "protocol", "segment", "slice", "learners", "seed", "clip", "configs")
-
-
-def same_run(out: str | os.PathLike, meta: dict[str, Any]) -> bool:
-    """Whether ``out/run.json`` records the run ``meta`` describes (equal
-    :func:`run_identity`); False when there is none or it cannot be read."""
-    try:
-        previous = json.loads((Path(out) / "run.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return run_identity(previous) == run_identity(meta)
 
 
 def run_identity(meta: dict[str, Any]) -> dict[str, Any]:
@@ -145,8 +136,9 @@ def write_benchmark_report(out: str | os.PathLike, result: BenchmarkResult,
                            meta: dict[str, Any]) -> Path:
     """Write results.csv, curves.csv, figures.html (where plotly is installed; summary.md
     says when it is not), summary.md and run.json (the metadata with the seeds that ran,
-    read by :func:`check_report_folder`) under ``out``. Every file is built before the
-    first is written, and each is written atomically."""
+    read by :func:`check_report_folder`) under ``out``; ``meta["invocations"]`` (at least
+    one, the last this one: :class:`~sharp.runs.invocations.Invocation`) says how it ran.
+    Every file is built before the first is written, and each is written atomically."""
     out = Path(out)
     meta = {**meta, "seeds": run_seeds(result.results)}
     bits_column = "bits_clipped" if meta.get("clip") else "bits"
@@ -165,7 +157,7 @@ def write_benchmark_report(out: str | os.PathLike, result: BenchmarkResult,
     config = json.dumps(meta.get("configs", {}), indent=2)
     lines = [
         f"# {title}", "",
-        f"- command: `{meta.get('command', '')}`",
+        f"- command: `{meta['invocations'][-1]['command']}`",
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {json.dumps(machine_info())}",
         f"- corpus: **{meta['corpus']}** ({meta.get('corpus_source', '')}), "
@@ -174,8 +166,8 @@ def write_benchmark_report(out: str | os.PathLike, result: BenchmarkResult,
         f"sha256 `{meta['corpus_sha256']}`",
         f"- protocol: {protocol_line(meta)}",
         f"- seeds (learner m of each model runs with seed {meta.get('seed', 0)} + m): {seeds}",
-        f"- bits rule: {rule}; wall time {meta['wall_seconds']:.1f} s with "
-        f"{meta['workers']} worker process(es) of {meta.get('threads', 1)} torch thread(s)",
+        f"- bits rule: {rule}",
+        *invocation_lines(meta["invocations"]),
         f"- learners ran {_ensemble_line(meta)}", "",
         *_diverged_section(result.results),
         f"## Bits per token (mean ± sample std over {plural(meta['learners'], runs[:-1])})",
@@ -203,6 +195,26 @@ def write_benchmark_report(out: str | os.PathLike, result: BenchmarkResult,
     for name, text in files.items():
         atomic_write_text(out / name, text)
     return out
+
+
+def invocation_lines(invocations: list[dict[str, Any]]) -> list[str]:
+    """The summary's lines on how the run ran: its wall time over every invocation
+    (:func:`~sharp.runs.invocations.wall_time_words`) and, per invocation, its workers and
+    threads and the jobs it found already finished (the others it ran, or resumed from their
+    checkpoints, with its settings)."""
+    def how(item: dict[str, Any]) -> str:
+        return f"{item['workers']} worker process(es) of {item['threads']} torch thread(s)"
+
+    if len(invocations) == 1:
+        return [f"- {wall_time_words(invocations)} with {how(invocations[0])}"]
+    lines = [f"- {wall_time_words(invocations)}; each job ran with the settings of the "
+             "invocation that finished it:"]
+    for number, item in enumerate(invocations, 1):
+        lines.append(f"  {number}. started {item['started']}, "
+                     f"{float(item['wall_seconds']):.1f} s, {how(item)}; "
+                     f"{item['jobs_finished_before']} of {item['jobs']} jobs already finished"
+                     f", {item['jobs_resumed']} resumed from checkpoints: `{item['command']}`")
+    return lines
 
 
 def _tokenizer_words(meta: dict[str, Any]) -> str:
