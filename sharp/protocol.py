@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from sharp.config import seed_check
+
 if TYPE_CHECKING:
     from sharp.config import SharpConfig
 
@@ -135,9 +137,10 @@ def check_slices(tokens: Sequence[TokenIds] | np.ndarray | torch.Tensor, members
 
 def check_seeds(seeds: object, owner: str = "members") -> list[int]:
     """An ensemble's seeds as a list of ints: a non-empty sequence (list, tuple, range,
-    1-D integer array) of distinct integers, bools and floats refused. Raises TypeError for
-    anything else (an int, a string, a float seed) and ValueError for an empty or repeated
-    list, naming the two ``owner`` entries (``members`` or ``learners``) that share a seed."""
+    1-D integer array) of distinct integers in 0..2**63-1, bools and floats refused. Raises
+    TypeError for anything else (an int, a string, a float seed) and ValueError for a seed out
+    of range (:func:`~sharp.config.seed_check`) or an empty or repeated list, naming the
+    two ``owner`` entries (``members`` or ``learners``) that share a seed."""
     if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence | np.ndarray):
         raise TypeError(f"seeds must be a sequence of distinct ints, one per member (e.g. "
                         f"[0, 1, 2]), got {seeds!r} ({type(seeds).__name__})")
@@ -146,6 +149,9 @@ def check_seeds(seeds: object, owner: str = "members") -> list[int]:
         if isinstance(seed, bool | np.bool_) or not isinstance(seed, int | np.integer):
             raise TypeError(f"seeds must be ints, got {seed!r} ({type(seed).__name__}) in "
                             f"{seeds!r}")
+        ok, message = seed_check(int(seed), "seeds")
+        if not ok:
+            raise ValueError(f"{message} in {seeds!r}")
         values.append(int(seed))
     if not values:
         raise ValueError("an ensemble needs at least one member: give one seed per member")

@@ -57,6 +57,8 @@ def test_seeds_must_be_distinct_ints(make) -> None:
         (None, TypeError, r"seeds must be a sequence of distinct ints, .* got None \(NoneType\)"),
         ([], ValueError, "an ensemble needs at least one member"),
         ([4, 5, 4], ValueError, "members 0 and 2 share seed 4"),
+        ([-1, 2], ValueError, r"seeds must be in 0\.\.2\*\*63-1 .*, got -1 in \[-1, 2\]"),
+        ([0, 2**63], ValueError, rf"seeds must be in 0\.\.2\*\*63-1 .*, got {2**63} in"),
     ]:
         with pytest.raises(error, match=message):
             make(seeds)
