@@ -180,6 +180,8 @@ def print_estimate(plan: BenchPlan, steps: int = 200) -> None:
 def bench(args: argparse.Namespace) -> int:
     """Check the whole run, then run the benchmark (SHARP and baselines) and write the
     report, through notebook 05 or in plain Python."""
+    if args.out is not None:  # before the corpus is read
+        check_output_folder(args.out)
     plan = plan_bench(bench_options(args))
     print(plan.headline)
     if args.estimate or args.preset in RUN_PRESETS:
@@ -237,14 +239,14 @@ def reference(args: argparse.Namespace) -> int:
     """Print this kit's curve next to the authors' on the licence text; with ``--out``, also
     write it there (the folder is checked before the run)."""
     identity = {"preset": args.preset, "seed": args.seed}
-    if args.out:
+    if args.out is not None:
         check_replace(check_output_folder(args.out), REFERENCE_FILES, "reference.json",
                       identity, overwrite=args.overwrite, what="the reference table")
     frame = reference_curve(args.preset, seed=args.seed, threads=args.threads,
                             progress=not args.quiet)
     print(markdown_table(frame.set_index("tokens")))
     print(f"largest |difference|: {max_abs_difference(frame):.3f} bits")
-    if args.out:
+    if args.out is not None:
         _write_outputs(args.out, {"reference.csv": frame.to_csv(index=False)},
                        "reference.json", identity, args.command_line)
         print(f"written to {os.path.join(args.out, 'reference.csv')}")

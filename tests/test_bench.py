@@ -315,6 +315,14 @@ def test_an_output_path_that_cannot_be_a_folder_fails_before_any_work(
                      "--out", str(out)]) == 2
         assert f"{taken} is a file" in capsys.readouterr().err
     assert taken.read_text() == "mine"
+    # "" wrote to reports/bench-wiki-quick/; /proc/nope failed with a raw [Errno 2] after the
+    # corpus line: one line each, before anything is read
+    for out, message in [("", "--out is empty; give an output folder's path"),
+                         ("/proc/nope", "--out /proc/nope: cannot make a folder in /proc (No "
+                                        "such file or directory); give a folder you can write")]:
+        assert main(["bench", "--no-notebook", "--quiet", "--out", out]) == 2
+        output = capsys.readouterr()
+        assert output.out == "" and output.err.startswith(f"sharp bench: error: {message}")
 
 
 def test_a_local_file_is_reported_as_the_file_it_is(

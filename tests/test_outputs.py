@@ -48,8 +48,18 @@ def test_output_folder_must_be_a_writable_folder(tmp_path: Path) -> None:
     if os.geteuid() != 0:  # root may write anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
-        with pytest.raises(PermissionError, match="locked is not writable"):
+        with pytest.raises(PermissionError, match=r"--out .*locked/out: cannot make a folder "
+                           r"in .*locked \(Permission denied\); give a folder you can write"):
             check_output_folder(locked / "out", "--out")
+    if Path("/proc/self").is_dir():  # root passed os.access, then got a raw "[Errno 2]"
+        with pytest.raises(PermissionError, match=r"^--out /proc/nope: cannot make a folder "
+                           r"in /proc \(No such file or directory\); give a folder you can "
+                           r"write to$"):
+            check_output_folder("/proc/nope")
+    for empty in ("", " "):  # was the current folder, silently
+        with pytest.raises(ValueError, match=r"^--out is empty; give an output folder's path"):
+            check_output_folder(empty)
+    assert not list(tmp_path.rglob(".sharp-probe-*"))  # the probes left nothing
 
 
 def test_check_replace_names_what_differs(tmp_path: Path) -> None:
@@ -161,6 +171,8 @@ def test_reference_out_is_a_folder_checked_before_the_run(
     monkeypatch.setattr(cli, "reference_curve", _no_work)
     assert main(["reference", "--out", str(file)]) == 2
     assert "is a file, but --out needs a folder" in capsys.readouterr().err
+    assert main(["reference", "--out", ""]) == 2  # was taken for no --out, after the run
+    assert "sharp reference: error: --out is empty" in capsys.readouterr().err
     assert "argument --seed: must be an integer >= 0, got -1" in _error(
         capsys, ["reference", "--seed", "-1"])
     frame = pd.DataFrame({"tokens": [2_000], "bits": [3.0], "difference": [0.1]})
