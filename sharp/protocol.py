@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import operator
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, runtime_checkable
 
@@ -100,12 +100,17 @@ def check_target(target: object, vocab_size: int) -> int:
 
 def check_not_text(tokens: object, what: str) -> None:
     """Raise ValueError if ``tokens`` (a learner's ``what``: stream, window, target) is
-    text or None instead of token ids, saying how to encode text; else return. Called on
-    the error paths of the token checks, so a valid step never pays for it."""
+    text or None instead of token ids, saying how to encode text, or an iterator (a
+    generator, ``iter(...)``), which is not a sequence; else return. Called on the error
+    paths of the token checks, so a valid step never pays for it."""
     if tokens is None or isinstance(tokens, str | bytes):
         got = "None" if tokens is None else f"a {type(tokens).__name__}"
         raise ValueError(f"got {got} for the {what}: token ids are needed; encode text first "
                          "(e.g. sharp.data.TEXT8.encode(text))")
+    if isinstance(tokens, Iterator):
+        raise ValueError(f"got an iterator ({type(tokens).__name__}) for the {what}, which is "
+                         "not a sequence: give a list, a numpy array or a tensor of token ids "
+                         "(e.g. list(...))")
 
 
 def check_windows(windows: Sequence[TokenIds] | np.ndarray | torch.Tensor, members: int,
@@ -131,8 +136,13 @@ def check_slices(tokens: Sequence[TokenIds] | np.ndarray | torch.Tensor, members
     """Raise ValueError unless ``tokens`` holds one slice per member (an ensemble's
     ``evaluate`` input; each slice is then checked by :func:`check_stream`)."""
     check_not_text(tokens, "slices")
-    if len(tokens) != members:
-        raise ValueError(f"{len(tokens)} token sequences for {members} members")
+    one = getattr(tokens, "ndim", None) == 1 or (  # token ids, not sequences of them
+        isinstance(tokens, Sequence) and len(tokens) > 0 and not hasattr(tokens[0], "__len__"))
+    if one or len(tokens) != members:
+        got = f"one sequence of {len(tokens)} tokens" if one else f"{len(tokens)} sequences"
+        raise ValueError(f"an ensemble of {members} members evaluates {members} token "
+                         f"sequences, one per member (a list of {members}, or a ({members}, "
+                         f"T) array); got {got}")
 
 
 def check_seeds(seeds: object, owner: str = "members") -> list[int]:

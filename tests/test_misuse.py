@@ -233,6 +233,24 @@ def test_ensembles_refuse_text_and_none(make) -> None:
             call()
 
 
+@pytest.mark.parametrize("make", list(ENSEMBLES.values()), ids=list(ENSEMBLES))
+def test_ensembles_evaluate_one_sequence_per_member(make) -> None:
+    """``evaluate(np.arange(20) % 7)`` said "20 token sequences for 3 members"."""
+    ensemble = make()
+    need = (r"^an ensemble of 3 members evaluates 3 token sequences, one per member \(a list "
+            r"of 3, or a \(3, T\) array\); got ")
+    for tokens, got in [(np.arange(20) % V, "one sequence of 20 tokens"),
+                        (list(range(V)), "one sequence of 7 tokens"),
+                        (torch.arange(3), "one sequence of 3 tokens"),
+                        ([np.arange(20) % V] * 2, "2 sequences"),
+                        (np.zeros((4, 20), dtype=np.int64), "4 sequences")]:
+        with pytest.raises(ValueError, match=need + got + "$"):
+            ensemble.evaluate(tokens)
+    with pytest.raises(ValueError, match=r"got an iterator \(generator\) for the slices"):
+        ensemble.evaluate(row for row in np.zeros((3, 20), dtype=np.int64))
+    assert len(ensemble.evaluate(np.zeros((3, 20), dtype=np.int64))) == 3
+
+
 # -- item 18: from_learners says what differs, in its own words --------------------------
 def test_from_learners_names_the_difference() -> None:
     a, b = Sharp(tiny_config(hidden=16)), Sharp(tiny_config(hidden=32, seed=1))
