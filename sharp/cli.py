@@ -83,7 +83,7 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
                        help="segments / learners (M) (default 4, or the run preset's)")
     bench.add_argument("--seed", type=non_negative_int, default=0,
                        help="learner m of each model uses seed + m")
-    bench.add_argument("--threads", type=int, default=1, help="torch threads per learner")
+    bench.add_argument("--threads", type=positive_int, default=1, help="torch threads per learner")
     bench.add_argument("--workers", type=int, default=None,
                        help="learners in parallel, as Ray tasks on this machine (default: "
                        "min(runs, cores)); 1 runs them one after another in this process")

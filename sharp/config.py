@@ -240,8 +240,10 @@ class SharpConfig:
             (self.sleep_steps is None or self.sleep_steps >= 1,
              f"sleep_steps must be >= 1, got {self.sleep_steps}"),
             (self.top_k is None or 1 <= self.top_k <= self.vocab_size,
-             f"top_k must be None or in 1..vocab_size={self.vocab_size}, got {self.top_k} "
-             "(a token preset on a smaller vocabulary: give a tokenizer, or set top_k)"),
+             f"top_k must be None or in 1..vocab_size={self.vocab_size}, got {self.top_k}: set "
+             f"top_k=None (--set top_k=null) or at most {self.vocab_size}, or use a vocabulary "
+             f"of at least {self.top_k} tokens (a token preset reads a book corpus through a "
+             "tokenizer)"),
             (self.inputs != "dense" or self.engine != "fused",
              "engine='fused' reads token ids through a learned embedding, not dense input "
              "vectors: use engine='torch' (--set engine=torch) or 'auto'"),

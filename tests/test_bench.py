@@ -62,6 +62,12 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--set", "hidden=64.0"], "SharpConfig.hidden must be a list of int or an int, got 64.0"),
         # new-user findings: 0 workers ran as 1; a run name escaped reports/
         (["--workers", "0"], "learners and workers must be >= 1, got 1 and 0"),
+        # new-user finding: a token preset on wiki (which refuses a tokenizer) was told to
+        # give a tokenizer
+        (["--preset", "tokens-small"],
+         r"^sharp bench: error: top_k must be None or in 1..vocab_size=27, got 50: set "
+         r"top_k=None \(--set top_k=null\) or at most 27, or use a vocabulary of at least 50 "
+         r"tokens \(a token preset reads a book corpus through a tokenizer\)$"),
         (["--name", "../elsewhere"], "run name '../elsewhere' must be a plain folder name"),
         # issue 13, item 3: books differ in length, an ensemble streams in lockstep
         (["--corpus", "books", "--segment", "5000000", "--ensemble", "on"],
@@ -415,9 +421,16 @@ def test_the_estimate_times_only_work_that_is_left(
         capsys.readouterr().out)
 
 
-def test_a_negative_seed_is_refused_by_argparse(capsys: pytest.CaptureFixture[str]) -> None:
-    """As ``sharp experiment`` and ``sharp reference`` refuse it (it ran seeds -1 and 0)."""
+@pytest.mark.parametrize(("option", "message"), [
+    # as sharp experiment and sharp reference refuse it (it ran seeds -1 and 0)
+    (["--seed", "-1"], "argument --seed: must be an integer >= 0, got -1"),
+    # "threads must be None or >= 1" named no option
+    (["--threads", "0"], "argument --threads: must be a positive integer (1 or more), got 0"),
+])
+def test_a_negative_seed_or_no_threads_is_refused_by_argparse(
+    capsys: pytest.CaptureFixture[str], option: list[str], message: str
+) -> None:
     with pytest.raises(SystemExit) as stopped:
-        main(["bench", "--no-notebook", "--seed", "-1"])
+        main(["bench", "--no-notebook", *option])
     assert stopped.value.code == 2
-    assert "argument --seed: must be an integer >= 0, got -1" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
