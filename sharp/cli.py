@@ -42,7 +42,7 @@ from sharp.runs.options import (
     non_negative_int,
     positive_int,
 )
-from sharp.runs.outputs import check_output_folder, check_replace
+from sharp.runs.outputs import check_output_folder, check_replace, duration
 from sharp.runs.reference import max_abs_difference, reference_curve
 from sharp.runs.registry import BASELINE_KINDS
 from sharp.runs.report import bits_per_char_column, markdown_table, speed_table
@@ -173,7 +173,7 @@ def print_estimate(plan: BenchPlan, steps: int = 200) -> None:
         print(f"  {name}: {1 / speed.step_seconds:,.0f} training steps/s, "
               f"{1 / speed.eval_seconds:,.0f} evaluated tokens/s{sleep}{each}")
     grouped = " (as the ensemble its learners run as)" if plan.ensemble else ""
-    print(f"estimated duration: {seconds / 3600:,.1f} h ({seconds:,.0f} s) on {plan.workers} "
+    print(f"estimated duration: {duration(seconds)} on {plan.workers} "
           f"worker(s), from a {steps}-step warm-up of each model{grouped} on this machine")
 
 

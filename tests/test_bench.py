@@ -16,6 +16,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
+from conftest import DURATION
 
 from sharp.cli import main, print_estimate
 from sharp.explore.notebooks import notebook_path
@@ -365,7 +366,7 @@ def test_the_estimate_measures_the_jobs_that_will_run(
                                    out_dir=str(out)))
     print_estimate(plan, steps=20)
     printed = capsys.readouterr().out
-    assert re.search(r"estimated duration: [\d.]+ h \([\d,]+ s\) on 2 worker\(s\), from a "
+    assert re.search(rf"estimated duration: {DURATION} on 2 worker\(s\), from a "
                      r"20-step warm-up of each model", printed), printed
     grouped = ensemble == "on"
     assert ("(as the ensemble its learners run as)" in printed) == grouped
@@ -376,16 +377,20 @@ def test_the_estimate_measures_the_jobs_that_will_run(
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("seconds", "printed"), [
+    (7200.0, "2.0 h (7,200 s)"), (750.0, "12.5 min (750 s)"),
+    (38.2, "38 s"),  # was "0.0 h (38 s)"
+])
 def test_bench_estimate_prints_and_exits_before_any_work(
     no_training: None, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, seconds: float, printed: str,
 ) -> None:
     speeds = {"SHARP": Speed(1e-3, 1e-4, 0.0)}
-    monkeypatch.setattr("sharp.cli.estimate_seconds", lambda plan, steps: (7200.0, speeds))
+    monkeypatch.setattr("sharp.cli.estimate_seconds", lambda plan, steps: (seconds, speeds))
     out = tmp_path / "run"
     assert main(["bench", "--no-notebook", "--quiet", "--learners", "1", "--baselines",
                  "--estimate", "--out", str(out)]) == 0
-    assert "estimated duration: 2.0 h (7,200 s) on 1 worker(s)" in capsys.readouterr().out
+    assert f"estimated duration: {printed} on 1 worker(s)" in capsys.readouterr().out
     assert not out.exists()
 
 

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-from conftest import sigkill_when
+from conftest import DURATION, sigkill_when
 
 import sharp.experiments.common as common
 from sharp.cli import main
@@ -166,7 +166,7 @@ def test_the_estimate_is_printed_and_no_job_runs(
     out = tmp_path / "out"
     assert main([*ARGV, "--out", str(out), "--estimate"]) == 0
     printed = capsys.readouterr().out
-    assert re.fullmatch(rf"{NAME}: estimated duration [\d.]+ h \([\d,]+ s\) for 4 jobs left "
+    assert re.fullmatch(rf"{NAME}: estimated duration {DURATION} for 4 jobs left "
                         r"of 4 on 1 worker, from a [\d.]+ s warm-up of 2 job shapes on this "
                         r"machine \(runs of up to 600 of 600 samples(, periodic work \(sleeps, "
                         r"evaluations\) timed per event)?\)\n", printed), printed

@@ -214,3 +214,11 @@ def test_a_table_of_learners_and_ensembles_keeps_its_counts_integers(
     lines = markdown_table(table.set_index("learner")).splitlines()
     assert lines[2:] == ["| SHARP | 1 | 321,713 | 2.500 | — |",
                          "| SHARP x9 | 1 | 321,713 | 1.500 | 9 |"]
+
+
+def test_the_numbers_of_a_column_share_one_format() -> None:
+    """The bench's training table printed tokens_per_s as 524.177 next to 1,481."""
+    table = pd.DataFrame({"learner": ["SHARP", "RNN"], "tokens_per_s": [524.177, 1481.4],
+                          "bits": [2.1234, 1.5]}).set_index("learner")
+    assert markdown_table(table).splitlines()[2:] == ["| SHARP | 524 | 2.123 |",
+                                                      "| RNN | 1,481 | 1.500 |"]

@@ -35,7 +35,7 @@ from sharp.runs.options import (
     non_negative_int,
     positive_int,
 )
-from sharp.runs.outputs import plural
+from sharp.runs.outputs import duration, plural
 
 
 def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -92,7 +92,7 @@ def print_estimates(names: list[str], preset: str, out: str | None,
         total += estimate.seconds
     if len(names) > 1:
         print(f"all {len(names)} experiments, one after another: estimated duration "
-              f"{total / 3600:,.1f} h ({total:,.0f} s)", flush=True)
+              f"{duration(total)}", flush=True)
 
 
 def run_experiment_command(args: argparse.Namespace) -> int:

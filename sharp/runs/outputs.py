@@ -45,6 +45,16 @@ def plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
+def duration(seconds: float) -> str:
+    """An estimated duration in words: ``"38 s"``, ``"12.5 min (750 s)"``,
+    ``"2.0 h (7,200 s)"``."""
+    if seconds < 59.5:
+        return f"{seconds:.0f} s"
+    if seconds < 3570:
+        return f"{seconds / 60:.1f} min ({seconds:,.0f} s)"
+    return f"{seconds / 3600:,.1f} h ({seconds:,.0f} s)"
+
+
 def plain_json(value: Any) -> Any:
     """``value`` as it reads back from JSON (tuples become lists, keys strings); values
     JSON cannot hold are written as their text."""
