@@ -326,9 +326,15 @@ def test_a_run_never_replaces_another_runs_results_silently(tmp_path, capsys):
     assert not (tmp_path / "acceleration.csv").exists()  # experiment 2 never started
 
 
-def test_index_is_rebuilt_whenever_an_experiment_is_rewritten(tmp_path):
+def test_index_is_rebuilt_whenever_an_experiment_is_rewritten(tmp_path, capsys):
     run_experiment("drift", "tiny", tmp_path, progress=False, workers=1)
     run_experiment("credit_assignment", "tiny", tmp_path, progress=False, workers=1)
+    assert not (tmp_path / "index.md").exists()  # written by 'all' only, as --help says
+    with pytest.raises(SystemExit):
+        _experiment(["--help"])
+    assert ("'all' also writes the combined index.md / index.html, which every later "
+            "experiment written there then rebuilds from the folder's files") in " ".join(
+                capsys.readouterr().out.split())
     write_index(tmp_path)
     again = run_experiment("drift", "tiny", tmp_path, progress=False, workers=1, seed=5,
                            overwrite=True)

@@ -50,8 +50,9 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
                         help="tiny (smoke test), quick (about a minute), paper (authors' scale)")
     parser.add_argument("--out", default="reports/experiments",
                         help="output folder: <name>.csv, .html, .md and .json (the run's "
-                        "record) per experiment, and the combined index.md / index.html, "
-                        "rebuilt from the folder's files whenever an experiment is written")
+                        "record) per experiment; 'all' also writes the combined index.md / "
+                        "index.html, which every later experiment written there then "
+                        "rebuilds from the folder's files")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results of another run (other preset, seed or "
                         "parameters) in --out; the same run always may")
