@@ -39,8 +39,8 @@ from sharp.runs.options import (
     HelpFormatter,
     add_checkpoint_options,
     checkpoint_options,
-    non_negative_int,
     positive_int,
+    seed_int,
 )
 from sharp.runs.outputs import check_output_folder, check_replace, duration
 from sharp.runs.reference import max_abs_difference, reference_curve
@@ -81,7 +81,7 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
                        "protocol (default 2000, or the run preset's)")
     bench.add_argument("--learners", type=int, default=None,
                        help="segments / learners (M) (default 4, or the run preset's)")
-    bench.add_argument("--seed", type=non_negative_int, default=0,
+    bench.add_argument("--seed", type=seed_int, default=0,
                        help="learner m of each model uses seed + m")
     bench.add_argument("--threads", type=positive_int, default=1, help="torch threads per learner")
     bench.add_argument("--workers", type=int, default=None,
@@ -219,7 +219,7 @@ def _reference_parser(sub: argparse._SubParsersAction) -> None:
                          formatter_class=HelpFormatter)
     ref.add_argument("--preset", default="text8-small", choices=["text8-small", "text8"],
                      help="SHARP preset whose curve the authors published")
-    ref.add_argument("--seed", type=non_negative_int, default=0,
+    ref.add_argument("--seed", type=seed_int, default=0,
                      help="learner seed (the authors' curve is seed 0)")
     ref.add_argument("--threads", type=positive_int, default=1, help="torch threads")
     ref.add_argument("--out", default=None,

@@ -429,6 +429,9 @@ def test_the_estimate_times_only_work_that_is_left(
 @pytest.mark.parametrize(("option", "message"), [
     # as sharp experiment and sharp reference refuse it (it ran seeds -1 and 0)
     (["--seed", "-1"], "argument --seed: must be an integer >= 0, got -1"),
+    # was accepted, then every learner failed with a ConfigError inside a Ray worker
+    (["--seed", str(2**63)], "argument --seed: must be an integer in 0..2**63-1 (torch seeds "
+                             f"a 64-bit generator), got {2**63}"),
     # "threads must be None or >= 1" named no option
     (["--threads", "0"], "argument --threads: must be a positive integer (1 or more), got 0"),
 ])

@@ -286,6 +286,8 @@ def test_experiment_out_is_checked_before_any_work(tmp_path, capsys, monkeypatch
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--seed", "-1"], "argument --seed: must be an integer >= 0, got -1"),
+    (["--seed", str(2**63)], f"argument --seed: must be an integer in 0..2**63-1 (torch "
+                             f"seeds a 64-bit generator), got {2**63}"),
     (["--workers", "0"], "argument --workers: must be a positive integer (1 or more), got 0"),
     (["--workers", "-2"], "argument --workers: must be a positive integer"),
 ])

@@ -32,8 +32,8 @@ from sharp.runs.options import (
     add_checkpoint_options,
     checkpoint_options,
     given_checkpoint_options,
-    non_negative_int,
     positive_int,
+    seed_int,
 )
 from sharp.runs.outputs import duration, plural
 
@@ -62,7 +62,7 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
                         "--no-resume runs every job afresh")
     parser.add_argument("--workers", type=positive_int, default=None,
                         help="processes in parallel (default: min(runs, cores))")
-    parser.add_argument("--seed", type=non_negative_int, default=None,
+    parser.add_argument("--seed", type=seed_int, default=None,
                         help="base seed, an integer >= 0 (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_checkpoint_options(parser, "each job of experiments 2-4, 8 and 9 (under "
