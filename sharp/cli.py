@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -12,12 +11,10 @@ import shlex
 import signal
 import sys
 import time
-import warnings
-from collections.abc import Iterator, Sequence
-from typing import Any, TextIO
+from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
-from tqdm.std import tqdm as std_tqdm
 
 from sharp.config import preset, preset_names
 from sharp.engines.runtime import check_device
@@ -43,6 +40,7 @@ from sharp.runs.options import (
     seed_int,
 )
 from sharp.runs.outputs import check_output_folder, check_replace, duration
+from sharp.runs.progress import one_line_warnings
 from sharp.runs.reference import max_abs_difference, reference_curve
 from sharp.runs.registry import BASELINE_KINDS
 from sharp.runs.report import bits_per_char_column, markdown_table, speed_table
@@ -412,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "experiment": experiment}
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with _one_line_warnings(args.command):
+        with one_line_warnings(args.command):
             return commands[args.command](args)
     except (ValueError, TypeError, OSError, RuntimeError) as error:
         print(f"sharp {args.command}: error: {error}", file=sys.stderr)
@@ -426,26 +424,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + signal.Signals[name].value
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def _one_line_warnings(command: str) -> Iterator[None]:
-    """Within it, every warning (e.g. a damaged checkpoint, book slices that coincide) is
-    printed once per command, as one line ``sharp <command>: warning: <message>`` on stderr
-    (above any progress bar), without the source line Python adds; the Python API keeps
-    Python's own warnings."""
-    shown: set[str] = set()
-
-    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-             file: TextIO | None = None, line: str | None = None) -> None:
-        text = f"sharp {command}: warning: {' '.join(str(message).split())}"
-        if text not in shown:
-            shown.add(text)
-            std_tqdm.write(text, file=sys.stderr if file is None else file)
-
-    with warnings.catch_warnings():
-        warnings.showwarning = show
-        yield
 
 
 #: Signals :func:`_interrupt` turned into a KeyboardInterrupt, by name.
