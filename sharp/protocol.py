@@ -116,19 +116,18 @@ def check_not_text(tokens: object, what: str) -> None:
 def check_windows(windows: Sequence[TokenIds] | np.ndarray | torch.Tensor, members: int,
                   size: int, vocab_size: int) -> np.ndarray:
     """One ensemble step's windows, one per member, as an (M, W) int64 array, each row
-    checked by :func:`check_window`; ValueError for another number of rows."""
+    checked by :func:`check_window`; ValueError for another number of rows
+    (:func:`check_per_member`)."""
     check_not_text(windows, "windows")
-    if len(windows) != members:
-        raise ValueError(f"{len(windows)} windows for {members} members")
+    check_per_member(windows, members, "learns", "window", "W")
     return np.stack([check_window(row, size, vocab_size) for row in windows]).astype(np.int64)
 
 
 def check_targets(targets: TokenIds, members: int, vocab_size: int) -> list[int]:
     """One ensemble step's targets, one per member, each checked by :func:`check_target`;
-    ValueError for another number of targets."""
+    ValueError for another number of targets (:func:`check_per_member`)."""
     check_not_text(targets, "targets")
-    if len(targets) != members:
-        raise ValueError(f"{len(targets)} targets for {members} members")
+    check_per_member(targets, members, "learns", "target", None)
     return [check_target(target, vocab_size) for target in targets]
 
 
@@ -136,13 +135,29 @@ def check_slices(tokens: Sequence[TokenIds] | np.ndarray | torch.Tensor, members
     """Raise ValueError unless ``tokens`` holds one slice per member (an ensemble's
     ``evaluate`` input; each slice is then checked by :func:`check_stream`)."""
     check_not_text(tokens, "slices")
-    one = getattr(tokens, "ndim", None) == 1 or (  # token ids, not sequences of them
-        isinstance(tokens, Sequence) and len(tokens) > 0 and not hasattr(tokens[0], "__len__"))
-    if one or len(tokens) != members:
-        got = f"one sequence of {len(tokens)} tokens" if one else f"{len(tokens)} sequences"
-        raise ValueError(f"an ensemble of {members} members evaluates {members} token "
-                         f"sequences, one per member (a list of {members}, or a ({members}, "
-                         f"T) array); got {got}")
+    check_per_member(tokens, members, "evaluates", "token sequence", "T")
+
+
+def check_per_member(given: object, members: int, verb: str, noun: str,
+                     width: str | None) -> None:
+    """Raise ValueError unless ``given`` holds one ``noun`` per member: ``members`` token
+    sequences of length ``width`` (``"W"``, ``"T"``; a 1-D array or a list of ids is one
+    of them, not M), or with ``width`` None ``members`` single ids. The message says what
+    an ensemble of M members ``verb`` (e.g. "a list of 3, or a (3, W) array") and what was
+    given."""
+    if width is None:
+        one = not hasattr(given, "__len__") or getattr(given, "ndim", 1) == 0
+    else:
+        one = getattr(given, "ndim", None) == 1 or (  # token ids, not sequences of them
+            isinstance(given, Sequence) and len(given) > 0
+            and not hasattr(given[0], "__len__"))
+    count = None if one and width is None else len(given)  # type: ignore[arg-type]
+    if one or count != members:
+        shape = f"({members},)" if width is None else f"({members}, {width})"
+        got = (f"one {noun} {given!r}" if count is None else
+               f"one {noun} of {count} tokens" if one else f"{count} {noun}s")
+        raise ValueError(f"an ensemble of {members} members {verb} {members} {noun}s, one per "
+                         f"member (a list of {members}, or a {shape} array); got {got}")
 
 
 def check_seeds(seeds: object, owner: str = "members") -> list[int]:
