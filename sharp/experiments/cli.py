@@ -63,7 +63,7 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     parser.add_argument("--workers", type=positive_int, default=None,
                         help="processes in parallel (default: min(runs, cores))")
     parser.add_argument("--seed", type=seed_int, default=None,
-                        help="base seed, an integer >= 0 (default: 0)")
+                        help="base seed, an integer in 0..2**63-1 (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_checkpoint_options(parser, "each job of experiments 2-4, 8 and 9 (under "
                            "--out/jobs/NAME/<job id>/)")
