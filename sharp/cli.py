@@ -39,10 +39,11 @@ from sharp.runs.options import (
     HelpFormatter,
     add_checkpoint_options,
     checkpoint_options,
-    non_negative_int,
     positive_int,
+    seed_int,
 )
-from sharp.runs.outputs import check_replace
+from sharp.runs.outputs import check_output_folder, check_replace, duration
+from sharp.runs.progress import one_line_warnings
 from sharp.runs.reference import max_abs_difference, reference_curve
 from sharp.runs.registry import BASELINE_KINDS
 from sharp.runs.report import (
@@ -86,9 +87,9 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
                        "protocol (default 2000, or the run preset's)")
     bench.add_argument("--learners", type=int, default=None,
                        help="segments / learners (M) (default 4, or the run preset's)")
-    bench.add_argument("--seed", type=non_negative_int, default=0,
+    bench.add_argument("--seed", type=seed_int, default=0,
                        help="learner m of each model uses seed + m")
-    bench.add_argument("--threads", type=int, default=1, help="torch threads per learner")
+    bench.add_argument("--threads", type=positive_int, default=1, help="torch threads per learner")
     bench.add_argument("--workers", type=int, default=None,
                        help="learners in parallel, as Ray tasks on this machine (default: "
                        "min(runs, cores)); 1 runs them one after another in this process")
@@ -178,7 +179,7 @@ def print_estimate(plan: BenchPlan, steps: int = 200) -> None:
         print(f"  {name}: {1 / speed.step_seconds:,.0f} training steps/s, "
               f"{1 / speed.eval_seconds:,.0f} evaluated tokens/s{sleep}{each}")
     grouped = " (as the ensemble its learners run as)" if plan.ensemble else ""
-    print(f"estimated duration: {seconds / 3600:,.1f} h ({seconds:,.0f} s) on {plan.workers} "
+    print(f"estimated duration: {duration(seconds)} on {plan.workers} "
           f"worker(s), from a {steps}-step warm-up of each model{grouped} on this machine")
 
 
@@ -188,6 +189,8 @@ def bench(args: argparse.Namespace) -> int:
     (:func:`~sharp.runs.lock.run_folder_lock`: FolderBusy, before any work, while another
     process runs on it). ``--estimate`` prints the estimate and exits, writing nothing and
     refusing nothing on the folder's contents (it says when a run would be refused)."""
+    if args.out is not None:  # before the corpus is read
+        check_output_folder(args.out)
     options = bench_options(args)
     plan = plan_bench(options, check_folder=False)
     if args.estimate:
@@ -243,7 +246,7 @@ def _reference_parser(sub: argparse._SubParsersAction) -> None:
                          formatter_class=HelpFormatter)
     ref.add_argument("--preset", default="text8-small", choices=["text8-small", "text8"],
                      help="SHARP preset whose curve the authors published")
-    ref.add_argument("--seed", type=non_negative_int, default=0,
+    ref.add_argument("--seed", type=seed_int, default=0,
                      help="learner seed (the authors' curve is seed 0)")
     ref.add_argument("--threads", type=positive_int, default=1, help="torch threads")
     ref.add_argument("--out", default=None,
@@ -266,8 +269,9 @@ def reference(args: argparse.Namespace) -> int:
     it)."""
     identity = {"preset": args.preset, "seed": args.seed}
     with contextlib.ExitStack() as stack:
-        if args.out:
-            stack.enter_context(run_folder_lock(args.out, "sharp reference"))
+        if args.out is not None:
+            stack.enter_context(run_folder_lock(check_output_folder(args.out),
+                                                "sharp reference"))
             check_replace(args.out, REFERENCE_FILES, "reference.json", identity,
                           overwrite=args.overwrite, what="the reference table")
         return _reference(args, identity)
@@ -279,7 +283,7 @@ def _reference(args: argparse.Namespace, identity: dict[str, Any]) -> int:
                             progress=not args.quiet)
     print(markdown_table(frame.set_index("tokens")))
     print(f"largest |difference|: {max_abs_difference(frame):.3f} bits")
-    if args.out:
+    if args.out is not None:
         _write_outputs(args.out, {"reference.csv": frame.to_csv(index=False)},
                        "reference.json", identity, args.command_line)
         print(f"written to {os.path.join(args.out, 'reference.csv')}")
@@ -451,7 +455,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "experiment": experiment}
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return commands[args.command](args)
+        with one_line_warnings(args.command):
+            return commands[args.command](args)
     except (ValueError, TypeError, OSError, RuntimeError) as error:
         print(f"sharp {args.command}: error: {error}", file=sys.stderr)
         return 2

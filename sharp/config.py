@@ -89,14 +89,31 @@ def check_field_types(config: Any) -> None:
         object.__setattr__(config, name, normal)
 
 
-def input_checks(inputs: str, input_dim: int | None, input_table: str | None
-                 ) -> list[tuple[bool, str]]:
-    """The checks of the input fields every config shares (SPEC §11), as (ok, message)
-    pairs: ``inputs="dense"`` needs the vector size ``input_dim`` (e.g. 768 for GPT-2);
-    ``inputs="embedding"`` (a learned embedding) takes neither ``input_dim`` nor
-    ``input_table`` (a model folder or safetensors file holding the frozen table)."""
+#: The largest seed: ``torch.manual_seed`` seeds a 64-bit generator, and every seed is
+#: stored (checkpoints, run files) as a signed 64-bit int, so a seed is in 0..2**63-1.
+MAX_SEED = 2**63 - 1
+
+
+def seed_check(seed: int, name: str = "seed") -> tuple[bool, str]:
+    """The check of one seed (a config's ``seed``, an ensemble's ``seeds``) as an (ok,
+    message) pair: an int in 0..:data:`MAX_SEED`, the message naming ``name``."""
+    return (0 <= seed <= MAX_SEED,
+            f"{name} must be in 0..2**63-1 (torch seeds a 64-bit generator), got {seed}")
+
+
+def shared_checks(config: Any) -> list[tuple[bool, str]]:
+    """The checks of the fields every config shares (SharpConfig and every baseline config),
+    as (ok, message) pairs: ``threads`` (None or >= 1), ``seed`` (:func:`seed_check`) and
+    the input fields (SPEC §11): ``inputs="dense"`` needs the vector size ``input_dim``
+    (e.g. 768 for GPT-2); ``inputs="embedding"`` (a learned embedding) takes neither
+    ``input_dim`` nor ``input_table`` (a model folder or safetensors file holding the frozen
+    table)."""
+    inputs, input_dim, input_table = config.inputs, config.input_dim, config.input_table
     dense = inputs == "dense"
     return [
+        (config.threads is None or config.threads >= 1,
+         f"threads must be None or >= 1, got {config.threads}"),
+        seed_check(config.seed),
         (not dense or (input_dim is not None and input_dim >= 1),
          f"inputs='dense' needs input_dim, the size D of the frozen input vectors (e.g. 768 "
          f"for GPT-2), >= 1; got {input_dim}"),
@@ -223,15 +240,15 @@ class SharpConfig:
             (self.sleep_steps is None or self.sleep_steps >= 1,
              f"sleep_steps must be >= 1, got {self.sleep_steps}"),
             (self.top_k is None or 1 <= self.top_k <= self.vocab_size,
-             f"top_k must be None or in 1..vocab_size={self.vocab_size}, got {self.top_k} "
-             "(a token preset on a smaller vocabulary: give a tokenizer, or set top_k)"),
+             f"top_k must be None or in 1..vocab_size={self.vocab_size}, got {self.top_k}: set "
+             f"top_k=None (--set top_k=null) or at most {self.vocab_size}, or use a vocabulary "
+             f"of at least {self.top_k} tokens (a token preset reads a book corpus through a "
+             "tokenizer)"),
             (self.inputs != "dense" or self.engine != "fused",
              "engine='fused' reads token ids through a learned embedding, not dense input "
              "vectors: use engine='torch' (--set engine=torch) or 'auto'"),
             (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
-            (self.threads is None or self.threads >= 1,
-             f"threads must be None or >= 1, got {self.threads}"),
-            *input_checks(self.inputs, self.input_dim, self.input_table),
+            *shared_checks(self),
         ]
         for ok, message in checks:
             if not ok:

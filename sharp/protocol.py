@@ -8,13 +8,15 @@ import dataclasses
 import math
 import operator
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from sharp.config import seed_check
 
 if TYPE_CHECKING:
     from sharp.config import SharpConfig
@@ -99,30 +101,34 @@ def check_target(target: object, vocab_size: int) -> int:
 
 def check_not_text(tokens: object, what: str) -> None:
     """Raise ValueError if ``tokens`` (a learner's ``what``: stream, window, target) is
-    text or None instead of token ids, saying how to encode text; else return. Called on
-    the error paths of the token checks, so a valid step never pays for it."""
+    text or None instead of token ids, saying how to encode text, or an iterator (a
+    generator, ``iter(...)``), which is not a sequence; else return. Called on the error
+    paths of the token checks, so a valid step never pays for it."""
     if tokens is None or isinstance(tokens, str | bytes):
         got = "None" if tokens is None else f"a {type(tokens).__name__}"
         raise ValueError(f"got {got} for the {what}: token ids are needed; encode text first "
                          "(e.g. sharp.data.TEXT8.encode(text))")
+    if isinstance(tokens, Iterator):
+        raise ValueError(f"got an iterator ({type(tokens).__name__}) for the {what}, which is "
+                         "not a sequence: give a list, a numpy array or a tensor of token ids "
+                         "(e.g. list(...))")
 
 
 def check_windows(windows: Sequence[TokenIds] | np.ndarray | torch.Tensor, members: int,
                   size: int, vocab_size: int) -> np.ndarray:
     """One ensemble step's windows, one per member, as an (M, W) int64 array, each row
-    checked by :func:`check_window`; ValueError for another number of rows."""
+    checked by :func:`check_window`; ValueError for another number of rows
+    (:func:`check_per_member`)."""
     check_not_text(windows, "windows")
-    if len(windows) != members:
-        raise ValueError(f"{len(windows)} windows for {members} members")
+    check_per_member(windows, members, "learns", "window", "W")
     return np.stack([check_window(row, size, vocab_size) for row in windows]).astype(np.int64)
 
 
 def check_targets(targets: TokenIds, members: int, vocab_size: int) -> list[int]:
     """One ensemble step's targets, one per member, each checked by :func:`check_target`;
-    ValueError for another number of targets."""
+    ValueError for another number of targets (:func:`check_per_member`)."""
     check_not_text(targets, "targets")
-    if len(targets) != members:
-        raise ValueError(f"{len(targets)} targets for {members} members")
+    check_per_member(targets, members, "learns", "target", None)
     return [check_target(target, vocab_size) for target in targets]
 
 
@@ -130,15 +136,37 @@ def check_slices(tokens: Sequence[TokenIds] | np.ndarray | torch.Tensor, members
     """Raise ValueError unless ``tokens`` holds one slice per member (an ensemble's
     ``evaluate`` input; each slice is then checked by :func:`check_stream`)."""
     check_not_text(tokens, "slices")
-    if len(tokens) != members:
-        raise ValueError(f"{len(tokens)} token sequences for {members} members")
+    check_per_member(tokens, members, "evaluates", "token sequence", "T")
+
+
+def check_per_member(given: object, members: int, verb: str, noun: str,
+                     width: str | None) -> None:
+    """Raise ValueError unless ``given`` holds one ``noun`` per member: ``members`` token
+    sequences of length ``width`` (``"W"``, ``"T"``; a 1-D array or a list of ids is one
+    of them, not M), or with ``width`` None ``members`` single ids. The message says what
+    an ensemble of M members ``verb`` (e.g. "a list of 3, or a (3, W) array") and what was
+    given."""
+    if width is None:
+        one = not hasattr(given, "__len__") or getattr(given, "ndim", 1) == 0
+    else:
+        one = getattr(given, "ndim", None) == 1 or (  # token ids, not sequences of them
+            isinstance(given, Sequence) and len(given) > 0
+            and not hasattr(given[0], "__len__"))
+    count = None if one and width is None else len(given)  # type: ignore[arg-type]
+    if one or count != members:
+        shape = f"({members},)" if width is None else f"({members}, {width})"
+        got = (f"one {noun} {given!r}" if count is None else
+               f"one {noun} of {count} tokens" if one else f"{count} {noun}s")
+        raise ValueError(f"an ensemble of {members} members {verb} {members} {noun}s, one per "
+                         f"member (a list of {members}, or a {shape} array); got {got}")
 
 
 def check_seeds(seeds: object, owner: str = "members") -> list[int]:
     """An ensemble's seeds as a list of ints: a non-empty sequence (list, tuple, range,
-    1-D integer array) of distinct integers, bools and floats refused. Raises TypeError for
-    anything else (an int, a string, a float seed) and ValueError for an empty or repeated
-    list, naming the two ``owner`` entries (``members`` or ``learners``) that share a seed."""
+    1-D integer array) of distinct integers in 0..2**63-1, bools and floats refused. Raises
+    TypeError for anything else (an int, a string, a float seed) and ValueError for a seed out
+    of range (:func:`~sharp.config.seed_check`) or an empty or repeated list, naming the
+    two ``owner`` entries (``members`` or ``learners``) that share a seed."""
     if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence | np.ndarray):
         raise TypeError(f"seeds must be a sequence of distinct ints, one per member (e.g. "
                         f"[0, 1, 2]), got {seeds!r} ({type(seeds).__name__})")
@@ -147,6 +175,9 @@ def check_seeds(seeds: object, owner: str = "members") -> list[int]:
         if isinstance(seed, bool | np.bool_) or not isinstance(seed, int | np.integer):
             raise TypeError(f"seeds must be ints, got {seed!r} ({type(seed).__name__}) in "
                             f"{seeds!r}")
+        ok, message = seed_check(int(seed), "seeds")
+        if not ok:
+            raise ValueError(f"{message} in {seeds!r}")
         values.append(int(seed))
     if not values:
         raise ValueError("an ensemble needs at least one member: give one seed per member")

@@ -98,3 +98,8 @@ def sigkill_when(process: subprocess.Popen, ready: Callable[[], bool], *, then: 
         process.kill()
         process.wait()
 
+
+
+#: An estimated duration as printed: "38 s", "12.5 min (750 s)" or "2.0 h (7,200 s)"
+#: (:func:`sharp.runs.outputs.duration`).
+DURATION = r"(\d+ s|[\d.]+ min \([\d,]+ s\)|[\d.]+ h \([\d,]+ s\))"

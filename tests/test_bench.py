@@ -16,6 +16,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
+from conftest import DURATION
 
 from sharp.cli import main, print_estimate
 from sharp.explore.notebooks import notebook_path
@@ -62,6 +63,12 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--set", "hidden=64.0"], "SharpConfig.hidden must be a list of int or an int, got 64.0"),
         # new-user findings: 0 workers ran as 1; a run name escaped reports/
         (["--workers", "0"], "learners and workers must be >= 1, got 1 and 0"),
+        # new-user finding: a token preset on wiki (which refuses a tokenizer) was told to
+        # give a tokenizer
+        (["--preset", "tokens-small"],
+         r"^sharp bench: error: top_k must be None or in 1..vocab_size=27, got 50: set "
+         r"top_k=None \(--set top_k=null\) or at most 27, or use a vocabulary of at least 50 "
+         r"tokens \(a token preset reads a book corpus through a tokenizer\)$"),
         (["--name", "../elsewhere"], "run name '../elsewhere' must be a plain folder name"),
         # issue 13, item 3: books differ in length, an ensemble streams in lockstep
         (["--corpus", "books", "--segment", "5000000", "--ensemble", "on"],
@@ -315,6 +322,14 @@ def test_an_output_path_that_cannot_be_a_folder_fails_before_any_work(
                      "--out", str(out)]) == 2
         assert f"{taken} is a file" in capsys.readouterr().err
     assert taken.read_text() == "mine"
+    # "" wrote to reports/bench-wiki-quick/; /proc/nope failed with a raw [Errno 2] after the
+    # corpus line: one line each, before anything is read
+    for out, message in [("", "--out is empty; give an output folder's path"),
+                         ("/proc/nope", "--out /proc/nope: cannot make a folder in /proc (No "
+                                        "such file or directory); give a folder you can write")]:
+        assert main(["bench", "--no-notebook", "--quiet", "--out", out]) == 2
+        output = capsys.readouterr()
+        assert output.out == "" and output.err.startswith(f"sharp bench: error: {message}")
 
 
 def test_a_local_file_is_reported_as_the_file_it_is(
@@ -351,7 +366,7 @@ def test_the_estimate_measures_the_jobs_that_will_run(
                                    out_dir=str(out)))
     print_estimate(plan, steps=20)
     printed = capsys.readouterr().out
-    assert re.search(r"estimated duration: [\d.]+ h \([\d,]+ s\) on 2 worker\(s\), from a "
+    assert re.search(rf"estimated duration: {DURATION} on 2 worker\(s\), from a "
                      r"20-step warm-up of each model", printed), printed
     grouped = ensemble == "on"
     assert ("(as the ensemble its learners run as)" in printed) == grouped
@@ -362,16 +377,20 @@ def test_the_estimate_measures_the_jobs_that_will_run(
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("seconds", "printed"), [
+    (7200.0, "2.0 h (7,200 s)"), (750.0, "12.5 min (750 s)"),
+    (38.2, "38 s"),  # was "0.0 h (38 s)"
+])
 def test_bench_estimate_prints_and_exits_before_any_work(
     no_training: None, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, seconds: float, printed: str,
 ) -> None:
     speeds = {"SHARP": Speed(1e-3, 1e-4, 0.0)}
-    monkeypatch.setattr("sharp.cli.estimate_seconds", lambda plan, steps: (7200.0, speeds))
+    monkeypatch.setattr("sharp.cli.estimate_seconds", lambda plan, steps: (seconds, speeds))
     out = tmp_path / "run"
     assert main(["bench", "--no-notebook", "--quiet", "--learners", "1", "--baselines",
                  "--estimate", "--out", str(out)]) == 0
-    assert "estimated duration: 2.0 h (7,200 s) on 1 worker(s)" in capsys.readouterr().out
+    assert f"estimated duration: {printed} on 1 worker(s)" in capsys.readouterr().out
     assert not out.exists()
 
 
@@ -407,9 +426,19 @@ def test_the_estimate_times_only_work_that_is_left(
         capsys.readouterr().out)
 
 
-def test_a_negative_seed_is_refused_by_argparse(capsys: pytest.CaptureFixture[str]) -> None:
-    """As ``sharp experiment`` and ``sharp reference`` refuse it (it ran seeds -1 and 0)."""
+@pytest.mark.parametrize(("option", "message"), [
+    # as sharp experiment and sharp reference refuse it (it ran seeds -1 and 0)
+    (["--seed", "-1"], "argument --seed: must be an integer >= 0, got -1"),
+    # was accepted, then every learner failed with a ConfigError inside a Ray worker
+    (["--seed", str(2**63)], "argument --seed: must be an integer in 0..2**63-1 (torch seeds "
+                             f"a 64-bit generator), got {2**63}"),
+    # "threads must be None or >= 1" named no option
+    (["--threads", "0"], "argument --threads: must be a positive integer (1 or more), got 0"),
+])
+def test_a_negative_seed_or_no_threads_is_refused_by_argparse(
+    capsys: pytest.CaptureFixture[str], option: list[str], message: str
+) -> None:
     with pytest.raises(SystemExit) as stopped:
-        main(["bench", "--no-notebook", "--seed", "-1"])
+        main(["bench", "--no-notebook", *option])
     assert stopped.value.code == 2
-    assert "argument --seed: must be an integer >= 0, got -1" in capsys.readouterr().err
+    assert message in capsys.readouterr().err

@@ -57,6 +57,18 @@ def test_issue_cases_name_the_field_and_the_type() -> None:
         RecurrentConfig(mode="fast")
 
 
+@pytest.mark.parametrize("make", [lambda **kw: preset("quick", **kw), SharpConfig,
+                                  RecurrentConfig, ClockworkConfig, TransformerConfig],
+                         ids=["preset", "sharp", "recurrent", "clockwork", "transformer"])
+def test_every_config_refuses_a_seed_torch_cannot_take(make) -> None:
+    # was accepted, then Sharp(...) raised torch's "Overflow when unpacking long long"
+    for seed in (-1, 2**63, 2**70):
+        with pytest.raises(ConfigError, match=rf"^seed must be in 0\.\.2\*\*63-1 "
+                           rf"\(torch seeds a 64-bit generator\), got {seed}$"):
+            make(seed=seed)
+    assert make(seed=2**63 - 1).seed == 2**63 - 1
+
+
 def test_numbers_are_stored_in_their_fields_type() -> None:
     config = preset("quick", lr=1, tau=0, hidden=[64] * 5)
     assert isinstance(config.lr, float) and isinstance(config.tau, float)

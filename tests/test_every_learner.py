@@ -69,6 +69,9 @@ def test_learn_and_evaluate_check_input_as_the_stream_does(learner, random_strea
         (np.array([1, 2, 3]), "the stream has 3 tokens but a window of W=3 needs at least 4"),
         ("hello world", TEXT.format("a str", "stream")),  # review item 16: text, not ids
         (None, TEXT.format("None", "stream")),
+        (iter([1, 2, 3, 4, 5]), r"got an iterator \(list_iterator\) for the stream, which is not "
+                                r"a sequence: give a list, a numpy array or a tensor of token ids"),
+        ((t for t in range(5)), r"got an iterator \(generator\) for the stream"),
     ]:
         for call in (learner.evaluate, lambda t: run_stream(learner, t, progress=False)):
             with pytest.raises(ValueError, match=message):

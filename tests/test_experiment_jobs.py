@@ -12,12 +12,13 @@ import re
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-from conftest import sigkill_when
+from conftest import DURATION, sigkill_when
 
 import sharp.experiments.common as common
 from sharp.cli import main
@@ -34,6 +35,7 @@ from sharp.experiments.sleep_ablation import WakeAllMemories
 from sharp.experiments.text_stream import TINY, text_curve_job, text_ensemble_job
 from sharp.model.learner import Sharp
 from sharp.runs.jobs import CheckpointPolicy, JobFolder
+from sharp.runs.progress import COMMAND_VARIABLE, one_line_warnings, worker_warnings
 from sharp.runs.registry import LearnerSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,16 +111,45 @@ def test_a_rerun_computes_only_the_missing_and_damaged_jobs(
     damaged.write_bytes(damaged.read_bytes()[:100])  # truncated
     (tmp_path / f"{NAME}.csv").unlink()
     capsys.readouterr()
-    with pytest.warns(RuntimeWarning, match=f"{damaged.name} is truncated or damaged"):
-        assert main(argv) == 0  # the same command again, with progress bars
+    assert main(argv) == 0  # the same command again, with progress bars
     assert len(counted) == 6  # only those two ran again
     err = capsys.readouterr().err
+    warned = [line for line in err.splitlines() if "damaged" in line]  # once, one line
+    assert len(warned) == 1 and warned[0].startswith(
+        f"sharp experiment: warning: {damaged} is truncated or damaged (")
+    assert warned[0].endswith("); its job runs again")
     assert "credit assignment (2 resumed)" in err and "4/4" in err
     assert (tmp_path / f"{NAME}.csv").read_text() == uninterrupted
     assert _stored(tmp_path) == sorted([missing, damaged, *_])
     assert main([*argv, "--quiet", "--no-resume"]) == 0  # every job afresh
     assert len(counted) == 10
     assert (tmp_path / f"{NAME}.csv").read_text() == uninterrupted
+
+
+def test_a_worker_of_a_command_prints_its_warnings_as_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Ray worker inherits the command's name and prints a warning as the command does
+    (it printed Python's raw form with the source line); in the command's own process the
+    command's handler stays in charge (once per command), and the Python API is left as is."""
+    def damaged() -> None:
+        for _ in range(2):
+            warnings.warn("state-1.pt is damaged; using the previous checkpoint",
+                          RuntimeWarning, stacklevel=1)
+
+    with pytest.warns(RuntimeWarning, match="state-1.pt is damaged"), worker_warnings():
+        damaged()  # no command: Python's warnings
+    monkeypatch.setenv(COMMAND_VARIABLE, "experiment")  # as a Ray worker inherits it
+    capsys.readouterr()
+    with worker_warnings():
+        damaged()
+    line = "sharp experiment: warning: state-1.pt is damaged; using the previous checkpoint\n"
+    assert capsys.readouterr().err == line
+    with one_line_warnings("bench"):
+        for _ in range(2):
+            with worker_warnings():  # in the command's process: its handler, once in all
+                damaged()
+    assert capsys.readouterr().err == line.replace("experiment", "bench")
 
 
 def test_the_stored_jobs_of_another_run_are_refused_or_replaced(
@@ -176,7 +207,7 @@ def test_the_estimate_is_printed_and_no_job_runs(
     out = tmp_path / "out"
     assert main([*ARGV, "--out", str(out), "--estimate"]) == 0
     printed = capsys.readouterr().out
-    assert re.fullmatch(rf"{NAME}: estimated duration [\d.]+ h \([\d,]+ s\) for 4 jobs left "
+    assert re.fullmatch(rf"{NAME}: estimated duration {DURATION} for 4 jobs left "
                         r"of 4 on 1 worker, from a [\d.]+ s warm-up of 2 job shapes on this "
                         r"machine \(runs of up to 600 of 600 samples(, periodic work \(sleeps, "
                         r"evaluations\) timed per event)?\)\n", printed), printed

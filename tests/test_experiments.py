@@ -286,6 +286,8 @@ def test_experiment_out_is_checked_before_any_work(tmp_path, capsys, monkeypatch
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--seed", "-1"], "argument --seed: must be an integer >= 0, got -1"),
+    (["--seed", str(2**63)], f"argument --seed: must be an integer in 0..2**63-1 (torch "
+                             f"seeds a 64-bit generator), got {2**63}"),
     (["--workers", "0"], "argument --workers: must be a positive integer (1 or more), got 0"),
     (["--workers", "-2"], "argument --workers: must be a positive integer"),
 ])
@@ -326,9 +328,15 @@ def test_a_run_never_replaces_another_runs_results_silently(tmp_path, capsys):
     assert not (tmp_path / "acceleration.csv").exists()  # experiment 2 never started
 
 
-def test_index_is_rebuilt_whenever_an_experiment_is_rewritten(tmp_path):
+def test_index_is_rebuilt_whenever_an_experiment_is_rewritten(tmp_path, capsys):
     run_experiment("drift", "tiny", tmp_path, progress=False, workers=1)
     run_experiment("credit_assignment", "tiny", tmp_path, progress=False, workers=1)
+    assert not (tmp_path / "index.md").exists()  # written by 'all' only, as --help says
+    with pytest.raises(SystemExit):
+        _experiment(["--help"])
+    assert ("'all' also writes the combined index.md / index.html, which every later "
+            "experiment written there then rebuilds from the folder's files") in " ".join(
+                capsys.readouterr().out.split())
     write_index(tmp_path)
     again = run_experiment("drift", "tiny", tmp_path, progress=False, workers=1, seed=5,
                            overwrite=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import re
 import warnings
 from pathlib import Path
 
@@ -42,6 +43,16 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path) -> No
         raise RuntimeError("disk full")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_saving_onto_a_folder_says_to_give_a_file_path(tmp_path) -> None:
+    """It raised IsADirectoryError naming an internal '.ck.xxxx.part' file."""
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError, match=rf"^{re.escape(str(folder))} is a folder; give "
+                       r"the path of a file to write \(e.g. one inside it\)$"):
+        save_checkpoint(Sharp(tiny_config()), folder)
+    assert list(tmp_path.rglob("*")) == [folder]  # nothing written
 
 
 def test_loading_something_else_than_a_checkpoint_is_refused(tmp_path) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import sharp.data.corpus as corpus_module
+import sharp.data.pg19 as pg19
 from sharp.data import (
     TEXT8,
     corpus_splits,
@@ -308,6 +309,27 @@ def test_pg19_hub_offline_is_a_clear_error(tmp_path: Path) -> None:
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("RuntimeError: the Hugging Face hub is unreachable")
     assert "load_pg19(source='/path/to/pg19'" in last_line
+    assert "(sharp bench --corpus /path/to/pg19;" in last_line  # a CLI user's way too
+
+
+def test_pg19_hub_unreachable_fails_fast(tmp_path: Path) -> None:
+    """Without network, datasets retried for 25 s (12 lines of log) before the error."""
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf"),
+           "SHARP_CACHE": str(tmp_path / "cache")}  # port 9 (discard): refused at once
+    for name in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", *pg19._PROXIES):
+        env.pop(name, None)
+    code = "from sharp.data import load_pg19; load_pg19('deepmind/pg19', split='validation')"
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert time.monotonic() - started < 20
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("RuntimeError: the Hugging Face hub is unreachable (no "
+                                "connection to 127.0.0.1:9 within 3 s: ")
+    assert lines[-1].endswith("or, with PG-19 already in the Hugging Face cache, set "
+                              "HF_HUB_OFFLINE=1")
+    assert not any("Retrying" in line for line in lines)
 
 
 def test_load_corpus_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -322,6 +344,13 @@ def test_load_corpus_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         load_corpus("wikipedia")
     for name in ("'wiki'", "'books'", "'text8'", "'pg19'"):
         assert name in str(info.value)
+    for path in ("nonexist.txt", "data/pg"):  # were "unknown corpus"
+        for load in (load_corpus, corpus_splits):
+            with pytest.raises(FileNotFoundError, match=rf"^no such file or folder: {path!r}; "
+                               "give the path of a UTF-8 text file, or the path of a folder "
+                               r"in PG-19 layout \(\{train,validation,test\}/<id>.txt, "
+                               r"metadata.csv optional\), or a corpus name \('wiki', "):
+                load(path)
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("caf\xe9".encode("latin-1"))
     with pytest.raises(ValueError, match="not UTF-8 text \\(byte 3"):

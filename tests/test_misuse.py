@@ -57,6 +57,8 @@ def test_seeds_must_be_distinct_ints(make) -> None:
         (None, TypeError, r"seeds must be a sequence of distinct ints, .* got None \(NoneType\)"),
         ([], ValueError, "an ensemble needs at least one member"),
         ([4, 5, 4], ValueError, "members 0 and 2 share seed 4"),
+        ([-1, 2], ValueError, r"seeds must be in 0\.\.2\*\*63-1 .*, got -1 in \[-1, 2\]"),
+        ([0, 2**63], ValueError, rf"seeds must be in 0\.\.2\*\*63-1 .*, got {2**63} in"),
     ]:
         with pytest.raises(error, match=message):
             make(seeds)
@@ -229,6 +231,36 @@ def test_ensembles_refuse_text_and_none(make) -> None:
     ]:
         with pytest.raises(ValueError, match=message + encode):
             call()
+
+
+@pytest.mark.parametrize("make", list(ENSEMBLES.values()), ids=list(ENSEMBLES))
+def test_ensembles_evaluate_one_sequence_per_member(make) -> None:
+    """``evaluate(np.arange(20) % 7)`` said "20 token sequences for 3 members"."""
+    ensemble = make()
+    need = (r"^an ensemble of 3 members evaluates 3 token sequences, one per member \(a list "
+            r"of 3, or a \(3, T\) array\); got ")
+    for tokens, got in [(np.arange(20) % V, "one token sequence of 20 tokens"),
+                        (list(range(V)), "one token sequence of 7 tokens"),
+                        (torch.arange(3), "one token sequence of 3 tokens"),
+                        ([np.arange(20) % V] * 2, "2 token sequences"),
+                        (np.zeros((4, 20), dtype=np.int64), "4 token sequences")]:
+        with pytest.raises(ValueError, match=need + got + "$"):
+            ensemble.evaluate(tokens)
+    with pytest.raises(ValueError, match=r"got an iterator \(generator\) for the slices"):
+        ensemble.evaluate(row for row in np.zeros((3, 20), dtype=np.int64))
+    assert len(ensemble.evaluate(np.zeros((3, 20), dtype=np.int64))) == 3
+    # the same rule for a learning step's windows and targets ("2 windows for 3 members")
+    windows = np.zeros((3, W), dtype=np.int64)
+    for given, message in [
+        ((np.zeros(W, dtype=np.int64), [0, 0, 0]), r"learns 3 windows, one per member \(a list "
+                                                    r"of 3, or a \(3, W\) array\); got one "
+                                                    r"window of 3 tokens$"),
+        ((windows, 5), r"learns 3 targets, one per member \(a list of 3, or a \(3,\) array\); "
+                       r"got one target 5$"),
+        ((windows, [1, 2]), r"learns 3 targets, .*; got 2 targets$"),
+    ]:
+        with pytest.raises(ValueError, match=r"^an ensemble of 3 members " + message):
+            ensemble.learn(*given)
 
 
 # -- item 18: from_learners says what differs, in its own words --------------------------

@@ -48,8 +48,18 @@ def test_output_folder_must_be_a_writable_folder(tmp_path: Path) -> None:
     if os.geteuid() != 0:  # root may write anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
-        with pytest.raises(PermissionError, match="locked is not writable"):
+        with pytest.raises(PermissionError, match=r"--out .*locked/out: cannot make a folder "
+                           r"in .*locked \(Permission denied\); give a folder you can write"):
             check_output_folder(locked / "out", "--out")
+    if Path("/proc/self").is_dir():  # root passed os.access, then got a raw "[Errno 2]"
+        with pytest.raises(PermissionError, match=r"^--out /proc/nope: cannot make a folder "
+                           r"in /proc \(No such file or directory\); give a folder you can "
+                           r"write to$"):
+            check_output_folder("/proc/nope")
+    for empty in ("", " "):  # was the current folder, silently
+        with pytest.raises(ValueError, match=r"^--out is empty; give an output folder's path"):
+            check_output_folder(empty)
+    assert not list(tmp_path.rglob(".sharp-probe-*"))  # the probes left nothing
 
 
 def test_check_replace_names_what_differs(tmp_path: Path) -> None:
@@ -161,6 +171,8 @@ def test_reference_out_is_a_folder_checked_before_the_run(
     monkeypatch.setattr(cli, "reference_curve", _no_work)
     assert main(["reference", "--out", str(file)]) == 2
     assert "is a file, but --out needs a folder" in capsys.readouterr().err
+    assert main(["reference", "--out", ""]) == 2  # was taken for no --out, after the run
+    assert "sharp reference: error: --out is empty" in capsys.readouterr().err
     assert "argument --seed: must be an integer >= 0, got -1" in _error(
         capsys, ["reference", "--seed", "-1"])
     frame = pd.DataFrame({"tokens": [2_000], "bits": [3.0], "difference": [0.1]})
@@ -202,3 +214,11 @@ def test_a_table_of_learners_and_ensembles_keeps_its_counts_integers(
     lines = markdown_table(table.set_index("learner")).splitlines()
     assert lines[2:] == ["| SHARP | 1 | 321,713 | 2.500 | — |",
                          "| SHARP x9 | 1 | 321,713 | 1.500 | 9 |"]
+
+
+def test_the_numbers_of_a_column_share_one_format() -> None:
+    """The bench's training table printed tokens_per_s as 524.177 next to 1,481."""
+    table = pd.DataFrame({"learner": ["SHARP", "RNN"], "tokens_per_s": [524.177, 1481.4],
+                          "bits": [2.1234, 1.5]}).set_index("learner")
+    assert markdown_table(table).splitlines()[2:] == ["| SHARP | 524 | 2.123 |",
+                                                      "| RNN | 1,481 | 1.500 |"]

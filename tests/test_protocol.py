@@ -159,3 +159,40 @@ def test_sharp_is_a_sleeper_and_a_baseline_is_not() -> None:
     assert not isinstance(baseline, Sleeper)
     with pytest.raises(TypeError, match="has no sleep phase"):
         run_stream(baseline, np.arange(10) % 7, sleep_every=4, progress=False)
+
+
+def test_a_sleep_schedule_or_step_offset_that_is_not_an_int_ge_0_is_refused() -> None:
+    """sleep_every=-5 or 2.5 was accepted (the learner slept 9 times in 46 steps) and
+    offset=-3 numbered the steps from -2: refused, for one learner and an ensemble."""
+    from sharp.engines.ensemble import SharpEnsemble
+    from sharp.runs.stream import run_ensemble_stream
+
+    tokens = np.arange(20) % 7
+    learner = Sharp(tiny_config())
+    ensemble = SharpEnsemble(tiny_config(), [0, 1])
+    runs = [lambda **kw: run_stream(learner, tokens, progress=False, **kw),
+            lambda **kw: run_ensemble_stream(ensemble, np.stack([tokens, tokens]), **kw)]
+    for run in runs:
+        for given, error, message in [
+            ({"sleep_every": -5}, ValueError, r"^sleep_every must be None or an int >= 0 "
+                                              r"\(0: never\), got -5$"),
+            ({"sleep_every": 2.5}, TypeError, r"^sleep_every must be None or an int >= 0 "
+                                              r"\(0: never\), got 2\.5 \(float\)$"),
+            ({"offset": -3}, ValueError, r"^offset must be an int >= 0 \(the steps streamed "
+                                         r"before\), got -3$"),
+            ({"offset": True}, TypeError, r"^offset must be .*, got True \(bool\)$"),
+        ]:
+            with pytest.raises(error, match=message):
+                run(**given)
+    records = run_stream(learner, tokens, sleep_every=0, offset=np.int64(5), progress=False)
+    assert records["step"].iloc[0] == 6 and not records["slept"].any()
+
+
+def test_the_progress_bar_does_not_end_showing_sleeping(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    tokens = np.arange(20) % 7  # 17 steps: a sleep follows the last one
+    records = run_stream(Sharp(tiny_config()), tokens, sleep_every=17)
+    assert records["slept"].tolist() == [False] * 16 + [True]
+    final = capsys.readouterr().err.split("\r")[-1]
+    assert "17/17" in final and "sleeping" not in final

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
 
-from sharp.config import ConfigError, InputType, check_field_types, input_checks
+from sharp.config import ConfigError, InputType, check_field_types, shared_checks
 from sharp.engines.runtime import check_device
 
 Cell = Literal["rnn", "lstm", "gru"]
@@ -60,9 +60,7 @@ class BaselineConfig:
             (self.window >= 1, f"window (W) must be >= 1, got {self.window}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (self.threads is None or self.threads >= 1,
-             f"threads must be None or >= 1, got {self.threads}"),
-            *input_checks(self.inputs, self.input_dim, self.input_table),
+            *shared_checks(self),
         ]
 
     def validate(self) -> None:

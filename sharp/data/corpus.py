@@ -470,7 +470,7 @@ def load_corpus(
 
     ``name`` is ``"wiki"`` or ``"books"`` (bundled, offline), ``"text8"`` (downloaded
     once into the cache), ``"pg19"`` (Hugging Face hub), a local PG-19 folder
-    (``{train,validation,test}/<id>.txt`` + ``metadata.csv``), or a local UTF-8 text
+    (``{train,validation,test}/<id>.txt``, ``metadata.csv`` optional), or a local UTF-8 text
     file (normalised with ``normalize_text8`` in chunks and cached by content). Book
     corpora hold every split they have unless ``split`` names one (``corpus_splits``
     tells which without loading). ``progress=False`` shows no progress bar (downloads,
@@ -482,7 +482,8 @@ def load_corpus(
     into token ids with per-token character counts (``Corpus.chars``), cached once per
     (corpus, tokenizer) as memory-mapped arrays. Raises ValueError for an unknown name,
     a split the corpus lacks, a tokenizer with a corpus that has no books, or a text file
-    (or book) that is not UTF-8 or has no letters a-z.
+    (or book) that is not UTF-8 or has no letters a-z; FileNotFoundError for a name that
+    looks like a path (a suffix or a slash) but names nothing.
     """
     from sharp.data.bundled import load_books, load_wiki
     from sharp.data.pg19 import load_pg19
@@ -512,18 +513,24 @@ def load_corpus(
     return corpus if split is None else corpus.split(split)
 
 
-def _unknown_corpus(name: str) -> ValueError:
-    return ValueError(
-        f"unknown corpus {name!r}: use one of {', '.join(repr(n) for n in CORPUS_NAMES)}, "
-        "the path of a UTF-8 text file, or the path of a folder in PG-19 layout "
-        "({train,validation,test}/<id>.txt plus metadata.csv)"
-    )
+def _unknown_corpus(name: str) -> ValueError | FileNotFoundError:
+    """The error for a corpus ``name`` that is neither a known name nor an existing path:
+    FileNotFoundError when it looks like a path (it has a suffix or a slash), else
+    ValueError listing the names."""
+    paths = ("the path of a UTF-8 text file, or the path of a folder in PG-19 layout "
+             "({train,validation,test}/<id>.txt, metadata.csv optional)")
+    names = ", ".join(repr(n) for n in CORPUS_NAMES)
+    if Path(name).suffix or "/" in name or os.sep in name:
+        return FileNotFoundError(f"no such file or folder: {name!r}; give {paths}, or a "
+                                 f"corpus name ({names})")
+    return ValueError(f"unknown corpus {name!r}: use one of {names}, {paths}")
 
 
 def corpus_splits(name: str) -> tuple[str, ...] | None:
     """The splits (in ``SPLITS`` order) of the corpus ``load_corpus(name)`` returns, found
     without loading, reading or downloading any text; None for corpora without documents
-    (``"wiki"``, ``"text8"``, text files). Raises ValueError for an unknown name."""
+    (``"wiki"``, ``"text8"``, text files). Raises ValueError for an unknown name,
+    FileNotFoundError for a path (a suffix or a slash) that names nothing."""
     from sharp.data.bundled import provenance
     from sharp.data.pg19 import pg19_splits
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import urllib.parse
 import warnings
 from collections.abc import Iterable, Iterator
 from itertools import chain
@@ -36,9 +38,15 @@ METADATA_COLUMNS = ("id", "short_book_title", "publication_date", "url")
 """Columns of PG-19's headerless ``metadata.csv``."""
 
 _LAYOUT = (
-    "a folder in PG-19 layout: {train,validation,test}/<book_id>.txt plus a headerless "
-    "metadata.csv with columns id, short_book_title, publication_date, url"
+    "a folder in PG-19 layout: {train,validation,test}/<book_id>.txt, optionally with a "
+    "headerless metadata.csv (columns id, short_book_title, publication_date, url) for the "
+    "books' titles and years"
 )
+
+#: How long :func:`_hub_unreachable` waits for the hub to accept a connection.
+HUB_PROBE_SECONDS = 3.0
+
+_PROXIES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
 
 def _looks_like_path(source: str) -> bool:
@@ -155,17 +163,47 @@ def _datasets_progress(progress: bool) -> Iterator[None]:
             datasets.enable_progress_bars()
 
 
+def _hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached, found within
+    :data:`HUB_PROBE_SECONDS` by opening a connection to its endpoint (without it,
+    ``datasets`` retries for about 25 s); None when it answers, in offline mode
+    (``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE``: ``datasets`` then reads its cache
+    without a request) and behind a proxy (not probed)."""
+    import datasets
+    from huggingface_hub import constants
+
+    from sharp.data.tokenizer import _hub_offline
+
+    if (_hub_offline() or datasets.config.HF_DATASETS_OFFLINE
+            or any(os.environ.get(name) for name in _PROXIES)):
+        return None
+    endpoint = urllib.parse.urlsplit(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=HUB_PROBE_SECONDS).close()
+    except OSError as err:
+        return f"no connection to {endpoint.hostname}:{port} within {HUB_PROBE_SECONDS:g} s: {err}"
+    return None
+
+
+def _unreachable(source: str, why: str) -> RuntimeError:
+    return RuntimeError(
+        f"the Hugging Face hub is unreachable ({why}), so PG-19 {source!r} cannot be loaded: "
+        f"put a copy of PG-19 on disk as {_LAYOUT}, and give its path instead (sharp bench "
+        "--corpus /path/to/pg19; in Python load_pg19(source='/path/to/pg19')); or, with "
+        "PG-19 already in the Hugging Face cache, set HF_HUB_OFFLINE=1")
+
+
 def _hub_dataset(source: str, split: str, max_books: int | None) -> Any:
     import datasets
 
+    why = _hub_unreachable()
+    if why is not None:
+        raise _unreachable(source, why)
     try:
         dataset = datasets.load_dataset(source, split=split)
     except ConnectionError as err:
-        raise RuntimeError(
-            f"the Hugging Face hub is unreachable, so PG-19 {source!r} cannot be loaded "
-            f"({err}). Put a copy of PG-19 on disk as {_LAYOUT}, and pass its path: "
-            "load_pg19(source='/path/to/pg19', split=...)."
-        ) from err
+        raise _unreachable(source, str(err)) from err
     if max_books is not None:
         dataset = dataset.select(range(min(max_books, len(dataset))))
     return dataset

@@ -34,10 +34,10 @@ from sharp.runs.options import (
     add_checkpoint_options,
     checkpoint_options,
     given_checkpoint_options,
-    non_negative_int,
     positive_int,
+    seed_int,
 )
-from sharp.runs.outputs import plural
+from sharp.runs.outputs import duration, plural
 
 
 def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -52,8 +52,9 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
                         help="tiny (smoke test), quick (about a minute), paper (authors' scale)")
     parser.add_argument("--out", default="reports/experiments",
                         help="output folder: <name>.csv, .html, .md and .json (the run's "
-                        "record) per experiment, and the combined index.md / index.html, "
-                        "rebuilt from the folder's files whenever an experiment is written")
+                        "record) per experiment; 'all' also writes the combined index.md / "
+                        "index.html, which every later experiment written there then "
+                        "rebuilds from the folder's files")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results of another run (other preset, seed or "
                         "parameters) in --out; the same run always may")
@@ -63,8 +64,8 @@ def add_experiment_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
                         "--no-resume runs every job afresh")
     parser.add_argument("--workers", type=positive_int, default=None,
                         help="processes in parallel (default: min(runs, cores))")
-    parser.add_argument("--seed", type=non_negative_int, default=None,
-                        help="base seed, an integer >= 0 (default: 0)")
+    parser.add_argument("--seed", type=seed_int, default=None,
+                        help="base seed, an integer in 0..2**63-1 (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_checkpoint_options(parser, "each job of experiments 2-4, 8 and 9 (under "
                            "--out/jobs/NAME/<job id>/)")
@@ -94,7 +95,7 @@ def print_estimates(names: list[str], preset: str, out: str | None,
         total += estimate.seconds
     if len(names) > 1:
         print(f"all {len(names)} experiments, one after another: estimated duration "
-              f"{total / 3600:,.1f} h ({total:,.0f} s)", flush=True)
+              f"{duration(total)}", flush=True)
 
 
 def run_experiment_command(args: argparse.Namespace) -> int:

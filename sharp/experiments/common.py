@@ -58,6 +58,7 @@ from sharp.runs.bench import ENSEMBLE_MODES, auto_groups
 from sharp.runs.checkpoints import atomic_path, load_checkpoint
 from sharp.runs.executor import Executor, run_tasks
 from sharp.runs.jobs import PIECE, CheckpointPolicy, JobFolder
+from sharp.runs.progress import worker_warnings
 from sharp.runs.registry import LearnerSpec, baseline_spec, build_ensemble, build_learner
 from sharp.runs.stream import run_ensemble_stream, run_stream
 
@@ -318,7 +319,8 @@ def stored_jobs(folder: str | os.PathLike, policy: CheckpointPolicy | None = Non
 def _run_job(job: Job, report: Callable[[int], None]) -> pd.DataFrame:
     torch.set_num_threads(1)
     extra = {} if job.checkpoints is None else {"checkpoints": job.checkpoints}
-    frame = job.function(**job.kwargs, **extra)
+    with worker_warnings():
+        frame = job.function(**job.kwargs, **extra)
     for key, value in reversed(list(job.labels.items())):
         if key in frame.columns:
             frame[key] = value

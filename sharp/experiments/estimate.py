@@ -38,7 +38,7 @@ from sharp.experiments.report import (
     holds_jobs_of,
     jobs_folder,
 )
-from sharp.runs.outputs import plural
+from sharp.runs.outputs import duration, plural
 
 #: Seconds by which the two longest warm-up runs of a job shape must differ (their
 #: difference is the measured cost of the added length).
@@ -73,8 +73,8 @@ class Estimate:
         """What ``sharp experiment`` prints."""
         if not self.left:
             return f"{self.name}: every job is stored already; nothing left to run"
-        return (f"{self.name}: estimated duration {self.seconds / 3600:,.1f} h "
-                f"({self.seconds:,.0f} s) for {plural(self.left, 'job')} left of "
+        return (f"{self.name}: estimated duration {duration(self.seconds)} for "
+                f"{plural(self.left, 'job')} left of "
                 f"{self.jobs} on {plural(self.workers, 'worker')}, from a "
                 f"{self.warmup_seconds:,.1f} s warm-up of {plural(self.shapes, 'job shape')} "
                 f"on this machine (runs of up to {self.longest:,} of {self.full:,} "
@@ -177,8 +177,8 @@ def makespan(durations: Sequence[float], workers: int) -> float:
     that each take the next job, in the given order, as soon as they are free (as
     :func:`~sharp.experiments.common.run_jobs` hands its jobs out)."""
     loads = [0.0] * max(1, min(workers, len(durations)))
-    for duration in durations:
-        loads[loads.index(min(loads))] += duration
+    for seconds in durations:
+        loads[loads.index(min(loads))] += seconds
     return max(loads, default=0.0)
 
 

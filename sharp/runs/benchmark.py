@@ -26,6 +26,7 @@ from sharp.runs.jobs import (
     group_jobs,
     run_job,
 )
+from sharp.runs.progress import worker_warnings
 from sharp.runs.registry import LearnerSpec
 
 #: Why the book protocol never groups learners into ensembles.
@@ -109,7 +110,8 @@ def _run(item: tuple[Job, Path | None], report: Report, *,
          policy: CheckpointPolicy) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One job of :func:`_execute` (module level, so that Ray can ship it)."""
     job, folder = item
-    return run_job(job, report, folder=folder, policy=policy)
+    with worker_warnings():
+        return run_job(job, report, folder=folder, policy=policy)
 
 
 def _merge(outputs: list[tuple[pd.DataFrame, pd.DataFrame]]) -> BenchmarkResult:

@@ -27,8 +27,12 @@ if TYPE_CHECKING:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success move it onto ``path`` atomically
     (with the umask's permissions). On any error the temporary file is removed, so
-    ``path`` is never left partial."""
+    ``path`` is never left partial. Raises IsADirectoryError, before anything is written,
+    when ``path`` is an existing folder."""
     target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give the path of a file to write "
+                                "(e.g. one inside it)")
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     os.close(fd)
@@ -89,7 +93,8 @@ def save_checkpoint(learner: Learner | SharpEnsemble | BaselineEnsemble,
     """Save ``learner.state_dict()`` (a learner's or an ensemble's) atomically;
     :func:`load_checkpoint` rebuilds it. Raises TypeError for anything but a learner or an
     ensemble, and if the state holds anything ``torch.load(weights_only=True)`` would
-    refuse (see :func:`plain`); nothing is written then."""
+    refuse (see :func:`plain`), IsADirectoryError when ``path`` is a folder
+    (:func:`atomic_path`); nothing is written then."""
     check_instance(learner, Learner, "save_checkpoint", "sharp.Sharp(sharp.preset('quick'))")
     state = plain(learner.state_dict())
     with atomic_path(path) as tmp:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sharp.config import MAX_SEED
 from sharp.runs.jobs import CheckpointPolicy
 
 
@@ -16,9 +17,14 @@ def positive_int(text: str) -> int:
     return _int_at_least(text, 1)
 
 
-def non_negative_int(text: str) -> int:
-    """An argparse type: an integer >= 0. Raises ``argparse.ArgumentTypeError`` otherwise."""
-    return _int_at_least(text, 0)
+def seed_int(text: str) -> int:
+    """An argparse type: a seed, an integer in 0..2**63-1 (:data:`~sharp.config.MAX_SEED`,
+    what torch takes). Raises ``argparse.ArgumentTypeError`` otherwise."""
+    value = _int_at_least(text, 0)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..2**63-1 (torch seeds a "
+                                         f"64-bit generator), got {value}")
+    return value
 
 
 def _int_at_least(text: str, low: int) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,14 @@ from typing import Any
 def check_output_folder(out: str | os.PathLike, option: str = "--out") -> Path:
     """``out`` as a Path, checked to be a folder this process can create or write into.
 
-    Raises FileExistsError when ``out`` or one of its parents is a file (a folder is
-    needed there), PermissionError when the nearest existing folder is not writable;
-    both messages name ``option``. Creates nothing."""
+    Raises ValueError for an empty path, FileExistsError when ``out`` or one of its parents
+    is a file (a folder is needed there), PermissionError when no folder can be made in the
+    nearest existing folder (read-only, or a system folder such as /proc; the reason given);
+    every message names ``option`` and ``out``. Leaves nothing behind (the folder that
+    probes the nearest existing one is removed)."""
+    if not os.fspath(out).strip():
+        raise ValueError(f"{option} is empty; give an output folder's path (e.g. {option} "
+                         "reports/run)")
     out = Path(out).expanduser()
     for path in (out, *out.parents):
         if path.exists():
@@ -24,9 +30,12 @@ def check_output_folder(out: str | os.PathLike, option: str = "--out") -> Path:
                 where = "" if path == out else f" (in {out})"
                 raise FileExistsError(f"{option} {out}: {path} is a file{where}, but {option} "
                                       "needs a folder; give a folder's path")
-            if not os.access(path, os.W_OK | os.X_OK):
-                raise PermissionError(f"{option} {out}: the folder {path} is not writable; "
-                                      "give a folder you can write to")
+            try:
+                os.rmdir(tempfile.mkdtemp(prefix=".sharp-probe-", dir=path))
+            except OSError as error:
+                raise PermissionError(f"{option} {out}: cannot make a folder in {path} "
+                                      f"({error.strerror}); give a folder you can write to"
+                                      ) from None
             return out
     return out  # pragma: no cover - the root always exists
 
@@ -34,6 +43,16 @@ def check_output_folder(out: str | os.PathLike, option: str = "--out") -> Path:
 def plural(count: int, noun: str) -> str:
     """``"1 row"``, ``"3 rows"``."""
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def duration(seconds: float) -> str:
+    """An estimated duration in words: ``"38 s"``, ``"12.5 min (750 s)"``,
+    ``"2.0 h (7,200 s)"``."""
+    if seconds < 59.5:
+        return f"{seconds:.0f} s"
+    if seconds < 3570:
+        return f"{seconds / 60:.1f} min ({seconds:,.0f} s)"
+    return f"{seconds / 3600:,.1f} h ({seconds:,.0f} s)"
 
 
 def plain_json(value: Any) -> Any:

@@ -21,15 +21,18 @@ from sharp.runs.outputs import check_output_folder, check_replace, plural
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub-flavoured markdown table of ``frame`` (index included)."""
+    """A GitHub-flavoured markdown table of ``frame`` (index included). The numbers of a
+    column share one format: 3 decimals, or none in a column holding a number >= 1000."""
     frame = frame.reset_index()
     header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    rows = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.itertuples(False)]
+    large = [any(isinstance(v, float) and abs(v) >= 1000 for v in frame[c]) for c in frame]
+    rows = ["| " + " | ".join(_cell(v, big) for v, big in zip(row, large, strict=True)) + " |"
+            for row in frame.itertuples(False)]
     return "\n".join([header, rule, *rows])
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, large: bool) -> str:
     if value is pd.NA:
         return "—"
     if isinstance(value, int | np.integer) and not isinstance(value, bool):
@@ -37,7 +40,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         if np.isnan(value):
             return "—"
-        return f"{value:,.3f}" if abs(value) < 1000 else f"{value:,.0f}"
+        return f"{value:,.0f}" if large else f"{value:,.3f}"
     return str(value)
 
 

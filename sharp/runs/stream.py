@@ -29,6 +29,21 @@ if TYPE_CHECKING:
 StepCallback = Callable[[int, StepResult], None]
 
 
+def check_schedule(sleep_every: object, offset: object) -> None:
+    """Check a stream's sleep schedule and step numbering (:func:`run_stream`,
+    :func:`run_ensemble_stream`): ``sleep_every`` None (the config's) or an int >= 0 (0:
+    never), ``offset`` (the global step before the first) an int >= 0. Raises TypeError for
+    a value that is not an int (a float, a bool) and ValueError for a negative one."""
+    for name, value, allowed in (("sleep_every", sleep_every, "None or an int >= 0 (0: never)"),
+                                 ("offset", offset, "an int >= 0 (the steps streamed before)")):
+        if value is None and name == "sleep_every":
+            continue
+        if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+            raise TypeError(f"{name} must be {allowed}, got {value!r} ({type(value).__name__})")
+        if value < 0:
+            raise ValueError(f"{name} must be {allowed}, got {value}")
+
+
 def run_stream(
     learner: Learner,
     tokens: np.ndarray,
@@ -45,10 +60,12 @@ def run_stream(
     1-based) is a multiple of ``sleep_every`` (default: the learner's config, if it
     sleeps). Returns one record per step: step, bits, correct, recall, memory_learned,
     slept. ``tokens`` is checked as :func:`~sharp.protocol.check_stream` checks it
-    (ValueError). Raises TypeError for a ``sleep_every`` given to a learner that is not a
-    :class:`~sharp.protocol.Sleeper`. A learner whose loss stops being finite raises
+    (ValueError); ``sleep_every`` and ``offset`` as :func:`check_schedule` checks them
+    (TypeError, ValueError). Raises TypeError for a ``sleep_every`` given to a learner that
+    is not a :class:`~sharp.protocol.Sleeper`. A learner whose loss stops being finite raises
     :class:`~sharp.protocol.Diverged` naming the global step; no records are returned then.
     """
+    check_schedule(sleep_every, offset)
     window = learner.window
     ids = check_stream(tokens, window, learner.vocab_size)
     sleeper = learner if isinstance(learner, Sleeper) else None
@@ -67,6 +84,7 @@ def run_stream(
     slept = np.zeros(n, dtype=bool)
     bar = tqdm(total=n, desc=description, disable=not progress, mininterval=0.5,
                unit="tok", smoothing=0.05)
+    postfix = ""  # the mean bits of the last 1,024 steps, shown again after a sleep
     for i in range(n):
         step = offset + i + 1
         try:
@@ -74,6 +92,7 @@ def run_stream(
             if sleeper is not None and sleep_every and step % sleep_every == 0:
                 bar.set_postfix_str("sleeping")
                 sleeper.sleep()
+                bar.set_postfix_str(postfix, refresh=False)
                 slept[i] = True
         except Diverged as error:
             bar.close()
@@ -86,7 +105,8 @@ def run_stream(
             on_step(step, result)
         if (i + 1) % 1024 == 0:
             bar.update(1024)
-            bar.set_postfix(bits=f"{bits[i - 1023 : i + 1].mean():.3f}", refresh=False)
+            postfix = f"bits={bits[i - 1023 : i + 1].mean():.3f}"
+            bar.set_postfix_str(postfix, refresh=False)
     bar.update(n - bar.n)
     bar.close()
     return pd.DataFrame({
@@ -109,12 +129,14 @@ def run_ensemble_stream(
     the losses read back once per block). Returns one record per step and member,
     step-major: step, member, bits, correct, recall, memory_learned, slept (``slept`` marks
     the steps a sleep phase followed, for every member, as :func:`run_stream` marks them).
-    Raises ValueError for ids outside the vocabulary, TypeError for a ``sleep_every`` given
-    to an ensemble without a sleep phase, and what ``learn`` and ``sleep`` raise
+    Raises ValueError for ids outside the vocabulary, what :func:`check_schedule` raises for
+    ``sleep_every`` and ``offset``, TypeError for a ``sleep_every`` given to an ensemble
+    without a sleep phase, and what ``learn`` and ``sleep`` raise
     (:class:`~sharp.protocol.Diverged`, naming the member and placed at the global step);
     no records are returned then."""
     from sharp.engines.ensemble import SharpEnsemble
 
+    check_schedule(sleep_every, offset)
     window = ensemble.window
     members = streams.shape[0]
     ids = torch.as_tensor(np.ascontiguousarray(streams), dtype=torch.int64)
