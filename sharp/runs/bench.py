@@ -23,6 +23,7 @@ from sharp.data.tokenizer import BPE_SOURCE, TextTokenizer, hub_file, load_token
 from sharp.engines.runtime import resolve_device
 from sharp.model.inputs import MODEL_FILE, TABLE_KEYS, read_table, table_digest, table_files
 from sharp.protocol import Sleeper
+from sharp.runs import executor
 from sharp.runs.benchmark import (
     BOOKS_NOT_GROUPED,
     BenchmarkResult,
@@ -109,7 +110,7 @@ class BenchOptions:
     or ``checkpoint_minutes`` minutes, keeping ``keep_checkpoints``; with ``resume`` a run
     on the same folder resumes unfinished jobs and skips finished ones (``resume=False``
     deletes the folder's job checkpoints first). ``address`` joins a Ray cluster
-    (``"auto"``, ``"ray://host:port"``; None: this machine); the output folder must then
+    (``"auto"``, ``"HOST:PORT"``; None: this machine); the output folder must then
     be on a filesystem every node reaches.
 
     ``ensemble`` (``auto``, ``on``, ``off``): whether each model's learners run as one
@@ -190,8 +191,14 @@ class BenchPlan:
                 f"{tokens}; models {[s.name for s in self.specs]}; "
                 f"{self.protocol} protocol; {plural(runs, 'run')}"
                 f"{' (each model as one ensemble)' if self.ensemble else ''} on "
-                f"{plural(self.workers, 'worker')}, {plural(self.options.threads, 'thread')} "
-                "each")
+                f"{self.where}, {plural(self.options.threads, 'thread')} each")
+
+    @property
+    def where(self) -> str:
+        """Where the jobs run: ``N workers``, or ``the Ray cluster at ADDRESS``."""
+        if self.options.address is not None:
+            return f"the Ray cluster at {self.options.address}"
+        return plural(self.workers, "worker")
 
 
 def corpus_source(corpus: str) -> str:
@@ -341,12 +348,15 @@ def plan_bench(options: BenchOptions) -> BenchPlan:
     corpus, and refused for a corpus without books; the corpus is then encoded with it, so
     the book protocol's checks count tokens of that tokenizer.
 
-    Raises ``ValueError`` (configs, lengths, protocol, ensemble mode:
+    Raises ``ValueError`` (configs, lengths, protocol, a cluster address refused by
+    :func:`~sharp.runs.executor.check_address`, ensemble mode:
     :func:`resolve_ensemble`, a tokenizer with a corpus without books),
     ``FileNotFoundError`` (corpus, tokenizer path), ``RuntimeError`` (a hub tokenizer
     offline) or ``FileExistsError`` (another run's report in the folder)."""
     started = time.perf_counter()
     policy = options.policy  # a bad checkpoint setting fails before the corpus is read
+    if options.address is not None:
+        executor.check_address(options.address)
     protocol = check_corpus_protocol(options.corpus, options.protocol)  # before any download
     tokenizer = None
     if options.tokenizer is not None:
@@ -380,7 +390,9 @@ def plan_bench(options: BenchOptions) -> BenchPlan:
             "source": tokenizer.name, "sha256": tokenizer.sha256, "vocab_size": tokenizer.size,
             "corpus_chars": corpus.characters}}),
         "segment": options.segment, "slice": options.slice_len, "learners": options.learners,
-        "seed": options.seed, "workers": workers, "threads": options.threads, "clip": clip,
+        "seed": options.seed, "threads": options.threads, "clip": clip,
+        # with an address the cluster's resources decide, not --workers
+        **({"workers": workers} if options.address is None else {"address": options.address}),
         "ensemble": "on" if ensemble else "off", "ensemble_option": options.ensemble,
         "configs": {spec.name: {k: v for k, v in spec.config.items() if k != "seed"}
                     for spec in specs},
@@ -406,13 +418,18 @@ def run_bench(plan: BenchPlan) -> BenchmarkResult:
     on the folder is recognised as the same run; results.csv and curves.csv are rewritten
     (atomically) each time a job finishes, so a partial report is readable during the run.
     Jobs checkpoint under ``<out>/jobs/`` and resume from there (see :class:`BenchOptions`).
+    With ``options.address`` the cluster is joined before run.json is written (its CPUs
+    recorded as ``cluster_cpus``), so a failed join leaves nothing of the run: raises
+    ConnectionError then (:func:`~sharp.runs.executor.init_ray`).
     """
     options = plan.options
     jobs_dir = plan.out / "jobs"
     if not options.resume or not same_run(plan.out, plan.meta):  # --overwrite of another
         shutil.rmtree(jobs_dir, ignore_errors=True)  # run: its jobs are not this run's
-    atomic_write_text(plan.out / "run.json", json.dumps({**plan.meta, "complete": False},
-                                                        indent=2))
+    meta = dict(plan.meta)
+    if options.address is not None:  # joined before run.json: a failed join leaves nothing
+        meta["cluster_cpus"] = executor.join_cluster(options.address)
+    atomic_write_text(plan.out / "run.json", json.dumps({**meta, "complete": False}, indent=2))
 
     def partial(result: BenchmarkResult) -> None:
         atomic_write_text(plan.out / "results.csv", result.results.to_csv(index=False))
@@ -426,7 +443,7 @@ def run_bench(plan: BenchPlan) -> BenchmarkResult:
         workers=plan.workers, clip=plan.clip, progress=options.progress, execution=execution,
         ensemble=plan.ensemble,
     )
-    meta = {**plan.meta, "complete": True, "wall_seconds": time.perf_counter() - plan.started}
+    meta = {**meta, "complete": True, "wall_seconds": time.perf_counter() - plan.started}
     write_benchmark_report(plan.out, result, meta)
     return result
 

@@ -174,8 +174,7 @@ def write_benchmark_report(out: str | os.PathLike, result: BenchmarkResult,
         f"sha256 `{meta['corpus_sha256']}`",
         f"- protocol: {protocol_line(meta)}",
         f"- seeds (learner m of each model runs with seed {meta.get('seed', 0)} + m): {seeds}",
-        f"- bits rule: {rule}; wall time {meta['wall_seconds']:.1f} s with "
-        f"{meta['workers']} worker process(es) of {meta.get('threads', 1)} torch thread(s)",
+        f"- bits rule: {rule}; wall time {meta['wall_seconds']:.1f} s {_where_line(meta)}",
         f"- learners ran {_ensemble_line(meta)}", "",
         *_diverged_section(result.results),
         f"## Bits per token (mean ± sample std over {plural(meta['learners'], runs[:-1])})",
@@ -203,6 +202,17 @@ def write_benchmark_report(out: str | os.PathLike, result: BenchmarkResult,
     for name, text in files.items():
         atomic_write_text(out / name, text)
     return out
+
+
+def _where_line(meta: dict[str, Any]) -> str:
+    """Where the jobs ran: worker processes of this machine, or the Ray cluster at the
+    run's address (with its CPUs as Ray reported them when the run joined it)."""
+    threads = f"{meta.get('threads', 1)} torch thread(s)"
+    if meta.get("address") is None:
+        return f"with {meta['workers']} worker process(es) of {threads}"
+    cpus = meta.get("cluster_cpus")
+    return (f"on the Ray cluster at {meta['address']}"
+            f"{'' if cpus is None else f' ({cpus:g} CPUs)'}, as tasks of {threads}")
 
 
 def _tokenizer_words(meta: dict[str, Any]) -> str:
