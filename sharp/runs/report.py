@@ -211,8 +211,8 @@ def _where_line(meta: dict[str, Any]) -> str:
     if meta.get("address") is None:
         return f"with {meta['workers']} worker process(es) of {threads}"
     cpus = meta.get("cluster_cpus")
-    return (f"on the Ray cluster at {meta['address']}"
-            f"{'' if cpus is None else f' ({cpus:g} CPUs)'}, as tasks of {threads}")
+    size = "" if cpus is None else f" ({cpus:g} CPU{'' if cpus == 1 else 's'})"
+    return f"on the Ray cluster at {meta['address']}{size}, as tasks of {threads}"
 
 
 def _tokenizer_words(meta: dict[str, Any]) -> str:
