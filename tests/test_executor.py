@@ -80,12 +80,18 @@ def test_a_cluster_address_that_cannot_work_is_refused_before_any_work(
     assert not (out / "run.json").exists()
 
 
-def test_auto_without_a_cluster_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_without_a_cluster_or_with_a_ray_client_address_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr("ray._private.utils.read_ray_address", lambda temp_dir=None: None)
     monkeypatch.setattr("ray._private.services.find_gcs_addresses", lambda: [])
     with pytest.raises(ConnectionError, match=r"^--address auto found no running Ray cluster "
                        r"\(RAY_ADDRESS is unset and no `ray start` runs on this machine\)"):
+        probe_cluster("auto")
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")  # what auto would join
+    with pytest.raises(ValueError, match=r"^RAY_ADDRESS \(taken by --address auto\) "
+                       r"ray://head:10001: Ray Client \(ray://\) is not supported"):
         probe_cluster("auto")
 
 

@@ -125,18 +125,19 @@ def join_cluster(address: str) -> float:
     return float(ray.cluster_resources().get("CPU", 0.0))
 
 
-def check_address(address: str) -> None:
+def check_address(address: str, given: str = "--address") -> None:
     """Refuse, before any work, a cluster address :func:`init_ray` cannot join: a Ray
     Client address (``ray://``; its ``ray[client]`` extra is not installed, and a driver on
     a node of the cluster does the same), or one that is neither ``auto`` nor
-    ``HOST:PORT``. Raises ValueError saying what to give instead."""
+    ``HOST:PORT``. Raises ValueError naming where it was ``given`` and what to give
+    instead."""
     if "://" in address:
-        raise ValueError(f"--address {address}: Ray Client (ray://) is not supported; run "
+        raise ValueError(f"{given} {address}: Ray Client (ray://) is not supported; run "
                          "sharp on a node of the cluster with --address auto or --address "
                          "HEAD:6379 (the head's GCS port)")
     host, _, port = address.rpartition(":")
     if address != "auto" and (not host or not port.isdigit()):
-        raise ValueError(f"--address {address!r} must be auto or HOST:PORT (the head's GCS "
+        raise ValueError(f"{given} {address!r} must be auto or HOST:PORT (the head's GCS "
                          "port, 6379 by default)")
 
 
@@ -148,6 +149,8 @@ def probe_cluster(address: str, timeout: float = 5.0) -> str:
     Raises ValueError for a ``ray://`` address or one that is neither ``auto`` nor
     ``HOST:PORT``; ConnectionError when ``auto`` finds no cluster or nothing answers."""
     check_address(address)
+    if address == "auto" and os.environ.get("RAY_ADDRESS"):  # what auto stands for
+        check_address(os.environ["RAY_ADDRESS"], "RAY_ADDRESS (taken by --address auto)")
     if address == "auto":
         # Ray's own resolution of "auto" (RAY_ADDRESS, then the `ray start` of this machine)
         from ray._private.services import canonicalize_bootstrap_address
