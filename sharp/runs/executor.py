@@ -141,10 +141,10 @@ def check_address(address: str, given: str = "--address") -> None:
                          "port, 6379 by default)")
 
 
-def probe_cluster(address: str, timeout: float = 5.0) -> str:
-    """The ``HOST:PORT`` of the Ray cluster ``address`` names (``auto``: the one
-    ``RAY_ADDRESS`` or ``ray start`` on this machine names), once a TCP connection to it
-    succeeded within ``timeout`` seconds.
+def probe_cluster(address: str, timeout: float = 5.0) -> None:
+    """Check that something answers, within ``timeout`` seconds over TCP, at the Ray
+    cluster ``address`` names (``auto``: the one ``RAY_ADDRESS`` or ``ray start`` on this
+    machine names), so that joining nothing fails in seconds rather than Ray's minutes.
 
     Raises ValueError for a ``ray://`` address or one that is neither ``auto`` nor
     ``HOST:PORT``; ConnectionError when ``auto`` finds no cluster or nothing answers."""
@@ -170,7 +170,6 @@ def probe_cluster(address: str, timeout: float = 5.0) -> str:
             f"no Ray cluster answers at {address} ({error.strerror or error}): check that "
             f"`ray start --head --port {port}` runs on {host} and that this machine reaches "
             "it") from error
-    return address
 
 
 #: The signals that stop a run; deferred while Ray starts.
