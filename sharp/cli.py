@@ -94,8 +94,9 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
                        help="learners in parallel, as Ray tasks on this machine (default: "
                        "min(runs, cores)); 1 runs them one after another in this process")
     bench.add_argument("--address", default=None,
-                       help="join a Ray cluster instead (auto, or ray://host:port); --out must "
-                       "then be a folder every node reaches")
+                       help="join a running Ray cluster instead (auto, or HEAD:PORT: the "
+                       "head's GCS port; not ray://); --out must then be a folder every node "
+                       "reaches")
     bench.add_argument("--sleep-every", type=int, default=None,
                        help="SHARP's wake steps between sleeps (default: the preset's)")
     bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

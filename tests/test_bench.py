@@ -289,6 +289,46 @@ def test_stopping_the_main_process_stops_every_worker(tmp_path: Path,
     assert not (out / "summary.md").exists() and not (out / "results.csv").exists()
 
 
+@pytest.mark.slow  # ~30 s: Ray's start, and its stop after it
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_a_stop_signal_while_ray_starts_stops_the_run_and_every_ray_process(
+    tmp_path: Path,
+) -> None:
+    # a new user's fault: SIGTERM in the first seconds of a --workers 2 run (ray.init had
+    # replaced the CLI's handler with an exit) ended it with status 15, no message, and
+    # Ray's agents left running with parent 1
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "sharp", "bench", "--no-notebook", "--segment", "600",
+               "--slice", "100", "--learners", "2", "--workers", "2", "--baselines",
+               "--quiet", "--out", str(out)]
+    main_process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                                    env={**os.environ, "PYTHONPATH": str(ROOT)})
+    seen: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while not any("gcs_server" in _command(pid) for pid in seen):  # Ray is starting
+            assert time.monotonic() < deadline and main_process.poll() is None
+            time.sleep(0.02)
+            seen = _descendants(main_process.pid)
+        main_process.send_signal(signal.SIGTERM)
+        while main_process.poll() is None:  # what Ray still starts before it stops
+            seen |= _descendants(main_process.pid)
+            time.sleep(0.05)
+        deadline = time.monotonic() + 10
+        while {pid for pid in seen if _alive(pid)} and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [_command(pid) for pid in seen if _alive(pid)]
+    finally:
+        main_process.kill()
+        main_process.wait()
+        for pid in seen:  # all this run's: not to linger after a failed test
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert not left, f"orphaned processes: {left}"
+    assert main_process.returncode == 128 + signal.SIGTERM
+    assert "sharp bench: stopped by SIGTERM" in main_process.stderr.read()
+
+
 def test_a_diverged_learner_is_marked_and_never_averaged(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -23,6 +23,7 @@ from sharp.data.tokenizer import BPE_SOURCE, TextTokenizer, hub_file, load_token
 from sharp.engines.runtime import resolve_device
 from sharp.model.inputs import MODEL_FILE, TABLE_KEYS, read_table, table_digest, table_files
 from sharp.protocol import Sleeper
+from sharp.runs import executor
 from sharp.runs.benchmark import (
     BOOKS_NOT_GROUPED,
     BenchmarkResult,
@@ -111,7 +112,7 @@ class BenchOptions:
     or ``checkpoint_minutes`` minutes, keeping ``keep_checkpoints``; with ``resume`` a run
     on the same folder resumes unfinished jobs and skips finished ones (``resume=False``
     deletes the folder's job checkpoints first). ``address`` joins a Ray cluster
-    (``"auto"``, ``"ray://host:port"``; None: this machine); the output folder must then
+    (``"auto"``, ``"HOST:PORT"``; None: this machine); the output folder must then
     be on a filesystem every node reaches.
 
     ``ensemble`` (``auto``, ``on``, ``off``): whether each model's learners run as one
@@ -192,8 +193,14 @@ class BenchPlan:
                 f"{tokens}; models {[s.name for s in self.specs]}; "
                 f"{self.protocol} protocol; {plural(runs, 'run')}"
                 f"{' (each model as one ensemble)' if self.ensemble else ''} on "
-                f"{plural(self.workers, 'worker')}, {plural(self.options.threads, 'thread')} "
-                "each")
+                f"{self.where}, {plural(self.options.threads, 'thread')} each")
+
+    @property
+    def where(self) -> str:
+        """Where the jobs run: ``N workers``, or ``the Ray cluster at ADDRESS``."""
+        if self.options.address is not None:
+            return f"the Ray cluster at {self.options.address}"
+        return plural(self.workers, "worker")
 
 
 def corpus_source(corpus: str) -> str:
@@ -344,12 +351,15 @@ def plan_bench(options: BenchOptions, *, check_folder: bool = True) -> BenchPlan
     corpus, and refused for a corpus without books; the corpus is then encoded with it, so
     the book protocol's checks count tokens of that tokenizer.
 
-    Raises ``ValueError`` (configs, lengths, protocol, ensemble mode:
+    Raises ``ValueError`` (configs, lengths, protocol, a cluster address refused by
+    :func:`~sharp.runs.executor.check_address`, ensemble mode:
     :func:`resolve_ensemble`, a tokenizer with a corpus without books),
     ``FileNotFoundError`` (corpus, tokenizer path), ``RuntimeError`` (a hub tokenizer
     offline) or ``FileExistsError`` (another run's report in the folder)."""
     started = time.perf_counter()
     policy = options.policy  # a bad checkpoint setting fails before the corpus is read
+    if options.address is not None:
+        executor.check_address(options.address)
     protocol = check_corpus_protocol(options.corpus, options.protocol)  # before any download
     tokenizer = None
     if options.tokenizer is not None:
@@ -384,6 +394,8 @@ def plan_bench(options: BenchOptions, *, check_folder: bool = True) -> BenchPlan
             "corpus_chars": corpus.characters}}),
         "segment": options.segment, "slice": options.slice_len, "learners": options.learners,
         "seed": options.seed, "clip": clip,
+        # with an address the cluster's resources decide, not --workers (per invocation)
+        **({} if options.address is None else {"address": options.address}),
         "ensemble": "on" if ensemble else "off", "ensemble_option": options.ensemble,
         "configs": {spec.name: {k: v for k, v in spec.config.items() if k != "seed"}
                     for spec in specs},
@@ -413,10 +425,13 @@ def run_bench(plan: BenchPlan) -> BenchmarkResult:
     run's report came in since the plan). ``run.json`` (``"complete":
     false``) is written before any job starts, so that a re-run on the folder is recognised
     as the same run; it keeps every invocation of the run (command, start, wall seconds,
-    workers, threads, the jobs found finished or checkpointed), rewritten, with
+    workers or the Ray cluster's address and CPUs, threads, the jobs found finished or
+    checkpointed), rewritten, with
     results.csv and curves.csv (atomically), each time a job finishes, so a partial report
     is readable during the run. Jobs checkpoint under ``<out>/jobs/`` and resume from there
-    (see :class:`BenchOptions`)."""
+    (see :class:`BenchOptions`). With ``options.address`` the cluster is joined before
+    run.json is written, so a failed join leaves nothing of the run: raises
+    ConnectionError then (:func:`~sharp.runs.executor.init_ray`)."""
     options = plan.options
     with run_folder_lock(plan.out, "sharp bench"):
         check_report_folder(plan.out, plan.meta, options.overwrite)  # again, under the lock
@@ -430,8 +445,12 @@ def run_bench(plan: BenchPlan) -> BenchmarkResult:
             previous = {}
         manifests = [JobFolder(jobs_dir / job.job_id()).manifest for job in bench_jobs(plan)]
         finished = [bool(m.get("result")) for m in manifests]
+        where: dict[str, Any] = {"workers": plan.workers}
+        if options.address is not None:  # joined before run.json: a failed join leaves nothing
+            where = {"address": options.address,
+                     "cluster_cpus": executor.join_cluster(options.address)}
         invocation = Invocation(
-            options.command, plan.started, workers=plan.workers, threads=options.threads,
+            options.command, plan.started, **where, threads=options.threads,
             jobs=len(manifests), jobs_finished_before=sum(finished),
             jobs_resumed=sum(bool(m.get("checkpoints")) and not done
                              for m, done in zip(manifests, finished, strict=True)))

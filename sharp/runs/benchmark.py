@@ -54,7 +54,7 @@ class BenchmarkResult:
 class Execution:
     """Where and how a benchmark's jobs run, beyond the number of ``workers``.
 
-    ``address``: a Ray cluster to join (``"auto"``, ``"ray://host:port"``; None: this
+    ``address``: a Ray cluster to join (``"auto"``, ``"HOST:PORT"``; None: this
     machine). ``resources``: Ray custom resources every job requires. ``jobs_dir``: each
     job checkpoints under ``jobs_dir/<job id>`` by ``policy`` and resumes from there
     (None: no checkpoints). ``on_partial``: called, each time a job finishes, with the
@@ -91,7 +91,7 @@ def _execute(jobs: list[Job], workers: int, progress: bool,
               gpus=lambda item: _gpus(item[0], 1 / len(jobs)),
               total=sum(job.total_tokens for job in jobs), initial=initial, progress=progress,
               description=f"{sum(job.lanes for job in jobs)} learners in {len(jobs)} job(s) "
-              f"on {workers} worker(s)", on_result=finished)
+              f"on {execution.address or f'{workers} worker(s)'}", on_result=finished)
     return _merge([o for o in outputs if o is not None])
 
 

@@ -1,8 +1,9 @@
 """Where a run's jobs run: in this process (one worker, no cluster), or as Ray tasks.
 
-Ray is embedded and local by default (``ray.init`` on this machine's cores, started once
-per process and reused by later runs, e.g. in a notebook), or joins a running cluster
-(``address="auto"`` or ``"ray://host:port"``). Each job is a Ray task that declares its
+Ray is embedded and local by default (a new ``ray.init`` of this process's own on this
+machine's cores, whatever ``RAY_ADDRESS`` says, started once per process and reused by
+later runs, e.g. in a notebook), or joins a running cluster (``address="auto"`` or
+``"HOST:PORT"``; not Ray Client's ``ray://``). Each job is a Ray task that declares its
 resources (CPU threads, a GPU for a CUDA device) and is retried ``max_retries`` times when
 its worker dies; a checkpointing job then resumes from its last checkpoint. On a cluster
 every node must reach the run's output folder (a shared filesystem path) and have the
@@ -10,13 +11,15 @@ same ``sharp`` installed.
 
 One progress bar counts the tokens done over all jobs: workers report to a small Ray
 actor that the driver reads while it waits. Stopping the driver (Ctrl-C, SIGTERM) cancels
-every task and kills its worker; the embedded cluster stops with the driver.
+every task and kills its worker, also while Ray starts; the embedded cluster stops with
+the driver.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,25 +65,149 @@ class Executor:
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Start the embedded local Ray (``num_cpus`` logical CPUs, no dashboard; its workers
     import this process's ``sharp``), or join the cluster at ``address``; nothing when
-    this process already runs Ray. Raises ConnectionError when no cluster answers at
-    ``address``."""
+    this process already runs Ray for the same ``address`` (Ray that :func:`init_ray`
+    started for another one is shut down first).
+
+    Without ``address`` a new Ray of this process's own always starts (``ray.init``'s
+    ``address="local"``): neither ``RAY_ADDRESS`` nor a cluster started on this machine
+    with ``ray start`` (``/tmp/ray/ray_current_cluster``) is joined. ``address`` is
+    ``auto`` (the cluster ``RAY_ADDRESS`` or ``ray start`` on this machine names) or
+    ``HOST:PORT`` (the head's GCS port); it is probed over TCP before Ray connects, so that
+    an address where nothing answers fails in seconds.
+
+    SIGINT and SIGTERM are deferred while Ray starts (``ray.init`` would otherwise replace
+    the caller's SIGTERM handler, and either signal would stop it halfway, orphaning the
+    Ray processes started so far): one received meanwhile stops Ray once started, then
+    goes to the caller's handler (sharp's CLI: a KeyboardInterrupt); KeyboardInterrupt is
+    raised if that handler returns. No Ray process is left.
+
+    Raises ValueError for a ``ray://`` address (Ray Client is not supported) or one that
+    is neither ``auto`` nor ``HOST:PORT``; ConnectionError when no cluster is found or
+    answers at ``address``, or Ray fails to connect (saying what to check)."""
     import ray
 
     if ray.is_initialized():
-        return
-    main_thread = threading.current_thread() is threading.main_thread()
-    handler = signal.getsignal(signal.SIGTERM) if main_thread else None
+        if _STARTED.get("address", address) == address:
+            return
+        ray.shutdown()  # this process's Ray is another cluster's or the embedded one
+    _STARTED.clear()
     if address is None:
         # the local workers inherit this environment: make them import this sharp (a
         # runtime_env would cost ~10 s more to start them)
         here = str(Path(__file__).resolve().parents[2])
         os.environ["PYTHONPATH"] = os.pathsep.join(
             p for p in (here, os.environ.get("PYTHONPATH")) if p)
-        ray.init(num_cpus=num_cpus, include_dashboard=False)
+        _start_ray(lambda: ray.init(address="local", num_cpus=num_cpus,
+                                    include_dashboard=False))
     else:
-        ray.init(address=address)
-    if main_thread:  # ray.init replaces it; the caller's handler decides how a run stops
-        signal.signal(signal.SIGTERM, handler)
+        probe_cluster(address)
+        try:  # auto as given: Ray then takes a local cluster's token as it finds it
+            _start_ray(lambda: ray.init(address=address))
+        except ConnectionError as error:
+            token = ("" if os.environ.get("RAY_AUTH_MODE") == "token" else
+                     "; if the head uses token authentication, set RAY_AUTH_MODE=token (and "
+                     "its token in RAY_AUTH_TOKEN or ~/.ray/auth_token) and run again")
+            raise ConnectionError(f"could not join the Ray cluster at {address} ({error})"
+                                  f"{token}") from error
+    _STARTED["address"] = address
+
+
+#: The ``address`` :func:`init_ray` last started or joined Ray with (None: embedded).
+_STARTED: dict[str, str | None] = {}
+
+
+def join_cluster(address: str) -> float:
+    """Join the Ray cluster at ``address`` (:func:`init_ray`) and return its CPUs as Ray
+    reports them. Raises what :func:`init_ray` raises."""
+    import ray
+
+    init_ray(address)
+    return float(ray.cluster_resources().get("CPU", 0.0))
+
+
+def check_address(address: str, given: str = "--address") -> None:
+    """Refuse, before any work, a cluster address :func:`init_ray` cannot join: a Ray
+    Client address (``ray://``; its ``ray[client]`` extra is not installed, and a driver on
+    a node of the cluster does the same), or one that is neither ``auto`` nor
+    ``HOST:PORT``. Raises ValueError naming where it was ``given`` and what to give
+    instead."""
+    if "://" in address:
+        raise ValueError(f"{given} {address}: Ray Client (ray://) is not supported; run "
+                         "sharp on a node of the cluster with --address auto or --address "
+                         "HEAD:6379 (the head's GCS port)")
+    host, _, port = address.rpartition(":")
+    if address != "auto" and (not host or not port.isdigit()):
+        raise ValueError(f"{given} {address!r} must be auto or HOST:PORT (the head's GCS "
+                         "port, 6379 by default)")
+
+
+def probe_cluster(address: str, timeout: float = 5.0) -> None:
+    """Check that something answers, within ``timeout`` seconds over TCP, at the Ray
+    cluster ``address`` names (``auto``: the one ``RAY_ADDRESS`` or ``ray start`` on this
+    machine names), so that joining nothing fails in seconds rather than Ray's minutes.
+
+    Raises ValueError for a ``ray://`` address or one that is neither ``auto`` nor
+    ``HOST:PORT``; ConnectionError when ``auto`` finds no cluster or nothing answers."""
+    check_address(address)
+    if address == "auto" and os.environ.get("RAY_ADDRESS"):  # what auto stands for
+        check_address(os.environ["RAY_ADDRESS"], "RAY_ADDRESS (taken by --address auto)")
+    if address == "auto":
+        # Ray's own resolution of "auto" (RAY_ADDRESS, then the `ray start` of this machine)
+        from ray._private.services import canonicalize_bootstrap_address
+
+        try:
+            resolved = canonicalize_bootstrap_address("auto")
+        except ConnectionError as error:
+            raise ConnectionError("--address auto found no running Ray cluster (RAY_ADDRESS "
+                                  "is unset and no `ray start` runs on this machine): start "
+                                  "one, or give --address HEAD:PORT") from error
+        address = resolved or address
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise ConnectionError(
+            f"no Ray cluster answers at {address} ({error.strerror or error}): check that "
+            f"`ray start --head --port {port}` runs on {host} and that this machine reaches "
+            "it") from error
+
+
+#: The signals that stop a run; deferred while Ray starts.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _start_ray(start: Callable[[], object]) -> None:
+    """Run ``start`` (a ``ray.init``) with the stop signals deferred: one received meanwhile
+    stops Ray once it has started, then goes to the caller's handler (sharp's CLI turns
+    SIGTERM into a KeyboardInterrupt), and a KeyboardInterrupt is raised if that handler
+    returns. ``ray.init`` would install its own SIGTERM handler (an exit mid-start, which
+    orphans the Ray processes started so far); the caller's handlers are kept instead.
+    Raises what ``start`` raised, or KeyboardInterrupt."""
+    import ray
+    import ray._private.utils as ray_utils
+
+    if threading.current_thread() is not threading.main_thread():
+        start()  # only the main thread receives signals, and ray.init leaves them alone
+        return
+    received: list[int] = []
+    handlers = {number: signal.getsignal(number) for number in _STOP_SIGNALS}
+    deferred = [number for number, handler in handlers.items()
+                if handler not in (None, signal.SIG_IGN)]  # an ignored signal stays ignored
+    install = ray_utils.set_sigterm_handler
+    ray_utils.set_sigterm_handler = lambda handler: None  # ray.init's, looked up per call
+    try:
+        for number in deferred:
+            signal.signal(number, lambda number, frame: received.append(number))
+        start()
+    finally:
+        ray_utils.set_sigterm_handler = install
+        if received:
+            ray.shutdown()
+        for number in deferred:  # after Ray's start and stop, which set C-level handlers
+            signal.signal(number, handlers[number])
+        if received:
+            signal.raise_signal(received[0])
+            raise KeyboardInterrupt(signal.Signals(received[0]).name)
 
 
 class _Counter:

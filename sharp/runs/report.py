@@ -202,19 +202,25 @@ def write_benchmark_report(out: str | os.PathLike, result: BenchmarkResult,
 
 def invocation_lines(invocations: list[dict[str, Any]]) -> list[str]:
     """The summary's lines on how the run ran: its wall time over every invocation
-    (:func:`~sharp.runs.invocations.wall_time_words`) and, per invocation, its workers and
-    threads and the jobs it found already finished (the others it ran, or resumed from their
-    checkpoints, with its settings)."""
+    (:func:`~sharp.runs.invocations.wall_time_words`) and, per invocation, where its jobs
+    ran (worker processes of this machine, or the Ray cluster at its address, with the
+    CPUs Ray reported when the run joined it), its threads and the jobs it found already
+    finished (the others it ran, or resumed from their checkpoints, with its settings)."""
     def how(item: dict[str, Any]) -> str:
-        return f"{item['workers']} worker process(es) of {item['threads']} torch thread(s)"
+        threads = f"{item['threads']} torch thread(s)"
+        if item.get("address") is None:
+            return f"with {item['workers']} worker process(es) of {threads}"
+        cpus = item.get("cluster_cpus")
+        size = "" if cpus is None else f" ({cpus:g} CPU{'' if cpus == 1 else 's'})"
+        return f"on the Ray cluster at {item['address']}{size}, as tasks of {threads}"
 
     if len(invocations) == 1:
-        return [f"- {wall_time_words(invocations)} with {how(invocations[0])}"]
+        return [f"- {wall_time_words(invocations)} {how(invocations[0])}"]
     lines = [f"- {wall_time_words(invocations)}; each job ran with the settings of the "
              "invocation that finished it:"]
     for number, item in enumerate(invocations, 1):
         lines.append(f"  {number}. started {item['started']}, "
-                     f"{float(item['wall_seconds']):.1f} s, {how(item)}; "
+                     f"{float(item['wall_seconds']):.1f} s {how(item)}; "
                      f"{item['jobs_finished_before']} of {item['jobs']} jobs already finished"
                      f", {item['jobs_resumed']} resumed from checkpoints: `{item['command']}`")
     return lines
