@@ -141,6 +141,8 @@ def test_a_run_on_a_cluster_reports_the_cluster_not_workers(
     assert joined and set(joined) == {address}
     meta = json.loads((tmp_path / "run.json").read_text())
     assert meta["address"] == address and "workers" not in meta
-    assert meta["cluster_cpus"] == ray.cluster_resources()["CPU"]
-    assert (f"s on the Ray cluster at 127.0.0.1:6391 ({meta['cluster_cpus']:g} CPUs), as "
+    (invocation,) = meta["invocations"]
+    assert invocation["address"] == address and "workers" not in invocation
+    assert invocation["cluster_cpus"] == ray.cluster_resources()["CPU"]
+    assert (f"s on the Ray cluster at 127.0.0.1:6391 ({invocation['cluster_cpus']:g} CPUs), as "
             "tasks of 1 torch thread(s)" in (tmp_path / "summary.md").read_text())
