@@ -70,6 +70,10 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
          r"top_k=None \(--set top_k=null\) or at most 27, or use a vocabulary of at least 50 "
          r"tokens \(a token preset reads a book corpus through a tokenizer\)$"),
         (["--name", "../elsewhere"], "run name '../elsewhere' must be a plain folder name"),
+        # learner 0 ran before learner 1's seed 2**63 failed in its job
+        (["--seed", "9223372036854775807", "--learners", "2"],
+         r"--seed 9223372036854775807 with --learners 2: learner m runs with seed \+ m, "
+         r"which must be in 0..2\*\*63-1; give --seed in 0..9223372036854775806"),
         # issue 13, item 3: books differ in length, an ensemble streams in lockstep
         (["--corpus", "books", "--segment", "5000000", "--ensemble", "on"],
          "the book protocol cannot run learners as ensembles"),

@@ -105,6 +105,7 @@ def test_a_failed_join_names_token_authentication(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", refused)
+    monkeypatch.setattr(executor, "try_join", lambda address: None)
     monkeypatch.setenv("RAY_AUTH_MODE", mode)
     with socket.socket() as head:  # something answers at the address
         head.bind(("127.0.0.1", 0))
@@ -141,8 +142,24 @@ def test_a_run_on_a_cluster_reports_the_cluster_not_workers(
     assert joined and set(joined) == {address}
     meta = json.loads((tmp_path / "run.json").read_text())
     assert meta["address"] == address and "workers" not in meta
-    (invocation,) = meta["invocations"]
-    assert invocation["address"] == address and "workers" not in invocation
+    (invocation,) = meta["invocations"]  # where the run found itself (auto resolved)
+    gcs = ray.get_runtime_context().gcs_address
+    assert invocation["address"] == gcs and "workers" not in invocation
     assert invocation["cluster_cpus"] == ray.cluster_resources()["CPU"]
-    assert (f"s on the Ray cluster at 127.0.0.1:6391 ({invocation['cluster_cpus']:g} CPUs), as "
+    assert (f"s on the Ray cluster at {gcs} ({invocation['cluster_cpus']:g} CPUs), as "
             "tasks of 1 torch thread(s)" in (tmp_path / "summary.md").read_text())
+
+
+def test_an_address_that_answers_but_is_not_ray_fails_in_seconds() -> None:
+    """A port that accepts connections but is no Ray head (an HTTP server, the dashboard)
+    made ray.init retry for over ten minutes, deaf to Ctrl-C and SIGTERM."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        address = f"127.0.0.1:{other.getsockname()[1]}"
+        started = time.monotonic()
+        with pytest.raises(ConnectionError, match=rf"^no Ray cluster answered at {address} "
+                           r"within 4 s, though something listens there: give the head's "
+                           r"GCS port \(6379 by default"):
+            executor.try_join(address, timeout=4.0)
+    assert time.monotonic() - started < 30

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sharp.config import preset_names
+from sharp.config import MAX_SEED, preset_names
 from sharp.data.corpus import Corpus, corpus_splits, load_corpus
 from sharp.data.tokenizer import BPE_SOURCE, TextTokenizer, hub_file, load_tokenizer
 from sharp.engines.runtime import resolve_device
@@ -360,6 +360,10 @@ def plan_bench(options: BenchOptions, *, check_folder: bool = True) -> BenchPlan
     policy = options.policy  # a bad checkpoint setting fails before the corpus is read
     if options.address is not None:
         executor.check_address(options.address)
+    if not 0 <= options.seed <= MAX_SEED - options.learners + 1:
+        raise ValueError(f"--seed {options.seed} with --learners {options.learners}: learner "
+                         "m runs with seed + m, which must be in 0..2**63-1; give --seed in "
+                         f"0..{MAX_SEED - options.learners + 1}")
     protocol = check_corpus_protocol(options.corpus, options.protocol)  # before any download
     tokenizer = None
     if options.tokenizer is not None:
@@ -447,8 +451,7 @@ def run_bench(plan: BenchPlan) -> BenchmarkResult:
         finished = [bool(m.get("result")) for m in manifests]
         where: dict[str, Any] = {"workers": plan.workers}
         if options.address is not None:  # joined before run.json: a failed join leaves nothing
-            where = {"address": options.address,
-                     "cluster_cpus": executor.join_cluster(options.address)}
+            where = executor.join_cluster(options.address)
         invocation = Invocation(
             options.command, plan.started, **where, threads=options.threads,
             jobs=len(manifests), jobs_finished_before=sum(finished),

@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -101,28 +103,61 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
                                     include_dashboard=False))
     else:
         probe_cluster(address)
+        try_join(address)
         try:  # auto as given: Ray then takes a local cluster's token as it finds it
             _start_ray(lambda: ray.init(address=address))
         except ConnectionError as error:
-            token = ("" if os.environ.get("RAY_AUTH_MODE") == "token" else
-                     "; if the head uses token authentication, set RAY_AUTH_MODE=token (and "
-                     "its token in RAY_AUTH_TOKEN or ~/.ray/auth_token) and run again")
             raise ConnectionError(f"could not join the Ray cluster at {address} ({error})"
-                                  f"{token}") from error
+                                  f"{_token_hint()}") from error
     _STARTED["address"] = address
+
+
+def _token_hint() -> str:
+    """What a failed join adds about token authentication (nothing where it is set)."""
+    return ("" if os.environ.get("RAY_AUTH_MODE") == "token" else
+            "; if the head uses token authentication, set RAY_AUTH_MODE=token (and its "
+            "token in RAY_AUTH_TOKEN or ~/.ray/auth_token) and run again")
+
+
+#: Seconds :func:`try_join` gives a trial join.
+JOIN_SECONDS = 60.0
+
+
+def try_join(address: str, timeout: float = JOIN_SECONDS) -> None:
+    """Join the Ray cluster at ``address`` once in a child process, which is killed after
+    ``timeout`` seconds: something that answers over TCP but is not a Ray head's GCS port
+    (a dashboard, a Ray Client port, another service) makes ``ray.init`` retry for many
+    minutes, deaf to Ctrl-C; here it fails in ``timeout`` seconds and a stop signal stops
+    the trial at once. Raises ConnectionError saying what to check."""
+    code = f"import ray; ray.init(address={address!r}, log_to_driver=False)"
+    try:
+        trial = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise ConnectionError(
+            f"no Ray cluster answered at {address} within {timeout:.0f} s, though something "
+            "listens there: give the head's GCS port (6379 by default; not the dashboard's "
+            f"8265 or Ray Client's 10001){_token_hint()}") from None
+    if trial.returncode:
+        lines = [line for line in trial.stderr.splitlines() if line.strip()]
+        raise ConnectionError(f"could not join the Ray cluster at {address} "
+                              f"({lines[-1].strip() if lines else 'no message'})"
+                              f"{_token_hint()}")
 
 
 #: The ``address`` :func:`init_ray` last started or joined Ray with (None: embedded).
 _STARTED: dict[str, str | None] = {}
 
 
-def join_cluster(address: str) -> float:
-    """Join the Ray cluster at ``address`` (:func:`init_ray`) and return its CPUs as Ray
-    reports them. Raises what :func:`init_ray` raises."""
+def join_cluster(address: str) -> dict[str, Any]:
+    """Join the Ray cluster at ``address`` (:func:`init_ray`) and return where it is and how
+    big, as Ray reports them: ``{"address": HOST:PORT (also for auto), "cluster_cpus":
+    CPUs}``. Raises what :func:`init_ray` raises."""
     import ray
 
     init_ray(address)
-    return float(ray.cluster_resources().get("CPU", 0.0))
+    return {"address": ray.get_runtime_context().gcs_address,
+            "cluster_cpus": float(ray.cluster_resources().get("CPU", 0.0))}
 
 
 def check_address(address: str, given: str = "--address") -> None:
