@@ -33,7 +33,7 @@ from sharp.runs.bench import (
 )
 from sharp.runs.benchmark import diverged_runs, summary_table
 from sharp.runs.checkpoints import atomic_write_text
-from sharp.runs.invocations import wall_time_words
+from sharp.runs.invocations import HANDED_OVER, hand_over, wall_time_words
 from sharp.runs.lock import run_folder_lock
 from sharp.runs.options import (
     HelpFormatter,
@@ -218,8 +218,12 @@ def _bench(args: argparse.Namespace, plan: BenchPlan) -> int:
 
         parameters = {**dataclasses.asdict(plan.options), "out_dir": str(plan.out.resolve()),
                       "run_sweep": False, "run_tokens": False, "interactive": False}
-        execute_notebook("05_evaluation", plan.out, parameters, progress=not args.quiet,
-                         cwd=os.getcwd())
+        os.environ.update(hand_over(plan.started))  # the kernel's run is this invocation
+        try:
+            execute_notebook("05_evaluation", plan.out, parameters, progress=not args.quiet,
+                             cwd=os.getcwd())
+        finally:
+            os.environ.pop(HANDED_OVER, None)
         results = pd.read_csv(plan.out / "results.csv")
     else:
         results = run_bench(plan).results

@@ -10,13 +10,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sharp.cli import main
-from sharp.runs.invocations import wall_time_words
+from sharp.runs.invocations import HANDED_OVER, Invocation, wall_time_words
 from sharp.runs.lock import LOCK_FILE, LOCKS_VARIABLE, FolderBusy, run_folder_lock
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,3 +189,26 @@ def test_an_estimate_never_refuses_on_the_folders_contents(
     assert re.search(rf"note: the run itself \(without --estimate\) would be refused: "
                      rf"{re.escape(str(tmp_path))} holds .* of (another|an unknown) run", printed)
     assert printed.endswith("estimated duration 1 s\n") and sorted(tmp_path.iterdir()) == before
+
+
+def test_the_notebook_kernels_invocation_is_the_commands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sharp bench --notebook`` printed "wall time 15.7 s" while run.json and summary.md,
+    written by the kernel, said 5.5 s and named the kernel's pid: the command hands its pid
+    and start to the kernel, whose run_bench records them."""
+    handed: dict[str, str] = {}
+
+    def kernel(*args: object, **kwargs: object) -> None:
+        handed[HANDED_OVER] = os.environ[HANDED_OVER]
+        raise KeyboardInterrupt  # stop here: what the kernel would be given is known
+
+    monkeypatch.setattr("sharp.explore.notebooks.execute_notebook", kernel)
+    assert main(["bench", "--notebook", "--quiet", "--learners", "1", "--baselines",
+                 "--segment", "600", "--slice", "100", "--out", str(tmp_path / "nb")]) == 130
+    assert HANDED_OVER not in os.environ
+    pid, started = handed[HANDED_OVER].split()
+    assert int(pid) == os.getpid() and abs(float(started) - time.time()) < 60
+    monkeypatch.setenv(HANDED_OVER, f"4242 {time.time() - 12.5!r}")
+    record = Invocation("sharp bench").record()
+    assert record["pid"] == 4242 and record["wall_seconds"] >= 12.5

@@ -12,18 +12,39 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+#: The environment variable through which a command that hands its work to another
+#: process (``sharp bench --notebook``: notebook 05's kernel runs ``run_bench``) makes
+#: that process's :class:`Invocation` its own: ``"PID START"``, the command's pid and Unix
+#: start time (:func:`hand_over`).
+HANDED_OVER = "SHARP_INVOCATION"
+
+
+def hand_over(clock: float) -> dict[str, str]:
+    """The environment entry (:data:`HANDED_OVER`) for a process that does this process's
+    work, which started at ``clock`` (a :func:`time.perf_counter` reading): its invocation
+    is then recorded with this process's pid and start, and its wall time counted from
+    there."""
+    return {HANDED_OVER: f"{os.getpid()} {time.time() - (time.perf_counter() - clock)!r}"}
+
 
 class Invocation:
-    """This process's invocation of a run, started when it is built: its ``command``, UTC
+    """This process's invocation of a run, started when it is built (or, where a command
+    handed its work over, :data:`HANDED_OVER`, the command's): its ``command``, UTC
     start time, pid, host and ``settings`` (how it runs: threads, workers, ...);
     :meth:`record` adds the wall seconds so far, counted from ``clock`` (a
     :func:`time.perf_counter` reading of when its work began; default: now)."""
 
     def __init__(self, command: str, clock: float | None = None, **settings: Any) -> None:
         self._clock = time.perf_counter() if clock is None else clock
+        pid, started = os.getpid(), time.time() - (time.perf_counter() - self._clock)
+        handed = os.environ.get(HANDED_OVER)
+        if handed:  # the work of a command that started earlier, in another process
+            pid, started = int(handed.split()[0]), float(handed.split()[1])
+            self._clock = time.perf_counter() - (time.time() - started)
         self._record: dict[str, Any] = {
-            "command": command, "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-            "pid": os.getpid(), "host": socket.gethostname(), **settings}
+            "command": command,
+            "started": datetime.fromtimestamp(started, UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "pid": pid, "host": socket.gethostname(), **settings}
 
     @property
     def seconds(self) -> float:
