@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -377,6 +378,19 @@ def _crash_after(monkeypatch: pytest.MonkeyPatch, saves: int) -> None:
     monkeypatch.setattr(JobFolder, "save", crashing)
 
 
+def _crashed(monkeypatch: pytest.MonkeyPatch, run: Callable[..., object],
+             kwargs: dict[str, object], folder: Path | str, saves: int,
+             **policy: int) -> JobCheckpoints:
+    """Run ``run(**kwargs)`` checkpointing every 50 tokens into ``folder`` until its
+    ``saves``-th checkpoint ends it (the stand-in of a kill); the checkpoints to resume."""
+    checkpoints = JobCheckpoints(str(folder), CheckpointPolicy(every_tokens=50, **policy))
+    with monkeypatch.context() as patch:
+        _crash_after(patch, saves)
+        with pytest.raises(Crash):
+            run(**kwargs, checkpoints=checkpoints)
+    return checkpoints
+
+
 @pytest.mark.parametrize(("learner", "sleep"), [(Sharp, True), (WakeAllMemories, False)])
 def test_a_text_job_resumes_exactly_from_its_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resumed_from: list[int],
@@ -387,11 +401,7 @@ def test_a_text_job_resumes_exactly_from_its_checkpoint(
     learner's upper optimisers, windows, carries and gates are part of its state."""
     job = {**TEXT_JOB, "sleep": sleep, "learner": learner}
     expected = text_curve_job(**job)
-    checkpoints = JobCheckpoints(str(tmp_path / "job"), CheckpointPolicy(every_tokens=50))
-    with monkeypatch.context() as patch:
-        _crash_after(patch, 2)
-        with pytest.raises(Crash):
-            text_curve_job(**job, checkpoints=checkpoints)
+    checkpoints = _crashed(monkeypatch, text_curve_job, job, tmp_path / "job", 2)
     frame = text_curve_job(**job, checkpoints=checkpoints)
     assert resumed_from == [0, 100]
     pd.testing.assert_frame_equal(frame, expected, check_exact=True)
@@ -405,11 +415,8 @@ def test_a_text_job_resumes_from_a_checkpoint_saved_before_ensembles(
     job = {**TEXT_JOB, "sleep": True}
     expected = text_curve_job(**job)
     folder = tmp_path / "job"
-    checkpoints = JobCheckpoints(str(folder), CheckpointPolicy(every_tokens=50))
-    with monkeypatch.context() as patch:
-        _crash_after(patch, 4)  # step 200, after the evaluation at 150
-        with pytest.raises(Crash):
-            text_curve_job(**job, checkpoints=checkpoints)
+    # step 200, after the evaluation at 150
+    checkpoints = _crashed(monkeypatch, text_curve_job, job, folder, 4)
     manifest = json.loads((folder / "manifest.json").read_text())
     for entry in manifest["checkpoints"]:
         entry["extra"] = {key: value[0] for key, value in entry["extra"].items()}
@@ -428,11 +435,7 @@ def test_a_text_ensemble_job_resumes_exactly_from_its_checkpoint(
     job = {**TEXT_JOB, "sleep": True, "seeds": [3, 5]}
     expected = text_ensemble_job(**job)
     folder = tmp_path / "job"
-    checkpoints = JobCheckpoints(str(folder), CheckpointPolicy(every_tokens=50))
-    with monkeypatch.context() as patch:
-        _crash_after(patch, 4)
-        with pytest.raises(Crash):
-            text_ensemble_job(**job, checkpoints=checkpoints)
+    checkpoints = _crashed(monkeypatch, text_ensemble_job, job, folder, 4)
     manifest = json.loads((folder / "manifest.json").read_text())
     assert len(manifest["checkpoints"][-1]["extra"]["rows"][1]) == 3  # member 1 at 150
     frame = text_ensemble_job(**job, checkpoints=checkpoints)
@@ -447,11 +450,8 @@ def test_a_truncated_mid_job_checkpoint_falls_back_to_the_previous_one(
     job = {**TEXT_JOB, "sleep": True}
     expected = text_curve_job(**job)
     folder = tmp_path / "job"
-    checkpoints = JobCheckpoints(str(folder), CheckpointPolicy(every_tokens=50, keep=2))
-    with monkeypatch.context() as patch:
-        _crash_after(patch, 3)  # steps 50, 100, 150 (after its evaluation)
-        with pytest.raises(Crash):
-            text_curve_job(**job, checkpoints=checkpoints)
+    # steps 50, 100, 150 (after its evaluation)
+    checkpoints = _crashed(monkeypatch, text_curve_job, job, folder, 3, keep=2)
     manifest = json.loads((folder / "manifest.json").read_text())
     assert [c["step"] for c in manifest["checkpoints"]] == [100, 150]  # 50 pruned
     newest = folder / manifest["checkpoints"][-1]["file"]
@@ -527,11 +527,7 @@ def test_a_community_ensemble_job_resumes_exactly_from_its_checkpoint(
         "tiny", ensemble="on")) if job.kwargs["spec"].kind == kind]
     assert job.function is stream_ensemble_job and job.members == 2
     expected = stream_ensemble_job(**job.kwargs)
-    checkpoints = JobCheckpoints(str(tmp_path / "job"), CheckpointPolicy(every_tokens=50))
-    with monkeypatch.context() as patch:
-        _crash_after(patch, 3)
-        with pytest.raises(Crash):
-            stream_ensemble_job(**job.kwargs, checkpoints=checkpoints)
+    checkpoints = _crashed(monkeypatch, stream_ensemble_job, job.kwargs, tmp_path / "job", 3)
     frame = stream_ensemble_job(**job.kwargs, checkpoints=checkpoints)
     assert resumed_from == [0, 150]
     pd.testing.assert_frame_equal(frame, expected, check_exact=True)
@@ -548,11 +544,7 @@ def test_a_community_job_resumes_exactly_from_its_checkpoint(
 ) -> None:
     job = _community_job(name, kind)
     expected = stream_job(**job.kwargs)
-    checkpoints = JobCheckpoints(str(tmp_path / "job"), CheckpointPolicy(every_tokens=50))
-    with monkeypatch.context() as patch:
-        _crash_after(patch, saves)
-        with pytest.raises(Crash):
-            stream_job(**job.kwargs, checkpoints=checkpoints)
+    checkpoints = _crashed(monkeypatch, stream_job, job.kwargs, tmp_path / "job", saves)
     frame = stream_job(**job.kwargs, checkpoints=checkpoints)
     assert resumed_from == [0, 50 * saves]
     pd.testing.assert_frame_equal(frame, expected, check_exact=True)
