@@ -1,5 +1,6 @@
 """The README's "## The package" section: its Python example runs as written, on the first
-few thousand tokens of its corpus, and its tree and module table match the package."""
+few thousand tokens of its corpus, and its tree and module table match the package; the
+Quick start and reports/README.md name the files `make bench` writes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import sharp.data
 from sharp.data import Corpus
+from sharp.runs.lock import LOCK_FILE
+from sharp.runs.report import REPORT_FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -72,3 +75,18 @@ def test_the_module_table_covers_the_package_and_names_only_real_modules() -> No
     unnamed = [module for module in sorted(modules - top)
                if not any(module == name or module.startswith(name + ".") for name in named)]
     assert not unnamed, unnamed
+
+
+def test_the_bench_folder_is_described_with_every_file_make_bench_leaves() -> None:
+    """The Quick start and the table of reports/README.md name exactly the files `make bench`
+    writes (the report's files, ``jobs/`` and the run lock), so neither misses a new one."""
+    written = {*REPORT_FILES, LOCK_FILE, "jobs/"}
+    text = README.read_text(encoding="utf-8")
+    quick = text[text.index("\n## Quick start"):text.index("\n## Notebooks")]
+    quick = quick[quick.index("It writes"):quick.index("reports/README.md")]
+    assert set(re.findall(r"`([\w.]+/?)`", quick)) == written
+    reports = (ROOT / "reports" / "README.md").read_text(encoding="utf-8")
+    table = reports[reports.index("| file | how it is produced |"):]
+    table = table[:table.index("\n\n")]
+    named = {name.split("<")[0] for name in re.findall(r"^\| `([^`]+)`", table, re.M)}
+    assert named == written
