@@ -28,7 +28,7 @@ from sharp.data.corpus import (
     documents_frame,
     open_token_cache,
     open_token_chars,
-    tokenize_books,
+    tokenized_chunks,
     tokens_sha256,
     write_token_cache,
 )
@@ -146,14 +146,8 @@ def _token_books(tokenizer: TextTokenizer, cache_dir: str | os.PathLike[str] | N
     cached = open_token_cache(root, "books", identity)
     if cached is None:
         documents: list[dict] = []
-
-        def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-            for ids, chars, row in tokenize_books(_bundled_books(), tokenizer):
-                if row is not None:
-                    documents.append(row)
-                yield ids, chars
-
-        cached = write_token_cache(root, "books", identity, chunks(), dtype=tokenizer.dtype,
+        chunks = tokenized_chunks(_bundled_books(), tokenizer, documents)
+        cached = write_token_cache(root, "books", identity, chunks, dtype=tokenizer.dtype,
                                    chars=True,
                                    extra=lambda: {"documents": documents}, progress=progress)
     tokens, meta = cached

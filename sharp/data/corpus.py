@@ -207,6 +207,18 @@ def tokenize_books(books: Iterable[Book], tokenizer: TextTokenizer
             yield ids, chars, row
 
 
+def tokenized_chunks(books: Iterable[Book], tokenizer: TextTokenizer,
+                     documents: list[dict[str, Any]]
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """:func:`tokenize_books`' ``(ids, chars)`` pairs, the chunks of a
+    :func:`write_token_cache` entry with ``chars=True``; each book's document row is
+    appended to ``documents`` as the book is read."""
+    for ids, chars, row in tokenize_books(books, tokenizer):
+        if row is not None:
+            documents.append(row)
+        yield ids, chars
+
+
 def documents_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """The ``documents`` DataFrame of a book corpus from its rows."""
     frame = pd.DataFrame(rows, columns=list(DOCUMENT_COLUMNS))

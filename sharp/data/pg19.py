@@ -25,7 +25,7 @@ from sharp.data.corpus import (
     open_token_cache,
     open_token_chars,
     read_utf8,
-    tokenize_books,
+    tokenized_chunks,
     write_token_cache,
 )
 from sharp.data.vocab import TEXT8
@@ -354,14 +354,9 @@ def _encode(
                 rows.append(row)
             yield ids
 
-    def token_chunks(tok: TextTokenizer) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for ids, chars, row in tokenize_books(books, tok):
-            if row is not None:
-                rows.append(row)
-            yield ids, chars
-
     if tokenizer is None:
         return write_token_cache(root, "pg19", identity, chunks(), dtype=TEXT8.dtype,
                                  extra=lambda: {"documents": rows}, progress=progress)
-    return write_token_cache(root, "pg19", identity, token_chunks(tokenizer), dtype=tokenizer.dtype,
-                             extra=lambda: {"documents": rows}, progress=progress, chars=True)
+    return write_token_cache(root, "pg19", identity, tokenized_chunks(books, tokenizer, rows),
+                             dtype=tokenizer.dtype, extra=lambda: {"documents": rows},
+                             progress=progress, chars=True)
