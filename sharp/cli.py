@@ -275,8 +275,7 @@ def reference(args: argparse.Namespace) -> int:
     identity = {"preset": args.preset, "seed": args.seed}
     with contextlib.ExitStack() as stack:
         if args.out is not None:
-            stack.enter_context(run_folder_lock(check_output_folder(args.out),
-                                                "sharp reference"))
+            stack.enter_context(run_folder_lock(args.out, "sharp reference"))
             check_replace(args.out, REFERENCE_FILES, "reference.json", identity,
                           overwrite=args.overwrite, what="the reference table")
         return _reference(args, identity)
