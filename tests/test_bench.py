@@ -103,6 +103,16 @@ def test_every_checkable_option_fails_before_any_learner_starts(
     assert not out.exists()
 
 
+def test_a_tilde_out_is_the_folder_the_run_locks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --out '~/x' was locked as $HOME/x (run_folder_lock expands it) but written as ./~/x
+    monkeypatch.setenv("HOME", str(tmp_path))
+    plan = plan_bench(BenchOptions(segment=600, slice_len=100, learners=1, baselines=[],
+                                   progress=False, out_dir="~/x"))
+    assert plan.out == tmp_path / "x"
+
+
 def test_a_bad_run_name_fails_before_the_corpus_is_read(
     no_training: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:

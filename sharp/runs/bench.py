@@ -369,7 +369,7 @@ def plan_bench(options: BenchOptions, *, check_folder: bool = True) -> BenchPlan
     if Path(name).name != name or name in (".", ".."):
         raise ValueError(f"run name {name!r} must be a plain folder name (it becomes "
                          "reports/<name>); give a path with --out instead")
-    out = Path(options.out_dir or os.path.join("reports", name))
+    out = Path(options.out_dir or os.path.join("reports", name)).expanduser()  # as locked
     protocol = check_corpus_protocol(options.corpus, options.protocol)  # before any download
     tokenizer = None
     if options.tokenizer is not None:
