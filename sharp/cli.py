@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -274,29 +275,30 @@ def reference(args: argparse.Namespace) -> int:
     it)."""
     identity = {"preset": args.preset, "seed": args.seed}
     with contextlib.ExitStack() as stack:
+        out = None
         if args.out is not None:
-            stack.enter_context(run_folder_lock(check_output_folder(args.out),
-                                                "sharp reference"))
-            check_replace(args.out, REFERENCE_FILES, "reference.json", identity,
+            out = stack.enter_context(run_folder_lock(args.out, "sharp reference"))
+            check_replace(out, REFERENCE_FILES, "reference.json", identity,
                           overwrite=args.overwrite, what="the reference table")
-        return _reference(args, identity)
+        return _reference(args, identity, out)
 
 
-def _reference(args: argparse.Namespace, identity: dict[str, Any]) -> int:
-    """Trace the curve and print (and, with ``--out``, write) it: :func:`reference`."""
+def _reference(args: argparse.Namespace, identity: dict[str, Any], out: Path | None) -> int:
+    """Trace the curve and print (and, with ``--out``: the locked folder ``out``, write) it:
+    :func:`reference`."""
     frame = reference_curve(args.preset, seed=args.seed, threads=args.threads,
                             progress=not args.quiet)
     print(markdown_table(frame.set_index("tokens")))
     print(f"largest |difference|: {max_abs_difference(frame):.3f} bits")
-    if args.out is not None:
-        _write_outputs(args.out, {"reference.csv": frame.to_csv(index=False)},
+    if out is not None:
+        _write_outputs(out, {"reference.csv": frame.to_csv(index=False)},
                        "reference.json", identity, args.command_line)
-        print(f"written to {os.path.join(args.out, 'reference.csv')}")
+        print(f"written to {out / 'reference.csv'}")
     return 0
 
 
-def _write_outputs(out: str, texts: dict[str, str], record: str, identity: dict[str, Any],
-                   command: str) -> None:
+def _write_outputs(out: str | os.PathLike, texts: dict[str, str], record: str,
+                   identity: dict[str, Any], command: str) -> None:
     """Write ``texts`` (file name -> text) under ``out`` atomically, then ``record``: the
     run's identity, command and date, which :func:`check_replace` compares."""
     for name, text in texts.items():
@@ -375,15 +377,17 @@ def throughput(args: argparse.Namespace) -> int:
     if dense and "fused" in args.engines and not args.anatomy:
         raise ValueError(f"preset(s) {', '.join(dense)} read dense input vectors, which the "
                          "fused engine does not: measure them with --engines torch")
-    with run_folder_lock(args.out, "sharp throughput"):
-        check_replace(args.out, [f"{stem}.{s}" for s in ("csv", "md", "json")],
+    with run_folder_lock(args.out, "sharp throughput") as out:
+        check_replace(out, [f"{stem}.{s}" for s in ("csv", "md", "json")],
                       f"{stem}.json", identity, overwrite=args.overwrite,
                       what=f"the {stem} tables")
-        return _anatomy(args, identity) if args.anatomy else _throughput(args, identity)
+        return (_anatomy(args, identity, out) if args.anatomy
+                else _throughput(args, identity, out))
 
 
-def _throughput(args: argparse.Namespace, identity: dict[str, Any]) -> int:
-    """Measure and print (and write) the throughput table: :func:`throughput`."""
+def _throughput(args: argparse.Namespace, identity: dict[str, Any], out: Path) -> int:
+    """Measure and print (and write under the locked folder ``out``) the throughput table:
+    :func:`throughput`."""
     device = args.device
     configs: list[dict[str, Any]] = [
         {"preset_name": p, "threads": t, "engine": e, "device": device}
@@ -399,13 +403,13 @@ def _throughput(args: argparse.Namespace, identity: dict[str, Any]) -> int:
     table = throughput_table(configs, steps=args.steps, repeats=args.repeats)
     text = f"Machine: {machine_line()}\n\n{markdown_table(table.set_index('learner'))}\n"
     print(text)
-    _write_outputs(args.out, {"throughput.csv": table.to_csv(index=False),
+    _write_outputs(out, {"throughput.csv": table.to_csv(index=False),
                               "throughput.md": f"Command: `{args.command_line}`\n\n{text}"},
                    "throughput.json", identity, args.command_line)
     return 0
 
 
-def _anatomy(args: argparse.Namespace, identity: dict[str, Any]) -> int:
+def _anatomy(args: argparse.Namespace, identity: dict[str, Any], out: Path) -> int:
     frames = [wake_anatomy(p, threads=t, steps=args.steps)
               for p in args.presets for t in args.threads]
     table = pd.concat(frames, ignore_index=True)
@@ -415,7 +419,7 @@ def _anatomy(args: argparse.Namespace, identity: dict[str, Any]) -> int:
     text = (f"Machine: {machine_line()}\n\n"
             f"{markdown_table(wide.reset_index().set_index('quantity'))}\n")
     print(text)
-    _write_outputs(args.out, {"anatomy.csv": table.to_csv(index=False),
+    _write_outputs(out, {"anatomy.csv": table.to_csv(index=False),
                               "anatomy.md": f"Command: `{args.command_line}`\n\n{text}"},
                    "anatomy.json", identity, args.command_line)
     return 0

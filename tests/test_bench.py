@@ -103,6 +103,29 @@ def test_every_checkable_option_fails_before_any_learner_starts(
     assert not out.exists()
 
 
+def test_a_tilde_out_is_the_folder_the_run_locks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --out '~/x' was locked as $HOME/x (run_folder_lock expands it) but written as ./~/x
+    monkeypatch.setenv("HOME", str(tmp_path))
+    plan = plan_bench(BenchOptions(segment=600, slice_len=100, learners=1, baselines=[],
+                                   progress=False, out_dir="~/x"))
+    assert plan.out == tmp_path / "x"
+
+
+def test_a_bad_run_name_fails_before_the_corpus_is_read(
+    no_training: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # it was refused only after the corpus was loaded (text8: downloaded, a tokenizer: trained)
+    def loaded(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the corpus was loaded before the run name was checked")
+
+    monkeypatch.setattr("sharp.runs.bench.load_corpus", loaded)
+    assert main(["bench", "--no-notebook", "--quiet", "--name", "../elsewhere"]) == 2
+    assert ("sharp bench: error: run name '../elsewhere' must be a plain folder name"
+            in capsys.readouterr().err)
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [

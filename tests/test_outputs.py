@@ -151,6 +151,21 @@ def test_throughput_never_replaces_another_measurement_silently(
     assert main([*argv, "--steps", "6", "--overwrite"]) == 0
 
 
+def test_a_tilde_out_is_locked_checked_and_written_in_one_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --out '~/x' (the shell leaves a quoted ~) locked $HOME/x but checked and wrote ./~/x
+    table = pd.DataFrame({"learner": ["SHARP"], "wake_tokens_per_s": [1.0]})
+    monkeypatch.setattr(cli, "throughput_table", lambda configs, **kwargs: table)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["throughput", "--presets", "quick", "--threads", "1", "--steps", "5",
+                 "--out", "~/x"]) == 0
+    assert sorted(p.name for p in (tmp_path / "home" / "x").iterdir()) == [
+        ".sharp.lock", "throughput.csv", "throughput.json", "throughput.md"]
+    assert not (tmp_path / "~").exists()
+
+
 def test_small_steps_give_a_short_measurement() -> None:
     row = measure_sharp("quick", steps=5, repeats=1)
     assert row["eval_tokens"] == 250 and row["sleep_tags"] == 20  # buffer topped up untimed

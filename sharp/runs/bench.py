@@ -364,6 +364,12 @@ def plan_bench(options: BenchOptions, *, check_folder: bool = True) -> BenchPlan
         raise ValueError(f"--seed {options.seed} with --learners {options.learners}: learner "
                          "m runs with seed + m, which must be in 0..2**63-1; give --seed in "
                          f"0..{MAX_SEED - options.learners + 1}")
+    name = options.run_name or default_run_name(options.corpus, options.preset_name,
+                                                options.tokenizer)
+    if Path(name).name != name or name in (".", ".."):
+        raise ValueError(f"run name {name!r} must be a plain folder name (it becomes "
+                         "reports/<name>); give a path with --out instead")
+    out = Path(options.out_dir or os.path.join("reports", name)).expanduser()  # as locked
     protocol = check_corpus_protocol(options.corpus, options.protocol)  # before any download
     tokenizer = None
     if options.tokenizer is not None:
@@ -383,12 +389,6 @@ def plan_bench(options: BenchOptions, *, check_folder: bool = True) -> BenchPlan
                          workers=workers)
     ensemble = resolve_ensemble(options.ensemble, specs, protocol, options.learners)
     clip = math.log2(corpus.vocab.size) if options.clip else None
-    name = options.run_name or default_run_name(options.corpus, options.preset_name,
-                                                options.tokenizer)
-    if Path(name).name != name or name in (".", ".."):
-        raise ValueError(f"run name {name!r} must be a plain folder name (it becomes "
-                         "reports/<name>); give a path with --out instead")
-    out = Path(options.out_dir or os.path.join("reports", name))
     meta = {
         "run": name, "corpus": corpus.name,
         "corpus_source": corpus_source(options.corpus),
