@@ -237,3 +237,16 @@ def test_the_numbers_of_a_column_share_one_format() -> None:
                           "bits": [2.1234, 1.5]}).set_index("learner")
     assert markdown_table(table).splitlines()[2:] == ["| SHARP | 524 | 2.123 |",
                                                       "| RNN | 1,481 | 1.500 |"]
+
+
+def test_an_experiment_with_a_tilde_out_writes_where_it_locks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # as for throughput: sharp experiment locked $HOME/x but wrote its files in ./~/x
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["experiment", "nonstationarity", "--preset", "tiny", "--quiet",
+                 "--out", "~/x"]) == 0
+    written = {p.name for p in (tmp_path / "home" / "x").iterdir()}
+    assert {".sharp.lock", "nonstationarity.csv", "nonstationarity.md"} <= written
+    assert not (tmp_path / "~").exists()

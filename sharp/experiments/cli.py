@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from pathlib import Path
 
 from sharp.experiments.common import PRESET_NAMES, REGISTRY, planned_jobs
 from sharp.experiments.estimate import estimate_experiment
@@ -145,20 +144,20 @@ def run_experiment_command(args: argparse.Namespace) -> int:
                 print(f"note: the run itself (without --estimate) would be refused: {refusal}")
         print_estimates(names, args.preset, args.out if args.resume else None, options)
         return 0
-    with run_folder_lock(args.out, "sharp experiment"):
+    with run_folder_lock(args.out, "sharp experiment") as out:  # ~ expanded
         for name, parameters in planned.items():
-            check_experiment_folder(args.out, name, args.preset, parameters, args.overwrite)
+            check_experiment_folder(out, name, args.preset, parameters, args.overwrite)
         if args.preset == "paper":
-            print_estimates(names, args.preset, args.out if args.resume else None, options)
+            print_estimates(names, args.preset, str(out) if args.resume else None, options)
         for name in names:
-            run = run_experiment(name, args.preset, args.out, command=command,
+            run = run_experiment(name, args.preset, out, command=command,
                                  overwrite=args.overwrite, resume=args.resume, policy=policy,
                                  **options[name])
             this = (f" (this invocation {run.seconds:.1f} s)" if len(run.invocations) > 1
                     else "")
             print(f"{name}: {plural(len(run.frame), 'row')}, "
-                  f"{wall_time_words(run.invocations)}{this} -> {Path(args.out) / f'{name}.md'}")
+                  f"{wall_time_words(run.invocations)}{this} -> {out / f'{name}.md'}")
         if args.name == "all":
-            paths = write_index(args.out)
+            paths = write_index(out)
             print(f"all {len(names)} experiments -> {paths['md']} and {paths['html']}")
     return 0
