@@ -740,8 +740,7 @@ class Replay:
         j = self.cursor
         with torch.no_grad():
             active = self.counts > j // self.ticks
-            fresh = (j % self.ticks == 0).view(1, 1, 1)
-            self.carry.copy_(torch.where(fresh, torch.zeros_like(self.carry), self.carry))
+            self.carry.masked_fill_((j % self.ticks == 0).view(1, 1, 1), 0.0)
             vector = self.dreams.index_select(1, j).unsqueeze(1)
             self.window.copy_(torch.cat([self.window[:, :, 1:], vector], dim=2))
         recall, _, after_first = self.memory.encode(self.ensemble.params, self.window,
