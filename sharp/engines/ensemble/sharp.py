@@ -376,9 +376,15 @@ class SharpEnsemble:
     @torch.no_grad()
     def _advance(self, token: Tensor) -> None:
         """Advance layer l of every member whose t is a multiple of a**l; ``token`` (M, 1).
-        Every layer is computed and the mask picks (no branch on the device's values)."""
+        The mask picks which members' states change (no branch on the device's values),
+        except on the CPU, where reading the mask costs no synchronisation: there the
+        layers from the first that no member ticks up are skipped (a**l divides a**(l+1),
+        so none of them ticks either), as a separate learner skips them."""
+        host = self.device.type == "cpu"
         for level, stride in enumerate(self.strides):
             ticking = (self.t % stride == 0).view(-1, 1, 1)
+            if host and not bool(ticking.any()):
+                break
             source = token if level == 0 else self.states[level - 1]
             state = self.memories[level].step(self.params, source, self.states[level])
             self.states[level].copy_(torch.where(ticking, state, self.states[level]))
