@@ -136,6 +136,10 @@ class SharpEnsemble:
         #: ``device="auto"`` puts an ensemble on an accelerator when there is one.
         self.device = resolve_device(config.device, "batched")
         self.graphs = self.device.type == "cuda" if graphs is None else graphs
+        #: On the CPU a device value is read without a synchronisation, so the wake step
+        #: skips work its masks would discard (layers no member ticks; memory 0's gradient
+        #: and Adam step when no gate is open); elsewhere it never branches on them.
+        self._host_reads = self.device.type == "cpu"
         learners = [Sharp(self.member_config(m)) for m in range(len(self.seeds))]
         c = config
         self.members = m = len(learners)
@@ -353,7 +357,8 @@ class SharpEnsemble:
         # learns; the others keep weights, moments and step count (BatchedAdam's mask).
         gate = RecallGate(c.ema, c.tau, self.recall_ema)
         learned = gate.update(r.detach().double())
-        self.memory_opt.step(torch.autograd.grad(r.sum(), self.memory_opt.params), learned)
+        if not self._host_reads or bool(learned.any()):  # a step of no member changes nothing
+            self.memory_opt.step(torch.autograd.grad(r.sum(), self.memory_opt.params), learned)
         with torch.no_grad():
             self.recall_ema.copy_(gate.value)
             self.carry.copy_(after_first)
@@ -380,10 +385,9 @@ class SharpEnsemble:
         except on the CPU, where reading the mask costs no synchronisation: there the
         layers from the first that no member ticks up are skipped (a**l divides a**(l+1),
         so none of them ticks either), as a separate learner skips them."""
-        host = self.device.type == "cpu"
         for level, stride in enumerate(self.strides):
             ticking = (self.t % stride == 0).view(-1, 1, 1)
-            if host and not bool(ticking.any()):
+            if self._host_reads and not bool(ticking.any()):
                 break
             source = token if level == 0 else self.states[level - 1]
             state = self.memories[level].step(self.params, source, self.states[level])
