@@ -13,6 +13,8 @@ order. Read it next to :mod:`sharp.model.learner`, whose structure it follows.
 Device-side steps. The wake step and the sleep-replay window step never read a value back
 to the host: gates, Adam masks, layer-advance masks, step counters, tag ring buffers and
 the per-step losses all live on the device, and every state tensor is updated in place.
+(On the CPU, where a read costs no synchronisation, the wake step does read two masks to
+skip work they would discard: ``SharpEnsemble._host_reads``.)
 :meth:`SharpEnsemble.learn_block` runs B wake steps and reads their losses back once (the
 divergence check); on CUDA both steps run as captured CUDA graphs
 (:class:`~sharp.engines.ensemble.graphs.StepRunner`). What a graph bakes in: the learning
@@ -330,7 +332,8 @@ class SharpEnsemble:
     def _block_step(self) -> None:
         """One wake step of every member on row ``_cursor`` of the block buffers, its
         outputs written to that row of the output buffers; the cursor moves on. Reads
-        nothing back: this is the step a CUDA graph captures."""
+        nothing back (but on the CPU: ``_host_reads``): this is the step a CUDA graph
+        captures."""
         row = self._cursor
         x = self._block_x.index_select(0, row).squeeze(0)
         y = self._block_y.index_select(0, row).squeeze(0)
