@@ -175,3 +175,28 @@ def test_cuda_graphs_need_a_cuda_device() -> None:
     runner = StepRunner(lambda: steps.append(1), torch.device("cpu"), graphed=False)
     runner.run(5)
     assert len(steps) == 5
+
+
+def test_the_cpu_shortcuts_equal_the_device_side_step_bit_for_bit() -> None:
+    """On the CPU the wake step reads its masks (no synchronisation there) and skips the
+    layers no member ticks and memory 0's Adam step when no gate is open; the branch-free
+    step CUDA runs (``_host_reads`` False) must give the same ensemble, bit for bit. Every
+    stream is periodic, so every gate closes and both shortcuts are taken."""
+    c = config()
+    ids = streams(STEPS + c.window)
+    ids[1] = np.resize([2, 0, 6, 5], ids.shape[1])
+    shortcut, branch_free = SharpEnsemble(c, SEEDS), SharpEnsemble(c, SEEDS)
+    assert shortcut._host_reads
+    branch_free._host_reads = False
+    learned = []
+    for i in range(STEPS):
+        x, y = ids[:, i : i + c.window], ids[:, i + c.window]
+        steps = [ensemble.learn(x, y) for ensemble in (shortcut, branch_free)]
+        assert torch.equal(steps[0].loss, steps[1].loss) and torch.equal(
+            steps[0].learned, steps[1].learned), i
+        learned.append(steps[0].learned)
+        if (i + 1) % c.sleep_every == 0:
+            shortcut.sleep()
+            branch_free.sleep()
+    assert not torch.stack(learned)[200:].any()  # the gates closed: the skip was taken
+    assert_same_state(shortcut.state_dict(), branch_free.state_dict(), atol=0)

@@ -286,6 +286,7 @@ def test_a_new_learning_rate_in_the_config_takes_effect(random_stream) -> None:
 @pytest.mark.parametrize("name", ["sharp-torch", "lstm", "transformer"])
 def test_a_config_field_that_shaped_the_learner_cannot_change(name: str) -> None:
     learner = build_learner(SPECS[name])
+    before = learner.config
     field = "hidden" if name != "transformer" else "d_model"
     with pytest.raises(ValueError, match=rf"\.config: {field} cannot change on a learner "
                                          r"already built \(only .*lr.* can\); build a new "
@@ -293,4 +294,4 @@ def test_a_config_field_that_shaped_the_learner_cannot_change(name: str) -> None
         learner.config = learner.config.replace(**{field: 32})
     with pytest.raises(TypeError, match=r"\.config must stay a "):
         learner.config = preset("quick") if name != "sharp-torch" else SPECS["lstm"]
-    assert getattr(learner.config, field) != 32
+    assert learner.config is before and getattr(learner.config, field) != 32

@@ -13,6 +13,8 @@ order. Read it next to :mod:`sharp.model.learner`, whose structure it follows.
 Device-side steps. The wake step and the sleep-replay window step never read a value back
 to the host: gates, Adam masks, layer-advance masks, step counters, tag ring buffers and
 the per-step losses all live on the device, and every state tensor is updated in place.
+(On the CPU, where a read costs no synchronisation, the wake step does read two masks to
+skip work they would discard: ``SharpEnsemble._host_reads``.)
 :meth:`SharpEnsemble.learn_block` runs B wake steps and reads their losses back once (the
 divergence check); on CUDA both steps run as captured CUDA graphs
 (:class:`~sharp.engines.ensemble.graphs.StepRunner`). What a graph bakes in: the learning
@@ -136,6 +138,10 @@ class SharpEnsemble:
         #: ``device="auto"`` puts an ensemble on an accelerator when there is one.
         self.device = resolve_device(config.device, "batched")
         self.graphs = self.device.type == "cuda" if graphs is None else graphs
+        #: On the CPU a device value is read without a synchronisation, so the wake step
+        #: skips work its masks would discard (layers no member ticks; memory 0's gradient
+        #: and Adam step when no gate is open); elsewhere it never branches on them.
+        self._host_reads = self.device.type == "cpu"
         learners = [Sharp(self.member_config(m)) for m in range(len(self.seeds))]
         c = config
         self.members = m = len(learners)
@@ -326,7 +332,8 @@ class SharpEnsemble:
     def _block_step(self) -> None:
         """One wake step of every member on row ``_cursor`` of the block buffers, its
         outputs written to that row of the output buffers; the cursor moves on. Reads
-        nothing back: this is the step a CUDA graph captures."""
+        nothing back (but on the CPU: ``_host_reads``): this is the step a CUDA graph
+        captures."""
         row = self._cursor
         x = self._block_x.index_select(0, row).squeeze(0)
         y = self._block_y.index_select(0, row).squeeze(0)
@@ -353,7 +360,8 @@ class SharpEnsemble:
         # learns; the others keep weights, moments and step count (BatchedAdam's mask).
         gate = RecallGate(c.ema, c.tau, self.recall_ema)
         learned = gate.update(r.detach().double())
-        self.memory_opt.step(torch.autograd.grad(r.sum(), self.memory_opt.params), learned)
+        if not self._host_reads or bool(learned.any()):  # a step of no member changes nothing
+            self.memory_opt.step(torch.autograd.grad(r.sum(), self.memory_opt.params), learned)
         with torch.no_grad():
             self.recall_ema.copy_(gate.value)
             self.carry.copy_(after_first)
@@ -376,9 +384,14 @@ class SharpEnsemble:
     @torch.no_grad()
     def _advance(self, token: Tensor) -> None:
         """Advance layer l of every member whose t is a multiple of a**l; ``token`` (M, 1).
-        Every layer is computed and the mask picks (no branch on the device's values)."""
+        The mask picks which members' states change (no branch on the device's values),
+        except on the CPU, where reading the mask costs no synchronisation: there the
+        layers from the first that no member ticks up are skipped (a**l divides a**(l+1),
+        so none of them ticks either), as a separate learner skips them."""
         for level, stride in enumerate(self.strides):
             ticking = (self.t % stride == 0).view(-1, 1, 1)
+            if self._host_reads and not bool(ticking.any()):
+                break
             source = token if level == 0 else self.states[level - 1]
             state = self.memories[level].step(self.params, source, self.states[level])
             self.states[level].copy_(torch.where(ticking, state, self.states[level]))
@@ -740,8 +753,7 @@ class Replay:
         j = self.cursor
         with torch.no_grad():
             active = self.counts > j // self.ticks
-            fresh = (j % self.ticks == 0).view(1, 1, 1)
-            self.carry.copy_(torch.where(fresh, torch.zeros_like(self.carry), self.carry))
+            self.carry.masked_fill_((j % self.ticks == 0).view(1, 1, 1), 0.0)
             vector = self.dreams.index_select(1, j).unsqueeze(1)
             self.window.copy_(torch.cat([self.window[:, :, 1:], vector], dim=2))
         recall, _, after_first = self.memory.encode(self.ensemble.params, self.window,
