@@ -10,7 +10,7 @@ import torch
 from conftest import tiny_config
 
 from sharp.config import ConfigError, SharpConfig, preset
-from sharp.model.learner import Sharp
+from sharp.model.learner import Sharp, sample_tokens
 from sharp.protocol import check_stream
 from sharp.runs.checkpoints import load_checkpoint, save_checkpoint
 from sharp.runs.stream import run_stream
@@ -294,3 +294,33 @@ def test_batched_dreams_match_sequential_token_statistics(random_stream: np.ndar
     # two batched draws differ only by sampling noise; sequential draws differ no more
     noise = (batched - again).abs().mean()
     assert (batched - sequential).abs().mean() < 3 * noise + 1e-3
+
+
+def test_dream_sampling_follows_the_tempered_top_k_distribution() -> None:
+    logits = torch.tensor([[0.0, 1.0, 2.0, -30.0, 0.5], [3.0, 0.2, 0.0, -0.1, 0.1]])
+    n = 200_000
+    uniforms = torch.rand(n, 2, generator=torch.Generator().manual_seed(0))
+    for temperature, top_k in [(1.0, None), (0.5, None), (2.0, 3)]:
+        tokens = sample_tokens(logits.expand(n, 2, 5), uniforms, temperature, top_k)
+        scaled = logits / temperature
+        if top_k is not None:  # the distribution over the top-k logits only
+            scaled = scaled.masked_fill(scaled < scaled.topk(top_k).values[:, -1:], -math.inf)
+        expected = scaled.softmax(-1)
+        for row in range(2):
+            freq = torch.bincount(tokens[:, row], minlength=5).double() / n
+            # 5 standard errors of a binomial frequency at p = 1/2: 0.0056
+            np.testing.assert_allclose(freq, expected[row].double(), atol=5 * 0.5 / math.sqrt(n))
+            assert freq[expected[row] == 0].sum() == 0
+
+
+def test_dream_sampling_is_the_same_row_by_row_and_batched() -> None:
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 4, 27, generator=generator)
+    uniforms = torch.rand(3, 4, generator=generator)
+    batched = sample_tokens(logits, uniforms, 1.0, None)
+    for m in range(3):
+        for r in range(4):
+            assert sample_tokens(logits[m, r], uniforms[m, r], 1.0, None) == batched[m, r]
+    # u = 0 picks the first token of nonzero probability; u -> 1 the last
+    edge = torch.tensor([[-math.inf, 0.0, 0.0], [0.0, 0.0, -math.inf]])
+    assert sample_tokens(edge, torch.tensor([0.0, 1 - 2**-24]), 1.0, None).tolist() == [1, 1]

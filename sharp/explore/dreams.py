@@ -2,7 +2,7 @@
 sees, and the upper memories' recall loss on it.
 
 Every function here leaves the learner as it found it: sampling uses the learner's own
-generator (through ``Sharp._sample`` and :meth:`Sharp.dream`), seeded for the call and
+generator (through :meth:`Sharp.dream_steps` and :meth:`Sharp.dream`), seeded for the call and
 restored afterwards, so looking at dreams never changes what the next sleep does.
 """
 

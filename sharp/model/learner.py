@@ -387,26 +387,20 @@ class Sharp:
     def dream_steps(self, state: Tensor, context: Tensor | None, steps: int,
                     generator: torch.Generator | None = None) -> Iterator[tuple[Tensor, Tensor]]:
         """Sleep's teacher: from layer-0 states (B, H_0), head 0 under the fixed
-        ``context`` samples a token (temperature, top-k; the learner's RNG unless
-        ``generator``) and memory 0 steps on it (on its frozen vector with dense inputs).
-        Yields (tokens (B,), new states) ``steps`` times."""
+        ``context`` samples a token (temperature, top-k: :func:`sample_tokens`) and memory 0
+        steps on it (on its frozen vector with dense inputs). Yields (tokens (B,), new
+        states) ``steps`` times. The dream's uniform draws, (steps, B), are taken from
+        ``generator`` (the learner's RNG by default) in one call before its first step."""
+        c = self.config
+        generator = self.generator if generator is None else generator
+        uniforms = torch.rand(steps, state.shape[0], generator=generator, device=self.device)
         head = self.heads[0]
         condition = head.condition(context)  # constant while dreaming: computed once
-        for _ in range(steps):
-            token = self._sample(head.conditioned(state, condition), generator)
+        for s in range(steps):
+            logits = head.conditioned(state, condition)
+            token = sample_tokens(logits, uniforms[s], c.temperature, c.top_k)
             state = self.memories[0].step(self.inputs(token), state)
             yield token, state
-
-    def _sample(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Sample one token per row (temperature, optional top-k) from ``generator`` (the
-        learner's RNG by default)."""
-        generator = self.generator if generator is None else generator
-        logits = logits / self.config.temperature
-        if self.config.top_k is not None:
-            top, index = logits.topk(self.config.top_k, dim=-1)
-            choice = torch.multinomial(top.softmax(-1), 1, generator=generator)
-            return index.gather(-1, choice).squeeze(-1)
-        return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
     # -- evaluation -----------------------------------------------------------------
     def predict_stream(self, tokens: TokenIds, chunk: int = 4096) -> Tensor:
@@ -515,6 +509,29 @@ class Sharp:
 #: (``input_table`` says where the frozen input table is read from, not which it is: a
 #: checkpoint names the table by its digest, :func:`~sharp.model.inputs.check_table_state`.)
 RUNTIME_FIELDS = ("device", "threads", "engine", "name", "input_table")
+
+
+def sample_tokens(logits: Tensor, uniforms: Tensor, temperature: float,
+                  top_k: int | None) -> Tensor:
+    """Sample one token per row of ``logits`` (..., V) from softmax(logits / temperature),
+    restricted to the ``top_k`` largest logits when given, by inverting its cumulative
+    distribution at ``uniforms`` (...), draws in [0, 1): token ids (...), int64.
+
+    The draws are taken apart from the sampling so that a dream draws all its uniforms in
+    one call and an ensemble samples every member in one batched op, each member reading its
+    own generator (:meth:`Sharp.dream_steps`). A token of probability 0 is never chosen."""
+    logits = logits / temperature
+    index = None
+    if top_k is not None:
+        logits, index = logits.topk(top_k, dim=-1)
+    cdf = logits.softmax(-1).cumsum(-1)
+    # The first position whose cumulative probability exceeds u (scaled by the total, 1 up
+    # to rounding); the clamp guards u * total rounding up to the total.
+    point = (uniforms * cdf[..., -1]).unsqueeze(-1)
+    choice = (cdf <= point).sum(-1, keepdim=True).clamp_(max=cdf.shape[-1] - 1)
+    if index is not None:
+        choice = index.gather(-1, choice)
+    return choice.squeeze(-1)
 
 
 def config_differences(mine: dict[str, Any], theirs: dict[str, Any],

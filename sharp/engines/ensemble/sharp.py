@@ -6,9 +6,10 @@ Member m computes what ``Sharp(config.replace(seed=seeds[m], engine="torch"))`` 
 its stream, up to the summation order of batched matrix products: the wake step of SPEC §3
 with its own recall-EMA gate as a mask, its own step counter, waking-up rule, tag buffer and
 sleep-pending flag; the sleep of SPEC §4 for every pending member at once, dreams batched
-over members × tags (each member drawing from its own generator exactly as a separate learner
-does) and the sequential replay training batched over members, each member's tags in its own
-order. Read it next to :mod:`sharp.model.learner`, whose structure it follows.
+over members × tags (each member's uniform draws taken from its own generator exactly as a
+separate learner takes them, every dream step sampling all members at once) and the
+sequential replay training batched over members, each member's tags in its own order.
+Read it next to :mod:`sharp.model.learner`, whose structure it follows.
 
 Device-side steps. The wake step and the sleep-replay window step never read a value back
 to the host: gates, Adam masks, layer-advance masks, step counters, tag ring buffers and
@@ -48,6 +49,7 @@ from sharp.model.learner import (
     Tag,
     check_compatible,
     ensemble_seeds,
+    sample_tokens,
 )
 from sharp.model.memory import tanh_trajectory
 from sharp.protocol import (
@@ -508,23 +510,29 @@ class SharpEnsemble:
     def _dream(self, tags: list[list[Tag]], target: int) -> Tensor:
         """Dream every member's tags as one batch (padded to the longest tag list) and return
         what layer ``target`` sees: the layer-(target-1) state at every replay step s with
-        s mod a**target == 0, shape (M, tags, ticks, H_{target-1}); padded rows are zero."""
+        s mod a**target == 0, shape (M, tags, ticks, H_{target-1}); padded rows are zero.
+        Member m's uniform draws are taken from its own generator in one call, as
+        :meth:`Sharp.dream_steps` takes them, and every step samples all members at once."""
         c = self.config
         counts = [len(member_tags) for member_tags in tags]
         rows = max(counts)
         start = torch.zeros(self.members, rows, c.hidden[0], device=self.device)
         context = torch.zeros_like(start)
+        uniforms = torch.zeros(self.members, c.replay_steps, rows, device=self.device)
         for m, member_tags in enumerate(tags):
             if member_tags:
                 start[m, : counts[m]] = torch.cat([tag.state for tag in member_tags])
                 context[m, : counts[m]] = torch.cat([tag.context for tag in member_tags])
+                uniforms[m, :, : counts[m]] = torch.rand(
+                    c.replay_steps, counts[m], generator=self.generators[m], device=self.device)
         head = self.heads[0]
         condition = head.condition(self.params, context)  # constant while dreaming
         states = [start] + [start.new_zeros(self.members, rows, c.hidden[level])
                             for level in range(1, target)]
         seen = []
         for s in range(c.replay_steps):
-            token = self._sample(head.conditioned(self.params, states[0], condition), counts)
+            logits = head.conditioned(self.params, states[0], condition)
+            token = sample_tokens(logits, uniforms[:, s], c.temperature, c.top_k)
             states[0] = self.memories[0].step(self.params, token, states[0])
             for level in range(1, target):
                 if s % self.strides[level]:
@@ -536,25 +544,6 @@ class SharpEnsemble:
         padding = torch.tensor([[m < count for m in range(rows)] for count in counts],
                                device=self.device).view(self.members, rows, 1, 1)
         return torch.stack(seen, dim=2) * padding
-
-    def _sample(self, logits: Tensor, counts: list[int]) -> Tensor:
-        """Sample one token for each of member m's first ``counts[m]`` rows of ``logits``
-        (M, rows, V) from member m's generator, as :meth:`Sharp.dream_steps` does for a
-        separate learner (temperature, optional top-k); padded rows get token 0."""
-        logits = logits / self.config.temperature
-        if self.config.top_k is not None:
-            top, index = logits.topk(self.config.top_k, dim=-1)
-            probs = top.softmax(-1)
-        else:
-            probs = logits.softmax(-1)
-        tokens = torch.zeros(logits.shape[:2], dtype=torch.long, device=self.device)
-        for m, count in enumerate(counts):
-            if count:
-                choice = torch.multinomial(probs[m, :count], 1, generator=self.generators[m])
-                if self.config.top_k is not None:
-                    choice = index[m, :count].gather(-1, choice)
-                tokens[m, :count] = choice.squeeze(-1)
-        return tokens
 
     # -- evaluation -----------------------------------------------------------------
     def evaluate(self, tokens: Tensor | np.ndarray | Sequence[np.ndarray]) -> list[EvalResult]:
