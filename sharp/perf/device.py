@@ -8,20 +8,32 @@ machine set up for training alone; with ``--device cpu --no-tests`` it runs on a
 (slowly: it keeps the paper's sizes; the default test suite runs it with tiny ones).
 
 Every figure is a short steady-state measurement: a warm-up (excluded) and a few hundred
-timed steps, the device synchronised before the clock stops. Timing never decides pass or
-fail; the exit code is pytest's.
+timed steps, the device synchronised before the clock stops. The figures come in groups
+(:func:`groups`), those with the issue's targets first; each group runs on its own: one that
+raises is reported (``FAILED``, with the last frames of its traceback) and the next runs;
+none starts after ``--budget`` seconds (``SKIPPED``). pytest runs in a fresh process, each
+test under pytest-timeout's ``--timeout`` where that plugin is installed, and all of it
+stopped at ``--limit`` seconds, so that the summary line is still printed (and ``--out``
+written) before a 10-minute wall-clock kill. Timing never decides pass or fail; the exit
+code is nonzero if a group failed or pytest failed or was stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import importlib.util
 import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +97,19 @@ QUICK = Plan(sharp=("text8",), members=(9,), baselines=("lstm",), steps=60,
 
 #: The issue's targets (one H200): (preset, members) -> ensemble wake tokens/s.
 ENSEMBLE_TARGETS = {("text8", 9): 9_000.0, ("text8-small", 64): 80_000.0}
-SLEEP_TARGET_S = 10.0
+#: (preset, members) -> seconds of one ensemble sleep.
+SLEEP_TARGETS = {("text8", 9): 10.0}
 EVAL_TARGET = 1_000_000.0
 BASELINE_M9_TARGET = 5_000.0
+
+#: Defaults of ``--budget`` (no figure group starts after it) and ``--limit`` (pytest is
+#: stopped there), seconds from the start: the full check fits a 600 s wall-clock limit.
+BUDGET_S = 360.0
+LIMIT_S = 570.0
+#: pytest-timeout's ``--timeout`` for each CUDA test, seconds.
+TEST_TIMEOUT_S = 240
+#: Frames of a failed group's traceback printed.
+TRACEBACK_FRAMES = 6
 
 
 def machine_line(device: torch.device) -> str:
@@ -219,7 +241,7 @@ def ensemble_sleep(preset_name: str, members: int, plan: Plan, device: torch.dev
     ensemble.sleep()
     synchronize(device)
     seconds = time.perf_counter() - start
-    target = SLEEP_TARGET_S if (preset_name, members) == ("text8", 9) else None
+    target = SLEEP_TARGETS.get((preset_name, members))
     path = "CUDA graphs" if ensemble.graphs else "eager"
     return Figure(f"SharpEnsemble {preset_name} sleep of M={members} ({config.tag_buffer} tags "
                   f"each, {config.replay_steps} replay steps)", seconds, "s", target,
@@ -237,41 +259,134 @@ def evaluation(label: str, learner: Learner, tokens: int, device: torch.device,
                   "tokens/s", target)
 
 
-def baseline_figures(kind: str, plan: Plan, device: torch.device) -> list[Figure]:
-    """Streaming tokens/s of one ``kind`` baseline at the plan's preset, alone and as an
-    ensemble of 9 (the issue's target), and its evaluation tokens/s."""
+def sharp_evaluation(plan: Plan, device: torch.device) -> Figure:
+    """Evaluation tokens/s of one SHARP learner of the plan's first preset on ``device``."""
+    name = plan.sharp[0]
+    learner = Sharp(sharp_config(name, plan, device=str(device)))
+    return evaluation(f"SHARP {name}, 1 learner on {device}", learner, plan.eval_tokens,
+                      device, EVAL_TARGET)
+
+
+def baseline_ensemble(kind: str, plan: Plan, device: torch.device) -> Figure:
+    """Wake tokens/s of an ensemble of 9 ``kind`` baselines at the plan's preset (the
+    issue's target)."""
     spec = baseline_spec(kind, plan.baseline_preset, device=str(device))
-    learner = build_learner(spec)
-    name = f"{kind} ({plan.baseline_preset} size)"
     steps = ensemble_rate(build_ensemble(spec, list(range(9))), plan, device)
+    return Figure(f"{kind} ({plan.baseline_preset} size) ensemble M=9 wake", steps * 9,
+                  "tokens/s", BASELINE_M9_TARGET)
+
+
+def baseline_stream(kind: str, plan: Plan, device: torch.device) -> list[Figure]:
+    """Wake tokens/s of one ``kind`` baseline at the plan's preset on one stream, and its
+    evaluation tokens/s."""
+    learner = build_learner(baseline_spec(kind, plan.baseline_preset, device=str(device)))
+    name = f"{kind} ({plan.baseline_preset} size)"
     return [Figure(f"{name} wake, 1 stream", stream_rate(learner, plan.steps, plan.warmup,
                                                          device), "tokens/s"),
-            Figure(f"{name} ensemble M=9 wake", steps * 9, "tokens/s", BASELINE_M9_TARGET),
             evaluation(name, learner, plan.baseline_eval_tokens, device, None)]
 
 
-def measure(plan: Plan, device: torch.device, log: Callable[[str], None] = print
-            ) -> list[Figure]:
-    """Every figure of ``plan`` on ``device``, printed through ``log`` as it is measured."""
-    figures: list[Figure] = []
+@dataclass(frozen=True)
+class Group:
+    """Figures measured together: ``what`` they are, ``measure()`` measures them (one
+    figure or several), and ``targeted`` says whether one has a target of the issue's."""
 
-    def add(new: Sequence[Figure]) -> None:
-        for figure in new:
-            log(format_figure(figure))
-        figures.extend(new)
+    what: str
+    measure: Callable[[], Figure | Sequence[Figure]]
+    targeted: bool = False
 
+
+def groups(plan: Plan, device: torch.device) -> list[Group]:
+    """The plan's figure groups: those with the issue's targets first, each part in plan
+    order."""
+    found = []
     for name in plan.sharp:
-        add(single_stream(name, plan, device))
+        found.append(Group(f"SHARP {name} wake, 1 stream",
+                           partial(single_stream, name, plan, device)))
         for members in plan.members:
-            add(ensemble_figures(name, members, plan, device))
+            found.append(Group(f"SharpEnsemble {name} M={members} wake",
+                               partial(ensemble_figures, name, members, plan, device),
+                               (name, members) in ENSEMBLE_TARGETS))
             if plan.sleeps:
-                add([ensemble_sleep(name, members, plan, device)])
-    learner = Sharp(sharp_config(plan.sharp[0], plan, device=str(device)))
-    add([evaluation(f"SHARP {plan.sharp[0]}, 1 learner on {device}", learner, plan.eval_tokens,
-                    device, EVAL_TARGET)])
+                found.append(Group(f"SharpEnsemble {name} M={members} sleep",
+                                   partial(ensemble_sleep, name, members, plan, device),
+                                   (name, members) in SLEEP_TARGETS))
+    found.append(Group(f"SHARP {plan.sharp[0]} evaluation",
+                       partial(sharp_evaluation, plan, device), True))
     for kind in plan.baselines:
-        add(baseline_figures(kind, plan, device))
-    return figures
+        size = f"{kind} ({plan.baseline_preset} size)"
+        found.append(Group(f"{size} ensemble M=9 wake",
+                           partial(baseline_ensemble, kind, plan, device), True))
+        found.append(Group(f"{size} wake, 1 stream, and evaluation",
+                           partial(baseline_stream, kind, plan, device)))
+    return sorted(found, key=lambda group: not group.targeted)
+
+
+def release(device: torch.device) -> bool:
+    """Free what the last group left on ``device`` (collect, then empty the CUDA cache);
+    False if CUDA is unusable (a sticky error, e.g. a device-side assert, which no call in
+    this process recovers from)."""
+    gc.collect()
+    if device.type != "cuda":
+        return True
+    try:
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+    except Exception:  # torch raises RuntimeError or AcceleratorError
+        return False
+    return True
+
+
+@dataclass
+class Measured:
+    """What :func:`measure` did: the figures, and the groups that failed or were skipped."""
+
+    figures: list[Figure] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def measure(plan: Plan, device: torch.device, log: Callable[[str], None] = print,
+            budget: float = float("inf"), start: float | None = None) -> Measured:
+    """Every figure group of ``plan`` on ``device`` (:func:`groups`), printed through
+    ``log`` as it is measured, with its seconds; a group that raises is logged as
+    ``FAILED`` with the last frames of its traceback, and none starts once ``budget``
+    seconds have passed since ``start`` (a :func:`time.perf_counter` reading; default:
+    now) or after CUDA became unusable."""
+    start = time.perf_counter() if start is None else start
+    measured = Measured()
+    usable = True
+    for group in groups(plan, device):
+        elapsed = time.perf_counter() - start
+        if not usable or elapsed > budget:
+            why = (f"over the --budget of {budget:g} s" if usable else
+                   "CUDA is unusable after an earlier error")
+            log(f"SKIPPED {group.what}: {why}")
+            measured.skipped.append(group.what)
+            continue
+        began = time.perf_counter()
+        try:
+            result = group.measure()
+            figures = [result] if isinstance(result, Figure) else list(result)
+        except Exception as error:  # reported; the next group runs
+            message = (str(error).splitlines() or [""])[0]
+            log(f"FAILED {group.what}: {type(error).__name__}: {message}")
+            for line in "".join(traceback.format_exception(error, limit=-TRACEBACK_FRAMES)
+                                ).splitlines():
+                log(f"    {line}")
+            measured.failed.append(group.what)
+        else:
+            for figure in figures:
+                log(format_figure(figure))
+            measured.figures.extend(figures)
+        now = time.perf_counter()
+        log(f"  ({group.what}: {now - began:.1f} s; {now - start:.0f} s elapsed)")
+        if not release(device):
+            usable = False
+            log("CUDA is unusable in this process now (a sticky error, e.g. a device-side "
+                "assert, cannot be recovered): the remaining figure groups are skipped; "
+                "pytest runs in a fresh process")
+    return measured
 
 
 def format_figure(figure: Figure) -> str:
@@ -285,37 +400,130 @@ def format_figure(figure: Figure) -> str:
     return line
 
 
-def run_cuda_tests(root: Path) -> int:
-    """``pytest -m cuda`` on tests/test_cuda.py from ``root``; its exit code. The project's
-    own pytest options are dropped (they name plugins, e.g. nbval, that a GPU machine set up
-    for training may lack)."""
+def run_logged(command: Sequence[str], cwd: Path, env: dict[str, str], timeout: float,
+               log: Callable[[str], None]) -> int | None:
+    """Run ``command`` in ``cwd`` with ``env``, passing each line of its output (stdout and
+    stderr) to ``log`` as it comes; its exit code, or None if it was still running after
+    ``timeout`` seconds (then it is killed, with its process group)."""
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, errors="replace",
+                               start_new_session=True)
+
+    def forward() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            log(line.rstrip("\n"))
+
+    reader = threading.Thread(target=forward, daemon=True)
+    reader.start()
+    try:
+        code: int | None = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        code = None
+    reader.join(timeout=10)
+    return code
+
+
+def run_cuda_tests(root: Path, timeout: float, log: Callable[[str], None] = print
+                   ) -> int | None:
+    """``pytest -m cuda`` on tests/test_cuda.py from ``root``, its output passed to ``log``;
+    its exit code, or None if it was stopped after ``timeout`` seconds. Each test runs under
+    pytest-timeout's ``--timeout`` of ``TEST_TIMEOUT_S`` where that plugin is installed. The
+    project's own pytest options are dropped (they name plugins, e.g. nbval, that a GPU
+    machine set up for training may lack)."""
     command = [sys.executable, "-m", "pytest", "-o", "addopts=", "-p", "no:cacheprovider",
-               "--strict-markers", "-ra", "-q", "-m", "cuda", "tests/test_cuda.py"]
-    print("$", " ".join(command), flush=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+               "--strict-markers", "-ra", "-q", "-m", "cuda"]
+    if importlib.util.find_spec("pytest_timeout") is not None:
+        command += ["--timeout", str(TEST_TIMEOUT_S)]
+    else:
+        log("(pytest-timeout is not installed: no per-test timeout, only the --limit)")
+    command.append("tests/test_cuda.py")
+    log("$ " + " ".join(command))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
         filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run(command, cwd=root, env=env, check=False).returncode
+    return run_logged(command, root, env, timeout, log)
+
+
+class Log:
+    """Prints each line (flushed) and, given ``path``, writes it to ``path``.partial too
+    (flushed); :meth:`close` renames that file to ``path``."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = Path(path) if path else None
+        self.file = None
+        if self.path is not None:
+            self.partial = self.path.with_name(self.path.name + ".partial")
+            self.file = self.partial.open("w", encoding="utf-8")
+
+    def __call__(self, line: str) -> None:
+        print(line, flush=True)
+        if self.file is not None:
+            self.file.write(line + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.partial.replace(self.path)
 
 
 def main(argv: Sequence[str] | None = None, plan: Plan | None = None) -> int:
-    """Entry point of ``tools/device_check.py``: print the machine line and every figure,
-    then (unless ``--no-tests``) run ``pytest -m cuda`` and return its exit code. ``plan``
-    replaces the one ``--quick`` selects (tests pass tiny ones)."""
+    """Entry point of ``tools/device_check.py``: print the machine line and every figure
+    group (:func:`measure`), then (unless ``--no-tests``) run ``pytest -m cuda``
+    (:func:`run_cuda_tests`), then a summary line; with ``--out`` every line is also
+    written to that file. Returns 0, or nonzero if a figure group failed or pytest failed
+    or was stopped (pytest's exit code where it failed, else 1); 2 if ``--device cuda``
+    names a device this machine lacks. ``plan`` replaces the one ``--quick`` selects
+    (tests pass tiny ones)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", help="device to measure (cuda, cpu, mps)")
     parser.add_argument("--quick", action="store_true", help="a one-minute subset")
     parser.add_argument("--no-tests", action="store_true", help="measure only")
+    parser.add_argument("--budget", type=float, default=BUDGET_S, metavar="SECONDS",
+                        help="no figure group starts after this many seconds from the start "
+                        f"(default {BUDGET_S:g})")
+    parser.add_argument("--limit", type=float, default=LIMIT_S, metavar="SECONDS",
+                        help="pytest is stopped this many seconds from the start, so that the "
+                        f"summary is still written (default {LIMIT_S:g})")
+    parser.add_argument("--out", metavar="FILE",
+                        help="also write every line printed, pytest's included, to FILE")
     args = parser.parse_args(argv)
+    start = time.perf_counter()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("device check: this machine has no CUDA; run it on a GPU machine, or pass "
               "--device cpu for a smoke test", file=sys.stderr)
         return 2
     plan = plan or (QUICK if args.quick else FULL)
-    print(f"machine: {machine_line(device)}", flush=True)
-    start = time.perf_counter()
-    measure(plan, device, lambda line: print(line, flush=True))
-    print(f"measured in {time.perf_counter() - start:.0f} s", flush=True)
-    if args.no_tests:
-        return 0
-    return run_cuda_tests(Path(__file__).resolve().parents[2])
+    log = Log(args.out)
+    try:
+        log(f"machine: {machine_line(device)}")
+        measured = measure(plan, device, log, args.budget, start)
+        log(f"measured in {time.perf_counter() - start:.0f} s")
+        code: int | None = 0
+        if args.no_tests:
+            tests = "pytest not run (--no-tests)"
+        elif time.perf_counter() - start >= args.limit:
+            code, tests = None, f"pytest SKIPPED: over the --limit of {args.limit:g} s"
+            log(tests)
+        else:
+            began = time.perf_counter()
+            code = run_cuda_tests(Path(__file__).resolve().parents[2],
+                                  args.limit - (began - start), log)
+            seconds = time.perf_counter() - began
+            tests = (f"pytest stopped at the --limit of {args.limit:g} s" if code is None
+                     else f"pytest {'passed' if code == 0 else 'FAILED'} (exit {code})")
+            log(f"{tests} in {seconds:.0f} s")
+        exit_code = 0 if code == 0 and not measured.failed else (code or 1)
+        groups_line = f"{len(measured.figures)} figures"
+        if measured.failed:
+            groups_line += f"; FAILED: {' | '.join(measured.failed)}"
+        if measured.skipped:
+            groups_line += f"; SKIPPED: {' | '.join(measured.skipped)}"
+        log(f"summary: {groups_line}; {tests}; {time.perf_counter() - start:.0f} s in all; "
+            f"exit code {exit_code}")
+    finally:
+        log.close()
+    return exit_code
