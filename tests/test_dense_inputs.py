@@ -254,13 +254,28 @@ def test_the_fused_engine_refuses_dense_inputs_and_auto_falls_back(table: torch.
     assert learner.engine == "torch"
 
 
-def test_the_ensembles_refuse_dense_inputs(folder: Path) -> None:
+def test_the_sharp_ensemble_refuses_dense_inputs(folder: Path) -> None:
     with pytest.raises(ConfigError, match=r"SharpEnsemble runs learned token embeddings only"):
         SharpEnsemble(dense_config(folder), [0, 1])
+
+
+def test_a_baseline_ensemble_reads_its_table_from_the_folder(tmp_path: Path, folder: Path,
+                                                             table: torch.Tensor) -> None:
+    """One table for all members, read from ``input_table`` and named (not copied) by the
+    checkpoint, which resumes from the folder (tests/test_ensemble_baselines.py holds the
+    member-by-member equivalence)."""
     config = baseline_preset("gru", hidden=8, embedding=4, vocab_size=V, inputs="dense",
                              input_dim=D, input_table=str(folder))
-    with pytest.raises(ConfigError, match=r"learned token embeddings only.*--ensemble off"):
-        baseline_ensemble(config, [0, 1])
+    ensemble = baseline_ensemble(config, [0, 1])
+    assert torch.equal(ensemble.table, table)
+    for i in range(20):
+        ensemble.learn([STREAM[i : i + 4]] * 2, [STREAM[i + 4]] * 2)
+    path = save_checkpoint(ensemble, tmp_path / "ensemble.pt")
+    assert "table" not in torch.load(path, weights_only=True)["inputs"]
+    resumed = load_checkpoint(path)
+    window, target = [STREAM[20:24]] * 2, [STREAM[24]] * 2
+    assert torch.equal(resumed.learn(window, target).logits,
+                       ensemble.learn(window, target).logits)
 
 
 # -- baselines -----------------------------------------------------------------------------

@@ -190,3 +190,85 @@ def test_build_ensemble_picks_the_engine_of_every_kind() -> None:
     assert isinstance(build_ensemble(spec("transformer"), [0, 1]), TransformerEnsemble)
     with pytest.raises(ValueError, match="unknown learner kind"):
         build_ensemble(LearnerSpec("perceptron"), [0])
+
+
+# -- dense inputs (SPEC §11) ---------------------------------------------------------------
+#: The dense fixtures of tests/test_dense_inputs.py: a random frozen (V, D) table.
+V, D = 40, 12
+DENSE_STEPS = 120
+
+
+@pytest.fixture(scope="module")
+def table() -> torch.Tensor:
+    return torch.randn(V, D, generator=torch.Generator().manual_seed(7))
+
+
+def dense_spec(kind: str, **overrides: object) -> LearnerSpec:
+    return spec(kind, vocab_size=V, inputs="dense", input_dim=D, **overrides)
+
+
+def dense_streams(n: int = DENSE_STEPS + 40) -> list[np.ndarray]:
+    """Member 0: period 5; member 1: uniform noise; member 2: period 7 (ids across V)."""
+    noise = np.random.default_rng(1).integers(0, V, n)
+    return [np.resize([3, 14, 15, 9, 26], n), noise, np.resize([1, 22, 33, 4, 35, 6, 39], n)]
+
+
+@pytest.mark.parametrize(("kind", "mode"), CASES,
+                         ids=[",".join([k, *(f"{a}={b}" for a, b in m.items())])
+                              for k, m in CASES])
+def test_a_dense_ensemble_equals_separate_learners_and_resumes(kind: str, mode: dict,
+                                                                table: torch.Tensor,
+                                                                tmp_path) -> None:
+    """Members read the one frozen table through their own input projections: step by step
+    what separate dense learners compute, in evaluation too; a checkpoint, the members
+    gathered back and an extracted member continue exactly."""
+    s = dense_spec(kind, **mode)
+    ensemble = build_ensemble(s, SEEDS, table)
+    separate = [build_learner(s.with_seed(seed), table) for seed in SEEDS]
+    assert torch.equal(ensemble.table, table) and "embed.linear.weight" in ensemble.params
+    assert all(p.dim() == 1 + q.dim() for p, q in zip(
+        ensemble.params.values(), separate[0].optimiser.params, strict=True))
+    assert all(p.data_ptr() != ensemble.table.data_ptr() for p in ensemble.optimiser.params)
+    for m, learner in enumerate(separate):
+        assert_same_state(ensemble.member(m).state_dict(), learner.state_dict(), atol=0)
+    tokens = dense_streams()
+    for i in range(DENSE_STEPS):
+        x, y = windows(tokens, i)
+        assert_step(ensemble.learn(x, y), separate, x, y, ATOL)
+    assert torch.equal(ensemble.table, table)  # frozen
+    for m, learner in enumerate(separate):
+        state = learner.state_dict()
+        assert_same_state(ensemble.member(m).state_dict(), state, STATE_ATOL)
+        assert state["optimiser"]["steps"][0] > 10  # the members did learn
+    slices = [stream[:40] for stream in tokens]
+    for m, (got, learner) in enumerate(zip(ensemble.evaluate(slices), separate, strict=True)):
+        alone = ensemble.member(m).evaluate(slices[m])
+        np.testing.assert_array_equal(got.bits, alone.bits)
+        np.testing.assert_allclose(got.bits, learner.evaluate(slices[m]).bits, atol=ATOL)
+    resumed = load_checkpoint(save_checkpoint(ensemble, tmp_path / "ensemble.pt"))
+    assert type(resumed) is type(ensemble) and torch.equal(resumed.table, table)
+    rebuilt = BaselineEnsemble.from_learners([ensemble.member(m) for m in range(len(SEEDS))])
+    alone = ensemble.member(1)
+    for i in range(DENSE_STEPS, DENSE_STEPS + 20):
+        x, y = windows(tokens, i)
+        steps = [e.learn(x, y) for e in (ensemble, resumed, rebuilt)]
+        for other in steps[1:]:
+            assert torch.equal(other.logits, steps[0].logits)
+        assert_step(steps[0], separate, x, y, ATOL)
+        got = alone.learn(x[1], int(y[1]))
+        torch.testing.assert_close(got.logits, steps[0].results()[1].logits, rtol=0, atol=ATOL)
+    for m in range(len(SEEDS)):
+        assert_same_state(resumed.member(m).state_dict(), ensemble.member(m).state_dict(), 0)
+        assert_same_state(rebuilt.member(m).state_dict(), ensemble.member(m).state_dict(), 0)
+
+
+def test_a_dense_ensemble_refuses_another_table(table: torch.Tensor) -> None:
+    s = dense_spec("gru")
+    state = build_ensemble(s, SEEDS, table).state_dict()
+    with pytest.raises(ValueError, match="another frozen input table"):
+        build_ensemble(s, SEEDS, table + 1).load_state_dict(state)
+    learners = [build_learner(s.with_seed(0), table), build_learner(s.with_seed(1), table + 1)]
+    with pytest.raises(ValueError, match="one frozen input table: learners 0 and 1"):
+        BaselineEnsemble.from_learners(learners)
+    with pytest.raises(ValueError, match=r"table=.*input_table"):
+        build_ensemble(s, SEEDS)

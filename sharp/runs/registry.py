@@ -99,13 +99,15 @@ def build_from_state(state: dict[str, Any]) -> Learner | SharpEnsemble | Baselin
     kind, config = state["kind"], state["config"]
     if isinstance(kind, str) and kind.endswith(ENSEMBLE_SUFFIX):
         return build_ensemble(LearnerSpec(kind.removesuffix(ENSEMBLE_SUFFIX), config),
-                              state["seeds"])
+                              state["seeds"], state.get("inputs", {}).get("table"))
     return build_learner(LearnerSpec(kind, config), state.get("inputs", {}).get("table"))
 
 
-def build_ensemble(spec: LearnerSpec, seeds: Sequence[int]) -> SharpEnsemble | BaselineEnsemble:
+def build_ensemble(spec: LearnerSpec, seeds: Sequence[int], table: Tensor | None = None
+                   ) -> SharpEnsemble | BaselineEnsemble:
     """An ensemble (SPEC §10) of ``len(seeds)`` learners of ``spec``, member m what
-    ``build_learner(spec.with_seed(seeds[m]))`` would compute: a
+    ``build_learner(spec.with_seed(seeds[m]), table)`` would compute (``table``: a
+    baseline ensemble's frozen input table; SHARP ensembles take none yet): a
     :class:`~sharp.engines.ensemble.SharpEnsemble` or a
     :class:`~sharp.baselines.ensemble.BaselineEnsemble`. Raises TypeError for anything but
     a :class:`LearnerSpec` or seeds that are not a sequence of ints, ValueError for an
@@ -120,5 +122,5 @@ def build_ensemble(spec: LearnerSpec, seeds: Sequence[int]) -> SharpEnsemble | B
         from sharp.baselines import baseline_config
         from sharp.baselines.ensemble import baseline_ensemble
 
-        return baseline_ensemble(baseline_config(spec.kind, spec.config), seeds)
+        return baseline_ensemble(baseline_config(spec.kind, spec.config), seeds, table)
     raise ValueError(f"unknown learner kind {spec.kind!r}; known kinds: {list(LEARNER_KINDS)}")

@@ -18,6 +18,10 @@ step as one batch; members at different positions (e.g. gathered by
 * Transformer: its own :class:`~sharp.baselines.transformer.Decoder`, called per member
   through ``torch.func.functional_call`` under ``torch.func.vmap``.
 
+With dense inputs (SPEC §11) the members share one frozen (V, D) table, held once (never
+stacked, never trained) and read wherever token ids enter: every member's rows of it go
+through that member's own input projection, as in its separate learner.
+
 Evaluation runs every member's slice through that member's weights with the separate
 learner's own code (in one scratch learner), so it is the member's evaluation exactly.
 """
@@ -25,6 +29,8 @@ learner's own code (in one scratch learner), so it is the member's evaluation ex
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+from torch import Tensor
 
 from sharp.baselines.config import (
     BaselineConfig,
@@ -40,11 +46,14 @@ from sharp.config import check_instance
 __all__ = ["BaselineEnsemble", "RecurrentEnsemble", "TransformerEnsemble", "baseline_ensemble"]
 
 
-def baseline_ensemble(config: BaselineConfig, seeds: Sequence[int]) -> BaselineEnsemble:
+def baseline_ensemble(config: BaselineConfig, seeds: Sequence[int],
+                      table: Tensor | None = None) -> BaselineEnsemble:
     """An ensemble of ``len(seeds)`` baselines of ``config`` (any baseline kind), member m
-    seeded with ``seeds[m]``. Raises TypeError for a configuration that is no baseline's
-    or seeds that are not a sequence of ints, ValueError for an empty or repeated seed
-    list.
+    seeded with ``seeds[m]``; ``table`` is the frozen (V, D) input table of a config with
+    ``inputs="dense"`` (None: read from its ``input_table``), as for the separate learners.
+    Raises TypeError for a configuration that is no baseline's or seeds that are not a
+    sequence of ints, ValueError for an empty or repeated seed list and for a missing or
+    mis-shaped table (:func:`~sharp.model.inputs.input_table`).
 
     Example:
         >>> from sharp.baselines.config import baseline_preset
@@ -57,7 +66,7 @@ def baseline_ensemble(config: BaselineConfig, seeds: Sequence[int]) -> BaselineE
     check_instance(config, BaselineConfig, "baseline_ensemble",
                    "sharp.baselines.baseline_preset('lstm')")
     if isinstance(config, RecurrentConfig | ClockworkConfig):
-        return RecurrentEnsemble(config, seeds)
+        return RecurrentEnsemble(config, seeds, table)
     if isinstance(config, TransformerConfig):
-        return TransformerEnsemble(config, seeds)
+        return TransformerEnsemble(config, seeds, table)
     raise TypeError(f"no baseline ensemble for a {type(config).__name__}")

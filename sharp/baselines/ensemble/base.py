@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import stack_module_state
 
 from sharp.baselines.config import BaselineConfig
 from sharp.baselines.recurrent import StreamingRecurrent
@@ -19,7 +18,7 @@ from sharp.engines.ensemble import EnsembleStep
 from sharp.engines.ensemble.adam import BatchedAdam
 from sharp.engines.ensemble.stacked import Params
 from sharp.engines.runtime import small_kernels
-from sharp.model.inputs import check_learned_inputs
+from sharp.model.inputs import check_table_state, table_state
 from sharp.model.learner import check_compatible, ensemble_seeds
 from sharp.protocol import (
     ENSEMBLE_SUFFIX,
@@ -50,38 +49,52 @@ class BaselineEnsemble:
     :func:`baseline_ensemble` (which picks the subclass for the configuration).
 
     Member m starts with the weights and optimiser of the separate learner of
-    ``config.replace(seed=seeds[m])``; :meth:`member` takes it out as such a learner.
-    Raises TypeError for a ``config`` that is not a baseline's and for ``seeds`` that are
-    not a sequence of ints, ValueError for an empty or repeated seed list
-    (:func:`~sharp.protocol.check_seeds`).
+    ``config.replace(seed=seeds[m])`` (built with ``table``); :meth:`member` takes it out as
+    such a learner. ``table``: the frozen (V, D) input table of a config with
+    ``inputs="dense"`` (None: read from its ``input_table``), held once on the ensemble's
+    device and read by every member through its own input projection; it is neither
+    stacked nor trained. Raises TypeError for a ``config`` that is not a baseline's and for
+    ``seeds`` that are not a sequence of ints, ValueError for an empty or repeated seed
+    list (:func:`~sharp.protocol.check_seeds`) and what
+    :func:`~sharp.model.inputs.input_table` raises for a missing or mis-shaped table.
     """
 
     kind: str
 
-    def __init__(self, config: BaselineConfig, seeds: Sequence[int]) -> None:
+    def __init__(self, config: BaselineConfig, seeds: Sequence[int],
+                 table: Tensor | None = None) -> None:
         check_instance(config, BaselineConfig, type(self).__name__,
                        "sharp.baselines.baseline_preset('lstm')")
-        check_learned_inputs(config, type(self).__name__)
         self.config = config
         self.seeds = check_seeds(seeds)
-        learners = [self._learner(self.member_config(m)) for m in range(len(self.seeds))]
-        self.kind = learners[0].kind
-        self.members = len(learners)
-        self.device = learners[0].device
-        self.vocab_size, self.window = config.vocab_size, config.window
         #: Evaluation loads a member's weights into this learner and runs its own code.
-        self._scratch = learners[0]
-        params, _ = stack_module_state([self._module(learner) for learner in learners])
+        self._scratch = self._learner(self.member_config(0), table)
+        #: The frozen input table (V, D) all members read (the scratch learner's), or None
+        #: for learned embeddings.
+        self.table = self._scratch.table
+        self.kind = self._scratch.kind
+        self.members = len(self.seeds)
+        self.device = self._scratch.device
+        self.vocab_size, self.window = config.vocab_size, config.window
+        weights, states = [], []
+        for m in range(self.members):  # one learner (and table copy) alive at a time
+            learner = self._learner(self.member_config(m), self.table) if m else self._scratch
+            weights.append(dict(self._module(learner).named_parameters()))
+            states.append(learner.state_dict())
         #: Stacked weights (M, ...) by the separate learner's parameter names.
-        self.params: dict[str, Tensor] = params
-        self.optimiser = BatchedAdam([list(params.values())], [config.lr],
+        self.params: dict[str, Tensor] = {
+            name: torch.stack([w[name] for w in weights]).detach().requires_grad_()
+            for name in weights[0]
+        }
+        self.optimiser = BatchedAdam([list(self.params.values())], [config.lr],
                                      weight_decay=config.weight_decay)
         self._allocate()
-        self._load_members([learner.state_dict() for learner in learners])
+        self._load_members(states)
 
     # -- what each kind supplies ----------------------------------------------------
-    def _learner(self, config: BaselineConfig) -> Learner:
-        """A separate learner of ``config``."""
+    def _learner(self, config: BaselineConfig, table: Tensor | None) -> Learner:
+        """A separate learner of ``config`` reading the frozen input ``table`` (None: a
+        learned embedding, or the table read from ``config.input_table``)."""
         raise NotImplementedError
 
     def _module(self, learner: Learner) -> nn.Module:
@@ -114,12 +127,18 @@ class BaselineEnsemble:
         """An ensemble whose member m continues ``learners[m]`` exactly where it is (any
         stream position). Raises TypeError unless they are baselines of one kind, ValueError
         unless they share one configuration apart from the seed and have distinct seeds
-        (:func:`~sharp.model.learner.ensemble_seeds`)."""
+        (:func:`~sharp.model.learner.ensemble_seeds`) and, with dense inputs, one frozen
+        input table."""
         from sharp.baselines.ensemble import baseline_ensemble  # the factory picks the kind
 
         seeds = ensemble_seeds(learners, (StreamingRecurrent, TransformerBaseline),
                                "sharp.baselines.RecurrentBaseline(baseline_preset('lstm'))")
-        ensemble = baseline_ensemble(learners[0].config, seeds)
+        first = learners[0].table
+        for i, learner in enumerate(learners[1:], start=1):
+            if first is not None and not torch.equal(learner.table, first):
+                raise ValueError(f"from_learners needs learners of one frozen input table: "
+                                 f"learners 0 and {i} read different ones")
+        ensemble = baseline_ensemble(learners[0].config, seeds, first)
         ensemble._load_members([learner.state_dict() for learner in learners])
         return ensemble
 
@@ -205,12 +224,16 @@ class BaselineEnsemble:
         and it continues alone exactly as the member would). Raises IndexError unless ``m``
         is in 0..M-1 (:func:`~sharp.protocol.check_member`)."""
         m = check_member(m, self.members)
-        learner = self._learner(self.member_config(m))
-        learner.load_state_dict(self._member_state(m))
+        learner = self._learner(self.member_config(m), self.table)
+        state = self._member_state(m)
+        if self.table is not None:
+            state["inputs"] = table_state(self.table, learner.config)
+        learner.load_state_dict(state)
         return learner
 
     def _member_state(self, m: int) -> dict[str, Any]:
-        """Member ``m``'s state in its learner's ``state_dict`` format (copies)."""
+        """Member ``m``'s state in its learner's ``state_dict`` format (copies), without the
+        frozen table's entry (the ensemble's checkpoint holds that once)."""
         return {
             "kind": self.kind, "config": self.member_config(m).to_dict(),
             "weights": {name: p[m].detach().clone() for name, p in self.params.items()},
@@ -232,16 +255,22 @@ class BaselineEnsemble:
                 self._load_runtime(m, state["runtime"])
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume every member's stream bit-exactly: the seeds and one
-        learner ``state_dict`` per member (copies)."""
-        return {"kind": f"{self.kind}{ENSEMBLE_SUFFIX}", "config": self.config.to_dict(),
-                "seeds": list(self.seeds),
-                "members": [self._member_state(m) for m in range(self.members)]}
+        """Everything needed to resume every member's stream bit-exactly: the seeds, one
+        learner ``state_dict`` per member (copies) and, with dense inputs, the frozen
+        table's entry once (``inputs``: :func:`~sharp.model.inputs.table_state`)."""
+        state = {"kind": f"{self.kind}{ENSEMBLE_SUFFIX}", "config": self.config.to_dict(),
+                 "seeds": list(self.seeds),
+                 "members": [self._member_state(m) for m in range(self.members)]}
+        if self.table is not None:
+            state["inputs"] = table_state(self.table, self.config)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`. Raises ValueError for another kind, configuration or
-        seed list."""
+        """Restore :meth:`state_dict`. Raises ValueError for another kind, configuration,
+        seed list or frozen input table."""
         check_compatible(state, f"{self.kind}{ENSEMBLE_SUFFIX}", self.config)
+        if self.table is not None:
+            check_table_state(state["inputs"], self.table)
         if list(state["seeds"]) != self.seeds:
             raise ValueError(f"checkpoint has seeds {state['seeds']}, this ensemble {self.seeds}")
         self._load_members(state["members"])

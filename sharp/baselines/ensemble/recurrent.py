@@ -17,9 +17,6 @@ from sharp.baselines.config import (
     ClockworkConfig,
     RecurrentConfig,
 )
-
-#: torch 2.13 has no vmap batching rule for CPU attention: it loops over the members inside
-#: the one attention call (its cost is in the measured figures) and says so with this
 from sharp.baselines.ensemble.base import BaselineEnsemble, Learner, groups
 from sharp.baselines.recurrent import RecurrentBaseline, StackCore, State, StreamingRecurrent
 from sharp.engines.ensemble.stacked import Params, embedding, linear
@@ -59,21 +56,31 @@ def gru_cell(driven: Tensor, recurrent: Tensor, h: Tensor, c: Tensor | None
 CELLS = {"rnn": tanh_cell, "lstm": lstm_cell, "gru": gru_cell}
 
 
-class StackedStack:
-    """:class:`~sharp.baselines.recurrent.StackCore` over stacked weights: embedding ->
-    ``layers`` RNN/LSTM/GRU layers -> outputs, layer by layer over the sequence as
-    ``nn.RNN`` runs it."""
+def stacked_inputs(params: Params, ids: Tensor, table: Tensor | None) -> Tensor:
+    """Every member's input layer on its ids (G, T) -> (G, T, E): its learned embedding
+    (``embed.weight``), or the rows of the shared frozen ``table`` (V, D) through its own
+    linear (``embed.linear``, as :class:`~sharp.model.inputs.DenseInput`)."""
+    if table is None:
+        return embedding(ids, params["embed.weight"])
+    return linear(table[ids], params["embed.linear.weight"], params["embed.linear.bias"])
 
-    def __init__(self, core: StackCore, cell: str) -> None:
+
+class StackedStack:
+    """:class:`~sharp.baselines.recurrent.StackCore` over stacked weights: input layer
+    (:func:`stacked_inputs` over the frozen ``table``, if any) -> ``layers`` RNN/LSTM/GRU
+    layers -> outputs, layer by layer over the sequence as ``nn.RNN`` runs it."""
+
+    def __init__(self, core: StackCore, cell: str, table: Tensor | None) -> None:
         self.layers = core.rnn.num_layers
         self.cell = CELLS[cell]
         self.lstm = core.lstm
+        self.table = table
 
     def run(self, params: Params, ids: Tensor, state: States, clock: int
             ) -> tuple[Tensor, States]:
         """Feed ``ids`` (G, T) from ``state`` ((G, layers, 1, H), twice for the LSTM):
         the outputs (G, T, H) of the top layer and the final state."""
-        x = embedding(ids, params["embed.weight"])
+        x = stacked_inputs(params, ids, self.table)
         finals: list[list[Tensor]] = [[] for _ in state]
         for level in range(self.layers):
             w_ih, w_hh, b_ih, b_hh = (params[f"rnn.{name}_l{level}"] for name in
@@ -93,18 +100,20 @@ class StackedStack:
 
 
 class StackedClockwork:
-    """:class:`~sharp.baselines.clockwork.ClockworkCore` over stacked weights: every
-    member's active modules (the same for members at one clock) update per step."""
+    """:class:`~sharp.baselines.clockwork.ClockworkCore` over stacked weights (its input
+    layer :func:`stacked_inputs` over the frozen ``table``, if any): every member's active
+    modules (the same for members at one clock) update per step."""
 
-    def __init__(self, core: ClockworkCore) -> None:
+    def __init__(self, core: ClockworkCore, table: Tensor | None) -> None:
         self.modules, self.hidden, self.columns = core.modules_count, core.hidden, core.columns
+        self.table = table
 
     def run(self, params: Params, ids: Tensor, state: States, clock: int
             ) -> tuple[Tensor, States]:
         """Feed ``ids`` (G, T) from ``state`` ((G, modules·H),), the first at time
         ``clock``: the states (G, T, modules·H) after each token and the final state."""
         members, steps = ids.shape
-        drive = linear(embedding(ids, params["embed.weight"]), params["w_in"], params["bias"])
+        drive = linear(stacked_inputs(params, ids, self.table), params["w_in"], params["bias"])
         drive = drive.view(members, steps, self.modules, 1, self.hidden)
         blocks = [params[f"recurrent.{i}"].transpose(1, 2) for i in range(self.modules)]
         h, outputs = state[0], []
@@ -148,10 +157,10 @@ class RecurrentEnsemble(BaselineEnsemble):
 
     config: RecurrentConfig | ClockworkConfig
 
-    def _learner(self, config: BaselineConfig) -> Learner:
+    def _learner(self, config: BaselineConfig, table: Tensor | None) -> Learner:
         if isinstance(config, ClockworkConfig):
-            return ClockworkRNN(config)
-        return RecurrentBaseline(cast(RecurrentConfig, config))
+            return ClockworkRNN(config, table)
+        return RecurrentBaseline(cast(RecurrentConfig, config), table)
 
     def _module(self, learner: Learner) -> nn.Module:
         return cast(StreamingRecurrent, learner).core
@@ -159,8 +168,8 @@ class RecurrentEnsemble(BaselineEnsemble):
     def _allocate(self) -> None:
         core = cast(StreamingRecurrent, self._scratch).core
         self.core: StackedStack | StackedClockwork = (
-            StackedClockwork(core) if isinstance(core, ClockworkCore)
-            else StackedStack(cast(StackCore, core), self.kind)
+            StackedClockwork(core, self.table) if isinstance(core, ClockworkCore)
+            else StackedStack(cast(StackCore, core), self.kind, self.table)
         )
         zeros = _as_states(core.initial_state())
         self.state = tuple(s.new_zeros(self.members, *s.shape) for s in zeros)

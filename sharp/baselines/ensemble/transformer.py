@@ -42,8 +42,8 @@ class TransformerEnsemble(BaselineEnsemble):
 
     config: TransformerConfig
 
-    def _learner(self, config: BaselineConfig) -> Learner:
-        return TransformerBaseline(cast(TransformerConfig, config))
+    def _learner(self, config: BaselineConfig, table: Tensor | None) -> Learner:
+        return TransformerBaseline(cast(TransformerConfig, config), table)
 
     def _module(self, learner: Learner) -> nn.Module:
         return cast(TransformerBaseline, learner).model
@@ -57,6 +57,7 @@ class TransformerEnsemble(BaselineEnsemble):
         self.seen = [0] * self.members
         self.cache_len = [0] * self.members
         self.cache_block = [-1] * self.members
+        #: Unstacked, shared by all members: rotary table and any frozen input table.
         buffers = dict(model.named_buffers())
 
         def forward(params: Params, ids: Tensor, cache: Tensor, length: int) -> Tensor:
