@@ -16,7 +16,6 @@ from sharp.baselines import RecurrentBaseline, TransformerBaseline, baseline_pre
 from sharp.baselines.config import RecurrentConfig, TransformerConfig
 from sharp.baselines.ensemble import baseline_ensemble
 from sharp.config import ConfigError, SharpConfig, preset
-from sharp.engines.ensemble import SharpEnsemble
 from sharp.model.inputs import read_table
 from sharp.model.learner import Sharp
 from sharp.runs.bench import resolve_ensemble
@@ -254,9 +253,8 @@ def test_the_fused_engine_refuses_dense_inputs_and_auto_falls_back(table: torch.
     assert learner.engine == "torch"
 
 
-def test_the_ensembles_refuse_dense_inputs(folder: Path) -> None:
-    with pytest.raises(ConfigError, match=r"SharpEnsemble runs learned token embeddings only"):
-        SharpEnsemble(dense_config(folder), [0, 1])
+def test_the_baseline_ensembles_refuse_dense_inputs(folder: Path) -> None:
+    # (SharpEnsemble runs them: tests/test_ensemble.py)
     config = baseline_preset("gru", hidden=8, embedding=4, vocab_size=V, inputs="dense",
                              input_dim=D, input_table=str(folder))
     with pytest.raises(ConfigError, match=r"learned token embeddings only.*--ensemble off"):
