@@ -6,9 +6,10 @@ Member m computes what ``Sharp(config.replace(seed=seeds[m], engine="torch"), ta
 computes on its stream, up to the summation order of batched matrix products: the wake step
 of SPEC §3 with its own recall-EMA gate as a mask, its own step counter, waking-up rule, tag
 buffer and sleep-pending flag; the sleep of SPEC §4 for every pending member at once, dreams
-batched over members × tags (each member's uniform draws taken from its own generator exactly as a
-separate learner takes them, every dream step sampling all members at once) and the
-sequential replay training batched over members, each member's tags in its own order.
+batched over members × tags (each member's uniform draws taken from its own generator
+exactly as a separate learner takes them, every dream step sampling all members at once)
+and the sequential replay training batched over members, each member's tags in its own
+order.
 Read it next to :mod:`sharp.model.learner`, whose structure it follows.
 
 Dense inputs (SPEC §11, ``config.inputs == "dense"``). The members share one frozen (V, D)
