@@ -187,6 +187,19 @@ def test_graphed_wake_and_replay_steps_equal_eager_ones_over_500_steps() -> None
             torch.testing.assert_close(got["weights"][name], weight, rtol=0, atol=GRAPH_ATOL)
 
 
+def test_a_dense_ensemble_graphed_equals_eager() -> None:
+    """SPEC §11 in the captured wake and replay steps: memory 0 reads the rows of the frozen
+    table inside the graph (the block buffers hold token ids)."""
+    table = torch.randn(27, 12, generator=torch.Generator().manual_seed(7))
+    c = small(layers=3, tau=0.5, device="cuda", inputs="dense", input_dim=12)
+    eager, graphed = (SharpEnsemble(c, [0, 1, 2], table=table, graphs=flag)
+                      for flag in (False, True))
+    ids = np.stack([tokens(400, seed=s) for s in range(3)])
+    spans = [(0, 300), (300, 390)]
+    same_runs(run_blocks(graphed, ids, spans), run_blocks(eager, ids, spans))
+    assert graphed._wake.graph is not None and graphed.table.device.type == "cuda"
+
+
 def test_a_learning_rate_change_recaptures_the_wake_graph() -> None:
     eager, graphed = graph_pair()
     ids = np.stack([tokens(400, seed=s) for s in range(3)])

@@ -16,7 +16,6 @@ from sharp.baselines import RecurrentBaseline, TransformerBaseline, baseline_pre
 from sharp.baselines.config import RecurrentConfig, TransformerConfig
 from sharp.baselines.ensemble import baseline_ensemble
 from sharp.config import ConfigError, SharpConfig, preset
-from sharp.engines.ensemble import SharpEnsemble
 from sharp.model.inputs import read_table
 from sharp.model.learner import Sharp
 from sharp.runs.bench import resolve_ensemble
@@ -254,16 +253,11 @@ def test_the_fused_engine_refuses_dense_inputs_and_auto_falls_back(table: torch.
     assert learner.engine == "torch"
 
 
-def test_the_sharp_ensemble_refuses_dense_inputs(folder: Path) -> None:
-    with pytest.raises(ConfigError, match=r"SharpEnsemble runs learned token embeddings only"):
-        SharpEnsemble(dense_config(folder), [0, 1])
-
-
 def test_a_baseline_ensemble_reads_its_table_from_the_folder(tmp_path: Path, folder: Path,
                                                              table: torch.Tensor) -> None:
     """One table for all members, read from ``input_table`` and named (not copied) by the
     checkpoint, which resumes from the folder (tests/test_ensemble_baselines.py holds the
-    member-by-member equivalence)."""
+    member-by-member equivalence; tests/test_ensemble.py SharpEnsemble's)."""
     config = baseline_preset("gru", hidden=8, embedding=4, vocab_size=V, inputs="dense",
                              input_dim=D, input_table=str(folder))
     ensemble = baseline_ensemble(config, [0, 1])
@@ -309,11 +303,11 @@ def test_a_baseline_without_a_table_says_how_to_give_one() -> None:
         RecurrentBaseline(baseline_preset("rnn", vocab_size=V, inputs="dense", input_dim=D))
 
 
-def test_a_benchmark_never_groups_dense_learners_into_ensembles_on_its_own() -> None:
-    dense = [LearnerSpec("sharp", {"device": "cuda", "inputs": "dense"})]
-    learned = [LearnerSpec("sharp", {"device": "cuda"})]
-    assert resolve_ensemble("auto", learned, "segment", 4) is True
-    assert resolve_ensemble("auto", dense, "segment", 4) is False
+def test_a_benchmark_groups_dense_learners_as_it_groups_learned_ones() -> None:
+    for config in ({"device": "cuda"}, {"device": "cuda", "inputs": "dense"}):
+        assert resolve_ensemble("auto", [LearnerSpec("sharp", config)], "segment", 4) is True
+        cpu = {**config, "device": "cpu"}
+        assert resolve_ensemble("auto", [LearnerSpec("sharp", cpu)], "segment", 4) is False
 
 
 @pytest.mark.parametrize("mode", ["tbptt", "paper"])

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import assert_same_state, tiny_config
+from safetensors.torch import save_file
 
 from sharp.config import SharpConfig
 from sharp.engines.ensemble import SharpEnsemble
@@ -230,3 +231,138 @@ def test_a_diverging_member_is_reported_as_a_separate_learner_is() -> None:
             ensemble.learn(streams[:, i : i + 3], streams[:, i + 3])
     assert caught.value.member in range(len(SEEDS))
     assert f"member {caught.value.member} diverged" in str(caught.value)
+
+
+# -- dense inputs (SPEC §11) ---------------------------------------------------------------
+V, D = 40, 12
+
+
+@pytest.fixture(scope="module")
+def table() -> torch.Tensor:
+    """A random frozen (V, D) input table, as in tests/test_dense_inputs.py."""
+    return torch.randn(V, D, generator=torch.Generator().manual_seed(7))
+
+
+def dense_config(**overrides: object) -> SharpConfig:
+    """:func:`config` reading its tokens through a frozen (V, D) table: memory 0 recalls by
+    squared error, which tau = 0.5 gates as cross-entropy is gated above. lr = 3e-3 (as in
+    tests/test_dense_inputs.py): at 1e-2 the heads chasing V = 40 noise amplify the ulps to
+    ~1e-3 in logits over 1,100 steps; at 3e-3 the measured worst case is ~6e-6."""
+    return config(**{"vocab_size": V, "inputs": "dense", "input_dim": D, "lr": 3e-3,
+                     **overrides})
+
+
+def dense_streams(n: int = 1_200) -> list[np.ndarray]:
+    """:func:`streams` over the larger vocabulary: periods 5 and 7 (gates closed within ~30
+    steps) around uniform noise over all V ids (gate open most steps)."""
+    noise = np.random.default_rng(1).integers(0, V, n)
+    return [np.resize([3, 14, 15, 9, 26], n), noise, np.resize([1, 22, 3, 34, 5, 16, 0], n)]
+
+
+def test_a_dense_ensemble_equals_separate_dense_learners_step_by_step(table: torch.Tensor
+                                                                      ) -> None:
+    c = dense_config(top_k=5)
+    ensemble = SharpEnsemble(c, SEEDS, table=table)
+    separate = [Sharp(c.replace(seed=seed, engine="torch"), table) for seed in SEEDS]
+    # One frozen table, not stacked, in no optimiser; memory 0 projects D -> E.
+    assert torch.equal(ensemble.table, table) and ensemble.table.data_ptr() != table.data_ptr()
+    assert all(p.data_ptr() != ensemble.table.data_ptr()
+               for opt in (ensemble.memory_opt, ensemble.head_opt) for p in opt.params)
+    assert ensemble.params["memories.0.project.weight"].shape == (len(SEEDS), c.embedding, D)
+    for m, learner in enumerate(separate):
+        assert_same_state(ensemble.member(m).state_dict(), learner.state_dict(), atol=0)
+    tokens = dense_streams()
+    gates, slept = [], []
+    for i in range(1_100):
+        if i % c.sleep_every == c.sleep_every - 1:
+            reports, expected = ensemble.sleep(), [learner.sleep() for learner in separate]
+            assert summary(reports, losses=False) == summary(expected, losses=False)
+            slept.append([report.slept for report in reports])
+            for m, learner in enumerate(separate):
+                assert_same_state(ensemble.member(m).state_dict(), learner.state_dict(), STATE_ATOL)
+        x, y = windows(tokens, i, c.window)
+        step = ensemble.learn(x, y)
+        for m, (learner, got) in enumerate(zip(separate, step.results(), strict=True)):
+            want = learner.learn(x[m], int(y[m]))
+            assert got.memory_learned == want.memory_learned, (i, m)
+            assert got.loss == pytest.approx(want.loss, abs=ATOL)
+            assert got.recall == pytest.approx(want.recall, abs=ATOL)
+            torch.testing.assert_close(got.logits, want.logits, rtol=0, atol=ATOL)
+        gates.append(step.learned.tolist())
+    for m, learner in enumerate(separate):
+        assert_same_state(ensemble.member(m).state_dict(), learner.state_dict(), STATE_ATOL)
+    late = np.array(gates[200:])
+    assert not late[:, 0].any() and not late[:, 2].any() and late[:, 1].sum() > 100
+    assert slept == [[True, True, True], [False, True, False]]
+    # Evaluation reads the table rows too, batched over members and slices.
+    results = ensemble.evaluate(np.stack(tokens)[:, 1_100:])
+    for m, (learner, stream) in enumerate(zip(separate, tokens, strict=True)):
+        np.testing.assert_allclose(results[m].bits, learner.evaluate(stream[1_100:]).bits,
+                                   atol=ATOL)
+        np.testing.assert_array_equal(results[m].bits,
+                                      ensemble.member(m).evaluate(stream[1_100:]).bits)
+    assert torch.equal(ensemble.table, table)
+
+
+def test_a_dense_ensemble_resumes_and_hands_out_members_bit_exactly(tmp_path, table) -> None:
+    c = dense_config(sleep_every=150)
+    tokens = dense_streams(500)
+    ensemble = SharpEnsemble(c, SEEDS, table=table)
+    for i in range(200):
+        if i == 149:
+            ensemble.sleep()
+        ensemble.learn(*windows(tokens, i, c.window))
+    path = save_checkpoint(ensemble, tmp_path / "ensemble.pt")
+    saved = torch.load(path, weights_only=True)
+    # The checkpoint holds the table once: every member's entry shares the ensemble's.
+    assert torch.equal(saved["inputs"]["table"], table)
+    storage = saved["inputs"]["table"].untyped_storage().data_ptr()
+    assert all(member["inputs"]["table"].untyped_storage().data_ptr() == storage
+               for member in saved["members"])
+    resumed = load_checkpoint(path)
+    assert isinstance(resumed, SharpEnsemble) and torch.equal(resumed.table, table)
+    rebuilt = SharpEnsemble.from_learners([ensemble.member(m) for m in range(len(SEEDS))])
+    alone = ensemble.member(1)
+    assert torch.equal(alone.table, table)
+    for i in range(200, 320):
+        x, y = windows(tokens, i, c.window)
+        if i == 299:
+            reports = [summary(e.sleep()) for e in (ensemble, resumed, rebuilt)]
+            assert reports[1] == reports[0] and reports[2] == reports[0]
+            assert reports[0][1][0]  # member 1 (noise) slept
+            alone.sleep()
+        steps = [e.learn(x, y) for e in (ensemble, resumed, rebuilt)]
+        for other in steps[1:]:
+            for field in ("logits", "loss", "recall", "learned"):
+                assert torch.equal(getattr(other, field), getattr(steps[0], field))
+        got, want = alone.learn(x[1], int(y[1])), steps[0].results()[1]
+        assert got.memory_learned == want.memory_learned
+        torch.testing.assert_close(got.logits, want.logits, rtol=0, atol=ATOL)
+    for m in range(len(SEEDS)):
+        assert_same_state(resumed.member(m).state_dict(), ensemble.member(m).state_dict(), 0)
+        assert_same_state(rebuilt.member(m).state_dict(), ensemble.member(m).state_dict(), 0)
+    assert_same_state(alone.state_dict(), ensemble.member(1).state_dict(), STATE_ATOL)
+    # Another table is refused, by a checkpoint and among learners.
+    with pytest.raises(ValueError, match="another frozen input table"):
+        SharpEnsemble(c, SEEDS, table=table + 1).load_state_dict(ensemble.state_dict())
+    stranger = Sharp(c.replace(seed=9, engine="torch"), table + 1)
+    with pytest.raises(ValueError, match="another frozen input table"):
+        SharpEnsemble.from_learners([ensemble.member(0), stranger])
+
+
+def test_a_dense_ensemble_reads_its_table_from_a_model_folder(tmp_path, table) -> None:
+    save_file({"wte.weight": table}, str(tmp_path / "model.safetensors"))
+    ensemble = SharpEnsemble(dense_config(input_table=str(tmp_path)), SEEDS)
+    assert torch.equal(ensemble.table, table)
+    tokens = dense_streams(20)
+    for i in range(10):
+        ensemble.learn(*windows(tokens, i, 3))
+    path = save_checkpoint(ensemble, tmp_path / "ensemble.pt")
+    assert "table" not in torch.load(path, weights_only=True)["inputs"]
+    resumed = load_checkpoint(path)
+    x, y = windows(tokens, 10, 3)
+    assert torch.equal(resumed.learn(x, y).logits, ensemble.learn(x, y).logits)
+    with pytest.raises(ValueError, match=r"table=.*input_table"):
+        SharpEnsemble(dense_config(), SEEDS)
+    with pytest.raises(ValueError, match=r"set inputs='dense'"):
+        SharpEnsemble(config(), SEEDS, table=table)

@@ -177,15 +177,18 @@ def test_cuda_graphs_need_a_cuda_device() -> None:
     assert len(steps) == 5
 
 
-def test_the_cpu_shortcuts_equal_the_device_side_step_bit_for_bit() -> None:
+@pytest.mark.parametrize("dense", [False, True])
+def test_the_cpu_shortcuts_equal_the_device_side_step_bit_for_bit(dense: bool) -> None:
     """On the CPU the wake step reads its masks (no synchronisation there) and skips the
     layers no member ticks and memory 0's Adam step when no gate is open; the branch-free
-    step CUDA runs (``_host_reads`` False) must give the same ensemble, bit for bit. Every
-    stream is periodic, so every gate closes and both shortcuts are taken."""
-    c = config()
+    step CUDA runs (``_host_reads`` False) must give the same ensemble, bit for bit, also
+    with dense inputs (a random frozen (7, 5) table). Every stream is periodic, so every
+    gate closes and both shortcuts are taken."""
+    c = config(inputs="dense", input_dim=5) if dense else config()
+    table = torch.randn(7, 5, generator=torch.Generator().manual_seed(7)) if dense else None
     ids = streams(STEPS + c.window)
     ids[1] = np.resize([2, 0, 6, 5], ids.shape[1])
-    shortcut, branch_free = SharpEnsemble(c, SEEDS), SharpEnsemble(c, SEEDS)
+    shortcut, branch_free = (SharpEnsemble(c, SEEDS, table=table) for _ in range(2))
     assert shortcut._host_reads
     branch_free._host_reads = False
     learned = []

@@ -311,6 +311,34 @@ def test_bench_with_a_model_folder_gives_every_learner_its_frozen_dense_inputs(
     assert not np.allclose(again["bits"], results["bits"])
 
 
+def test_dense_learners_run_as_ensembles_and_give_the_separate_table(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--ensemble on with a dense config: each model's learners run as one ensemble job
+    reading the folder's table once, and the table equals --ensemble off's."""
+    monkeypatch.chdir(tmp_path)
+    books = _pg19_folder(tmp_path / "pg")
+    _model_folder(tmp_path / "model", "".join(books.values()), dim=8)
+    argv = ["bench", "--no-notebook", "--corpus", "./pg", "--protocol", "segment",
+            "--tokenizer", "model",
+            "--learners", "2", "--baselines", "gru", "--segment", "600", "--slice", "200",
+            "--set", "inputs=dense", "--set", "input_dim=8", "--set", "layers=2",
+            "--set", "hidden=16", "--set", "embedding=8", "--set", "tag_buffer=4",
+            "--set", "sleep_steps=9", "--set", "engine=torch", "--sleep-every", "300",
+            "--workers", "1", "--quiet"]
+    results = {}
+    for mode in ("off", "on"):
+        assert main([*argv, "--ensemble", mode, "--out", mode]) == 0
+        run = json.loads((tmp_path / mode / "run.json").read_text())
+        assert (run["ensemble"], run["ensemble_option"]) == (mode, mode)
+        results[mode] = pd.read_csv(tmp_path / mode / "results.csv")
+    # same rows, seeds, gate decisions and sleeps; bits within 1e-4 (both run the torch engine)
+    timing = ["train_seconds", "tokens_per_s", "eval_seconds"]
+    off, on = (results[mode].drop(columns=timing) for mode in ("off", "on"))
+    bits = [column for column in off.columns if column.startswith("bits")]
+    pd.testing.assert_frame_equal(off.drop(columns=bits), on.drop(columns=bits))
+    pd.testing.assert_frame_equal(off[bits], on[bits], check_exact=False, atol=1e-4, rtol=0)
+
+
 def test_a_table_under_an_unknown_name_and_fused_dense_are_refused_before_work(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -609,12 +609,10 @@ def community_runs(
 
 def _groupable(group: Sequence[Condition]) -> bool:
     """Whether the repetitions ``group`` of one condition can run as one ensemble: their
-    learners differ only in their seed, they sleep alike and read learned token
-    embeddings (the ensembles have no dense-input path)."""
+    learners differ only in their seed and they sleep alike."""
     first = group[0]
-    return (all(condition.spec.with_seed(0) == first.spec.with_seed(0)
-                and condition.sleep == first.sleep for condition in group)
-            and first.spec.config.get("inputs", "embedding") == "embedding")
+    return all(condition.spec.with_seed(0) == first.spec.with_seed(0)
+               and condition.sleep == first.sleep for condition in group)
 
 
 def late_error(frame: pd.DataFrame, by: Sequence[str], fraction: float = 0.25) -> pd.Series:

@@ -245,12 +245,11 @@ def _restore(learner: type[Sharp], config: SharpConfig, path: Path) -> Sharp:
     return model
 
 
-def groupable(condition: TextCondition, config: SharpConfig) -> bool:
-    """Whether a condition (with its ``config``) can run as a SHARP ensemble: its learner
+def groupable(condition: TextCondition) -> bool:
+    """Whether a condition can run as a SHARP ensemble: its learner
     is plain :class:`~sharp.model.learner.Sharp` (a subclass such as the wake-only ablation
-    adds steps the ensemble does not have) and it reads learned token embeddings (the
-    ensemble has no dense-input path)."""
-    return condition.learner is Sharp and config.inputs == "embedding"
+    adds steps the ensemble does not have)."""
+    return condition.learner is Sharp
 
 
 def text_curves(conditions: Sequence[TextCondition], *, description: str,
@@ -280,7 +279,7 @@ def text_curves(conditions: Sequence[TextCondition], *, description: str,
                 periodic_argument("every", options["every"]),
                 *([periodic_config_field("config", "sleep_every", changed.sleep_every)]
                   if condition.sleep and changed.sleep_every else [])))
-            if not (grouped and groupable(condition, changed)):
+            if not (grouped and groupable(condition)):
                 jobs.append(Job(text_curve_job, {
                     "config": changed, **common, "sleep": condition.sleep,
                     "learner": condition.learner,

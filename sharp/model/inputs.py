@@ -20,8 +20,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sharp.config import ConfigError
-
 #: Names under which model folders keep their input embeddings, tried in order: GPT-2
 #: (``wte.weight``; ``transformer.wte.weight`` when saved with its LM head), Llama-style
 #: (``model.embed_tokens.weight``), BERT-style.
@@ -186,15 +184,3 @@ def input_layer(vocab_size: int, embedding: int, table: Tensor | None) -> nn.Mod
     if table is None:
         return nn.Embedding(vocab_size, embedding)
     return DenseInput(table, embedding)
-
-
-def check_learned_inputs(config: Any, owner: str) -> None:
-    """Raise :class:`~sharp.config.ConfigError` unless ``config`` reads tokens through a
-    learned embedding: the refusal of ``owner``, an engine with no dense-input path (the
-    ensembles), saying what runs dense inputs instead."""
-    if config.inputs != "embedding":
-        raise ConfigError(
-            f"{owner} runs learned token embeddings only, not inputs={config.inputs!r}: run "
-            "each seed as its own learner (Sharp or the baseline's class; in a benchmark "
-            "--ensemble off)"
-        )

@@ -319,9 +319,8 @@ def resolve_ensemble(option: str, specs: list[LearnerSpec], protocol: str, learn
                      ) -> bool:
     """Whether each model's learners run as one ensemble job: ``on`` yes, ``off`` no;
     ``auto`` yes when the learners' device (SHARP's, which every learner shares) groups
-    (:func:`auto_groups`: CUDA or MPS), the segment protocol runs, every model has
-    two or more learners and reads learned embeddings (the ensembles have no path for
-    dense inputs, ``inputs="dense"``). Raises ValueError for another option, and for ``on``
+    (:func:`auto_groups`: CUDA or MPS), the segment protocol runs and every model has
+    two or more learners. Raises ValueError for another option, and for ``on``
     with the book protocol (:data:`~sharp.runs.benchmark.BOOKS_NOT_GROUPED`)."""
     if option not in ENSEMBLE_MODES:
         raise ValueError(f"ensemble must be one of {ENSEMBLE_MODES}, got {option!r}")
@@ -333,9 +332,8 @@ def resolve_ensemble(option: str, specs: list[LearnerSpec], protocol: str, learn
                          "--learners 2 or more, or --ensemble off")
     if option != "auto":
         return option == "on"
-    learned = all(spec.config.get("inputs", "embedding") == "embedding" for spec in specs)
     return (auto_groups(str(specs[0].config.get("device", "auto"))) and protocol == "segment"
-            and learners > 1 and learned)
+            and learners > 1)
 
 
 def plan_bench(options: BenchOptions, *, check_folder: bool = True) -> BenchPlan:

@@ -93,22 +93,24 @@ def build_learner(spec: LearnerSpec, table: Tensor | None = None) -> Learner:
 def build_from_state(state: dict[str, Any]) -> Learner | SharpEnsemble | BaselineEnsemble:
     """The learner or ensemble (kind ``<kind>-ensemble``, with the state's ``seeds``) of a
     ``state_dict()``'s kind and config, freshly built: load the state into it to restore
-    it. A learner with dense inputs gets the frozen table the state holds, if it holds one
-    (else its config's ``input_table`` is read). Raises KeyError for a missing ``kind``,
-    ``config`` or ``seeds`` and what :func:`build_learner` / :func:`build_ensemble` raise."""
+    it. A learner or ensemble with dense inputs gets the frozen table the state holds,
+    if it holds one (else its config's ``input_table`` is read). Raises KeyError for a
+    missing ``kind``, ``config`` or ``seeds`` and what :func:`build_learner` /
+    :func:`build_ensemble` raise."""
     kind, config = state["kind"], state["config"]
+    table = state.get("inputs", {}).get("table")
     if isinstance(kind, str) and kind.endswith(ENSEMBLE_SUFFIX):
         return build_ensemble(LearnerSpec(kind.removesuffix(ENSEMBLE_SUFFIX), config),
-                              state["seeds"], state.get("inputs", {}).get("table"))
-    return build_learner(LearnerSpec(kind, config), state.get("inputs", {}).get("table"))
+                              state["seeds"], table)
+    return build_learner(LearnerSpec(kind, config), table)
 
 
 def build_ensemble(spec: LearnerSpec, seeds: Sequence[int], table: Tensor | None = None
                    ) -> SharpEnsemble | BaselineEnsemble:
     """An ensemble (SPEC §10) of ``len(seeds)`` learners of ``spec``, member m what
-    ``build_learner(spec.with_seed(seeds[m]), table)`` would compute (``table``: a
-    baseline ensemble's frozen input table; SHARP ensembles take none yet): a
-    :class:`~sharp.engines.ensemble.SharpEnsemble` or a
+    ``build_learner(spec.with_seed(seeds[m]), table)`` would compute (``table``: the
+    frozen input table of ``inputs="dense"``, None: read from the config's ``input_table``):
+    a :class:`~sharp.engines.ensemble.SharpEnsemble` or a
     :class:`~sharp.baselines.ensemble.BaselineEnsemble`. Raises TypeError for anything but
     a :class:`LearnerSpec` or seeds that are not a sequence of ints, ValueError for an
     unknown kind or an empty or repeated seed list, :class:`~sharp.config.ConfigError` for
@@ -117,7 +119,7 @@ def build_ensemble(spec: LearnerSpec, seeds: Sequence[int], table: Tensor | None
     if spec.kind == "sharp":
         from sharp.engines.ensemble import SharpEnsemble
 
-        return SharpEnsemble(SharpConfig.from_dict(spec.config), seeds)
+        return SharpEnsemble(SharpConfig.from_dict(spec.config), seeds, table=table)
     if spec.kind in BASELINE_KINDS:
         from sharp.baselines import baseline_config
         from sharp.baselines.ensemble import baseline_ensemble

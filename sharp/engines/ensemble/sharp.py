@@ -2,14 +2,22 @@
 process, each on its own stream and seed, their weights stacked along a leading member axis
 so that one batched step advances all M.
 
-Member m computes what ``Sharp(config.replace(seed=seeds[m], engine="torch"))`` computes on
-its stream, up to the summation order of batched matrix products: the wake step of SPEC §3
-with its own recall-EMA gate as a mask, its own step counter, waking-up rule, tag buffer and
-sleep-pending flag; the sleep of SPEC §4 for every pending member at once, dreams batched
-over members × tags (each member's uniform draws taken from its own generator exactly as a
-separate learner takes them, every dream step sampling all members at once) and the
-sequential replay training batched over members, each member's tags in its own order.
+Member m computes what ``Sharp(config.replace(seed=seeds[m], engine="torch"), table)``
+computes on its stream, up to the summation order of batched matrix products: the wake step
+of SPEC §3 with its own recall-EMA gate as a mask, its own step counter, waking-up rule, tag
+buffer and sleep-pending flag; the sleep of SPEC §4 for every pending member at once, dreams
+batched over members × tags (each member's uniform draws taken from its own generator
+exactly as a separate learner takes them, every dream step sampling all members at once)
+and the sequential replay training batched over members, each member's tags in its own
+order.
 Read it next to :mod:`sharp.model.learner`, whose structure it follows.
+
+Dense inputs (SPEC §11, ``config.inputs == "dense"``). The members share one frozen (V, D)
+table, :attr:`SharpEnsemble.table`, held once on the ensemble's device (never stacked, in no
+optimiser): memory 0 of every member reads the table rows of its token ids, through a
+stacked linear D → E, and recalls them by squared error, wherever it reads tokens — the
+wake windows, the dream steps and the evaluation trajectories. The rows are looked up on
+the device inside the step, so the block buffers and CUDA graphs keep holding token ids.
 
 Device-side steps. The wake step and the sleep-replay window step never read a value back
 to the host: gates, Adam masks, layer-advance masks, step counters, tag ring buffers and
@@ -41,7 +49,7 @@ from sharp.engines.ensemble.graphs import StepRunner
 from sharp.engines.ensemble.stacked import StackedHead, StackedMemory
 from sharp.engines.runtime import load_generator_state, resolve_device, small_kernels
 from sharp.model.gate import RecallGate
-from sharp.model.inputs import check_learned_inputs
+from sharp.model.inputs import check_table_state, input_table, table_state
 from sharp.model.learner import (
     Sharp,
     SleepLayerReport,
@@ -115,12 +123,16 @@ class SharpEnsemble:
     """M SHARP learners of ``config``, member m seeded with ``seeds[m]``.
 
     Member m starts with the weights, optimiser state and generator of
-    ``Sharp(config.replace(seed=seeds[m], engine="torch"))``; :meth:`member` takes it out as
-    such a learner. ``graphs``: run the wake and replay steps as CUDA graphs (None: when the
+    ``Sharp(config.replace(seed=seeds[m], engine="torch"), table)``; :meth:`member` takes it
+    out as such a learner. With ``config.inputs == "dense"``, ``table`` is the frozen (V, D)
+    input table every member reads (None: read from ``config.input_table``), kept once as
+    :attr:`table`. ``graphs``: run the wake and replay steps as CUDA graphs (None: when the
     device is CUDA; True elsewhere raises ValueError). Raises TypeError for a ``config``
     that is not a :class:`~sharp.config.SharpConfig` and for ``seeds`` that are not a
     sequence of ints, ValueError for an empty or repeated seed list
-    (:func:`~sharp.protocol.check_seeds`).
+    (:func:`~sharp.protocol.check_seeds`), and what
+    :func:`~sharp.model.inputs.input_table` raises (ValueError, FileNotFoundError) for a
+    missing or mis-shaped table or one given to a learned-embedding config.
 
     Example:
         >>> from sharp.config import SharpConfig
@@ -132,23 +144,31 @@ class SharpEnsemble:
     """
 
     def __init__(self, config: SharpConfig, seeds: Sequence[int], *,
-                 graphs: bool | None = None) -> None:
+                 table: Tensor | None = None, graphs: bool | None = None) -> None:
         check_instance(config, SharpConfig, "SharpEnsemble", "sharp.preset('quick')")
-        check_learned_inputs(config, "SharpEnsemble")
         self.config = config
         self.seeds = check_seeds(seeds)
         #: ``device="auto"`` puts an ensemble on an accelerator when there is one.
         self.device = resolve_device(config.device, "batched")
+        #: The frozen input table (V, D) all members share, or None for learned embeddings.
+        self.table = input_table(config, table, self.device)
         self.graphs = self.device.type == "cuda" if graphs is None else graphs
         #: On the CPU a device value is read without a synchronisation, so the wake step
         #: skips work its masks would discard (layers no member ticks; memory 0's gradient
         #: and Adam step when no gate is open); elsewhere it never branches on them.
         self._host_reads = self.device.type == "cpu"
-        learners = [Sharp(self.member_config(m)) for m in range(len(self.seeds))]
+        # Only each learner's net and generator are kept (a dense learner holds a copy of the
+        # table, dropped with it).
+        nets: list[nn.Module] = []
+        self.generators: list[torch.Generator] = []
+        for index in range(len(self.seeds)):
+            learner = Sharp(self.member_config(index), self.table)
+            nets.append(learner.net)
+            self.generators.append(learner.generator)
         c = config
-        self.members = m = len(learners)
+        self.members = m = len(nets)
         self.vocab_size, self.window, self.strides = c.vocab_size, c.window, c.strides
-        params, _ = stack_module_state([learner.net for learner in learners])
+        params, _ = stack_module_state(nets)
         #: Stacked weights (M, ...) by ``Sharp.net`` parameter name.
         self.params: dict[str, Tensor] = params
         names = list(params)
@@ -156,7 +176,8 @@ class SharpEnsemble:
                               for level in range(c.layers)]
         head_names = [[n for n in names if n.startswith(f"heads.{level}.")]
                       for level in range(c.layers)]
-        self.memories = [StackedMemory(level, tokens=level == 0) for level in range(c.layers)]
+        self.memories = [StackedMemory(level, tokens=level == 0 and self.table is None)
+                         for level in range(c.layers)]
         self.heads = [StackedHead(level, c.head_type, c.head_layers, context=level + 1 < c.layers)
                       for level in range(c.layers)]
         self.memory_opt = BatchedAdam([self._group(self._memory_names[0])], [c.lr],
@@ -165,7 +186,6 @@ class SharpEnsemble:
                                     [c.head_lr(level) for level in range(c.layers)],
                                     weight_decay=c.weight_decay)
         self._head_params = self.head_opt.params
-        self.generators = [learner.generator for learner in learners]
         # Per-member runtime on the device, updated in place (a CUDA graph holds these
         # tensors): states, carry, EMA, step counters, flags, the tag ring; ``awake`` here.
         device = self.device
@@ -201,9 +221,10 @@ class SharpEnsemble:
         """An ensemble whose member m continues ``learners[m]`` (any engine) exactly where it
         is. Raises TypeError unless they are :class:`Sharp` learners, ValueError unless they
         share one configuration apart from the seed and have distinct seeds
-        (:func:`~sharp.model.learner.ensemble_seeds`)."""
+        (:func:`~sharp.model.learner.ensemble_seeds`) and, with dense inputs, one frozen
+        table (learner 0's)."""
         seeds = ensemble_seeds(learners, Sharp, "sharp.Sharp(sharp.preset('quick'))")
-        ensemble = cls(learners[0].config, seeds)
+        ensemble = cls(learners[0].config, seeds, table=learners[0].table)
         ensemble._load_members([learner.state_dict() for learner in learners])
         return ensemble
 
@@ -211,6 +232,11 @@ class SharpEnsemble:
         """The configuration of member ``m``: the ensemble's, with seed ``seeds[m]``, the
         torch engine (whose arithmetic the ensemble follows) and the ensemble's device."""
         return self.config.replace(seed=self.seeds[m], engine="torch", device=str(self.device))
+
+    def _inputs(self, ids: Tensor) -> Tensor:
+        """What memory 0 reads for token ``ids`` (any shape, int64, on the device), as
+        :meth:`Sharp.inputs`: the ids themselves, or their table rows (*ids.shape, D)."""
+        return ids if self.table is None else self.table[ids]
 
     def _group(self, names: list[str]) -> list[Tensor]:
         return [self.params[name] for name in names]
@@ -354,10 +380,12 @@ class SharpEnsemble:
         c = self.config
         # 1.
         self.t.add_(1)
-        # 2. Encode x with memory 0 from each member's carried window state; recall loss r.
+        # 2. Encode x with memory 0 from each member's carried window state; recall loss r
+        # (cross-entropy over the tokens, or squared error over their dense vectors).
         memory0 = self.memories[0]
-        recall, _, after_first = memory0.encode(self.params, x, self.carry)
-        r = memory0.recall_loss(x, recall)
+        inputs = self._inputs(x)
+        recall, _, after_first = memory0.encode(self.params, inputs, self.carry)
+        r = memory0.recall_loss(inputs, recall)
         # 3. The recall-EMA gate per member (a device mask): only open members' memory 0
         # learns; the others keep weights, moments and step count (BatchedAdam's mask).
         gate = RecallGate(c.ema, c.tau, self.recall_ema)
@@ -368,7 +396,7 @@ class SharpEnsemble:
             self.recall_ema.copy_(gate.value)
             self.carry.copy_(after_first)
         # 4. Bottom-up, no grad: layer l of member m advances when its t is a multiple of a**l.
-        self._advance(x[:, :, -1])
+        self._advance(inputs[:, :, -1])
         # 5. Top-down through the heads; members whose memory 0 learned store a tag.
         context = self._context()
         logits = self.heads[0](self.params, self.states[0], context).squeeze(1)
@@ -385,7 +413,9 @@ class SharpEnsemble:
 
     @torch.no_grad()
     def _advance(self, token: Tensor) -> None:
-        """Advance layer l of every member whose t is a multiple of a**l; ``token`` (M, 1).
+        """Advance layer l of every member whose t is a multiple of a**l; layer 0 steps on
+        ``token``, what memory 0 reads for the window's last id (:meth:`_inputs`: (M, 1) ids
+        or (M, 1, D) vectors).
         The mask picks which members' states change (no branch on the device's values),
         except on the CPU, where reading the mask costs no synchronisation: there the
         layers from the first that no member ticks up are skipped (a**l divides a**(l+1),
@@ -512,7 +542,8 @@ class SharpEnsemble:
         what layer ``target`` sees: the layer-(target-1) state at every replay step s with
         s mod a**target == 0, shape (M, tags, ticks, H_{target-1}); padded rows are zero.
         Member m's uniform draws are taken from its own generator in one call, as
-        :meth:`Sharp.dream_steps` takes them, and every step samples all members at once."""
+        :meth:`Sharp.dream_steps` takes them, and every step samples all members at once
+        (memory 0 stepping on the sampled ids' table rows with dense inputs)."""
         c = self.config
         counts = [len(member_tags) for member_tags in tags]
         rows = max(counts)
@@ -533,7 +564,7 @@ class SharpEnsemble:
         for s in range(c.replay_steps):
             logits = head.conditioned(self.params, states[0], condition)
             token = sample_tokens(logits, uniforms[:, s], c.temperature, c.top_k)
-            states[0] = self.memories[0].step(self.params, token, states[0])
+            states[0] = self.memories[0].step(self.params, self._inputs(token), states[0])
             for level in range(1, target):
                 if s % self.strides[level]:
                     break
@@ -587,7 +618,7 @@ class SharpEnsemble:
         trajectories: list[Tensor] = []
         for level in range(c.layers):
             if level == 0:
-                inputs = ids[:, c.window - 1 : -1]
+                inputs = self._inputs(ids[:, c.window - 1 : -1])
             else:
                 every = self.strides[level] // self.strides[level - 1]
                 inputs = trajectories[-1][:, every - 1 :: every]
@@ -619,7 +650,7 @@ class SharpEnsemble:
         def get(name: str) -> Tensor:
             return params[prefix + name][row]
 
-        if level == 0:
+        if level == 0 and self.table is None:
             projected = nn.functional.embedding(inputs, get("project.weight"))
         else:
             projected = nn.functional.linear(inputs, get("project.weight"), get("project.bias"))
@@ -634,12 +665,19 @@ class SharpEnsemble:
         member m's, and it continues alone exactly as the member would). Raises IndexError
         unless ``m`` is in 0..M-1 (:func:`~sharp.protocol.check_member`)."""
         m = check_member(m, self.members)
-        learner = Sharp(self.member_config(m))
-        learner.load_state_dict(self._member_state(m))
+        learner = Sharp(self.member_config(m), self.table)
+        learner.load_state_dict(self._member_state(m, self._table_entry()))
         return learner
 
-    def _member_state(self, m: int) -> dict[str, Any]:
-        """Member ``m``'s state in :meth:`Sharp.state_dict`'s format (copies)."""
+    def _table_entry(self) -> dict[str, Any]:
+        """The checkpoint entry of the frozen table, ``{"inputs": ...}`` as
+        :meth:`Sharp.state_dict` holds it (:func:`~sharp.model.inputs.table_state`), or {}
+        with learned embeddings."""
+        return {} if self.table is None else {"inputs": table_state(self.table, self.config)}
+
+    def _member_state(self, m: int, table: dict[str, Any]) -> dict[str, Any]:
+        """Member ``m``'s state in :meth:`Sharp.state_dict`'s format (copies), with the
+        table entry ``table`` (:meth:`_table_entry`)."""
         runtime = {
             "states": [state[m].clone() for state in self.states], "t": int(self.t[m]),
             "carry": self.carry[m].clone(), "recall_ema": float(self.recall_ema[m]),
@@ -652,16 +690,18 @@ class SharpEnsemble:
             "weights": {name: p[m].detach().clone() for name, p in self.params.items()},
             "memory_opt": self.memory_opt.member_state(m),
             "head_opt": self.head_opt.member_state(m),
-            "runtime": runtime, "rng": self.generators[m].get_state(),
+            "runtime": runtime, "rng": self.generators[m].get_state(), **table,
         }
 
     def _load_members(self, states: Sequence[dict[str, Any]]) -> None:
         """Load one :meth:`Sharp.state_dict` per member. Raises ValueError for a wrong count
-        or a state of another configuration or seed."""
+        or a state of another configuration, seed or frozen input table."""
         if len(states) != self.members:
             raise ValueError(f"{len(states)} learner states for {self.members} members")
         for m, state in enumerate(states):
             check_compatible(state, "sharp", self.member_config(m))
+            if self.table is not None:
+                check_table_state(state["inputs"], self.table)
         with torch.no_grad():
             for m, state in enumerate(states):
                 for name, p in self.params.items():
@@ -682,13 +722,17 @@ class SharpEnsemble:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume every member's stream bit-exactly: the seeds and one
-        :meth:`Sharp.state_dict` per member (copies)."""
+        :meth:`Sharp.state_dict` per member (copies). With dense inputs, also the frozen
+        table's ``inputs`` entry, once: the members' entries are that one object, so a saved
+        checkpoint holds the table (when it holds one) once."""
+        table = self._table_entry()
         return {"kind": KIND, "config": self.config.to_dict(), "seeds": list(self.seeds),
-                "members": [self._member_state(m) for m in range(self.members)]}
+                "members": [self._member_state(m, table) for m in range(self.members)],
+                **table}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`. Raises ValueError for another kind, configuration or
-        seed list."""
+        """Restore :meth:`state_dict`. Raises ValueError for another kind, configuration,
+        seed list or frozen input table."""
         check_compatible(state, KIND, self.config)
         if list(state["seeds"]) != self.seeds:
             raise ValueError(f"checkpoint has seeds {state['seeds']}, this ensemble {self.seeds}")
