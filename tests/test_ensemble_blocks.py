@@ -7,6 +7,8 @@ replay steps is tested in tests/test_cuda.py."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -138,23 +140,33 @@ def test_a_graphed_runner_takes_every_step_once(monkeypatch) -> None:
         def wait_stream(self, other: Stream) -> None:
             pass
 
+    sync_modes: list[str | int] = []
+    syncing = [False]  # whether the step synchronises with the host (warns in "warn" mode)
     for name, value in (("CUDAGraph", FakeGraph), ("graph", capture), ("Stream", Stream),
-                        ("current_stream", Stream), ("stream", lambda s: nullcontext())):
+                        ("current_stream", Stream), ("stream", lambda s: nullcontext()),
+                        ("set_stream", lambda s: None), ("get_sync_debug_mode", lambda: 0),
+                        ("set_sync_debug_mode", sync_modes.append)):
         monkeypatch.setattr(torch.cuda, name, value)
     taken: list[int] = []
 
     def step() -> None:
         if not FakeGraph.capturing:
             taken.append(len(taken))
+            if syncing[0] and sync_modes[-1] == "warn":
+                warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=2)
 
     runner = StepRunner(step, torch.device("cuda"), graphed=True)
     runner.run(2)  # warm-up only
-    assert len(taken) == 2 and runner.graph is None
-    runner.run(5)  # one more warm-up step, the capture, four replays
-    assert len(taken) == 7 and runner.graph.replays == 4
+    assert len(taken) == 2 and runner.graph is None and sync_modes == []
+    runner.run(5)  # the last warm-up step (sync-checked), the capture, four replays
+    assert len(taken) == 7 and runner.graph.replays == 4 and runner.captured
+    assert sync_modes == ["warn", 0]  # checked, then the mode restored
     runner.invalidate()
     runner.run(10)
     assert len(taken) == 17 and runner.graph.replays == 7
+    runner.invalidate()
+    runner.run(0)  # nothing to do, nothing taken
+    assert len(taken) == 17 and not runner.captured
 
     @contextmanager
     def failing(graph: FakeGraph):
@@ -162,10 +174,15 @@ def test_a_graphed_runner_takes_every_step_once(monkeypatch) -> None:
         yield
 
     monkeypatch.setattr(torch.cuda, "graph", failing)
-    runner.invalidate()
-    with pytest.warns(RuntimeWarning, match="run eagerly: operation not permitted"):
+    with pytest.raises(RuntimeError, match=r"capturing.*failed.*graphs=False"):
         runner.run(6)
-    assert len(taken) == 23 and not runner.graphed
+    assert len(taken) == 20  # the warm-up steps ran, the failed capture took none
+    # a step that synchronises is never captured: it runs eagerly, every step once
+    syncing[0] = True
+    runner = StepRunner(step, torch.device("cuda"), graphed=True)
+    with pytest.warns(RuntimeWarning, match="cannot be captured"):
+        runner.run(6)
+    assert len(taken) == 26 and not runner.graphed and not runner.captured
 
 
 def test_cuda_graphs_need_a_cuda_device() -> None:

@@ -103,10 +103,11 @@ def load_generator_state(generator: torch.Generator, state: torch.Tensor) -> boo
     generators keep states of different kinds and sizes, so no state carries over): the
     generator is then seeded from the saved state's bytes, a deterministic continuation
     that differs from the one the other device would have drawn."""
+    state = state.cpu()  # get_state() gives, and set_state() takes, a CPU tensor
     if state.numel() == generator.get_state().numel():
         generator.set_state(state)
         return True
-    digest = hashlib.sha256(state.cpu().numpy().tobytes()).digest()
+    digest = hashlib.sha256(state.numpy().tobytes()).digest()
     generator.manual_seed(int.from_bytes(digest[:8], "little"))
     return False
 

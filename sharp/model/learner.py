@@ -431,14 +431,13 @@ class Sharp:
                 every = self.strides[level] // self.strides[level - 1]
                 inputs = trajectories[-1][every - 1 :: every]
             trajectories.append(memory.trajectory(inputs, self._zeros(c.hidden[level])[0]))
+        # the state before a layer's first tick is zero: row 0, ahead of its trajectory
+        padded = [torch.cat([self._zeros(c.hidden[level]), outputs])
+                  for level, outputs in enumerate(trajectories)]
         t = torch.arange(1, steps + 1, device=self.device)
         for lo in range(0, steps, chunk):
             tt = t[lo : lo + chunk]
-            states = []
-            for level, outputs in enumerate(trajectories):
-                ticks = tt // self.strides[level]
-                padded = torch.cat([self._zeros(c.hidden[level]), outputs])
-                states.append(padded[ticks])
+            states = [padded[level][tt // self.strides[level]] for level in range(c.layers)]
             context = None
             for level in range(c.layers - 1, 0, -1):
                 context = self.heads[level](states[level], context)

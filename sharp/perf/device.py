@@ -205,7 +205,7 @@ def ensemble_figures(preset_name: str, members: int, plan: Plan, device: torch.d
     ensemble = SharpEnsemble(config, list(range(members)))
     steps = ensemble_rate(ensemble, plan, device)
     target = ENSEMBLE_TARGETS.get((preset_name, members))
-    path = "CUDA graphs" if ensemble.graphs else "eager"
+    path = "CUDA graphs" if ensemble.captured["wake"] else "eager"
     name = f"SharpEnsemble {preset_name} M={members} wake ({path}, H={config.hidden[0]})"
     return [Figure(name, steps, "steps/s"), Figure(name, steps * members, "tokens/s", target)]
 
@@ -242,7 +242,9 @@ def ensemble_sleep(preset_name: str, members: int, plan: Plan, device: torch.dev
     synchronize(device)
     seconds = time.perf_counter() - start
     target = SLEEP_TARGETS.get((preset_name, members))
-    path = "CUDA graphs" if ensemble.graphs else "eager"
+    replays = [captured for step, captured in ensemble.captured.items() if step != "wake"]
+    path = ("CUDA graphs" if all(replays) else "eager" if not any(replays) else
+            f"CUDA graphs for {sum(replays)} of {len(replays)} replay steps")
     return Figure(f"SharpEnsemble {preset_name} sleep of M={members} ({config.tag_buffer} tags "
                   f"each, {config.replay_steps} replay steps)", seconds, "s", target,
                   higher=False, note=f"{path}; the first sleep took {first:.2f} s")

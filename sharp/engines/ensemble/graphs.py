@@ -22,9 +22,14 @@ WARMUP = 3
 class StepRunner:
     """Runs ``step`` (no arguments, no host synchronisation, state updated in place) n times
     per :meth:`run`: eagerly unless ``graphed``, which captures it on ``device`` (a CUDA
-    device) after :data:`WARMUP` eager steps and replays the graph from then on. A capture
-    that fails (an op that cannot be captured) warns and leaves the runner eager: a
-    capture only records, so no step was taken twice or lost."""
+    device) after :data:`WARMUP` eager steps and replays the graph from then on.
+
+    The last warm-up step runs under ``torch.cuda.set_sync_debug_mode("warn")``: a step that
+    synchronises with the host cannot be captured, so the runner then warns and stays eager
+    (no capture is tried, every step was taken once). A capture that fails all the same
+    leaves CUDA's allocator mid-capture for the rest of the process, so it raises
+    RuntimeError saying to run with ``graphs=False``. :attr:`captured` says whether the
+    steps now replay a graph."""
 
     def __init__(self, step: Callable[[], None], device: torch.device, *, graphed: bool
                  ) -> None:
@@ -34,13 +39,19 @@ class StepRunner:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.warm = 0
 
+    @property
+    def captured(self) -> bool:
+        """Whether :meth:`run` replays a captured CUDA graph now."""
+        return self.graph is not None
+
     def invalidate(self) -> None:
         """Drop the captured graph (e.g. a learning rate it baked in changed): the next
         :meth:`run` warms up and captures again."""
         self.graph, self.warm = None, 0
 
     def run(self, n: int) -> None:
-        """Take ``n`` steps (the first ones eager while a graph is still to be captured)."""
+        """Take ``n`` steps (the first ones eager while a graph is still to be captured).
+        Raises RuntimeError if a capture fails (see the class)."""
         if not self.graphed:
             for _ in range(n):
                 self.step()
@@ -49,23 +60,41 @@ class StepRunner:
             eager = min(n, WARMUP - self.warm)
             side, main = torch.cuda.Stream(self.device), torch.cuda.current_stream(self.device)
             side.wait_stream(main)
+            synced, mode = False, torch.cuda.get_sync_debug_mode()
             with torch.cuda.stream(side):
-                for _ in range(eager):
-                    self.step()
+                for i in range(eager):
+                    if self.warm + i < WARMUP - 1:
+                        self.step()
+                        continue
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        torch.cuda.set_sync_debug_mode("warn")
+                        try:
+                            self.step()
+                        finally:
+                            torch.cuda.set_sync_debug_mode(mode)
+                    synced = any("synchroniz" in str(w.message) for w in caught)
             main.wait_stream(side)
             self.warm, n = self.warm + eager, n - eager
+            if synced:
+                warnings.warn("the step synchronises with the host, so it cannot be captured "
+                              "as a CUDA graph: it runs eagerly", RuntimeWarning, stacklevel=2)
+                self.graphed = False
             if n == 0:
+                return
+            if not self.graphed:
+                self.run(n)
                 return
             graph = torch.cuda.CUDAGraph()
             try:
                 with torch.cuda.graph(graph):
                     self.step()
-            except RuntimeError as error:  # a capture records and runs nothing: go eager
-                warnings.warn(f"CUDA graph capture failed, so these steps run eagerly: "
-                              f"{error}", RuntimeWarning, stacklevel=2)
-                self.graphed = False
-                self.run(n)
-                return
+            except RuntimeError as error:
+                torch.cuda.set_stream(main)  # the capture's exit did not get that far
+                raise RuntimeError(
+                    f"capturing a CUDA graph of the step failed ({error}); CUDA's allocator "
+                    "stays mid-capture in this process: run again with graphs=False "
+                    "(SharpEnsemble(..., graphs=False))") from error
             self.graph = graph
         for _ in range(n):
             self.graph.replay()

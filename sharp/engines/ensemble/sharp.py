@@ -625,15 +625,14 @@ class SharpEnsemble:
             trajectories.append(torch.stack([
                 self._trajectory(params, level, i, inputs[i]) for i in range(len(members))
             ]))
+        # the state before a layer's first tick is zero: row 0, ahead of its trajectory
+        padded = [torch.cat([outputs.new_zeros(len(members), 1, c.hidden[level]), outputs], dim=1)
+                  for level, outputs in enumerate(trajectories)]
         t = torch.arange(1, steps + 1, device=self.device)
         logits = []
         for lo in range(0, steps, chunk):
             tt = t[lo : lo + chunk]
-            states = []
-            for level, outputs in enumerate(trajectories):
-                padded = torch.cat([outputs.new_zeros(len(members), 1, c.hidden[level]), outputs],
-                                   dim=1)
-                states.append(padded[:, tt // self.strides[level]])
+            states = [padded[level][:, tt // self.strides[level]] for level in range(c.layers)]
             context = None
             for level in range(c.layers - 1, 0, -1):
                 context = self.heads[level](params, states[level], context)
@@ -660,6 +659,15 @@ class SharpEnsemble:
         return tanh_trajectory(projected, start, weights)
 
     # -- members and checkpoints ----------------------------------------------------
+    @property
+    def captured(self) -> dict[str, bool]:
+        """Which device-side steps replay a captured CUDA graph now: ``"wake"``, and
+        ``"replay k"`` for each target layer k whose replay step has run (False: eager, as
+        on the CPU, before the capture or after a step that could not be captured)."""
+        return {"wake": self._wake.captured,
+                **{f"replay {k}": replay.runner.captured
+                   for k, replay in sorted(self._replays.items())}}
+
     def member(self, m: int) -> Sharp:
         """Member ``m`` as an ordinary torch-engine learner (a copy: its ``state_dict`` is
         member m's, and it continues alone exactly as the member would). Raises IndexError
