@@ -62,16 +62,15 @@ def summary(reports: list[SleepReport], losses: bool = True) -> list[tuple]:
                                for x in r.layers]) for r in reports]
 
 
-@pytest.mark.parametrize("head_type", ["film", "concat"])
-def test_ensemble_equals_separate_learners_step_by_step(head_type: str) -> None:
-    c = config(head_type=head_type)
-    ensemble = SharpEnsemble(c, SEEDS)
-    separate = [Sharp(c.replace(seed=seed, engine="torch")) for seed in SEEDS]
-    for m, learner in enumerate(separate):
-        assert_same_state(ensemble.member(m).state_dict(), learner.state_dict(), atol=0)
-    tokens = streams()
+def lockstep(ensemble: SharpEnsemble, separate: list[Sharp], tokens: list[np.ndarray],
+             steps: int) -> tuple[list[list[bool]], list[list[bool]]]:
+    """Run ``ensemble`` and the ``separate`` learners side by side over ``steps`` wake
+    steps, all sleeping every ``sleep_every``: every step's gate decisions, losses and
+    logits and every member's state at each sleep and at the end must agree. Returns each
+    step's gate decisions and each sleep's per-member ``slept``."""
+    c = ensemble.config
     gates, slept = [], []
-    for i in range(1_100):
+    for i in range(steps):
         if i % c.sleep_every == c.sleep_every - 1:
             reports, expected = ensemble.sleep(), [learner.sleep() for learner in separate]
             assert summary(reports, losses=False) == summary(expected, losses=False)
@@ -89,6 +88,18 @@ def test_ensemble_equals_separate_learners_step_by_step(head_type: str) -> None:
         gates.append(step.learned.tolist())
     for m, learner in enumerate(separate):
         assert_same_state(ensemble.member(m).state_dict(), learner.state_dict(), STATE_ATOL)
+    return gates, slept
+
+
+@pytest.mark.parametrize("head_type", ["film", "concat"])
+def test_ensemble_equals_separate_learners_step_by_step(head_type: str) -> None:
+    c = config(head_type=head_type)
+    ensemble = SharpEnsemble(c, SEEDS)
+    separate = [Sharp(c.replace(seed=seed, engine="torch")) for seed in SEEDS]
+    for m, learner in enumerate(separate):
+        assert_same_state(ensemble.member(m).state_dict(), learner.state_dict(), atol=0)
+    tokens = streams()
+    gates, slept = lockstep(ensemble, separate, tokens, 1_100)
     late = np.array(gates[200:])
     # The periodic members' gates closed for good while the random member's kept opening ...
     assert not late[:, 0].any() and not late[:, 2].any() and late[:, 1].sum() > 100
@@ -272,25 +283,7 @@ def test_a_dense_ensemble_equals_separate_dense_learners_step_by_step(table: tor
     for m, learner in enumerate(separate):
         assert_same_state(ensemble.member(m).state_dict(), learner.state_dict(), atol=0)
     tokens = dense_streams()
-    gates, slept = [], []
-    for i in range(1_100):
-        if i % c.sleep_every == c.sleep_every - 1:
-            reports, expected = ensemble.sleep(), [learner.sleep() for learner in separate]
-            assert summary(reports, losses=False) == summary(expected, losses=False)
-            slept.append([report.slept for report in reports])
-            for m, learner in enumerate(separate):
-                assert_same_state(ensemble.member(m).state_dict(), learner.state_dict(), STATE_ATOL)
-        x, y = windows(tokens, i, c.window)
-        step = ensemble.learn(x, y)
-        for m, (learner, got) in enumerate(zip(separate, step.results(), strict=True)):
-            want = learner.learn(x[m], int(y[m]))
-            assert got.memory_learned == want.memory_learned, (i, m)
-            assert got.loss == pytest.approx(want.loss, abs=ATOL)
-            assert got.recall == pytest.approx(want.recall, abs=ATOL)
-            torch.testing.assert_close(got.logits, want.logits, rtol=0, atol=ATOL)
-        gates.append(step.learned.tolist())
-    for m, learner in enumerate(separate):
-        assert_same_state(ensemble.member(m).state_dict(), learner.state_dict(), STATE_ATOL)
+    gates, slept = lockstep(ensemble, separate, tokens, 1_100)
     late = np.array(gates[200:])
     assert not late[:, 0].any() and not late[:, 2].any() and late[:, 1].sum() > 100
     assert slept == [[True, True, True], [False, True, False]]

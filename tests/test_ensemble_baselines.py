@@ -76,6 +76,22 @@ def assert_step(step, separate: list, x: np.ndarray, y: np.ndarray, atol: float)
         torch.testing.assert_close(got.logits, want.logits, rtol=0, atol=atol)
 
 
+def assert_trained_members_match(ensemble: BaselineEnsemble, separate: list,
+                                 slices: list[np.ndarray]) -> None:
+    """After training side by side: every member's state equals its separate learner's
+    (which did learn), and evaluating ``slices`` gives member m what ``member(m)`` gives
+    alone (exactly) and its separate learner gives (within ATOL)."""
+    for m, learner in enumerate(separate):
+        state = learner.state_dict()
+        assert_same_state(ensemble.member(m).state_dict(), state, STATE_ATOL)
+        assert state["optimiser"]["steps"][0] > 10  # the members did learn
+    for m, (got, learner) in enumerate(zip(ensemble.evaluate(slices), separate, strict=True)):
+        alone = ensemble.member(m).evaluate(slices[m])
+        np.testing.assert_array_equal(got.bits, alone.bits)
+        np.testing.assert_array_equal(got.correct, alone.correct)
+        np.testing.assert_allclose(got.bits, learner.evaluate(slices[m]).bits, atol=ATOL)
+
+
 @pytest.mark.parametrize(("kind", "mode"), CASES,
                          ids=[",".join([k, *(f"{a}={b}" for a, b in m.items())])
                               for k, m in CASES])
@@ -93,16 +109,7 @@ def test_ensemble_equals_separate_learners_step_by_step(kind: str, mode: dict) -
             for m, learner in enumerate(separate):
                 assert_same_state(ensemble.member(m).state_dict(), learner.state_dict(),
                                   STATE_ATOL)
-    for m, learner in enumerate(separate):
-        state = learner.state_dict()
-        assert_same_state(ensemble.member(m).state_dict(), state, STATE_ATOL)
-        assert state["optimiser"]["steps"][0] > 10  # the members did learn
-    slices = [stream[:60] for stream in tokens]
-    for m, (got, learner) in enumerate(zip(ensemble.evaluate(slices), separate, strict=True)):
-        alone = ensemble.member(m).evaluate(slices[m])
-        np.testing.assert_array_equal(got.bits, alone.bits)
-        np.testing.assert_array_equal(got.correct, alone.correct)
-        np.testing.assert_allclose(got.bits, learner.evaluate(slices[m]).bits, atol=ATOL)
+    assert_trained_members_match(ensemble, separate, [stream[:60] for stream in tokens])
 
 
 @pytest.mark.parametrize("kind", list(SIZES))
@@ -236,15 +243,7 @@ def test_a_dense_ensemble_equals_separate_learners_and_resumes(kind: str, mode: 
         x, y = windows(tokens, i)
         assert_step(ensemble.learn(x, y), separate, x, y, ATOL)
     assert torch.equal(ensemble.table, table)  # frozen
-    for m, learner in enumerate(separate):
-        state = learner.state_dict()
-        assert_same_state(ensemble.member(m).state_dict(), state, STATE_ATOL)
-        assert state["optimiser"]["steps"][0] > 10  # the members did learn
-    slices = [stream[:40] for stream in tokens]
-    for m, (got, learner) in enumerate(zip(ensemble.evaluate(slices), separate, strict=True)):
-        alone = ensemble.member(m).evaluate(slices[m])
-        np.testing.assert_array_equal(got.bits, alone.bits)
-        np.testing.assert_allclose(got.bits, learner.evaluate(slices[m]).bits, atol=ATOL)
+    assert_trained_members_match(ensemble, separate, [stream[:40] for stream in tokens])
     resumed = load_checkpoint(save_checkpoint(ensemble, tmp_path / "ensemble.pt"))
     assert type(resumed) is type(ensemble) and torch.equal(resumed.table, table)
     rebuilt = BaselineEnsemble.from_learners([ensemble.member(m) for m in range(len(SEEDS))])
