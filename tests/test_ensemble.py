@@ -107,6 +107,34 @@ def test_ensemble_equals_separate_learners_step_by_step(head_type: str) -> None:
     assert slept == [[True, True, True], [False, True, False]]
 
 
+def continue_alike(ensemble: SharpEnsemble, resumed: SharpEnsemble, rebuilt: SharpEnsemble,
+                   tokens: list[np.ndarray]) -> Sharp:
+    """Steps 200..319 with a sleep before step 300 (member 1 has tags to sleep on):
+    ``resumed`` (from a checkpoint) and ``rebuilt`` (from the members) take exactly the
+    ensemble's steps, and member 1, extracted, continues alone as it does inside the
+    ensemble. Returns that extracted member."""
+    alone = ensemble.member(1)
+    for i in range(200, 320):
+        x, y = windows(tokens, i, ensemble.config.window)
+        if i == 299:
+            reports = [summary(e.sleep()) for e in (ensemble, resumed, rebuilt)]
+            assert reports[1] == reports[0] and reports[2] == reports[0]
+            assert reports[0][1][0]  # member 1 slept
+            alone.sleep()
+        steps = [e.learn(x, y) for e in (ensemble, resumed, rebuilt)]
+        for other in steps[1:]:
+            for field in ("logits", "loss", "recall", "learned"):
+                assert torch.equal(getattr(other, field), getattr(steps[0], field))
+        got, want = alone.learn(x[1], int(y[1])), steps[0].results()[1]
+        assert got.memory_learned == want.memory_learned
+        torch.testing.assert_close(got.logits, want.logits, rtol=0, atol=ATOL)
+    for m in range(len(SEEDS)):
+        assert_same_state(resumed.member(m).state_dict(), ensemble.member(m).state_dict(), 0)
+        assert_same_state(rebuilt.member(m).state_dict(), ensemble.member(m).state_dict(), 0)
+    assert_same_state(alone.state_dict(), ensemble.member(1).state_dict(), STATE_ATOL)
+    return alone
+
+
 def test_checkpoint_and_member_round_trip_resume_bit_exactly(tmp_path) -> None:
     c = config(sleep_every=150)
     tokens = streams(500)
@@ -119,25 +147,7 @@ def test_checkpoint_and_member_round_trip_resume_bit_exactly(tmp_path) -> None:
     resumed = load_checkpoint(save_checkpoint(ensemble, tmp_path / "ensemble.pt"))
     assert isinstance(resumed, SharpEnsemble) and resumed.seeds == SEEDS
     rebuilt = SharpEnsemble.from_learners([ensemble.member(m) for m in range(len(SEEDS))])
-    alone = ensemble.member(1)
-    for i in range(200, 320):
-        x, y = windows(tokens, i, c.window)
-        if i == 299:
-            reports = [summary(e.sleep()) for e in (ensemble, resumed, rebuilt)]
-            assert reports[1] == reports[0] and reports[2] == reports[0]
-            alone.sleep()
-        steps = [e.learn(x, y) for e in (ensemble, resumed, rebuilt)]
-        for other in steps[1:]:
-            for field in ("logits", "loss", "recall", "learned"):
-                assert torch.equal(getattr(other, field), getattr(steps[0], field))
-        # The extracted member continues alone as the member does inside the ensemble.
-        got, want = alone.learn(x[1], int(y[1])), steps[0].results()[1]
-        assert got.memory_learned == want.memory_learned
-        torch.testing.assert_close(got.logits, want.logits, rtol=0, atol=ATOL)
-    for m in range(len(SEEDS)):
-        assert_same_state(resumed.member(m).state_dict(), ensemble.member(m).state_dict(), 0)
-        assert_same_state(rebuilt.member(m).state_dict(), ensemble.member(m).state_dict(), 0)
-    assert_same_state(alone.state_dict(), ensemble.member(1).state_dict(), STATE_ATOL)
+    continue_alike(ensemble, resumed, rebuilt, tokens)
 
 
 def test_one_wake_step_and_one_sleep_from_equal_states_agree_tightly() -> None:
@@ -315,26 +325,8 @@ def test_a_dense_ensemble_resumes_and_hands_out_members_bit_exactly(tmp_path, ta
     resumed = load_checkpoint(path)
     assert isinstance(resumed, SharpEnsemble) and torch.equal(resumed.table, table)
     rebuilt = SharpEnsemble.from_learners([ensemble.member(m) for m in range(len(SEEDS))])
-    alone = ensemble.member(1)
+    alone = continue_alike(ensemble, resumed, rebuilt, tokens)
     assert torch.equal(alone.table, table)
-    for i in range(200, 320):
-        x, y = windows(tokens, i, c.window)
-        if i == 299:
-            reports = [summary(e.sleep()) for e in (ensemble, resumed, rebuilt)]
-            assert reports[1] == reports[0] and reports[2] == reports[0]
-            assert reports[0][1][0]  # member 1 (noise) slept
-            alone.sleep()
-        steps = [e.learn(x, y) for e in (ensemble, resumed, rebuilt)]
-        for other in steps[1:]:
-            for field in ("logits", "loss", "recall", "learned"):
-                assert torch.equal(getattr(other, field), getattr(steps[0], field))
-        got, want = alone.learn(x[1], int(y[1])), steps[0].results()[1]
-        assert got.memory_learned == want.memory_learned
-        torch.testing.assert_close(got.logits, want.logits, rtol=0, atol=ATOL)
-    for m in range(len(SEEDS)):
-        assert_same_state(resumed.member(m).state_dict(), ensemble.member(m).state_dict(), 0)
-        assert_same_state(rebuilt.member(m).state_dict(), ensemble.member(m).state_dict(), 0)
-    assert_same_state(alone.state_dict(), ensemble.member(1).state_dict(), STATE_ATOL)
     # Another table is refused, by a checkpoint and among learners.
     with pytest.raises(ValueError, match="another frozen input table"):
         SharpEnsemble(c, SEEDS, table=table + 1).load_state_dict(ensemble.state_dict())
