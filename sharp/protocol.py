@@ -376,10 +376,11 @@ def check_weights(learner: Any, weights: Iterable[Tensor],
     """Raise :class:`Diverged` for ``learner`` if one of ``weights`` holds a NaN or an
     infinity. A sleep calls it before it dreams: a weight that blew up in the wake step just
     before (whose loss, computed before the update, was still finite) gives NaN sampling
-    probabilities, on which ``torch.multinomial`` fails with an error about probabilities
-    (on CUDA, a device-side assert). For an ensemble, every tensor's leading axis is the
-    member and ``members`` (M,) bool says which members to check; the first of them with a
-    bad weight is named. One device synchronisation per call."""
+    probabilities, from which the dream sampler (:func:`~sharp.model.learner.sample_tokens`,
+    which inverts the cumulative distribution) would silently draw token 0 at every step.
+    For an ensemble, every tensor's leading axis is the member and ``members`` (M,) bool
+    says which members to check; the first of them with a bad weight is named. One device
+    synchronisation per call."""
     finite: Tensor | None = None
     for weight in weights:
         ok = (torch.isfinite(weight).all() if members is None
