@@ -79,6 +79,22 @@ def rep_seeds(seed: int, reps: int) -> list[int]:
     return [int(s) for s in np.random.SeedSequence(seed).generate_state(reps)]
 
 
+def member_frames(frames: Sequence[pd.DataFrame], seeds: Sequence[int]) -> pd.DataFrame:
+    """An ensemble job's frame from its members' ``frames`` (member m: repetition m, seed
+    ``seeds[m]``): the frames in member order, each with ``rep`` (m) and ``seed`` columns
+    first, as the separate jobs' labels give them."""
+    for m, (frame, seed) in enumerate(zip(frames, seeds, strict=True)):
+        frame.insert(0, "seed", int(seed))
+        frame.insert(0, "rep", m)
+    return pd.concat(frames, ignore_index=True)
+
+
+def repetition_major(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (:func:`run_jobs`' rows) ordered by ``rep``, stably: an ensemble job's rows
+    hold every repetition, and this puts them where the separate jobs' rows go."""
+    return frame.sort_values("rep", kind="stable", ignore_index=True)
+
+
 def group_repetitions(option: str, device: str, reps: int) -> bool:
     """Whether an experiment runs each condition's ``reps`` repetitions as one ensemble job
     (SPEC §10): ``on`` yes, ``off`` no, ``auto`` when there are two or more and the
@@ -420,13 +436,8 @@ def stream_ensemble_job(spec: LearnerSpec, seeds: Sequence[int], task: dict[str,
     streams = np.stack([community_tokens(community, samples, seed) for seed in data_seeds])
     records = _stream_records(lambda: build_ensemble(spec, seeds), spec, streams, sleep,
                               checkpoints)
-    curves = []
-    for m, seed in enumerate(seeds):
-        curve = online_curve(records[records["member"] == m], every)
-        curve.insert(0, "seed", int(seed))
-        curve.insert(0, "rep", m)
-        curves.append(curve)
-    return pd.concat(curves, ignore_index=True)
+    return member_frames([online_curve(records[records["member"] == m], every)
+                          for m in range(len(seeds))], seeds)
 
 
 def _stream_records(build: Callable[[], Learner | SharpEnsemble | BaselineEnsemble],
@@ -568,7 +579,7 @@ def community_runs(
     (:func:`rep_seeds`) and so the same data. Where ``ensemble`` groups
     (:func:`group_repetitions`, by the device of the first condition's learner), the
     repetitions of each condition and depth whose learners differ only in their seed and
-    read learned embeddings run as one :func:`stream_ensemble_job`; the others, one
+    that sleep alike run as one :func:`stream_ensemble_job`; the others, one
     :func:`stream_job` each. Columns (rows repetition-major): condition, the conditions'
     own columns, depth, context, rep, seed, samples, error, bits, memory_update_rate,
     optimal_error. Raises what :func:`group_repetitions` raises, before any job runs."""
@@ -600,9 +611,8 @@ def community_runs(
                         "data_seeds": [stream.data_seed(s) for s in seeds],
                         "every": stream.every, "sleep": condition.sleep,
                     }, columns, size, members=len(seeds)))
-    frame = run_jobs(jobs, workers, progress=progress, description=description)
-    # an ensemble job's rows hold every repetition: put them where the separate jobs' go
-    frame = frame.sort_values("rep", kind="stable", ignore_index=True)
+    frame = repetition_major(run_jobs(jobs, workers, progress=progress,
+                                      description=description))
     frame["optimal_error"] = CommunityTask().optimal_error
     return frame
 

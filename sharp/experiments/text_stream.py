@@ -14,8 +14,8 @@ Every condition of a repetition uses the same seed and stream.
 
 The repetitions of a condition differ only in their seed, so they may run as one ensemble
 (SPEC §10, :class:`~sharp.engines.ensemble.SharpEnsemble`): ``ensemble="on"`` makes every
-condition whose learner is plain :class:`~sharp.model.learner.Sharp` with learned token
-embeddings one :func:`text_ensemble_job`, ``"off"`` runs one :func:`text_curve_job` per
+condition whose learner is plain :class:`~sharp.model.learner.Sharp` (learned or dense
+inputs) one :func:`text_ensemble_job`, ``"off"`` runs one :func:`text_curve_job` per
 repetition, ``"auto"`` groups where ``sharp bench --ensemble auto`` does
 (:func:`~sharp.experiments.common.group_repetitions`: on CUDA or MPS, never on the CPU).
 Either way the rows are the same up to floating-point rounding (the ensemble follows the
@@ -43,9 +43,11 @@ from sharp.experiments.common import (
     JobCheckpoints,
     Size,
     group_repetitions,
+    member_frames,
     periodic_argument,
     periodic_config_field,
     rep_seeds,
+    repetition_major,
     run_jobs,
 )
 from sharp.model.learner import Sharp
@@ -140,15 +142,11 @@ def text_ensemble_job(config: SharpConfig, seeds: Sequence[int], corpus: str,
     ``seed`` columns first. Checkpoints and resumes as :func:`text_curve_job` does, with
     the ensemble's state. Raises what :func:`text_curve_job` and
     :class:`~sharp.engines.ensemble.SharpEnsemble` raise (ValueError for an empty or
-    repeated seed list, :class:`~sharp.config.ConfigError` for dense inputs)."""
+    repeated seed list)."""
     members = _curves(lambda: SharpEnsemble(config, seeds),
                       lambda path: load_checkpoint(path, device=config.device),
                       corpus, train_tokens, eval_tokens, every, sleep, checkpoints)
-    frames = [pd.DataFrame(rows) for rows in members]
-    for m, frame in enumerate(frames):
-        frame.insert(0, "seed", int(seeds[m]))
-        frame.insert(0, "rep", m)
-    return pd.concat(frames, ignore_index=True)
+    return member_frames([pd.DataFrame(rows) for rows in members], seeds)
 
 
 def _curves(build: Callable[[], Model], load: Callable[[Path], Model], corpus: str,
@@ -288,7 +286,5 @@ def text_curves(conditions: Sequence[TextCondition], *, description: str,
                 jobs.append(Job(text_ensemble_job, {
                     "config": changed, "seeds": seeds, **common, "sleep": condition.sleep,
                 }, condition.labels, size, members=len(seeds)))
-    frame = run_jobs(jobs, options["workers"], progress=options["progress"],
-                     description=description)
-    # an ensemble job's rows hold every repetition: put them where the separate jobs' go
-    return frame.sort_values("rep", kind="stable", ignore_index=True)
+    return repetition_major(run_jobs(jobs, options["workers"], progress=options["progress"],
+                                     description=description))
