@@ -236,6 +236,17 @@ def test_wake_all_memories_trains_upper_memories_online():
                                                       strict=True))
 
 
+def test_wake_all_memories_takes_live_lr_and_tau():
+    learner = WakeAllMemories(preset("simulation", vocab_size=7, layers=2, hidden=8,
+                                     embedding=4, tau=0.0))
+    learner.config = learner.config.replace(lr=0.5, tau=100.0)
+    assert all(opt.lrs == [0.5] for opt in learner.upper_opts.values())
+    tokens = make_sequence("community", 60, 0)
+    for i in range(50):
+        learner.learn(tokens[i : i + 4], int(tokens[i + 4]))
+    assert learner.upper_updates == 0  # the upper gates follow the new tau
+
+
 def test_cli_writes_csv_html_md(tmp_path):
     parser = argparse.ArgumentParser()
     add_experiment_parser(parser.add_subparsers(dest="command"))

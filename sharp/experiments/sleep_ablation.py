@@ -82,11 +82,15 @@ class WakeAllMemories(Sharp):
         self._reset_upper()
 
     def apply_config(self, changed: set[str]) -> None:
-        """Also give the upper memories' optimisers a new ``lr``."""
+        """Also give the upper memories' optimisers a new ``lr`` and their gates a new
+        ``tau``."""
         super().apply_config(changed)
         if "lr" in changed:
             for optimiser in self.upper_opts.values():
                 optimiser.lrs = [self.config.lr]
+        if "tau" in changed:
+            for gate in self.upper_gates.values():
+                gate.tau = self.config.tau
 
     def _reset_upper(self) -> None:
         c = self.config
