@@ -17,6 +17,7 @@ from sharp.config import SharpConfig
 from sharp.experiments.common import (
     REGISTRY,
     Experiment,
+    Job,
     JobStore,
     default_workers,
     planned_jobs,
@@ -141,9 +142,10 @@ def holds_jobs_of(out: str | os.PathLike, name: str, identity: dict[str, Any]) -
         return False
 
 
-def ensemble_record(experiment: Experiment, parameters: dict[str, Any]) -> dict[str, Any]:
+def ensemble_record(experiment: Experiment, parameters: dict[str, Any],
+                    jobs: list[Job] | None = None) -> dict[str, Any]:
     """How a run of ``experiment`` with ``parameters`` runs its repetitions, from its planned
-    jobs (:func:`~sharp.experiments.common.planned_jobs`; no job runs): ``{}`` for an
+    ``jobs`` (None: :func:`~sharp.experiments.common.planned_jobs`; no job runs): ``{}`` for an
     experiment without the ``ensemble`` option, else ``ensemble`` (``"on"`` when some job
     runs a condition's repetitions as one ensemble, else ``"off"``), ``ensemble_option``
     (as given), and the numbers of ``ensemble_jobs`` and ``separate_jobs``. Raises what the
@@ -151,7 +153,8 @@ def ensemble_record(experiment: Experiment, parameters: dict[str, Any]) -> dict[
     ``ensemble="on"`` with one repetition)."""
     if not experiment.ensembles:
         return {}
-    jobs = planned_jobs(experiment.run, parameters)
+    if jobs is None:
+        jobs = planned_jobs(experiment.run, parameters)
     grouped = sum(job.members > 1 for job in jobs)
     return {"ensemble": "on" if grouped else "off",
             "ensemble_option": parameters.get("ensemble", "auto"),
@@ -190,9 +193,8 @@ def write_experiment(out: str | os.PathLike, experiment: Experiment, frame: pd.D
     inline), ``<name>.md`` (parameters, seeds, summary) and, last, ``<name>.json`` (the
     run's record: identity, parameters, preset, command, date, the ``invocations`` of the
     run (:class:`~sharp.runs.invocations.Invocation`) and their total wall time
-    ``seconds``, and for an
-    experiment whose repetitions may run as ensembles how they ran, ``ensemble``:
-    :func:`ensemble_record`; read by :func:`check_experiment_folder` and
+    ``seconds``, and for an experiment whose repetitions may run as ensembles how they ran,
+    ``ensemble``: :func:`ensemble_record`; read by :func:`check_experiment_folder` and
     :func:`write_index`) under ``out``, each atomically. Where ``out`` holds a combined
     ``index.md``, it is rebuilt from the files on disk, so it never contradicts them."""
     out = Path(out)
@@ -329,18 +331,19 @@ def run_experiment(name: str, preset: str = "quick", out: str | os.PathLike | No
     repetition)."""
     experiment = get_experiment(name)
     parameters = experiment.parameters(preset, **overrides)
-    ensemble = ensemble_record(experiment, parameters)
     if out is None:
+        ensemble = ensemble_record(experiment, parameters)
         start = time.perf_counter()
         frame = experiment.run(**parameters)
         return ExperimentRun(experiment, frame, parameters, time.perf_counter() - start,
                              ensemble)
+    jobs = planned_jobs(experiment.run, parameters)
+    ensemble = ensemble_record(experiment, parameters, jobs)
     with run_folder_lock(out, "sharp experiment"):
         check_experiment_folder(out, name, preset, parameters, overwrite)
         identity = experiment_identity(name, preset, parameters)
         previous = start_jobs(out, name, preset, parameters, resume)
         store = JobStore(jobs_folder(out, name))
-        jobs = planned_jobs(experiment.run, parameters)
         stored = sum(store.path(job).exists() for job in jobs)
         invocation = Invocation(command, workers=parameters.get("workers")
                                 or default_workers(len(jobs) - stored),
