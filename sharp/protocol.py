@@ -103,7 +103,9 @@ def check_not_text(tokens: object, what: str) -> None:
     """Raise ValueError if ``tokens`` (a learner's ``what``: stream, window, target) is
     text or None instead of token ids, saying how to encode text, or an iterator (a
     generator, ``iter(...)``), which is not a sequence; else return. Called on the error
-    paths of the token checks, so a valid step never pays for it."""
+    paths of a learner's token checks, so its valid step never pays for it; an ensemble's
+    per-member checks (:func:`check_windows`, :func:`check_targets`, :func:`check_slices`)
+    call it first, before taking ``len`` (three isinstance tests)."""
     if tokens is None or isinstance(tokens, str | bytes):
         got = "None" if tokens is None else f"a {type(tokens).__name__}"
         raise ValueError(f"got {got} for the {what}: token ids are needed; encode text first "
