@@ -704,8 +704,9 @@ class SharpEnsemble:
             raise ValueError(f"{len(states)} learner states for {self.members} members")
         for m, state in enumerate(states):
             check_compatible(state, "sharp", self.member_config(m))
-            if self.table is not None:
-                check_table_state(state["inputs"], self.table)
+        if self.table is not None:  # each table named once (a digest of the table per check)
+            for saved in {state["inputs"]["sha256"]: state["inputs"] for state in states}.values():
+                check_table_state(saved, self.table)
         with torch.no_grad():
             for m, state in enumerate(states):
                 for name, p in self.params.items():
