@@ -178,6 +178,13 @@ class DenseInput(nn.Module):
         return self.linear(self.table[ids])
 
 
+def token_inputs(ids: Tensor, table: Tensor | None) -> Tensor:
+    """What a SHARP memory 0 reads for token ``ids`` (any shape, int64): the ids themselves
+    (learned embedding, ``table`` None) or their rows of the frozen ``table``, shape
+    (*ids.shape, D) (dense inputs)."""
+    return ids if table is None else table[ids]
+
+
 def input_layer(vocab_size: int, embedding: int, table: Tensor | None) -> nn.Module:
     """A baseline's input layer: a learned ``nn.Embedding(vocab_size, embedding)``, or a
     :class:`DenseInput` over the frozen ``table`` (V, D)."""

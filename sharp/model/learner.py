@@ -25,7 +25,7 @@ from sharp.engines.optim import FusedAdam
 from sharp.engines.runtime import load_generator_state, prepare_runtime, small_kernels
 from sharp.model.gate import RecallGate, ReplayOutcome, WakeOutcome
 from sharp.model.heads import make_head
-from sharp.model.inputs import check_table_state, input_table, table_state
+from sharp.model.inputs import check_table_state, input_table, table_state, token_inputs
 from sharp.model.memory import Memory
 from sharp.protocol import (
     EvalResult,
@@ -151,8 +151,8 @@ class Sharp:
     def inputs(self, ids: Tensor) -> Tensor:
         """What memory 0 reads for token ``ids`` (any shape, int64): the ids themselves
         (learned embedding) or their rows of the frozen table, shape (*ids.shape, D)
-        (dense inputs, SPEC §11)."""
-        return ids if self.table is None else self.table[ids]
+        (dense inputs, SPEC §11): :func:`~sharp.model.inputs.token_inputs`."""
+        return token_inputs(ids, self.table)
 
     # -- state ----------------------------------------------------------------------
     def _zeros(self, size: int, batch: int = 1) -> Tensor:

@@ -173,28 +173,35 @@ def single_stream(preset_name: str, plan: Plan, device: torch.device) -> list[Fi
     return figures
 
 
-def ensemble_rate(ensemble: SharpEnsemble | BaselineEnsemble, plan: Plan,
-                  device: torch.device) -> float:
-    """Wake steps/s of an ensemble, every member on its own random stream, as the job
-    runner streams it: a SHARP ensemble in device blocks
+def ensemble_rate(ensemble: SharpEnsemble | BaselineEnsemble, tokens: np.ndarray, steps: int
+                  ) -> float:
+    """Ensemble steps/s over ``steps`` steps of ``ensemble`` (each step advances every
+    member) on ``tokens`` (M, >= steps + W), member m reading row m, as the job runner
+    streams it: a SHARP ensemble in device blocks
     (:meth:`~sharp.engines.ensemble.SharpEnsemble.learn_block`, replayed CUDA graphs on
-    CUDA; one block of ``plan.warmup`` steps, which captures them, then one timed block of
-    ``plan.steps``), a baseline ensemble step by step."""
+    CUDA), a baseline ensemble step by step. The clock stops once the device is done."""
+    w = ensemble.window
+    begin = time.perf_counter()
+    if isinstance(ensemble, SharpEnsemble):
+        ids = torch.as_tensor(tokens[:, : steps + w])
+        ensemble.learn_block(ids.unfold(1, w, 1)[:, :steps].transpose(0, 1),
+                             ids[:, w : steps + w].T)
+    else:
+        for i in range(steps):
+            ensemble.learn(tokens[:, i : i + w], tokens[:, i + w])
+    synchronize(ensemble.device)
+    return steps / (time.perf_counter() - begin)
+
+
+def plan_ensemble_rate(ensemble: SharpEnsemble | BaselineEnsemble, plan: Plan) -> float:
+    """:func:`ensemble_rate` of ``plan.steps`` steps after ``plan.warmup`` untimed ones (in
+    one block for a SHARP ensemble, which captures its CUDA graphs), every member on its own
+    random stream."""
     members, w = len(ensemble.seeds), ensemble.window
     ids = np.stack([random_tokens(plan.warmup + plan.steps + w + 1, ensemble.vocab_size, seed)
                     for seed in range(members)])
-    if not isinstance(ensemble, SharpEnsemble):
-        return rate(lambda i: ensemble.learn(ids[:, i : i + w], ids[:, i + w]), plan.steps,
-                    plan.warmup, device)
-    windows = torch.as_tensor(ids).unfold(1, w, 1).transpose(0, 1)  # (steps, M, W)
-    targets = torch.as_tensor(ids[:, w:]).T
-    ensemble.learn_block(windows[: plan.warmup], targets[: plan.warmup])
-    synchronize(device)
-    start = time.perf_counter()
-    end = plan.warmup + plan.steps
-    ensemble.learn_block(windows[plan.warmup : end], targets[plan.warmup : end])
-    synchronize(device)
-    return plan.steps / (time.perf_counter() - start)
+    ensemble_rate(ensemble, ids, plan.warmup)
+    return ensemble_rate(ensemble, ids[:, plan.warmup :], plan.steps)
 
 
 def ensemble_figures(preset_name: str, members: int, plan: Plan, device: torch.device
@@ -203,7 +210,7 @@ def ensemble_figures(preset_name: str, members: int, plan: Plan, device: torch.d
     named with the path that ran (CUDA graphs or eager device blocks)."""
     config = sharp_config(preset_name, plan, device=str(device))
     ensemble = SharpEnsemble(config, list(range(members)))
-    steps = ensemble_rate(ensemble, plan, device)
+    steps = plan_ensemble_rate(ensemble, plan)
     target = ENSEMBLE_TARGETS.get((preset_name, members))
     path = "CUDA graphs" if ensemble.captured["wake"] else "eager"
     name = f"SharpEnsemble {preset_name} M={members} wake ({path}, H={config.hidden[0]})"
@@ -273,7 +280,7 @@ def baseline_ensemble(kind: str, plan: Plan, device: torch.device) -> Figure:
     """Wake tokens/s of an ensemble of 9 ``kind`` baselines at the plan's preset (the
     issue's target)."""
     spec = baseline_spec(kind, plan.baseline_preset, device=str(device))
-    steps = ensemble_rate(build_ensemble(spec, list(range(9))), plan, device)
+    steps = plan_ensemble_rate(build_ensemble(spec, list(range(9))), plan)
     return Figure(f"{kind} ({plan.baseline_preset} size) ensemble M=9 wake", steps * 9,
                   "tokens/s", BASELINE_M9_TARGET)
 

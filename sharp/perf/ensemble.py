@@ -1,6 +1,6 @@
 """Ensemble against separate learners: streaming tokens/s of one ensemble of M members
 (:func:`~sharp.runs.registry.build_ensemble`; a SHARP ensemble in device blocks, as the job
-runner streams it: :func:`~sharp.perf.throughput.ensemble_rate`) and of M separate learners
+runner streams it: :func:`~sharp.perf.device.ensemble_rate`) and of M separate learners
 stepped in turn in one process, back to back, for SHARP or any baseline kind.
 
 A script, not a test: timing never decides pass or fail. Run
@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sharp.perf.throughput import ensemble_rate, machine_line
+from sharp.perf.device import ensemble_rate
+from sharp.perf.throughput import machine_line
 from sharp.protocol import Learner
 from sharp.runs.registry import (
     LEARNER_KINDS,

@@ -17,8 +17,8 @@ import pandas as pd
 import torch
 
 from sharp.config import SharpConfig, preset
-from sharp.engines.ensemble import SharpEnsemble
 from sharp.model.learner import Sharp
+from sharp.perf.device import ensemble_rate
 from sharp.protocol import Learner
 from sharp.runs.progress import tqdm
 from sharp.runs.registry import baseline_spec, build_ensemble, build_learner, sharp_spec
@@ -134,26 +134,6 @@ def measure_baseline(kind: str, preset_name: str = "paper", *, threads: int = 1,
         "wake_ms_per_step": 1000 / statistics.median(rates),
         "eval_tokens_per_s": result.tokens / result.seconds, "eval_tokens": eval_tokens,
     }
-
-
-def ensemble_rate(ensemble: Any, tokens: np.ndarray, steps: int) -> float:
-    """Ensemble steps/s over ``steps`` steps of ``ensemble`` (any ensemble; each step
-    advances every member) on ``tokens`` (M, >= steps + W), member m reading row m, as the
-    job runner streams it: a SHARP ensemble in device blocks
-    (:meth:`~sharp.engines.ensemble.SharpEnsemble.learn_block`, CUDA graphs on CUDA), a
-    baseline ensemble step by step. The clock stops once the device is done."""
-    w = ensemble.window
-    begin = time.perf_counter()
-    if isinstance(ensemble, SharpEnsemble):
-        ids = torch.as_tensor(tokens[:, : steps + w])
-        ensemble.learn_block(ids.unfold(1, w, 1)[:, :steps].transpose(0, 1),
-                             ids[:, w : steps + w].T)
-    else:
-        for i in range(steps):
-            ensemble.learn(tokens[:, i : i + w], tokens[:, i + w])
-    if ensemble.device.type == "cuda":
-        torch.cuda.synchronize(ensemble.device)
-    return steps / (time.perf_counter() - begin)
 
 
 def measure_ensemble(members: int, preset_name: str, *, kind: str = "sharp",

@@ -52,49 +52,61 @@ class StepRunner:
     def run(self, n: int) -> None:
         """Take ``n`` steps (the first ones eager while a graph is still to be captured).
         Raises RuntimeError if a capture fails (see the class)."""
-        if not self.graphed:
-            for _ in range(n):
-                self.step()
-            return
-        if self.graph is None:
-            eager = min(n, WARMUP - self.warm)
-            side, main = torch.cuda.Stream(self.device), torch.cuda.current_stream(self.device)
-            side.wait_stream(main)
-            synced, mode = False, torch.cuda.get_sync_debug_mode()
-            with torch.cuda.stream(side):
-                for i in range(eager):
-                    if self.warm + i < WARMUP - 1:
-                        self.step()
-                        continue
-                    with warnings.catch_warnings(record=True) as caught:
-                        warnings.simplefilter("always")
-                        torch.cuda.set_sync_debug_mode("warn")
-                        try:
-                            self.step()
-                        finally:
-                            torch.cuda.set_sync_debug_mode(mode)
-                    synced = any("synchroniz" in str(w.message) for w in caught)
-            main.wait_stream(side)
-            self.warm, n = self.warm + eager, n - eager
-            if synced:
-                warnings.warn("the step synchronises with the host, so it cannot be captured "
-                              "as a CUDA graph: it runs eagerly", RuntimeWarning, stacklevel=2)
-                self.graphed = False
-            if n == 0:
-                return
-            if not self.graphed:
-                self.run(n)
-                return
-            graph = torch.cuda.CUDAGraph()
-            try:
-                with torch.cuda.graph(graph):
-                    self.step()
-            except RuntimeError as error:
-                torch.cuda.set_stream(main)  # the capture's exit did not get that far
-                raise RuntimeError(
-                    f"capturing a CUDA graph of the step failed ({error}); CUDA's allocator "
-                    "stays mid-capture in this process: run again with graphs=False "
-                    "(SharpEnsemble(..., graphs=False))") from error
-            self.graph = graph
+        if self.graphed and self.graph is None:
+            n = self._warm_up(n)
+            if n and self.graphed:
+                self._capture()
+        step = self.step if self.graph is None else self.graph.replay
         for _ in range(n):
-            self.graph.replay()
+            step()
+
+    def _warm_up(self, n: int) -> int:
+        """Take the warm-up steps still due, at most ``n``, on a side stream, the last one
+        watched for host synchronisations (which leave the runner eager, with a warning);
+        the number of the ``n`` steps left."""
+        eager = min(n, WARMUP - self.warm)
+        side, main = torch.cuda.Stream(self.device), torch.cuda.current_stream(self.device)
+        side.wait_stream(main)
+        synced = False
+        with torch.cuda.stream(side):
+            for _ in range(eager):
+                if self.warm == WARMUP - 1:
+                    synced = self._synchronises()
+                else:
+                    self.step()
+                self.warm += 1
+        main.wait_stream(side)
+        if synced:
+            warnings.warn("the step synchronises with the host, so it cannot be captured "
+                          "as a CUDA graph: it runs eagerly", RuntimeWarning, stacklevel=3)
+            self.graphed = False
+        return n - eager
+
+    def _synchronises(self) -> bool:
+        """Take one step under ``torch.cuda.set_sync_debug_mode("warn")``: whether it
+        synchronised with the host."""
+        mode = torch.cuda.get_sync_debug_mode()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                self.step()
+            finally:
+                torch.cuda.set_sync_debug_mode(mode)
+        return any("synchroniz" in str(w.message) for w in caught)
+
+    def _capture(self) -> None:
+        """Capture one step (recorded, not taken) as :attr:`graph`. Raises RuntimeError if
+        the capture fails (see the class)."""
+        main = torch.cuda.current_stream(self.device)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self.step()
+        except RuntimeError as error:
+            torch.cuda.set_stream(main)  # the capture's exit did not get that far
+            raise RuntimeError(
+                f"capturing a CUDA graph of the step failed ({error}); CUDA's allocator "
+                "stays mid-capture in this process: run again with graphs=False "
+                "(SharpEnsemble(..., graphs=False))") from error
+        self.graph = graph

@@ -49,7 +49,7 @@ from sharp.engines.ensemble.graphs import StepRunner
 from sharp.engines.ensemble.stacked import StackedHead, StackedMemory
 from sharp.engines.runtime import load_generator_state, resolve_device, small_kernels
 from sharp.model.gate import RecallGate
-from sharp.model.inputs import check_table_state, input_table, table_state
+from sharp.model.inputs import check_table_state, input_table, table_state, token_inputs
 from sharp.model.learner import (
     Sharp,
     SleepLayerReport,
@@ -233,11 +233,6 @@ class SharpEnsemble:
         torch engine (whose arithmetic the ensemble follows) and the ensemble's device."""
         return self.config.replace(seed=self.seeds[m], engine="torch", device=str(self.device))
 
-    def _inputs(self, ids: Tensor) -> Tensor:
-        """What memory 0 reads for token ``ids`` (any shape, int64, on the device), as
-        :meth:`Sharp.inputs`: the ids themselves, or their table rows (*ids.shape, D)."""
-        return ids if self.table is None else self.table[ids]
-
     def _group(self, names: list[str]) -> list[Tensor]:
         return [self.params[name] for name in names]
 
@@ -383,7 +378,7 @@ class SharpEnsemble:
         # 2. Encode x with memory 0 from each member's carried window state; recall loss r
         # (cross-entropy over the tokens, or squared error over their dense vectors).
         memory0 = self.memories[0]
-        inputs = self._inputs(x)
+        inputs = token_inputs(x, self.table)
         recall, _, after_first = memory0.encode(self.params, inputs, self.carry)
         r = memory0.recall_loss(inputs, recall)
         # 3. The recall-EMA gate per member (a device mask): only open members' memory 0
@@ -414,8 +409,8 @@ class SharpEnsemble:
     @torch.no_grad()
     def _advance(self, token: Tensor) -> None:
         """Advance layer l of every member whose t is a multiple of a**l; layer 0 steps on
-        ``token``, what memory 0 reads for the window's last id (:meth:`_inputs`: (M, 1) ids
-        or (M, 1, D) vectors).
+        ``token``, what memory 0 reads for the window's last id
+        (:func:`~sharp.model.inputs.token_inputs`: (M, 1) ids or (M, 1, D) vectors).
         The mask picks which members' states change (no branch on the device's values),
         except on the CPU, where reading the mask costs no synchronisation: there the
         layers from the first that no member ticks up are skipped (a**l divides a**(l+1),
@@ -564,7 +559,8 @@ class SharpEnsemble:
         for s in range(c.replay_steps):
             logits = head.conditioned(self.params, states[0], condition)
             token = sample_tokens(logits, uniforms[:, s], c.temperature, c.top_k)
-            states[0] = self.memories[0].step(self.params, self._inputs(token), states[0])
+            states[0] = self.memories[0].step(self.params, token_inputs(token, self.table),
+                                              states[0])
             for level in range(1, target):
                 if s % self.strides[level]:
                     break
@@ -618,7 +614,7 @@ class SharpEnsemble:
         trajectories: list[Tensor] = []
         for level in range(c.layers):
             if level == 0:
-                inputs = self._inputs(ids[:, c.window - 1 : -1])
+                inputs = token_inputs(ids[:, c.window - 1 : -1], self.table)
             else:
                 every = self.strides[level] // self.strides[level - 1]
                 inputs = trajectories[-1][:, every - 1 :: every]
@@ -708,8 +704,9 @@ class SharpEnsemble:
             raise ValueError(f"{len(states)} learner states for {self.members} members")
         for m, state in enumerate(states):
             check_compatible(state, "sharp", self.member_config(m))
-            if self.table is not None:
-                check_table_state(state["inputs"], self.table)
+        if self.table is not None:  # each table named once (a digest of the table per check)
+            for saved in {state["inputs"]["sha256"]: state["inputs"] for state in states}.values():
+                check_table_state(saved, self.table)
         with torch.no_grad():
             for m, state in enumerate(states):
                 for name, p in self.params.items():
