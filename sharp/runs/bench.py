@@ -571,7 +571,7 @@ def estimate_seconds(plan: BenchPlan, steps: int = 200) -> tuple[float, dict[str
     seconds per sleep (SHARP), plus evaluated tokens × seconds per token; summed over
     jobs and divided by the workers, assuming each worker runs at the measured speed (on a
     busy machine it will not; Ray's start-up, a few seconds, is not counted)."""
-    left = []
+    left: dict[str, list[_Left]] = {}  # by speed_name, in the order the jobs run
     for job in bench_jobs(plan):
         lanes = job.lanes
         train = job.train_steps // lanes
@@ -580,14 +580,13 @@ def estimate_seconds(plan: BenchPlan, steps: int = 200) -> tuple[float, dict[str
         sleeps = (train // every - min(done, train) // every) if every else 0
         evaluate = job.eval_tokens / lanes if done < job.total_tokens // lanes else 0
         if train > done or evaluate:
-            left.append(_Left(job, max(train - done, 0), sleeps, evaluate))
+            left.setdefault(speed_name(job), []).append(
+                _Left(job, max(train - done, 0), sleeps, evaluate))
     speeds: dict[str, Speed] = {}
-    for name in dict.fromkeys(speed_name(item.job) for item in left):
-        of_model = [item for item in left if speed_name(item.job) == name]
-        speeds[name] = measure_speed(of_model[0].job, plan.corpus.tokens, steps,
-                                     sleep=any(item.sleeps for item in of_model))
-    total = sum(item.steps * speeds[speed_name(item.job)].step_seconds
-                + item.sleeps * speeds[speed_name(item.job)].sleep_seconds
-                + item.eval_tokens * speeds[speed_name(item.job)].eval_seconds
-                for item in left)
+    total = 0.0
+    for name, items in left.items():
+        speed = speeds[name] = measure_speed(items[0].job, plan.corpus.tokens, steps,
+                                             sleep=any(item.sleeps for item in items))
+        total += sum(item.steps * speed.step_seconds + item.sleeps * speed.sleep_seconds
+                     + item.eval_tokens * speed.eval_seconds for item in items)
     return total / max(plan.workers, 1), speeds
