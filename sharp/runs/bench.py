@@ -432,11 +432,15 @@ def run_bench(plan: BenchPlan) -> BenchmarkResult:
     results.csv and curves.csv (atomically), each time a job finishes, so a partial report
     is readable during the run. Jobs checkpoint under ``<out>/jobs/`` and resume from there
     (see :class:`BenchOptions`). With ``options.address`` the cluster is joined before
-    run.json is written, so a failed join leaves nothing of the run: raises
-    ConnectionError then (:func:`~sharp.runs.executor.init_ray`)."""
+    anything in the folder changes (another run's jobs deleted, run.json written), so a
+    failed join leaves the folder as it was: raises ConnectionError then
+    (:func:`~sharp.runs.executor.init_ray`)."""
     options = plan.options
     with run_folder_lock(plan.out, "sharp bench"):
         check_report_folder(plan.out, plan.meta, options.overwrite)  # again, under the lock
+        where: dict[str, Any] = {"workers": plan.workers}
+        if options.address is not None:  # a failed join leaves the folder as it was
+            where = executor.join_cluster(options.address)
         jobs_dir = plan.out / "jobs"
         try:
             previous = json.loads((plan.out / "run.json").read_text())
@@ -447,9 +451,6 @@ def run_bench(plan: BenchPlan) -> BenchmarkResult:
             previous = {}
         manifests = [JobFolder(jobs_dir / job.job_id()).manifest for job in bench_jobs(plan)]
         finished = [bool(m.get("result")) for m in manifests]
-        where: dict[str, Any] = {"workers": plan.workers}
-        if options.address is not None:  # joined before run.json: a failed join leaves nothing
-            where = executor.join_cluster(options.address)
         invocation = Invocation(
             options.command, plan.started, **where, threads=options.threads,
             jobs=len(manifests), jobs_finished_before=sum(finished),
