@@ -144,9 +144,9 @@ class BenchOptions:
     command: str = ""
     progress: bool = True
     address: str | None = None
-    checkpoint_tokens: int = 50_000
-    checkpoint_minutes: float = 10.0
-    keep_checkpoints: int = 2
+    checkpoint_tokens: int = CheckpointPolicy.every_tokens
+    checkpoint_minutes: float = CheckpointPolicy.every_seconds / 60
+    keep_checkpoints: int = CheckpointPolicy.keep
     resume: bool = True
     ensemble: str = "auto"
     tokenizer: str | None = None
