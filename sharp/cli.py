@@ -373,10 +373,10 @@ def throughput(args: argparse.Namespace) -> int:
         if args.presets and "fused" in args.engines and args.device not in ("auto", "cpu"):
             raise ValueError(f"the fused engine runs on the CPU only: measure SHARP on "
                              f"--device {args.device} with --engines torch")
-    dense = [p for p in args.presets if preset(p).inputs == "dense"]
-    if dense and "fused" in args.engines and not args.anatomy:
-        raise ValueError(f"preset(s) {', '.join(dense)} read dense input vectors, which the "
-                         "fused engine does not: measure them with --engines torch")
+        dense = [p for p in args.presets if preset(p).inputs == "dense"]
+        if dense and "fused" in args.engines:
+            raise ValueError(f"preset(s) {', '.join(dense)} read dense input vectors, which "
+                             "the fused engine does not: measure them with --engines torch")
     with run_folder_lock(args.out, "sharp throughput") as out:
         check_replace(out, [f"{stem}.{s}" for s in ("csv", "md", "json")],
                       f"{stem}.json", identity, overwrite=args.overwrite,

@@ -70,14 +70,18 @@ def test_a_cluster_address_that_cannot_work_is_refused_before_any_work(
     # next run on the folder although no job ever ran; a Ray this process already runs
     # (embedded, from an earlier run: a notebook's) is not taken for that cluster
     init_ray(None, 2)
+    earlier = out / "jobs" / "earlier" / "manifest.json"  # an earlier run's checkpointed job
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text("{}")
     started = time.monotonic()
     assert main([*bench, "--segment", "600", "--slice", "100", "--learners", "1",
-                 "--address", f"127.0.0.1:{closed_port}"]) == 2
+                 "--no-resume", "--address", f"127.0.0.1:{closed_port}"]) == 2
     assert time.monotonic() - started < 60
     assert (f"sharp bench: error: no Ray cluster answers at 127.0.0.1:{closed_port} "
             "(Connection refused): check that `ray start --head --port "
             f"{closed_port}` runs on 127.0.0.1" in capsys.readouterr().err)
     assert not (out / "run.json").exists()
+    assert earlier.exists()  # the join failed before the run deleted any job of the folder
 
 
 def test_auto_without_a_cluster_or_with_a_ray_client_address_says_so(

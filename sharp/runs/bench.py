@@ -144,9 +144,9 @@ class BenchOptions:
     command: str = ""
     progress: bool = True
     address: str | None = None
-    checkpoint_tokens: int = 50_000
-    checkpoint_minutes: float = 10.0
-    keep_checkpoints: int = 2
+    checkpoint_tokens: int = CheckpointPolicy.every_tokens
+    checkpoint_minutes: float = CheckpointPolicy.every_seconds / 60
+    keep_checkpoints: int = CheckpointPolicy.keep
     resume: bool = True
     ensemble: str = "auto"
     tokenizer: str | None = None
@@ -432,11 +432,15 @@ def run_bench(plan: BenchPlan) -> BenchmarkResult:
     results.csv and curves.csv (atomically), each time a job finishes, so a partial report
     is readable during the run. Jobs checkpoint under ``<out>/jobs/`` and resume from there
     (see :class:`BenchOptions`). With ``options.address`` the cluster is joined before
-    run.json is written, so a failed join leaves nothing of the run: raises
-    ConnectionError then (:func:`~sharp.runs.executor.init_ray`)."""
+    anything in the folder changes (another run's jobs deleted, run.json written), so a
+    failed join leaves the folder as it was: raises ConnectionError then
+    (:func:`~sharp.runs.executor.init_ray`)."""
     options = plan.options
     with run_folder_lock(plan.out, "sharp bench"):
         check_report_folder(plan.out, plan.meta, options.overwrite)  # again, under the lock
+        where: dict[str, Any] = {"workers": plan.workers}
+        if options.address is not None:  # a failed join leaves the folder as it was
+            where = executor.join_cluster(options.address)
         jobs_dir = plan.out / "jobs"
         try:
             previous = json.loads((plan.out / "run.json").read_text())
@@ -447,9 +451,6 @@ def run_bench(plan: BenchPlan) -> BenchmarkResult:
             previous = {}
         manifests = [JobFolder(jobs_dir / job.job_id()).manifest for job in bench_jobs(plan)]
         finished = [bool(m.get("result")) for m in manifests]
-        where: dict[str, Any] = {"workers": plan.workers}
-        if options.address is not None:  # joined before run.json: a failed join leaves nothing
-            where = executor.join_cluster(options.address)
         invocation = Invocation(
             options.command, plan.started, **where, threads=options.threads,
             jobs=len(manifests), jobs_finished_before=sum(finished),
@@ -571,7 +572,7 @@ def estimate_seconds(plan: BenchPlan, steps: int = 200) -> tuple[float, dict[str
     seconds per sleep (SHARP), plus evaluated tokens × seconds per token; summed over
     jobs and divided by the workers, assuming each worker runs at the measured speed (on a
     busy machine it will not; Ray's start-up, a few seconds, is not counted)."""
-    left = []
+    left: dict[str, list[_Left]] = {}  # by speed_name, in the order the jobs run
     for job in bench_jobs(plan):
         lanes = job.lanes
         train = job.train_steps // lanes
@@ -580,14 +581,13 @@ def estimate_seconds(plan: BenchPlan, steps: int = 200) -> tuple[float, dict[str
         sleeps = (train // every - min(done, train) // every) if every else 0
         evaluate = job.eval_tokens / lanes if done < job.total_tokens // lanes else 0
         if train > done or evaluate:
-            left.append(_Left(job, max(train - done, 0), sleeps, evaluate))
+            left.setdefault(speed_name(job), []).append(
+                _Left(job, max(train - done, 0), sleeps, evaluate))
     speeds: dict[str, Speed] = {}
-    for name in dict.fromkeys(speed_name(item.job) for item in left):
-        of_model = [item for item in left if speed_name(item.job) == name]
-        speeds[name] = measure_speed(of_model[0].job, plan.corpus.tokens, steps,
-                                     sleep=any(item.sleeps for item in of_model))
-    total = sum(item.steps * speeds[speed_name(item.job)].step_seconds
-                + item.sleeps * speeds[speed_name(item.job)].sleep_seconds
-                + item.eval_tokens * speeds[speed_name(item.job)].eval_seconds
-                for item in left)
+    total = 0.0
+    for name, items in left.items():
+        speed = speeds[name] = measure_speed(items[0].job, plan.corpus.tokens, steps,
+                                             sleep=any(item.sleeps for item in items))
+        total += sum(item.steps * speed.step_seconds + item.sleeps * speed.sleep_seconds
+                     + item.eval_tokens * speed.eval_seconds for item in items)
     return total / max(plan.workers, 1), speeds

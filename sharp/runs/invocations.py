@@ -51,12 +51,10 @@ class Invocation:
         """Wall seconds since this invocation started."""
         return time.perf_counter() - self._clock
 
-    def record(self, *, ended: bool = False, **facts: Any) -> dict[str, Any]:
-        """This invocation as its run's record keeps it: the fields above, ``facts`` (e.g.
-        the jobs it found finished), ``wall_seconds`` so far and whether it ``ended`` (False
-        while it runs; an invocation killed before its end keeps the wall seconds of its
-        last record)."""
-        self._record.update(facts)
+    def record(self, *, ended: bool = False) -> dict[str, Any]:
+        """This invocation as its run's record keeps it: the fields above, ``wall_seconds``
+        so far and whether it ``ended`` (False while it runs; an invocation killed before its
+        end keeps the wall seconds of its last record)."""
         return {**self._record, "wall_seconds": round(self.seconds, 3), "ended": ended}
 
 

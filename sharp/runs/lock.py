@@ -109,4 +109,3 @@ def run_folder_lock(out: str | os.PathLike, command: str, option: str = "--out"
             os.ftruncate(handle, 0)
     finally:
         os.close(handle)  # releases the lock
-
